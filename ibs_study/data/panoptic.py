@@ -1,0 +1,464 @@
+"""COCO-panoptic structures, PNG id encoding and strict validation.
+
+The on-disk format (used by Cityscapes, Mapillary Vistas, COCO and the synthetic set):
+
+* one JSON with ``images`` (``id``, ``file_name``, ``width``, ``height``), ``annotations``
+  (``image_id``, ``file_name`` of the id PNG, ``segments_info``) and ``categories``
+  (``id``, ``name``, ``isthing``, ``color``);
+* one 8-bit RGB PNG per image whose pixels encode a segment id as
+  ``id = R + 256 * G + 256**2 * B``; id 0 is void (unlabeled).
+
+Area policy: a segment whose JSON ``area`` differs from its pixel count in the PNG is a
+:class:`PanopticFormatError` (the JSON is then not describing the PNG it names). Use
+``check_area=False`` to read such files anyway; the pixel count is what every metric
+uses, as panopticapi does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "VOID_ID",
+    "CategoryInfo",
+    "Segment",
+    "PanopticSample",
+    "ImageRecord",
+    "PanopticAnnotations",
+    "PanopticFormatError",
+    "rgb_to_id",
+    "id_to_rgb",
+    "read_id_png",
+    "write_id_png",
+    "segments_from_id_map",
+    "check_segments_match_png",
+    "load_panoptic_json",
+    "write_panoptic_json",
+    "categories_from_json",
+]
+
+VOID_ID = 0
+MAX_SEGMENT_ID = 256**3 - 1
+
+
+class PanopticFormatError(ValueError):
+    """Input that does not follow the COCO-panoptic format; the message names where and what."""
+
+
+@dataclass(frozen=True)
+class CategoryInfo:
+    """One dataset category.
+
+    Args:
+        id: dataset category id (as in the JSON; not necessarily contiguous).
+        name: readable name.
+        isthing: True for countable classes with instances.
+        color: RGB colour used for visualisation.
+        supercategory: optional grouping name.
+    """
+
+    id: int
+    name: str
+    isthing: bool
+    color: tuple[int, int, int] = (0, 0, 0)
+    supercategory: str = ""
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "isthing": int(self.isthing),
+            "color": list(self.color),
+            "supercategory": self.supercategory,
+        }
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One panoptic segment of an image.
+
+    Args:
+        id: segment id as encoded in the PNG (> 0).
+        category_id: dataset category id.
+        iscrowd: 1 for a crowd region (a group of things without instance ids).
+        area: number of pixels.
+        bbox: (x, y, w, h) in pixels, the tight box of the mask.
+        score: confidence, for predictions only (``None`` for ground truth).
+    """
+
+    id: int
+    category_id: int
+    iscrowd: int = 0
+    area: int = 0
+    bbox: tuple[int, int, int, int] = (0, 0, 0, 0)
+    score: float | None = None
+
+    def to_json(self) -> dict:
+        out = {
+            "id": int(self.id),
+            "category_id": int(self.category_id),
+            "iscrowd": int(self.iscrowd),
+            "area": int(self.area),
+            "bbox": [int(v) for v in self.bbox],
+        }
+        if self.score is not None:
+            out["score"] = float(self.score)
+        return out
+
+
+@dataclass
+class PanopticSample:
+    """One image with its panoptic annotation, in memory.
+
+    Attributes:
+        image_id: dataset image id (string for Cityscapes/Vistas, int for COCO).
+        image: (H, W, 3) uint8 RGB.
+        id_map: (H, W) int32 segment ids, 0 = void.
+        segments: one :class:`Segment` per id present in ``id_map``.
+    """
+
+    image_id: str | int
+    image: np.ndarray
+    id_map: np.ndarray
+    segments: list[Segment] = field(default_factory=list)
+
+    @property
+    def height(self) -> int:
+        return int(self.id_map.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.id_map.shape[1])
+
+    def segment_by_id(self) -> dict[int, Segment]:
+        return {s.id: s for s in self.segments}
+
+
+# --------------------------------------------------------------------------- PNG encoding
+
+
+def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (H, W) int32 ids with ``id = R + 256 G + 256^2 B``."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise PanopticFormatError(f"expected an (H, W, 3) RGB array, got shape {rgb.shape}")
+    rgb = rgb.astype(np.uint32, copy=False)
+    ids = rgb[..., 0] | (rgb[..., 1] << 8) | (rgb[..., 2] << 16)
+    return ids.astype(np.int32)
+
+
+def id_to_rgb(id_map: np.ndarray) -> np.ndarray:
+    """(H, W) integer ids -> (H, W, 3) uint8 RGB; inverse of :func:`rgb_to_id`."""
+    ids = np.asarray(id_map)
+    if ids.size and (ids.min() < 0 or ids.max() > MAX_SEGMENT_ID):
+        raise PanopticFormatError(
+            f"segment ids must lie in [0, {MAX_SEGMENT_ID}] to fit an RGB PNG; "
+            f"got range [{ids.min()}, {ids.max()}]"
+        )
+    ids = ids.astype(np.uint32, copy=False)
+    rgb = np.empty(ids.shape + (3,), dtype=np.uint8)
+    rgb[..., 0] = ids & 0xFF
+    rgb[..., 1] = (ids >> 8) & 0xFF
+    rgb[..., 2] = (ids >> 16) & 0xFF
+    return rgb
+
+
+def read_id_png(path: str | os.PathLike) -> np.ndarray:
+    """Read a panoptic PNG into an (H, W) int32 id map; the PNG must be 8-bit RGB."""
+    path = Path(path)
+    if not path.is_file():
+        raise PanopticFormatError(f"{path}: panoptic PNG not found")
+    with Image.open(path) as png:
+        if png.mode != "RGB":
+            raise PanopticFormatError(
+                f"{path}: panoptic PNG must be 8-bit RGB (id = R + 256*G + 65536*B), got mode {png.mode!r}"
+            )
+        rgb = np.asarray(png)
+    return rgb_to_id(rgb)
+
+
+def write_id_png(path: str | os.PathLike, id_map: np.ndarray) -> None:
+    """Write an (H, W) id map as an RGB PNG (lossless)."""
+    Image.fromarray(id_to_rgb(id_map), mode="RGB").save(path, compress_level=1)
+
+
+# ----------------------------------------------------------------------- segment geometry
+
+
+def segments_from_id_map(
+    id_map: np.ndarray,
+    category_of: dict[int, int],
+    iscrowd_of: dict[int, int] | None = None,
+    score_of: dict[int, float] | None = None,
+) -> list[Segment]:
+    """Segments (area and tight bbox from the pixels) for every non-void id in ``id_map``.
+
+    Args:
+        id_map: (H, W) integer segment ids.
+        category_of: segment id -> category id; every non-void id must be present.
+        iscrowd_of: segment id -> iscrowd flag (default 0).
+        score_of: segment id -> score (predictions only).
+
+    Returns:
+        Segments sorted by id.
+    """
+    ids, inverse, areas = np.unique(id_map.ravel(), return_inverse=True, return_counts=True)
+    h, w = id_map.shape
+    inverse = inverse.reshape(h, w)
+    n = len(ids)
+    # Per-id extents from per-row / per-column presence, no per-segment pixel loops.
+    rows = np.zeros((n, h), dtype=bool)
+    cols = np.zeros((n, w), dtype=bool)
+    rows[inverse, np.arange(h)[:, None]] = True
+    cols[inverse, np.arange(w)[None, :]] = True
+    segments = []
+    for k, seg_id in enumerate(ids.tolist()):
+        if seg_id == VOID_ID:
+            continue
+        if seg_id not in category_of:
+            raise PanopticFormatError(f"segment id {seg_id} present in the id map has no category")
+        ys = np.flatnonzero(rows[k])
+        xs = np.flatnonzero(cols[k])
+        bbox = (int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1))
+        segments.append(
+            Segment(
+                id=seg_id,
+                category_id=category_of[seg_id],
+                iscrowd=int((iscrowd_of or {}).get(seg_id, 0)),
+                area=int(areas[k]),
+                bbox=bbox,
+                score=None if score_of is None else float(score_of[seg_id]),
+            )
+        )
+    return segments
+
+
+def check_segments_match_png(
+    id_map: np.ndarray,
+    segments: Sequence[Segment],
+    *,
+    png_path: str | os.PathLike,
+    image_id: str | int,
+    check_area: bool = True,
+) -> None:
+    """Raise :class:`PanopticFormatError` unless the JSON segments describe the PNG exactly.
+
+    Checks: every non-void id in the PNG has a JSON segment, every JSON segment is present
+    in the PNG, and (``check_area``) each JSON area equals the pixel count.
+    """
+    ids, counts = np.unique(id_map, return_counts=True)
+    png_area = dict(zip(ids.tolist(), counts.tolist(), strict=True))
+    png_area.pop(VOID_ID, None)
+    json_ids = {s.id for s in segments}
+    missing = sorted(set(png_area) - json_ids)
+    if missing:
+        raise PanopticFormatError(
+            f"{png_path} (image id {image_id!r}): segment id(s) {missing[:10]} appear in the PNG "
+            f"but not in the JSON segments_info"
+        )
+    for seg in segments:
+        if seg.id not in png_area:
+            raise PanopticFormatError(
+                f"{png_path} (image id {image_id!r}): segment id {seg.id} is listed in the JSON "
+                f"but absent from the PNG"
+            )
+        if check_area and seg.area != png_area[seg.id]:
+            raise PanopticFormatError(
+                f"{png_path} (image id {image_id!r}): segment id {seg.id} has area {seg.area} in the "
+                f"JSON but {png_area[seg.id]} pixels in the PNG"
+            )
+
+
+# --------------------------------------------------------------------------- JSON level
+
+
+@dataclass
+class ImageRecord:
+    """One image entry joined with its annotation entry."""
+
+    image_id: str | int
+    file_name: str
+    width: int
+    height: int
+    png_name: str
+    segments: list[Segment]
+
+
+@dataclass
+class PanopticAnnotations:
+    """A parsed and structurally validated COCO-panoptic JSON.
+
+    Attributes:
+        path: the JSON file.
+        categories: by dataset category id, in JSON order.
+        records: one per image, in JSON ``images`` order.
+    """
+
+    path: Path
+    categories: dict[int, CategoryInfo]
+    records: list[ImageRecord]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+def _require(entry: dict, keys: Iterable[str], what: str, path: Path) -> None:
+    missing = [k for k in keys if k not in entry]
+    if missing:
+        raise PanopticFormatError(f"{path}: {what} lacks key(s) {missing}: {str(entry)[:200]}")
+
+
+def categories_from_json(entries: list[dict], path: Path | str = "<categories>") -> dict[int, CategoryInfo]:
+    """Parse a COCO-panoptic ``categories`` list, rejecting duplicates and missing keys."""
+    path = Path(path)
+    categories: dict[int, CategoryInfo] = {}
+    for entry in entries:
+        _require(entry, ("id", "name", "isthing"), "category", path)
+        cat_id = int(entry["id"])
+        if cat_id in categories:
+            raise PanopticFormatError(f"{path}: duplicate category id {cat_id}")
+        color = tuple(int(c) for c in entry.get("color", (0, 0, 0)))
+        categories[cat_id] = CategoryInfo(
+            id=cat_id,
+            name=str(entry["name"]),
+            isthing=bool(entry["isthing"]),
+            color=color,  # type: ignore[arg-type]
+            supercategory=str(entry.get("supercategory", "")),
+        )
+    return categories
+
+
+def load_panoptic_json(
+    path: str | os.PathLike,
+    categories: dict[int, CategoryInfo] | None = None,
+    *,
+    allow_empty: bool = False,
+) -> PanopticAnnotations:
+    """Read and validate a COCO-panoptic JSON (structure only; PNGs are checked when read).
+
+    Args:
+        path: the JSON file.
+        categories: categories to validate against; default: the JSON's own ``categories``.
+        allow_empty: accept a JSON without images (an empty dataset is an error by default).
+
+    Raises:
+        PanopticFormatError: not COCO-panoptic, duplicate image ids, duplicate segment ids
+            within an image, unknown category ids, annotations without image or images
+            without annotation, empty dataset.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PanopticFormatError(f"{path}: panoptic JSON not found")
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except json.JSONDecodeError as err:
+        raise PanopticFormatError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(data, dict) or "annotations" not in data:
+        raise PanopticFormatError(f"{path}: not a COCO-panoptic JSON (needs 'images', 'annotations', 'categories')")
+    if categories is None:
+        if "categories" not in data:
+            raise PanopticFormatError(f"{path}: has no 'categories' and none were given")
+        categories = categories_from_json(data["categories"], path)
+
+    images: dict[str | int, dict] = {}
+    for entry in data.get("images", []):
+        _require(entry, ("id", "file_name"), "image entry", path)
+        if entry["id"] in images:
+            raise PanopticFormatError(f"{path}: duplicate image id {entry['id']!r} in 'images'")
+        images[entry["id"]] = entry
+
+    records: dict[str | int, ImageRecord] = {}
+    for ann in data["annotations"]:
+        _require(ann, ("image_id", "file_name", "segments_info"), "annotation", path)
+        image_id = ann["image_id"]
+        if image_id in records:
+            raise PanopticFormatError(f"{path}: image id {image_id!r} has more than one annotation")
+        if image_id not in images:
+            raise PanopticFormatError(f"{path}: annotation for image id {image_id!r} which is not in 'images'")
+        segments: list[Segment] = []
+        seen: set[int] = set()
+        for info in ann["segments_info"]:
+            _require(info, ("id", "category_id"), f"segment of image {image_id!r}", path)
+            seg_id = int(info["id"])
+            if seg_id in seen:
+                raise PanopticFormatError(f"{path}: image id {image_id!r} lists segment id {seg_id} twice")
+            if seg_id <= VOID_ID or seg_id > MAX_SEGMENT_ID:
+                raise PanopticFormatError(
+                    f"{path}: image id {image_id!r}: segment id {seg_id} outside [1, {MAX_SEGMENT_ID}]"
+                )
+            seen.add(seg_id)
+            cat_id = int(info["category_id"])
+            if cat_id not in categories:
+                raise PanopticFormatError(
+                    f"{path}: image id {image_id!r}, segment id {seg_id}: unknown category id {cat_id}"
+                )
+            bbox = tuple(int(v) for v in info.get("bbox", (0, 0, 0, 0)))
+            segments.append(
+                Segment(
+                    id=seg_id,
+                    category_id=cat_id,
+                    iscrowd=int(info.get("iscrowd", 0)),
+                    area=int(info.get("area", -1)),
+                    bbox=bbox,  # type: ignore[arg-type]
+                    score=float(info["score"]) if "score" in info else None,
+                )
+            )
+        entry = images[image_id]
+        records[image_id] = ImageRecord(
+            image_id=image_id,
+            file_name=str(entry["file_name"]),
+            width=int(entry.get("width", -1)),
+            height=int(entry.get("height", -1)),
+            png_name=str(ann["file_name"]),
+            segments=segments,
+        )
+    unannotated = [i for i in images if i not in records]
+    if unannotated:
+        raise PanopticFormatError(
+            f"{path}: {len(unannotated)} image(s) have no annotation, e.g. image id {unannotated[0]!r}"
+        )
+    if not records and not allow_empty:
+        raise PanopticFormatError(f"{path}: empty dataset (no annotated images)")
+    ordered = [records[i] for i in images]
+    return PanopticAnnotations(path=path, categories=dict(categories), records=ordered)
+
+
+def write_panoptic_json(
+    path: str | os.PathLike,
+    records: Sequence[ImageRecord],
+    categories: Iterable[CategoryInfo],
+    *,
+    info: dict | None = None,
+) -> None:
+    """Write a COCO-panoptic JSON; ids and file names as given (nothing is renumbered)."""
+    data = {
+        "info": info or {},
+        "images": [
+            {"id": r.image_id, "file_name": r.file_name, "width": r.width, "height": r.height} for r in records
+        ],
+        "annotations": [
+            {
+                "image_id": r.image_id,
+                "file_name": r.png_name,
+                "segments_info": [s.to_json() for s in r.segments],
+            }
+            for r in records
+        ],
+        "categories": [c.to_json() for c in categories],
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)

@@ -1,0 +1,67 @@
+"""The contract every unified model returns in training, and what IBS reads from it.
+
+Unified models predict mask logits as the product of per-segment embeddings ``E`` and
+per-image pixel features ``F``. Intra-Batch Supervision needs only those two and the
+knowledge of which embeddings stand for a ground-truth *thing*, so it works with any
+model that fills :class:`UnifiedOutput`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+__all__ = ["UnifiedOutput"]
+
+
+@dataclass
+class UnifiedOutput:
+    """Training-mode output of a unified panoptic model.
+
+    ``L`` is the number of prediction layers (1 for Panoptic FCN; for Mask2Former the
+    learnable-query prediction plus one per decoder layer, last = final prediction).
+
+    Attributes:
+        features: (B, C, h, w) pixel features F that the mask product uses (stride 4).
+        embeddings: ``[L][B]`` tensors (N_b, C): every per-segment embedding E of crop b
+            at layer l, such that ``masks = einsum("nc,chw->nhw", E, F[b])`` are logits.
+        thing_index: ``[L][B]`` int64 tensors (T_b,): rows of ``embeddings[l][b]`` that
+            belong to a ground-truth thing segment (by construction or by matching).
+        thing_weights: ``[L][B]`` float tensors (T_b,): weight of each such row in the IBS
+            loss. Rows of one ground-truth thing sum to 1 (Panoptic FCN: top-k centre
+            scores; Mask2Former: 1 per matched query), so their sum counts the things.
+        ibs_layers: the layers IBS is applied to (Mask2Former excludes layer 0).
+        mask_loss_weight: the model's own mask-loss weight; the official Panoptic FCN
+            multiplies the IBS term by it.
+        losses: the model's own weighted loss terms, e.g. ``{"loss_dice": ..}``.
+        stats: scalars worth logging that are not losses (e.g. number of matched things).
+    """
+
+    features: torch.Tensor
+    embeddings: list[list[torch.Tensor]]
+    thing_index: list[list[torch.Tensor]]
+    thing_weights: list[list[torch.Tensor]]
+    ibs_layers: tuple[int, ...]
+    mask_loss_weight: float = 1.0
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    stats: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        batch = self.features.shape[0]
+        for name in ("embeddings", "thing_index", "thing_weights"):
+            layers = getattr(self, name)
+            if any(len(per_crop) != batch for per_crop in layers):
+                raise ValueError(f"UnifiedOutput.{name} must hold {batch} crops per layer")
+        if not (len(self.embeddings) == len(self.thing_index) == len(self.thing_weights)):
+            raise ValueError("UnifiedOutput: embeddings, thing_index and thing_weights need the same layers")
+        if any(not 0 <= layer < len(self.embeddings) for layer in self.ibs_layers):
+            raise ValueError(f"UnifiedOutput.ibs_layers {self.ibs_layers} outside 0..{len(self.embeddings) - 1}")
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.features.shape[0])
+
+    def thing_embeddings(self, layer: int, crop: int) -> torch.Tensor:
+        """(T_b, C) embeddings of crop ``crop``'s ground-truth things at ``layer``."""
+        return self.embeddings[layer][crop][self.thing_index[layer][crop]]
