@@ -38,6 +38,7 @@ __all__ = [
     "DatasetMeta",
     "PanopticDataset",
     "CITYSCAPES_META",
+    "CITYSCAPES_TRAIN_ID_META",
     "MAPILLARY_VISTAS_META",
     "cityscapes",
     "mapillary_vistas",
@@ -199,6 +200,10 @@ def _meta_from_table(name: str, table: list[tuple]) -> DatasetMeta:
 
 
 CITYSCAPES_META = _meta_from_table("cityscapes", _CITYSCAPES)
+# ``createPanopticImgs --use-train-id`` writes category ids 0..18 (train ids, in label-id order)
+CITYSCAPES_TRAIN_ID_META = _meta_from_table(
+    "cityscapes_train_id", [(train_id, *row[1:]) for train_id, row in enumerate(_CITYSCAPES)]
+)
 MAPILLARY_VISTAS_META = _meta_from_table("mapillary_vistas", _MAPILLARY_VISTAS)
 
 
@@ -311,15 +316,17 @@ def coco_panoptic_folder(
     return PanopticDataset(json_path, png_dir, image_dir, **kwargs)
 
 
-def cityscapes(root: str | os.PathLike, split: str = "val", **kwargs) -> PanopticDataset:
+def cityscapes(root: str | os.PathLike, split: str = "val", *, use_train_id: bool = False, **kwargs) -> PanopticDataset:
     """Cityscapes panoptic as written by cityscapesScripts' ``createPanopticImgs``.
 
     Layout: ``gtFine/cityscapes_panoptic_{split}.json``, flat ``gtFine/cityscapes_panoptic_{split}/``
     PNGs, images ``leftImg8bit/{split}/{city}/{image_id}_leftImg8bit.png``. Images are located
     from the image id (the converter's ``file_name`` names a file that does not exist).
+    ``use_train_id`` reads the ``--use-train-id`` variant (``..._{split}_trainId.json``, ids 0..18).
     """
     root = Path(root)
     gt = root / "gtFine"
+    suffix = "_trainId" if use_train_id else ""
 
     def image_path(record: ImageRecord) -> Path:
         stem = str(record.image_id)
@@ -327,10 +334,10 @@ def cityscapes(root: str | os.PathLike, split: str = "val", **kwargs) -> Panopti
         return root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png"
 
     return PanopticDataset(
-        gt / f"cityscapes_panoptic_{split}.json",
-        gt / f"cityscapes_panoptic_{split}",
+        gt / f"cityscapes_panoptic_{split}{suffix}.json",
+        gt / f"cityscapes_panoptic_{split}{suffix}",
         image_path,
-        CITYSCAPES_META,
+        CITYSCAPES_TRAIN_ID_META if use_train_id else CITYSCAPES_META,
         name=f"cityscapes_{split}",
         **kwargs,
     )
