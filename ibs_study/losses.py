@@ -6,11 +6,28 @@ is computed once and clamped to >= 1) and weight them in one place.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss
 
-__all__ = ["dice_loss", "sigmoid_ce_loss", "focal_loss"]
+from ibs_study.data.batch import CropTarget
+from ibs_study.models.mask_ops import mask_logits, point_sample, uncertain_point_coords
+from ibs_study.models.output import UnifiedOutput
+
+__all__ = [
+    "dice_loss",
+    "sigmoid_ce_loss",
+    "focal_loss",
+    "IBSConfig",
+    "IBS_PARTNER_MODES",
+    "assign_partners",
+    "shared_thing_class_fraction",
+    "ibs_loss",
+    "weighted_ibs_loss",
+]
 
 
 def dice_loss(logits: torch.Tensor, targets: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
@@ -53,3 +70,215 @@ def focal_loss(
         (N,) loss per mask.
     """
     return sigmoid_focal_loss(logits, targets.to(logits.dtype), alpha=alpha, gamma=gamma, reduction="none").mean(-1)
+
+
+# --------------------------------------------------------------------------- Intra-Batch Supervision
+
+IBS_PARTNER_MODES = ("pair_mate", "random", "random_per_layer")
+
+
+@dataclass
+class IBSConfig:
+    """Intra-Batch Supervision settings (config keys ``ibs.*``).
+
+    Attributes:
+        enabled: add the IBS term to the training loss.
+        weight: λ_IBS, the weight of the IBS term (>= 0).
+        partner: which crop's features each crop's thing embeddings meet: ``"pair_mate"``
+            (crop 2k <-> 2k+1, official Panoptic FCN with crop sampling), ``"random"`` (one
+            uniform other crop per step, shared by all layers) or ``"random_per_layer"``
+            (a new uniform other crop for every IBS layer, official Mask2Former).
+        scale_by_mask_weight: also multiply by the model's own mask-loss weight
+            (official Panoptic FCN multiplies by its SEGMENT weight).
+        point_sampling: evaluate the loss at importance-sampled points of the IBS logits
+            (official Mask2Former) instead of at every pixel of the partner's map.
+        num_points: points per mask when ``point_sampling``.
+        oversample_ratio: PointRend candidate factor.
+        importance_sample_ratio: fraction of the points chosen by uncertainty.
+        alpha: focal-loss alpha (weight of positives; zero targets weigh ``1 - alpha``).
+        gamma: focal-loss focusing exponent.
+    """
+
+    enabled: bool = False
+    weight: float = 1.0
+    partner: str = "pair_mate"
+    scale_by_mask_weight: bool = False
+    point_sampling: bool = False
+    num_points: int = 12544
+    oversample_ratio: float = 3.0
+    importance_sample_ratio: float = 0.75
+    alpha: float = 0.25
+    gamma: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.weight < 0:
+            raise ValueError(f"ibs.weight must be >= 0, got {self.weight}")
+        if self.partner not in IBS_PARTNER_MODES:
+            raise ValueError(f"ibs.partner must be one of {list(IBS_PARTNER_MODES)}, got {self.partner!r}")
+        if self.num_points < 1:
+            raise ValueError(f"ibs.num_points must be >= 1, got {self.num_points}")
+        if self.oversample_ratio < 1:
+            raise ValueError(f"ibs.oversample_ratio must be >= 1, got {self.oversample_ratio}")
+        if not 0 <= self.importance_sample_ratio <= 1:
+            raise ValueError(f"ibs.importance_sample_ratio must be in [0, 1], got {self.importance_sample_ratio}")
+        if not 0 <= self.alpha <= 1:
+            raise ValueError(f"ibs.alpha must be in [0, 1], got {self.alpha}")
+        if self.gamma < 0:
+            raise ValueError(f"ibs.gamma must be >= 0, got {self.gamma}")
+
+
+def assign_partners(batch_size: int, mode: str, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The crop whose features each crop's thing embeddings meet in the IBS loss.
+
+    Args:
+        batch_size: B, crops in the local (per-process) batch.
+        mode: ``"pair_mate"``: crop 2k <-> 2k+1 (B must be even); ``"random"``: uniform
+            among the other B - 1 crops, never the crop itself (B >= 2).
+        generator: source of randomness for ``"random"`` (None: torch's global generator).
+
+    Returns:
+        (B,) int64 partner index on the CPU.
+    """
+    if mode == "pair_mate":
+        if batch_size % 2:
+            raise ValueError(
+                f"IBS partner 'pair_mate' pairs crops 2k and 2k+1: train.batch_size (per process) must be "
+                f"even, got {batch_size}"
+            )
+        return torch.arange(batch_size) ^ 1
+    if mode == "random":
+        if batch_size < 2:
+            raise ValueError(
+                f"IBS partner 'random' needs another crop in the batch: train.batch_size (per process) "
+                f"must be >= 2, got {batch_size}"
+            )
+        # an offset among the other B - 1 crops, shifted past the crop itself
+        offset = torch.randint(0, batch_size - 1, (batch_size,), generator=generator)
+        return offset + (offset >= torch.arange(batch_size)).long()
+    raise ValueError(f"assign_partners mode must be 'pair_mate' or 'random', got {mode!r}")
+
+
+def shared_thing_class_fraction(targets: Sequence[CropTarget], partner_index: torch.Tensor) -> float:
+    """Fraction of (crop, partner) pairs whose ground-truth thing classes intersect.
+
+    IBS supervision is most useful when a crop and its partner hold things of one class
+    (Sec. 4.2); class-aware paired sampling exists to raise this fraction.
+
+    Args:
+        targets: B crop targets.
+        partner_index: (B,) int64.
+
+    Returns:
+        The fraction in [0, 1] over the B ordered pairs ``(b, partner_index[b])``.
+    """
+    if len(targets) != len(partner_index):
+        raise ValueError(f"{len(targets)} targets but {len(partner_index)} partner indices")
+    classes = [set(t.labels[t.is_thing].tolist()) for t in targets]
+    shared = sum(bool(classes[b] & classes[int(p)]) for b, p in enumerate(partner_index))
+    return shared / max(len(targets), 1)
+
+
+def _check_partner_index(partner_index: torch.Tensor, batch_size: int) -> None:
+    if partner_index.shape != (batch_size,):
+        raise ValueError(f"partner_index must have shape ({batch_size},), got {tuple(partner_index.shape)}")
+    if bool(((partner_index < 0) | (partner_index >= batch_size)).any()):
+        raise ValueError(f"partner_index values must be in [0, {batch_size - 1}], got {partner_index.tolist()}")
+    if bool((partner_index == torch.arange(batch_size, device=partner_index.device)).any()):
+        raise ValueError(f"partner_index pairs a crop with itself: {partner_index.tolist()}")
+
+
+def _ibs_layer_sum(
+    output: UnifiedOutput,
+    layer: int,
+    partner_index: torch.Tensor,
+    cfg: IBSConfig,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """Σ over crops b and thing rows t of ``thing_weight[t] · mean focal(E_b[t] · F[partner[b]], 0)``."""
+    features = output.features
+    # a zero that depends on the features: the term keeps a gradient path with no thing at all
+    total = features.reshape(-1)[:1].sum() * 0.0
+    for crop in range(output.batch_size):
+        thing_embeddings = output.thing_embeddings(layer, crop)  # (T, C)
+        if thing_embeddings.shape[0] == 0:
+            continue
+        logits = mask_logits(thing_embeddings, features[int(partner_index[crop])])  # (T, h, w)
+        if cfg.point_sampling:
+            coords = uncertain_point_coords(
+                logits[:, None],
+                cfg.num_points,
+                cfg.oversample_ratio,
+                cfg.importance_sample_ratio,
+                generator=generator,
+            )  # (T, P, 2)
+            values = point_sample(logits[:, None], coords).squeeze(1)  # (T, P)
+        else:
+            values = logits.flatten(1)  # (T, h * w)
+        values = values.to(torch.promote_types(values.dtype, torch.float32))  # fp32 focal under AMP
+        per_mask = focal_loss(values, torch.zeros_like(values), alpha=cfg.alpha, gamma=cfg.gamma)  # (T,)
+        weights = output.thing_weights[layer][crop].to(per_mask)
+        total = total + (per_mask * weights).sum()
+    return total
+
+
+def ibs_loss(
+    output: UnifiedOutput,
+    partner_index: torch.Tensor | None,
+    cfg: IBSConfig,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """Intra-Batch Supervision: thing embeddings of one crop must not fire on another crop.
+
+    For each IBS layer l and crop b, the thing embeddings ``E_b`` (rows ``thing_index``)
+    meet the features ``F[p(b)]`` of the partner crop; the logits ``E_b · F[p(b)]`` get a
+    sigmoid focal loss against all-zero targets, averaged over every pixel of the
+    partner's map or over ``cfg.num_points`` importance-sampled points. Each row is
+    weighted by ``thing_weights``; the weighted sum over the batch is divided by
+    ``max(Σ thing_weights, 1)`` (the number of ground-truth things for Panoptic FCN, of
+    thing-matched queries for Mask2Former; local to this process). Nothing is detached.
+
+    Args:
+        output: the model's training output; ``features`` (B, C, h, w) and per layer and
+            crop ``embeddings`` (N_b, C), ``thing_index`` (T_b,), ``thing_weights`` (T_b,).
+        partner_index: (B,) int64, the partner crop of every crop; ignored (may be None)
+            when ``cfg.partner == "random_per_layer"``, which draws a new partner among the
+            other crops for every IBS layer.
+        cfg: the IBS settings (``weight`` is applied by :func:`weighted_ibs_loss`, not here).
+        generator: randomness for per-layer partners and point sampling.
+
+    Returns:
+        ``{"loss_ibs": (), the sum over IBS layers}`` plus ``"ibs_layer{l}"`` (): each
+        layer's value, for logging (already included in ``loss_ibs``). Exactly 0 when the
+        batch has no thing.
+    """
+    batch_size = output.batch_size
+    if cfg.partner != "random_per_layer":
+        if partner_index is None:
+            raise ValueError(f"ibs.partner={cfg.partner!r} needs a partner_index (see assign_partners)")
+        _check_partner_index(partner_index, batch_size)
+    terms: dict[str, torch.Tensor] = {}
+    for layer in output.ibs_layers:
+        if cfg.partner == "random_per_layer":
+            partner_index = assign_partners(batch_size, "random", generator)
+        layer_sum = _ibs_layer_sum(output, layer, partner_index, cfg, generator)
+        normaliser = max(float(sum(float(w.sum()) for w in output.thing_weights[layer])), 1.0)
+        terms[f"ibs_layer{layer}"] = layer_sum / normaliser
+    total = sum(terms.values()) if terms else output.features.reshape(-1)[:1].sum() * 0.0
+    return {"loss_ibs": total, **terms}
+
+
+def weighted_ibs_loss(
+    output: UnifiedOutput,
+    partner_index: torch.Tensor | None,
+    cfg: IBSConfig,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """The IBS term to add to the training loss: ``{"loss_ibs": λ [· mask_loss_weight] · L_IBS}``.
+
+    Returns an empty dict when ``cfg.enabled`` is False, so the training loop can always
+    call it and sum what it returns. Arguments as for :func:`ibs_loss`.
+    """
+    if not cfg.enabled:
+        return {}
+    factor = cfg.weight * (output.mask_loss_weight if cfg.scale_by_mask_weight else 1.0)
+    return {"loss_ibs": factor * ibs_loss(output, partner_index, cfg, generator)["loss_ibs"]}
