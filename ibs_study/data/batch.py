@@ -109,10 +109,44 @@ class Batch:
         )
 
 
-def collate(images: list[np.ndarray], targets: list[CropTarget], image_ids: list) -> Batch:
-    """Stack (H, W, 3) uint8 crops of one size into a :class:`Batch` (no partners yet)."""
-    shapes = {im.shape for im in images}
-    if len(shapes) != 1:
-        raise ValueError(f"all crops of a batch must have one size, got {sorted(shapes)}")
-    stacked = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-    return Batch(images=stacked, targets=targets, image_ids=list(image_ids))
+def _pad_target(target: CropTarget, height: int, width: int) -> CropTarget:
+    """``target`` padded at the bottom and right to (height, width); padding is ignored."""
+    h, w = target.ignore.shape
+    masks = torch.zeros((target.masks.shape[0], height, width), dtype=target.masks.dtype)
+    masks[:, :h, :w] = target.masks
+    ignore = torch.ones((height, width), dtype=target.ignore.dtype)
+    ignore[:h, :w] = target.ignore
+    return CropTarget(masks, target.labels, target.is_thing, ignore, target.segment_ids)
+
+
+def collate(
+    images: list[np.ndarray],
+    targets: list[CropTarget],
+    image_ids: list,
+    *,
+    pad_to_multiple: int | None = None,
+) -> Batch:
+    """Stack (H, W, 3) uint8 crops into a :class:`Batch` (no partners yet).
+
+    Args:
+        pad_to_multiple: None: all crops must have one size. Otherwise crops of any size
+            are zero-padded at the bottom and right to the largest height and width of the
+            batch, rounded up to this multiple (full-image training); padded pixels are
+            added to each target's ``ignore``.
+    """
+    if pad_to_multiple is None:
+        shapes = {im.shape for im in images}
+        if len(shapes) != 1:
+            raise ValueError(f"all crops of a batch must have one size, got {sorted(shapes)}")
+        stacked = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+        return Batch(images=stacked, targets=targets, image_ids=list(image_ids))
+    if pad_to_multiple < 1:
+        raise ValueError(f"pad_to_multiple must be >= 1, got {pad_to_multiple}")
+    height = -(-max(im.shape[0] for im in images) // pad_to_multiple) * pad_to_multiple
+    width = -(-max(im.shape[1] for im in images) // pad_to_multiple) * pad_to_multiple
+    padded_images = np.zeros((len(images), height, width, 3), dtype=np.uint8)
+    for k, im in enumerate(images):
+        padded_images[k, : im.shape[0], : im.shape[1]] = im
+    stacked = torch.from_numpy(padded_images).permute(0, 3, 1, 2).contiguous()
+    padded = [_pad_target(t, height, width) for t in targets]
+    return Batch(images=stacked, targets=padded, image_ids=list(image_ids))
