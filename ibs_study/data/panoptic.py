@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +42,7 @@ __all__ = [
     "write_id_png",
     "segments_from_id_map",
     "check_segments_match_png",
+    "check_segments_match_areas",
     "load_panoptic_json",
     "write_panoptic_json",
     "categories_from_json",
@@ -257,7 +258,26 @@ def check_segments_match_png(
     """
     ids, counts = np.unique(id_map, return_counts=True)
     png_area = dict(zip(ids.tolist(), counts.tolist(), strict=True))
-    png_area.pop(VOID_ID, None)
+    check_segments_match_areas(
+        png_area, segments, png_path=png_path, image_id=image_id, check_area=check_area
+    )
+
+
+def check_segments_match_areas(
+    png_area: Mapping[int, int],
+    segments: Sequence[Segment],
+    *,
+    png_path: str | os.PathLike,
+    image_id: str | int,
+    check_area: bool = True,
+) -> None:
+    """:func:`check_segments_match_png` for pixel counts already computed by the caller.
+
+    Args:
+        png_area: segment id -> pixel count of every id present in the PNG (void may be
+            included; ids with count 0 count as absent).
+    """
+    png_area = {seg_id: count for seg_id, count in png_area.items() if count > 0 and seg_id != VOID_ID}
     json_ids = {s.id for s in segments}
     missing = sorted(set(png_area) - json_ids)
     if missing:
@@ -342,6 +362,7 @@ def load_panoptic_json(
     categories: dict[int, CategoryInfo] | None = None,
     *,
     allow_empty: bool = False,
+    images_optional: bool = False,
 ) -> PanopticAnnotations:
     """Read and validate a COCO-panoptic JSON (structure only; PNGs are checked when read).
 
@@ -349,6 +370,10 @@ def load_panoptic_json(
         path: the JSON file.
         categories: categories to validate against; default: the JSON's own ``categories``.
         allow_empty: accept a JSON without images (an empty dataset is an error by default).
+        images_optional: treat ``images`` as optional, as prediction files do: accept
+            annotations whose image id is not listed in ``images`` (or no ``images`` at all;
+            such records take the PNG name as ``file_name`` and -1 as width and height, and
+            follow the listed images) and leave listed images without annotation out.
 
     Raises:
         PanopticFormatError: not COCO-panoptic, duplicate image ids, duplicate segment ids
@@ -378,13 +403,18 @@ def load_panoptic_json(
         images[entry["id"]] = entry
 
     records: dict[str | int, ImageRecord] = {}
+    images_only_annotated: list[str | int] = []
     for ann in data["annotations"]:
         _require(ann, ("image_id", "file_name", "segments_info"), "annotation", path)
         image_id = ann["image_id"]
         if image_id in records:
             raise PanopticFormatError(f"{path}: image id {image_id!r} has more than one annotation")
         if image_id not in images:
-            raise PanopticFormatError(f"{path}: annotation for image id {image_id!r} which is not in 'images'")
+            if not images_optional:
+                raise PanopticFormatError(
+                    f"{path}: annotation for image id {image_id!r} which is not in 'images'"
+                )
+            images_only_annotated.append(image_id)
         segments: list[Segment] = []
         seen: set[int] = set()
         for info in ann["segments_info"]:
@@ -413,7 +443,7 @@ def load_panoptic_json(
                     score=float(info["score"]) if "score" in info else None,
                 )
             )
-        entry = images[image_id]
+        entry = images.get(image_id, {"file_name": ann["file_name"]})
         records[image_id] = ImageRecord(
             image_id=image_id,
             file_name=str(entry["file_name"]),
@@ -423,13 +453,13 @@ def load_panoptic_json(
             segments=segments,
         )
     unannotated = [i for i in images if i not in records]
-    if unannotated:
+    if unannotated and not images_optional:
         raise PanopticFormatError(
             f"{path}: {len(unannotated)} image(s) have no annotation, e.g. image id {unannotated[0]!r}"
         )
     if not records and not allow_empty:
         raise PanopticFormatError(f"{path}: empty dataset (no annotated images)")
-    ordered = [records[i] for i in images]
+    ordered = [records[i] for i in [*images, *images_only_annotated] if i in records]
     return PanopticAnnotations(path=path, categories=dict(categories), records=ordered)
 
 

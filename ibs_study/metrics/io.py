@@ -1,0 +1,147 @@
+"""Reading ground truth and predictions in COCO-panoptic format for scoring.
+
+A prediction folder is what every panoptic model writes (detectron2, MMDetection,
+panopticapi, :func:`ibs_study.models.postprocess.write_panoptic_predictions`): a JSON whose
+``annotations`` follow COCO-panoptic (``images`` and ``categories`` optional; category ids
+in the ground truth's id space) and one RGB id PNG per image.
+
+Decoding the PNGs is the slowest step of scoring, so :func:`decode_id_png` decodes with
+libpng through ``torchvision.io.decode_png`` (which releases the GIL) and packs the RGB
+bytes into ids with one copy, and :func:`prefetch` decodes ahead in threads while the
+caller computes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import torch
+from torchvision.io import ImageReadMode, decode_png
+
+from ibs_study.data.panoptic import (
+    CategoryInfo,
+    ImageRecord,
+    PanopticAnnotations,
+    PanopticFormatError,
+    load_panoptic_json,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["decode_id_png", "load_prediction_json", "match_predictions", "prefetch"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def decode_id_png(path: str | os.PathLike) -> np.ndarray:
+    """Read a panoptic PNG into an (H, W) uint32 id map, ``id = R + 256 G + 256^2 B``.
+
+    Same result as :func:`ibs_study.data.panoptic.read_id_png` (which returns int32), about
+    twice as fast: libpng decodes to interleaved RGB and one strided copy packs the three
+    bytes of each pixel into the low bytes of a little-endian uint32.
+
+    Raises:
+        PanopticFormatError: the file is missing or not an 8-bit 3-channel PNG.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PanopticFormatError(f"{path}: panoptic PNG not found")
+    data = torch.from_numpy(np.fromfile(path, dtype=np.uint8))
+    try:
+        chw = decode_png(data, ImageReadMode.UNCHANGED)
+    except RuntimeError as err:
+        raise PanopticFormatError(f"{path}: not a readable PNG ({err})") from err
+    if chw.dtype != torch.uint8 or chw.shape[0] != 3:
+        raise PanopticFormatError(
+            f"{path}: panoptic PNG must be 8-bit RGB (id = R + 256*G + 65536*B), "
+            f"got {chw.shape[0]} channel(s) of {chw.dtype}"
+        )
+    hwc = chw.permute(1, 2, 0).numpy()  # (H, W, 3) uint8, a view of libpng's interleaved output
+    height, width = hwc.shape[:2]
+    packed = np.zeros((height, width, 4), dtype=np.uint8)
+    if sys.byteorder == "little":
+        packed[..., :3] = hwc
+    else:
+        packed[..., 1:] = hwc[..., ::-1]
+    return packed.view(np.uint32)[..., 0]
+
+
+def load_prediction_json(path: str | os.PathLike, categories: dict[int, CategoryInfo]) -> PanopticAnnotations:
+    """Read a prediction JSON: COCO-panoptic ``annotations``, ``images``/``categories`` optional.
+
+    Category ids are checked against ``categories`` (the ground truth's); structure errors
+    (not COCO-panoptic, duplicate image or segment ids, unknown categories) raise
+    :class:`PanopticFormatError` naming the file, image id and segment id.
+    """
+    return load_panoptic_json(path, categories, allow_empty=True, images_optional=True)
+
+
+def match_predictions(
+    gt: PanopticAnnotations, pred: PanopticAnnotations, *, allow_missing: bool = False
+) -> tuple[list[tuple[ImageRecord, ImageRecord | None]], int]:
+    """Pair every ground-truth image with its prediction record, by image id.
+
+    Args:
+        gt: the ground truth.
+        pred: the predictions.
+        allow_missing: let a ground-truth image without prediction pair with ``None``
+            (scored as all false negatives); an error otherwise.
+
+    Returns:
+        (pairs in ground-truth order, number of ground-truth images without prediction).
+
+    Raises:
+        PanopticFormatError: a prediction for an image id absent from the ground truth, or
+            (without ``allow_missing``) a ground-truth image without prediction.
+    """
+    by_id = {record.image_id: record for record in pred.records}
+    gt_ids = {record.image_id for record in gt.records}
+    extra = [image_id for image_id in by_id if image_id not in gt_ids]
+    if extra:
+        raise PanopticFormatError(
+            f"{pred.path}: {len(extra)} prediction(s) for image ids absent from the ground truth "
+            f"{gt.path}, e.g. image id {extra[0]!r} (ground-truth ids look like {gt.records[0].image_id!r})"
+        )
+    pairs = [(record, by_id.get(record.image_id)) for record in gt.records]
+    missing = [gt_record.image_id for gt_record, pred_record in pairs if pred_record is None]
+    if missing and not allow_missing:
+        raise PanopticFormatError(
+            f"{pred.path}: no prediction for {len(missing)} of {len(pairs)} ground-truth image(s) of "
+            f"{gt.path}, e.g. image id {missing[0]!r} (use allow_missing / --allow-missing to score "
+            f"them as all false negatives)"
+        )
+    return pairs, len(missing)
+
+
+def prefetch(
+    function: Callable[[T], R], items: Iterable[T], *, threads: int = 2, depth: int = 4
+) -> Iterator[R]:
+    """``map(function, items)`` computed ahead in ``threads`` threads, at most ``depth`` pending.
+
+    Meant for I/O and decoding that release the GIL; results come in order, and an
+    exception raised by ``function`` is raised when its item is reached.
+    """
+    if threads < 1 or depth < 1:
+        raise ValueError(f"prefetch needs threads >= 1 and depth >= 1, got {threads} and {depth}")
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        pending: deque[Future[R]] = deque()
+        iterator = iter(items)
+        for item in iterator:
+            pending.append(pool.submit(function, item))
+            if len(pending) >= depth:
+                break
+        while pending:
+            result = pending.popleft().result()
+            for item in iterator:
+                pending.append(pool.submit(function, item))
+                break
+            yield result

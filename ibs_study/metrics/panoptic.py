@@ -1,0 +1,859 @@
+"""Panoptic metrics: PQ / SQ / RQ, Acc^th / Prec^th (Sec. 3.3), the confusion curve (Fig. 5).
+
+Everything about one image comes from one table: the pixel count of every
+(ground-truth segment, predicted segment) pair, void included (:func:`overlap_table`).
+The table is built from the horizontal runs of constant (GT id, prediction id) in the two
+id maps, so the per-pixel work is a few vectorised comparisons (numpy, or torch on any
+device) and everything after it works on run- or segment-sized arrays; no sorting of the
+pixels. Per-image sums go into a :class:`PanopticStat` (``+=`` merges images, processes
+or workers); :func:`summarize_stat` holds every formula.
+
+Rules, exactly those of the COCO panoptic evaluation (panopticapi ``pq_compute``):
+
+* id 0 is void. A GT segment and a predicted segment of the same category match when
+  ``IoU > 0.5``, with ``IoU = |g ∩ p| / (|g| + |p| - |g ∩ p| - |p ∩ void|)``: predicted
+  pixels on GT void count neither way. Areas are pixel counts.
+* Crowd GT segments (``iscrowd=1``) never match and are no false negatives.
+* An unmatched predicted segment is a false positive unless more than half of it lies on
+  GT void or on crowd regions of its own category. Where an image has several crowd
+  segments of one category, all of them count here; panopticapi keeps only the last one
+  listed per category (an artefact of its dict), which is the single difference and only
+  matters for such images (Cityscapes and COCO have at most one crowd segment per
+  category and image).
+* PQ / SQ / RQ are averaged over the categories with ``TP + FP + FN > 0``; a group (all,
+  things, stuff) with no such category reports 0 with ``n = 0`` (panopticapi divides by
+  zero there).
+
+Acc^th and Prec^th (Sec. 3.3), summed over all images of the split before dividing:
+
+* TP pixels: pixels of a predicted thing segment that is PQ-matched (rules above) to a
+  GT segment and that lie inside that GT segment, i.e. ``|g ∩ p|`` of every thing match.
+* ``Acc^th = TP / (GT thing pixels)``, the GT pixels of non-crowd thing segments.
+* ``Prec^th = TP / (predicted thing pixels)``, the pixels of predicted thing segments
+  outside GT void and outside every GT crowd region (any category). The paper does not
+  say how void and crowd are treated; excluding them as PQ does means a prediction is not
+  penalised on pixels that have no instance label.
+* Both are 0 when their denominator is 0.
+
+Confusion curve (Fig. 5 / Sec. 6.2): a predicted thing segment is *confused at T* when it
+covers more than a fraction ``T`` of the area of at least two GT thing segments (any
+thing category, crowd excluded). The curve is the fraction of all predicted thing
+segments of the split that are confused, per threshold, overall and per predicted-segment
+size S / M / L. Size bounds are fractions of the image area; the default is COCO's
+32² and 96² pixels on a 640×480 COCO image, i.e. about 84² and 251² pixels on a
+1024×2048 image (S: area < lower, M: lower <= area < upper, L: area >= upper).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ibs_study.data.datasets import DatasetMeta
+from ibs_study.data.panoptic import (
+    VOID_ID,
+    CategoryInfo,
+    ImageRecord,
+    PanopticFormatError,
+    Segment,
+    check_segments_match_areas,
+    load_panoptic_json,
+)
+from ibs_study.metrics.io import decode_id_png, load_prediction_json, match_predictions, prefetch
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "DEFAULT_SIZE_BOUNDS",
+    "SIZE_NAMES",
+    "OverlapTable",
+    "overlap_table",
+    "PanopticStat",
+    "GTOverlap",
+    "ConfusionRecord",
+    "PanopticEvaluator",
+    "summarize_stat",
+    "evaluate_panoptic_folders",
+    "rank_images_by_confusion",
+]
+
+DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(1, 20))
+COCO_IMAGE_AREA = 640 * 480
+DEFAULT_SIZE_BOUNDS: tuple[float, float] = (32**2 / COCO_IMAGE_AREA, 96**2 / COCO_IMAGE_AREA)
+SIZE_NAMES = ("S", "M", "L")
+
+IdMap = np.ndarray | torch.Tensor
+
+
+# ----------------------------------------------------------------------------- overlap table
+
+
+@dataclass
+class OverlapTable:
+    """Pixel counts of one image, rows = GT segments, columns = predicted segments.
+
+    Attributes:
+        counts: (G + 1, P + 1) int64; row / column 0 is void, row k + 1 is ``gt_segments[k]``
+            and column k + 1 is ``pred_segments[k]`` in the order given.
+        pred_bbox: (P, 4) int64 tight (x, y, w, h) box of each predicted segment.
+        height, width: image size.
+    """
+
+    counts: np.ndarray
+    pred_bbox: np.ndarray
+    height: int
+    width: int
+
+
+def _runs_numpy(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Start index (raster order), GT id and prediction id of every run; runs break at row ends."""
+    width = gt.shape[1]
+    g = gt.reshape(-1)
+    p = pred.reshape(-1)
+    change = np.empty(g.size, dtype=bool)
+    change[0] = True
+    np.not_equal(g[1:], g[:-1], out=change[1:])
+    change[1:] |= p[1:] != p[:-1]
+    change[::width] = True
+    starts = np.flatnonzero(change)
+    return starts, g[starts].astype(np.int64), p[starts].astype(np.int64)
+
+
+def _runs_torch(gt: torch.Tensor, pred: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_runs_numpy` with torch ops on the tensors' device; returns numpy arrays."""
+    width = gt.shape[1]
+    g = gt.reshape(-1)
+    p = pred.reshape(-1)
+    change = torch.ones(g.numel(), dtype=torch.bool, device=g.device)
+    change[1:] = (g[1:] != g[:-1]) | (p[1:] != p[:-1])
+    change[::width] = True
+    starts = torch.nonzero(change).squeeze(1)
+    runs = torch.stack([starts, g[starts].long(), p[starts].long()]).cpu().numpy()
+    return runs[0], runs[1], runs[2]
+
+
+def _as_id_map(id_map: IdMap, what: str, image_id: str | int) -> IdMap:
+    if id_map.ndim != 2:
+        raise PanopticFormatError(
+            f"{what} (image id {image_id!r}): expected an (H, W) id map, got {tuple(id_map.shape)}"
+        )
+    if isinstance(id_map, torch.Tensor):
+        if id_map.dtype.is_floating_point or id_map.dtype == torch.bool:
+            raise PanopticFormatError(
+                f"{what} (image id {image_id!r}): id map must hold integers, got {id_map.dtype}"
+            )
+        return id_map
+    id_map = np.asarray(id_map)
+    if not np.issubdtype(id_map.dtype, np.integer):
+        raise PanopticFormatError(
+            f"{what} (image id {image_id!r}): id map must hold integers, got {id_map.dtype}"
+        )
+    return id_map
+
+
+def _segment_index(
+    run_ids: np.ndarray, segments: Sequence[Segment], source: str | os.PathLike, image_id: str | int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row / column index (0 = void, k + 1 = segments[k]) of each run id, and unknown-id runs."""
+    ids = np.array([s.id for s in segments], dtype=np.int64)
+    if len(np.unique(ids)) != len(ids):
+        values, counts = np.unique(ids, return_counts=True)
+        raise PanopticFormatError(
+            f"{source} (image id {image_id!r}): segment id {int(values[counts > 1][0])} is listed more than once"
+        )
+    order = np.argsort(ids)
+    sorted_ids = ids[order]
+    if len(ids):
+        position = np.minimum(np.searchsorted(sorted_ids, run_ids), len(ids) - 1)
+        known = sorted_ids[position] == run_ids
+        index = np.where(known, order[position] + 1, 0)
+    else:
+        known = np.zeros(run_ids.shape, dtype=bool)
+        index = np.zeros(run_ids.shape, dtype=np.int64)
+    return index, ~known & (run_ids != VOID_ID)
+
+
+def _check_against_segments(
+    axis_counts: np.ndarray,
+    run_ids: np.ndarray,
+    lengths: np.ndarray,
+    unknown: np.ndarray,
+    segments: Sequence[Segment],
+    *,
+    source: str | os.PathLike,
+    image_id: str | int,
+    check_area: bool,
+) -> None:
+    """Raise unless the id map holds exactly the listed segments (and their areas, if checked)."""
+    png_area = {s.id: int(count) for s, count in zip(segments, axis_counts[1:].tolist())}
+    if unknown.any():
+        extra_ids, inverse = np.unique(run_ids[unknown], return_inverse=True)
+        extra_area = np.bincount(inverse, weights=lengths[unknown])
+        png_area.update(zip(extra_ids.tolist(), extra_area.astype(np.int64).tolist()))
+    check_segments_match_areas(png_area, segments, png_path=source, image_id=image_id, check_area=check_area)
+
+
+def overlap_table(
+    gt_id_map: IdMap,
+    gt_segments: Sequence[Segment],
+    pred_id_map: IdMap,
+    pred_segments: Sequence[Segment],
+    *,
+    image_id: str | int = "?",
+    gt_source: str | os.PathLike = "ground-truth id map",
+    pred_source: str | os.PathLike = "predicted id map",
+    check_gt_area: bool = False,
+) -> OverlapTable:
+    """The GT × prediction pixel-count table of one image, validated against the segment lists.
+
+    Args:
+        gt_id_map: (H, W) integer GT segment ids (numpy or torch, any device), 0 = void.
+        gt_segments: the GT segments; every non-void id of ``gt_id_map`` exactly once.
+        pred_id_map: (H, W) integer predicted segment ids, same type and size.
+        pred_segments: the predicted segments, likewise.
+        image_id: used in error messages.
+        gt_source, pred_source: where the maps came from (file names), for error messages.
+        check_gt_area: also require each GT segment's ``area`` to equal its pixel count.
+
+    Raises:
+        PanopticFormatError: size mismatch, an id in a map without segment or a segment
+            without pixels, a duplicate segment id, a GT area that differs (if checked).
+    """
+    gt_id_map = _as_id_map(gt_id_map, str(gt_source), image_id)
+    pred_id_map = _as_id_map(pred_id_map, str(pred_source), image_id)
+    if tuple(gt_id_map.shape) != tuple(pred_id_map.shape):
+        raise PanopticFormatError(
+            f"{pred_source} (image id {image_id!r}): size {tuple(pred_id_map.shape)} (H, W) differs from "
+            f"the ground truth's {tuple(gt_id_map.shape)} ({gt_source})"
+        )
+    height, width = (int(v) for v in gt_id_map.shape)
+    if isinstance(gt_id_map, torch.Tensor) or isinstance(pred_id_map, torch.Tensor):
+        device = gt_id_map.device if isinstance(gt_id_map, torch.Tensor) else pred_id_map.device
+        starts, run_gt, run_pred = _runs_torch(
+            torch.as_tensor(gt_id_map, device=device), torch.as_tensor(pred_id_map, device=device)
+        )
+    else:
+        starts, run_gt, run_pred = _runs_numpy(gt_id_map, pred_id_map)
+    lengths = np.diff(starts, append=height * width)
+    gt_index, gt_unknown = _segment_index(run_gt, gt_segments, gt_source, image_id)
+    pred_index, pred_unknown = _segment_index(run_pred, pred_segments, pred_source, image_id)
+    num_pred = len(pred_segments) + 1
+    shape = (len(gt_segments) + 1, num_pred)
+    counts = np.bincount(gt_index * num_pred + pred_index, weights=lengths, minlength=shape[0] * shape[1])
+    counts = counts.astype(np.int64).reshape(shape)
+    _check_against_segments(
+        counts.sum(1),
+        run_gt,
+        lengths,
+        gt_unknown,
+        gt_segments,
+        source=gt_source,
+        image_id=image_id,
+        check_area=check_gt_area,
+    )
+    _check_against_segments(
+        counts.sum(0),
+        run_pred,
+        lengths,
+        pred_unknown,
+        pred_segments,
+        source=pred_source,
+        image_id=image_id,
+        check_area=False,
+    )
+
+    # Tight boxes of the predicted segments from their runs (runs never cross a row end).
+    row = starts // width
+    x_first = starts % width
+    x_last = x_first + lengths - 1
+    extent = np.zeros((4, num_pred), dtype=np.int64)
+    extent[0] = width
+    extent[1] = height
+    np.minimum.at(extent[0], pred_index, x_first)
+    np.minimum.at(extent[1], pred_index, row)
+    np.maximum.at(extent[2], pred_index, x_last)
+    np.maximum.at(extent[3], pred_index, row)
+    x0, y0, x1, y1 = extent[:, 1:]
+    pred_bbox = np.stack([x0, y0, x1 - x0 + 1, y1 - y0 + 1], axis=1)
+    return OverlapTable(counts=counts, pred_bbox=pred_bbox, height=height, width=width)
+
+
+# ----------------------------------------------------------------------------- accumulation
+
+
+@dataclass
+class PanopticStat:
+    """Sums over images of everything the panoptic metrics need; ``+=`` merges two.
+
+    Attributes:
+        iou: (K,) float64 sum of the IoUs of the matched pairs, per category (dataset order).
+        tp, fp, fn: (K,) int64 matched pairs, unmatched predictions, unmatched GT, per category.
+        tp_thing_pixels: pixels of matched thing predictions inside their matched GT.
+        gt_thing_pixels: pixels of non-crowd GT thing segments.
+        pred_thing_pixels: pixels of predicted thing segments outside GT void and crowd.
+        confused: (3, T) int64 predicted thing segments confused at each threshold, per size S/M/L.
+        predictions: (3,) int64 predicted thing segments per size S/M/L.
+        num_images: images processed.
+    """
+
+    iou: np.ndarray
+    tp: np.ndarray
+    fp: np.ndarray
+    fn: np.ndarray
+    confused: np.ndarray
+    predictions: np.ndarray
+    tp_thing_pixels: int = 0
+    gt_thing_pixels: int = 0
+    pred_thing_pixels: int = 0
+    num_images: int = 0
+
+    @classmethod
+    def zeros(cls, num_categories: int, num_thresholds: int) -> PanopticStat:
+        return cls(
+            iou=np.zeros(num_categories),
+            tp=np.zeros(num_categories, dtype=np.int64),
+            fp=np.zeros(num_categories, dtype=np.int64),
+            fn=np.zeros(num_categories, dtype=np.int64),
+            confused=np.zeros((len(SIZE_NAMES), num_thresholds), dtype=np.int64),
+            predictions=np.zeros(len(SIZE_NAMES), dtype=np.int64),
+        )
+
+    def __iadd__(self, other: PanopticStat) -> PanopticStat:
+        for name in ("iou", "tp", "fp", "fn", "confused", "predictions"):
+            getattr(self, name).__iadd__(getattr(other, name))
+        self.tp_thing_pixels += other.tp_thing_pixels
+        self.gt_thing_pixels += other.gt_thing_pixels
+        self.pred_thing_pixels += other.pred_thing_pixels
+        self.num_images += other.num_images
+        return self
+
+
+# ----------------------------------------------------------------------------- confusion records
+
+
+@dataclass
+class GTOverlap:
+    """One GT segment covered by a predicted segment.
+
+    Attributes:
+        gt_id: GT segment id; category_id, isthing, iscrowd: its category and flags.
+        intersection: pixels shared with the prediction.
+        frac_of_gt: ``intersection / GT area``; frac_of_pred: ``intersection / prediction area``.
+    """
+
+    gt_id: int
+    category_id: int
+    isthing: bool
+    iscrowd: bool
+    intersection: int
+    frac_of_gt: float
+    frac_of_pred: float
+
+
+@dataclass
+class ConfusionRecord:
+    """One predicted thing segment and the GT segments it covers (JSON-serialisable via ``to_json``).
+
+    Attributes:
+        image_id, segment_id, category_id: which prediction.
+        area: its pixel count; bbox: its tight (x, y, w, h); size: "S", "M" or "L".
+        void_pixels: its pixels on GT void.
+        matched_gt_id, matched_iou: its PQ match, or None.
+        overlaps: every GT segment it intersects, largest intersection first.
+        image_height, image_width: size of the image.
+    """
+
+    image_id: str | int
+    segment_id: int
+    category_id: int
+    area: int
+    bbox: tuple[int, int, int, int]
+    size: str
+    void_pixels: int
+    matched_gt_id: int | None
+    matched_iou: float | None
+    overlaps: list[GTOverlap] = field(default_factory=list)
+    image_height: int = 0
+    image_width: int = 0
+
+    def covered_things(self, threshold: float) -> list[GTOverlap]:
+        """The non-crowd GT thing segments this prediction covers by more than ``threshold`` of their area."""
+        return [o for o in self.overlaps if o.isthing and not o.iscrowd and o.frac_of_gt > threshold]
+
+    @property
+    def confusion_level(self) -> float:
+        """Second-largest covered fraction of a GT thing: confused exactly for thresholds below it."""
+        fractions = sorted((o.frac_of_gt for o in self.overlaps if o.isthing and not o.iscrowd), reverse=True)
+        return fractions[1] if len(fractions) > 1 else 0.0
+
+    def is_confused(self, threshold: float) -> bool:
+        return len(self.covered_things(threshold)) >= 2
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> ConfusionRecord:
+        values = dict(data)
+        values["bbox"] = tuple(values["bbox"])
+        values["overlaps"] = [GTOverlap(**o) for o in values["overlaps"]]
+        return cls(**values)
+
+
+def rank_images_by_confusion(records: Sequence[ConfusionRecord], threshold: float = 0.5) -> list[dict]:
+    """Images ordered by how much of their predicted thing area is confused at ``threshold``.
+
+    Returns:
+        One dict per image with predicted thing segments: ``image_id``, ``confused_area``
+        (pixels of confused predictions), ``num_confused``, ``num_predictions``, sorted by
+        confused area, then count, descending (ties keep first-seen order).
+    """
+    summary: dict[str | int, dict] = {}
+    for record in records:
+        entry = summary.setdefault(
+            record.image_id,
+            {"image_id": record.image_id, "confused_area": 0, "num_confused": 0, "num_predictions": 0},
+        )
+        entry["num_predictions"] += 1
+        if record.is_confused(threshold):
+            entry["num_confused"] += 1
+            entry["confused_area"] += record.area
+    return sorted(summary.values(), key=lambda e: (-e["confused_area"], -e["num_confused"]))
+
+
+# ----------------------------------------------------------------------------- evaluator
+
+
+def _categories_of(categories: Mapping[int, CategoryInfo] | DatasetMeta) -> list[CategoryInfo]:
+    if isinstance(categories, DatasetMeta):
+        return list(categories.categories)
+    return list(categories.values())
+
+
+class PanopticEvaluator:
+    """Accumulates panoptic metrics image by image: ``reset`` / ``process`` / ``summarize``.
+
+    Args:
+        categories: the dataset's categories (dataset id -> info) or its :class:`DatasetMeta`;
+            segments carry dataset category ids.
+        thresholds: confusion-curve thresholds T, each in [0, 1).
+        size_bounds: (lower, upper) S/M/L bounds as fractions of the image area.
+        keep_records: keep a :class:`ConfusionRecord` per predicted thing segment.
+        check_gt_area: require each GT ``Segment.area`` to equal its pixel count (the folder
+            API sets it: panopticapi uses the JSON areas).
+    """
+
+    def __init__(
+        self,
+        categories: Mapping[int, CategoryInfo] | DatasetMeta,
+        *,
+        thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+        size_bounds: tuple[float, float] = DEFAULT_SIZE_BOUNDS,
+        keep_records: bool = True,
+        check_gt_area: bool = False,
+    ) -> None:
+        self.categories = _categories_of(categories)
+        names = [c.name for c in self.categories]
+        if len(set(names)) != len(names):
+            raise ValueError(f"category names must be unique (per-class results are keyed by name): {names}")
+        self.thresholds = np.asarray(thresholds, dtype=np.float64)
+        if (
+            self.thresholds.ndim != 1
+            or not len(self.thresholds)
+            or (self.thresholds < 0).any()
+            or (self.thresholds >= 1).any()
+        ):
+            raise ValueError(f"thresholds must be a non-empty sequence of values in [0, 1), got {thresholds}")
+        lower, upper = size_bounds
+        if not 0 <= lower <= upper:
+            raise ValueError(f"size_bounds must satisfy 0 <= lower <= upper, got {size_bounds}")
+        self.size_bounds = (float(lower), float(upper))
+        self.keep_records = keep_records
+        self.check_gt_area = check_gt_area
+        self._index = {c.id: k for k, c in enumerate(self.categories)}
+        self._is_thing = np.array([c.isthing for c in self.categories], dtype=bool)
+        self.reset()
+
+    def reset(self) -> None:
+        self.stat = PanopticStat.zeros(len(self.categories), len(self.thresholds))
+        self.records: list[ConfusionRecord] = []
+        self._next_image = 0
+
+    def accumulate(self, stat: PanopticStat, records: Sequence[ConfusionRecord] = ()) -> None:
+        """Add statistics gathered elsewhere (another process) with the same settings."""
+        self.stat += stat
+        self.records.extend(records)
+        self._next_image += stat.num_images
+
+    def _category_index(
+        self, segments: Sequence[Segment], source: str | os.PathLike, image_id: str | int
+    ) -> np.ndarray:
+        try:
+            return np.array([self._index[s.category_id] for s in segments], dtype=np.int64)
+        except KeyError:
+            bad = next(s for s in segments if s.category_id not in self._index)
+            raise PanopticFormatError(
+                f"{source} (image id {image_id!r}): segment id {bad.id} has unknown category id {bad.category_id}"
+            ) from None
+
+    def process(
+        self,
+        gt_id_map: IdMap,
+        gt_segments: Sequence[Segment],
+        pred_id_map: IdMap,
+        pred_segments: Sequence[Segment],
+        image_id: str | int | None = None,
+        *,
+        gt_source: str | os.PathLike = "ground-truth id map",
+        pred_source: str | os.PathLike = "predicted id map",
+    ) -> None:
+        """Add one image.
+
+        Args:
+            gt_id_map: (H, W) integer GT segment ids, 0 = void (numpy, or torch on any device).
+            gt_segments: one :class:`Segment` per non-void GT id (category, iscrowd).
+            pred_id_map: (H, W) integer predicted segment ids, 0 = void.
+            pred_segments: one :class:`Segment` per non-void predicted id (``iscrowd`` ignored).
+            image_id: names the image in records and errors (default: running index).
+            gt_source, pred_source: file names for error messages.
+        """
+        if image_id is None:
+            image_id = self._next_image
+        gt_category = self._category_index(gt_segments, gt_source, image_id)
+        pred_category = self._category_index(pred_segments, pred_source, image_id)
+        table = overlap_table(
+            gt_id_map,
+            gt_segments,
+            pred_id_map,
+            pred_segments,
+            image_id=image_id,
+            gt_source=gt_source,
+            pred_source=pred_source,
+            check_gt_area=self.check_gt_area,
+        )
+        self._add(table, gt_segments, gt_category, pred_segments, pred_category, image_id)
+        self._next_image += 1
+
+    def _add(
+        self,
+        table: OverlapTable,
+        gt_segments: Sequence[Segment],
+        gt_category: np.ndarray,
+        pred_segments: Sequence[Segment],
+        pred_category: np.ndarray,
+        image_id: str | int,
+    ) -> None:
+        num_categories = len(self.categories)
+        stat = PanopticStat.zeros(num_categories, len(self.thresholds))
+        stat.num_images = 1
+        counts = table.counts
+        inter = counts[1:, 1:]  # (G, P)
+        gt_area = counts[1:].sum(1)  # (G,)
+        pred_area = counts[:, 1:].sum(0)  # (P,)
+        pred_void = counts[0, 1:]  # (P,)
+        gt_crowd = np.array([bool(s.iscrowd) for s in gt_segments], dtype=bool)
+        gt_thing = self._is_thing[gt_category] & ~gt_crowd
+        pred_thing = self._is_thing[pred_category]
+
+        # PQ matching: same category, non-crowd GT, IoU > 0.5; the union leaves out the
+        # prediction's pixels on GT void.
+        same_category = gt_category[:, None] == pred_category[None, :]  # (G, P)
+        eligible = same_category & ~gt_crowd[:, None] & (inter > 0)
+        union = gt_area[:, None] + pred_area[None, :] - inter - pred_void[None, :]
+        iou = np.divide(inter, union, out=np.zeros(inter.shape), where=eligible)
+        matched = iou > 0.5
+        gt_hit, pred_hit = np.nonzero(matched)
+        stat.tp = np.bincount(gt_category[gt_hit], minlength=num_categories)
+        stat.iou = np.bincount(gt_category[gt_hit], weights=iou[gt_hit, pred_hit], minlength=num_categories)
+
+        # False negatives: unmatched non-crowd GT segments.
+        stat.fn = np.bincount(gt_category[~matched.any(1) & ~gt_crowd], minlength=num_categories)
+
+        # False positives: unmatched predictions, unless more than half of them lies on GT
+        # void or on crowd regions of their own category.
+        crowd_same = (inter * (same_category & gt_crowd[:, None])).sum(0)  # (P,)
+        ignored = (pred_void + crowd_same) > 0.5 * pred_area
+        stat.fp = np.bincount(pred_category[~matched.any(0) & ~ignored], minlength=num_categories)
+
+        # Acc^th / Prec^th pixel counts (void and crowd excluded, see the module docstring).
+        thing_hit = pred_thing[pred_hit]
+        stat.tp_thing_pixels = int(inter[gt_hit[thing_hit], pred_hit[thing_hit]].sum())
+        stat.gt_thing_pixels = int(gt_area[gt_thing].sum())
+        on_crowd = inter[gt_crowd].sum(0)  # (P,)
+        stat.pred_thing_pixels = int((pred_area - pred_void - on_crowd)[pred_thing].sum())
+
+        # Confusion: second-largest fraction of a GT thing's area that a prediction covers.
+        coverage = inter[gt_thing] / gt_area[gt_thing][:, None]  # (G_thing, P)
+        if len(coverage) >= 2:
+            second = np.partition(coverage, -2, axis=0)[-2]
+        else:
+            second = np.zeros(len(pred_segments))
+        image_area = table.height * table.width
+        bounds = np.array(self.size_bounds) * image_area
+        size = np.searchsorted(bounds, pred_area, side="right")  # 0 S, 1 M, 2 L
+        confused = second[:, None] > self.thresholds[None, :]  # (P, T)
+        for k in range(len(SIZE_NAMES)):
+            in_size = pred_thing & (size == k)
+            stat.predictions[k] = in_size.sum()
+            stat.confused[k] = confused[in_size].sum(0)
+        self.stat += stat
+
+        if self.keep_records:
+            matched_gt = dict(zip(pred_hit.tolist(), gt_hit.tolist()))
+            for p in np.flatnonzero(pred_thing).tolist():
+                overlaps = []
+                for g in np.flatnonzero(inter[:, p]).tolist():
+                    info = self.categories[gt_category[g]]
+                    overlaps.append(
+                        GTOverlap(
+                            gt_id=int(gt_segments[g].id),
+                            category_id=info.id,
+                            isthing=bool(info.isthing),
+                            iscrowd=bool(gt_crowd[g]),
+                            intersection=int(inter[g, p]),
+                            frac_of_gt=float(inter[g, p] / gt_area[g]),
+                            frac_of_pred=float(inter[g, p] / pred_area[p]),
+                        )
+                    )
+                overlaps.sort(key=lambda o: -o.intersection)
+                g = matched_gt.get(p)
+                self.records.append(
+                    ConfusionRecord(
+                        image_id=image_id,
+                        segment_id=int(pred_segments[p].id),
+                        category_id=self.categories[pred_category[p]].id,
+                        area=int(pred_area[p]),
+                        bbox=tuple(int(v) for v in table.pred_bbox[p]),  # type: ignore[arg-type]
+                        size=SIZE_NAMES[size[p]],
+                        void_pixels=int(pred_void[p]),
+                        matched_gt_id=None if g is None else int(gt_segments[g].id),
+                        matched_iou=None if g is None else float(iou[g, p]),
+                        overlaps=overlaps,
+                        image_height=table.height,
+                        image_width=table.width,
+                    )
+                )
+
+    def summarize(self) -> dict:
+        """Metrics over everything processed since ``reset``; see :func:`summarize_stat`."""
+        return summarize_stat(self.stat, self.categories, self.thresholds, self.size_bounds)
+
+
+def _pq_group(stat: PanopticStat, selected: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+    """PQ / SQ / RQ averaged over the selected categories that occur; also per-category values."""
+    tp, fp, fn, iou = stat.tp, stat.fp, stat.fn, stat.iou
+    denominator = tp + 0.5 * fp + 0.5 * fn
+    present = denominator > 0
+    pq = np.divide(iou, denominator, out=np.zeros(len(tp)), where=present)
+    sq = np.divide(iou, tp, out=np.zeros(len(tp)), where=tp > 0)
+    rq = np.divide(tp, denominator, out=np.zeros(len(tp)), where=present)
+    used = selected & present
+    n = int(used.sum())
+    group = {
+        "pq": float(pq[used].sum() / n) if n else 0.0,
+        "sq": float(sq[used].sum() / n) if n else 0.0,
+        "rq": float(rq[used].sum() / n) if n else 0.0,
+        "n": n,
+    }
+    return group, pq, sq, rq
+
+
+def summarize_stat(
+    stat: PanopticStat,
+    categories: Sequence[CategoryInfo],
+    thresholds: Sequence[float],
+    size_bounds: tuple[float, float],
+) -> dict:
+    """Every formula of the panoptic metrics, applied to accumulated sums.
+
+    Returns:
+        Fractions in [0, 1], keys: ``all`` / ``things`` / ``stuff`` (``pq``, ``sq``, ``rq``, ``n``),
+        ``per_class`` (by name: ``pq``, ``sq``, ``rq``, ``isthing``, ``category_id``, ``tp``, ``fp``,
+        ``fn``), ``acc_th``, ``prec_th``, ``pixels`` (``tp_th``, ``gt_th``, ``pred_th``),
+        ``confusion_curve`` (``thresholds``, ``ratio``, ``num_predictions``, ``size_bounds``,
+        ``by_size`` = {S/M/L: ``ratio``, ``num_predictions``}), ``num_images``.
+    """
+    is_thing = np.array([c.isthing for c in categories], dtype=bool)
+    results: dict = {}
+    for name, selected in (("all", np.ones_like(is_thing)), ("things", is_thing), ("stuff", ~is_thing)):
+        results[name], pq, sq, rq = _pq_group(stat, selected)
+    results["per_class"] = {
+        c.name: {
+            "pq": float(pq[k]),
+            "sq": float(sq[k]),
+            "rq": float(rq[k]),
+            "isthing": bool(c.isthing),
+            "category_id": c.id,
+            "tp": int(stat.tp[k]),
+            "fp": int(stat.fp[k]),
+            "fn": int(stat.fn[k]),
+        }
+        for k, c in enumerate(categories)
+    }
+    tp_px, gt_px, pred_px = stat.tp_thing_pixels, stat.gt_thing_pixels, stat.pred_thing_pixels
+    results["acc_th"] = tp_px / gt_px if gt_px else 0.0
+    results["prec_th"] = tp_px / pred_px if pred_px else 0.0
+    results["pixels"] = {"tp_th": int(tp_px), "gt_th": int(gt_px), "pred_th": int(pred_px)}
+
+    def ratio(confused: np.ndarray, total: int) -> list[float]:
+        return (confused / total).tolist() if total else [0.0] * len(confused)
+
+    total = int(stat.predictions.sum())
+    results["confusion_curve"] = {
+        "thresholds": [float(t) for t in thresholds],
+        "ratio": ratio(stat.confused.sum(0), total),
+        "num_predictions": total,
+        "size_bounds": list(size_bounds),
+        "by_size": {
+            name: {
+                "ratio": ratio(stat.confused[k], int(stat.predictions[k])),
+                "num_predictions": int(stat.predictions[k]),
+            }
+            for k, name in enumerate(SIZE_NAMES)
+        },
+    }
+    results["num_images"] = int(stat.num_images)
+    return results
+
+
+# ----------------------------------------------------------------------------- folders
+
+
+@dataclass(frozen=True)
+class _FolderJob:
+    """What a worker needs to score a list of image pairs from disk."""
+
+    categories: tuple[CategoryInfo, ...]
+    thresholds: tuple[float, ...]
+    size_bounds: tuple[float, float]
+    gt_dir: Path
+    pred_dir: Path
+    decode_threads: int
+
+
+def _read_pair(
+    job: _FolderJob, pair: tuple[ImageRecord, ImageRecord | None]
+) -> tuple[np.ndarray, np.ndarray | None]:
+    gt_record, pred_record = pair
+    gt_map = decode_id_png(job.gt_dir / gt_record.png_name)
+    pred_map = None if pred_record is None else decode_id_png(job.pred_dir / pred_record.png_name)
+    return gt_map, pred_map
+
+
+def _score_pairs(
+    job: _FolderJob, pairs: Sequence[tuple[ImageRecord, ImageRecord | None]], progress: tqdm | None = None
+) -> tuple[PanopticStat, list[ConfusionRecord]]:
+    evaluator = PanopticEvaluator(
+        {c.id: c for c in job.categories},
+        thresholds=job.thresholds,
+        size_bounds=job.size_bounds,
+        check_gt_area=True,
+    )
+    decoded = prefetch(lambda pair: _read_pair(job, pair), pairs, threads=job.decode_threads)
+    for (gt_record, pred_record), (gt_map, pred_map) in zip(pairs, decoded):
+        if pred_record is None:  # missing prediction, allowed by the caller: all false negatives
+            pred_map, pred_segments, pred_source = np.zeros_like(gt_map), [], "(no prediction)"
+        else:
+            pred_segments, pred_source = pred_record.segments, job.pred_dir / pred_record.png_name
+        evaluator.process(
+            gt_map,
+            gt_record.segments,
+            pred_map,
+            pred_segments,
+            gt_record.image_id,
+            gt_source=job.gt_dir / gt_record.png_name,
+            pred_source=pred_source,
+        )
+        if progress is not None:
+            progress.update(1)
+    return evaluator.stat, evaluator.records
+
+
+def evaluate_panoptic_folders(
+    gt_json: str | os.PathLike,
+    gt_dir: str | os.PathLike,
+    pred_json: str | os.PathLike,
+    pred_dir: str | os.PathLike,
+    *,
+    workers: int = 1,
+    allow_missing: bool = False,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    size_bounds: tuple[float, float] = DEFAULT_SIZE_BOUNDS,
+    decode_threads: int = 2,
+    progress: bool = False,
+) -> tuple[dict, list[ConfusionRecord]]:
+    """Score a folder of COCO-panoptic predictions against COCO-panoptic ground truth.
+
+    Args:
+        gt_json, gt_dir: the GT JSON and its folder of id PNGs.
+        pred_json, pred_dir: the prediction JSON (``annotations`` in COCO-panoptic form;
+            ``images``/``categories`` optional; category ids in the GT's id space) and PNGs.
+        workers: processes; each scores a contiguous share of the images.
+        allow_missing: score GT images without prediction as all false negatives (their
+            number is in the result as ``num_missing``); an error otherwise.
+        thresholds, size_bounds: confusion-curve settings (see the module docstring).
+        decode_threads: PNG-decoding threads per process.
+        progress: show a tqdm bar.
+
+    Returns:
+        (results, confusion records): the :func:`summarize_stat` dict plus ``num_missing`` and
+        ``timing`` (``total_s``, ``per_image_s``, ``workers``: wall time inside this call,
+        reading JSONs and PNGs and computing), and one :class:`ConfusionRecord` per predicted
+        thing segment, in GT image order.
+
+    Raises:
+        PanopticFormatError: naming the file, image id and segment id, for: a JSON that is not
+            COCO-panoptic, duplicate ids, unknown categories, a missing prediction or PNG, ids in
+            a PNG but not in the JSON or the reverse, a GT area that differs from its PNG, a
+            prediction whose size differs from the GT.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    start = time.perf_counter()
+    gt_dir, pred_dir = Path(gt_dir), Path(pred_dir)
+    for folder, what in ((gt_dir, "ground-truth"), (pred_dir, "prediction")):
+        if not folder.is_dir():
+            raise PanopticFormatError(f"{folder}: {what} PNG folder not found")
+    gt = load_panoptic_json(gt_json)
+    pred = load_prediction_json(pred_json, gt.categories)
+    pairs, num_missing = match_predictions(gt, pred, allow_missing=allow_missing)
+    if num_missing:
+        logger.warning(
+            "%d ground-truth image(s) have no prediction and count as all false negatives", num_missing
+        )
+    evaluator = PanopticEvaluator(gt.categories, thresholds=thresholds, size_bounds=size_bounds)
+    job = _FolderJob(
+        categories=tuple(evaluator.categories),
+        thresholds=tuple(float(t) for t in evaluator.thresholds),
+        size_bounds=evaluator.size_bounds,
+        gt_dir=gt_dir,
+        pred_dir=pred_dir,
+        decode_threads=decode_threads,
+    )
+    with tqdm(total=len(pairs), desc="scoring", unit="img", disable=not progress) as bar:
+        if workers == 1:
+            evaluator.accumulate(*_score_pairs(job, pairs, bar))
+        else:
+            # Contiguous shares keep the records in GT order; several shares per worker
+            # keep the progress bar moving and the load balanced.
+            shares = np.array_split(np.arange(len(pairs)), min(len(pairs), 4 * workers))
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                futures = [pool.submit(_score_pairs, job, [pairs[i] for i in share]) for share in shares]
+                for future, share in zip(futures, shares):
+                    evaluator.accumulate(*future.result())
+                    bar.update(len(share))
+    results = evaluator.summarize()
+    results["num_missing"] = num_missing
+    total = time.perf_counter() - start
+    results["timing"] = {"total_s": total, "per_image_s": total / max(len(pairs), 1), "workers": workers}
+    return results, evaluator.records
