@@ -51,6 +51,8 @@ __all__ = [
     "upsample_logits",
     "paste_by_score",
     "argmax_merge",
+    "PanopticPredictionWriter",
+    "InstancePredictionWriter",
     "write_panoptic_predictions",
     "write_instance_predictions",
     "PREDICTIONS_JSON",
@@ -424,67 +426,95 @@ def _png_name(image_id: str | int) -> str:
     return f"{name}.png"
 
 
-def write_panoptic_predictions(
-    out_dir: str | os.PathLike, predictions: Sequence[PanopticPrediction], meta: DatasetMeta
-) -> Path:
-    """Write predictions as a COCO-panoptic folder: ``predictions.json`` + ``predictions/<image id>.png``.
+class PanopticPredictionWriter:
+    """Streams panoptic predictions to a COCO-panoptic folder: ``predictions/<image id>.png`` as each
+    prediction is added, ``predictions.json`` on :meth:`close` (only segments are kept in memory).
 
-    Segment ids are unique per image; every segment's ``score`` is kept in the JSON.
+    Usage: ``with PanopticPredictionWriter(out_dir, meta) as writer: writer.add(prediction)``.
 
-    Raises:
-        PanopticFormatError: duplicate image ids, a category id that ``meta`` lacks, or
-            segments that do not describe their id map; the message names the image and segment.
-
-    Returns:
-        The JSON path.
+    Raises (from :meth:`add`):
+        PanopticFormatError: a repeated image id, a category id that ``meta`` lacks, or
+            segments that do not describe the id map; the message names the image and segment.
     """
-    out_dir = Path(out_dir)
-    png_dir = out_dir / PREDICTIONS_PNG_DIR
-    png_dir.mkdir(parents=True, exist_ok=True)
-    known = meta.by_id()
-    records: list[ImageRecord] = []
-    seen: set[str | int] = set()
-    for prediction in predictions:
+
+    def __init__(self, out_dir: str | os.PathLike, meta: DatasetMeta) -> None:
+        self.out_dir = Path(out_dir)
+        self.png_dir = self.out_dir / PREDICTIONS_PNG_DIR
+        self.png_dir.mkdir(parents=True, exist_ok=True)
+        self.meta = meta
+        self.json_path = self.out_dir / PREDICTIONS_JSON
+        self._known = meta.by_id()
+        self._records: list[ImageRecord] = []
+        self._seen: set[str | int] = set()
+
+    def _check(self, prediction: PanopticPrediction) -> None:
         image_id = prediction.image_id
-        if image_id in seen:
-            raise PanopticFormatError(f"{out_dir}: image id {image_id!r} is predicted twice")
-        seen.add(image_id)
-        ids = np.unique(prediction.id_map)
+        if image_id in self._seen:
+            raise PanopticFormatError(f"{self.out_dir}: image id {image_id!r} is predicted twice")
         listed = [s.id for s in prediction.segments]
         if len(set(listed)) != len(listed):
             raise PanopticFormatError(
-                f"{out_dir}: image id {image_id!r} lists a segment id twice: {sorted(listed)}"
+                f"{self.out_dir}: image id {image_id!r} lists a segment id twice: {sorted(listed)}"
             )
-        missing = sorted(set(ids.tolist()) - set(listed) - {0})
+        missing = sorted(set(np.unique(prediction.id_map).tolist()) - set(listed) - {0})
         if missing:
             raise PanopticFormatError(
-                f"{out_dir}: image id {image_id!r}: segment id(s) {missing[:10]} in the id map have no segment"
+                f"{self.out_dir}: image id {image_id!r}: segment id(s) {missing[:10]} in the id map have no segment"
             )
         for segment in prediction.segments:
-            if segment.category_id not in known:
+            if segment.category_id not in self._known:
                 raise PanopticFormatError(
-                    f"{out_dir}: image id {image_id!r}, segment id {segment.id}: category id "
-                    f"{segment.category_id} is not a {meta.name} category"
+                    f"{self.out_dir}: image id {image_id!r}, segment id {segment.id}: category id "
+                    f"{segment.category_id} is not a {self.meta.name} category"
                 )
-        png_name = _png_name(image_id)
-        write_id_png(png_dir / png_name, prediction.id_map)
+
+    def add(self, prediction: PanopticPrediction) -> None:
+        """Check one prediction and write its PNG."""
+        self._check(prediction)
+        png_name = _png_name(prediction.image_id)
+        write_id_png(self.png_dir / png_name, prediction.id_map)
+        self._seen.add(prediction.image_id)
         height, width = prediction.id_map.shape
-        records.append(
-            ImageRecord(image_id, png_name, int(width), int(height), png_name, list(prediction.segments))
+        self._records.append(
+            ImageRecord(
+                prediction.image_id, png_name, int(width), int(height), png_name, list(prediction.segments)
+            )
         )
-    json_path = out_dir / PREDICTIONS_JSON
-    write_panoptic_json(json_path, records, meta.categories)
-    logger.info("wrote %d panoptic predictions to %s", len(records), out_dir)
-    return json_path
+
+    def close(self) -> Path:
+        """Write ``predictions.json``; returns its path."""
+        write_panoptic_json(self.json_path, self._records, self.meta.categories)
+        logger.info("wrote %d panoptic predictions to %s", len(self._records), self.out_dir)
+        return self.json_path
+
+    def __enter__(self) -> PanopticPredictionWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc_type is None:
+            self.close()
 
 
-def write_instance_predictions(path: str | os.PathLike, predictions: Sequence[InstancePrediction]) -> Path:
-    """Write instance predictions as a COCO results JSON (RLE masks, XYWH boxes, scores).
+def write_panoptic_predictions(
+    out_dir: str | os.PathLike, predictions: Sequence[PanopticPrediction], meta: DatasetMeta
+) -> Path:
+    """Write predictions as a COCO-panoptic folder (see :class:`PanopticPredictionWriter`); returns the JSON path."""
+    with PanopticPredictionWriter(out_dir, meta) as writer:
+        for prediction in predictions:
+            writer.add(prediction)
+    return writer.json_path
 
-    Each mask is encoded on its own (no (H, W, N) copy of all masks at once).
+
+class InstancePredictionWriter:
+    """Collects instance predictions as COCO results (RLE masks, XYWH boxes, scores); writes the JSON on
+    :meth:`close`. Each mask is encoded on its own, so no (H, W, N) copy of all masks is made.
     """
-    results = []
-    for prediction in predictions:
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._results: list[dict] = []
+
+    def add(self, prediction: InstancePrediction) -> None:
         n = prediction.masks.shape[0]
         if prediction.scores.shape != (n,) or prediction.category_ids.shape != (n,):
             raise ValueError(
@@ -495,7 +525,7 @@ def write_instance_predictions(path: str | os.PathLike, predictions: Sequence[In
             prediction.masks, prediction.scores.tolist(), prediction.category_ids.tolist(), strict=True
         ):
             rle = mask_util.encode(np.asfortranarray(mask[:, :, None].astype(np.uint8)))[0]
-            results.append(
+            self._results.append(
                 {
                     "image_id": prediction.image_id,
                     "category_id": int(category_id),
@@ -507,8 +537,24 @@ def write_instance_predictions(path: str | os.PathLike, predictions: Sequence[In
                     "score": float(score),
                 }
             )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(results, f)
-    return path
+
+    def close(self) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "w") as f:
+            json.dump(self._results, f)
+        return self.path
+
+    def __enter__(self) -> InstancePredictionWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc_type is None:
+            self.close()
+
+
+def write_instance_predictions(path: str | os.PathLike, predictions: Sequence[InstancePrediction]) -> Path:
+    """Write instance predictions as a COCO results JSON (see :class:`InstancePredictionWriter`)."""
+    with InstancePredictionWriter(path) as writer:
+        for prediction in predictions:
+            writer.add(prediction)
+    return writer.path

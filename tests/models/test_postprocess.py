@@ -22,6 +22,7 @@ from ibs_study.models.postprocess import (
     InstancePrediction,
     MaskLogits,
     PanopticPrediction,
+    PanopticPredictionWriter,
     argmax_merge,
     paste_by_score,
     upsample_logits,
@@ -386,3 +387,15 @@ def test_instance_writer_round_trip(tmp_path):
         write_instance_predictions(
             tmp_path / "x.json", [InstancePrediction(masks, np.zeros(2), np.zeros(3), "img")]
         )
+
+
+def test_streaming_panoptic_writer_writes_pngs_on_add_and_json_on_close(tmp_path):
+    writer = PanopticPredictionWriter(tmp_path / "out", META)
+    writer.add(_prediction(7, 2))
+    assert (tmp_path / "out" / "predictions" / "7.png").is_file()
+    assert not (tmp_path / "out" / "predictions.json").exists()
+    with pytest.raises(PanopticFormatError, match="image id 7 is predicted twice"):
+        writer.add(_prediction(7, 3))
+    writer.add(_prediction(8, 3))
+    loaded = load_panoptic_json(writer.close())
+    assert [r.image_id for r in loaded.records] == [7, 8]
