@@ -19,6 +19,7 @@ from ibs_study.models.output import UnifiedOutput
 
 __all__ = [
     "dice_loss",
+    "squared_dice_loss",
     "sigmoid_ce_loss",
     "focal_loss",
     "IBSConfig",
@@ -44,6 +45,29 @@ def dice_loss(logits: torch.Tensor, targets: torch.Tensor, eps: float = 1.0) -> 
     numerator = 2 * (probs * targets).sum(-1)
     denominator = probs.sum(-1) + targets.sum(-1)
     return 1 - (numerator + eps) / (denominator + eps)
+
+
+def squared_dice_loss(
+    logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor | None = None, eps: float = 1e-8
+) -> torch.Tensor:
+    """Dice loss with squared terms in the denominator, as Panoptic FCN
+    (``1 - 2 |p t| / max(|p^2| + |t^2|, eps)``).
+
+    Args:
+        logits: (N, P) mask logits over P pixels.
+        targets: (N, P) targets in [0, 1] (soft targets allowed).
+        valid: (P,) or (N, P) bool; pixels where it is False do not count. None: all count.
+
+    Returns:
+        (N,) loss per mask.
+    """
+    probs = logits.sigmoid()
+    targets = targets.to(probs.dtype)
+    if valid is not None:
+        probs = probs * valid
+        targets = targets * valid
+    denominator = (probs**2).sum(-1) + (targets**2).sum(-1)
+    return 1 - 2 * (probs * targets).sum(-1) / denominator.clamp(min=eps)
 
 
 def sigmoid_ce_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -120,7 +144,9 @@ class IBSConfig:
         if self.oversample_ratio < 1:
             raise ValueError(f"ibs.oversample_ratio must be >= 1, got {self.oversample_ratio}")
         if not 0 <= self.importance_sample_ratio <= 1:
-            raise ValueError(f"ibs.importance_sample_ratio must be in [0, 1], got {self.importance_sample_ratio}")
+            raise ValueError(
+                f"ibs.importance_sample_ratio must be in [0, 1], got {self.importance_sample_ratio}"
+            )
         if not 0 <= self.alpha <= 1:
             raise ValueError(f"ibs.alpha must be in [0, 1], got {self.alpha}")
         if self.gamma < 0:
@@ -182,7 +208,9 @@ def _check_partner_index(partner_index: torch.Tensor, batch_size: int) -> None:
     if partner_index.shape != (batch_size,):
         raise ValueError(f"partner_index must have shape ({batch_size},), got {tuple(partner_index.shape)}")
     if bool(((partner_index < 0) | (partner_index >= batch_size)).any()):
-        raise ValueError(f"partner_index values must be in [0, {batch_size - 1}], got {partner_index.tolist()}")
+        raise ValueError(
+            f"partner_index values must be in [0, {batch_size - 1}], got {partner_index.tolist()}"
+        )
     if bool((partner_index == torch.arange(batch_size, device=partner_index.device)).any()):
         raise ValueError(f"partner_index pairs a crop with itself: {partner_index.tolist()}")
 

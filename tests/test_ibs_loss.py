@@ -50,7 +50,8 @@ def reference_ibs(
                 for y in range(height):
                     for x in range(width):
                         logit = sum(
-                            embeddings[layer][crop][row][c] * features[partner][c][y][x] for c in range(channels)
+                            embeddings[layer][crop][row][c] * features[partner][c][y][x]
+                            for c in range(channels)
                         )
                         pixel_sum += focal_zero_target(logit, alpha, gamma)
                 weighted_sum += weight * pixel_sum / (height * width)
@@ -80,7 +81,9 @@ def make_output(
         layer_embeddings, layer_index, layer_weights = [], [], []
         for things in things_per_crop:
             rows = things * kernels_per_thing
-            layer_embeddings.append(torch.randn(extra_rows + rows, channels, generator=generator, dtype=torch.float64))
+            layer_embeddings.append(
+                torch.randn(extra_rows + rows, channels, generator=generator, dtype=torch.float64)
+            )
             layer_index.append(torch.arange(extra_rows, extra_rows + rows))
             raw = torch.rand(things, kernels_per_thing, generator=generator, dtype=torch.float64) + 0.1
             layer_weights.append((raw / raw.sum(1, keepdim=True)).reshape(-1))
@@ -175,7 +178,9 @@ def test_point_sampling_matches_manual_points() -> None:
     gen = torch.Generator().manual_seed(4)
     output = make_output(gen, [2, 1], size=(8, 12))
     cfg = IBSConfig(point_sampling=True, num_points=20, oversample_ratio=3.0, importance_sample_ratio=0.75)
-    value = ibs_loss(output, torch.tensor([1, 0]), cfg, generator=torch.Generator().manual_seed(9))["loss_ibs"]
+    value = ibs_loss(output, torch.tensor([1, 0]), cfg, generator=torch.Generator().manual_seed(9))[
+        "loss_ibs"
+    ]
 
     replay = torch.Generator().manual_seed(9)
     weighted_sum, weight_total = 0.0, 0.0
@@ -266,7 +271,9 @@ def test_weighted_loss_applies_lambda_and_mask_weight_once() -> None:
     on = weighted_ibs_loss(output, partner, IBSConfig(enabled=True, weight=3.0))
     assert list(on) == ["loss_ibs"]
     assert on["loss_ibs"].item() == pytest.approx(3.0 * plain, rel=1e-12)
-    scaled = weighted_ibs_loss(output, partner, IBSConfig(enabled=True, weight=3.0, scale_by_mask_weight=True))
+    scaled = weighted_ibs_loss(
+        output, partner, IBSConfig(enabled=True, weight=3.0, scale_by_mask_weight=True)
+    )
     assert scaled["loss_ibs"].item() == pytest.approx(12.0 * plain, rel=1e-12)
 
 

@@ -208,7 +208,10 @@ class SegmentIndex:
         try:
             with os.fdopen(fd, "wb") as f:
                 np.savez(
-                    f, version=np.int64(INDEX_FORMAT_VERSION), content_hash=np.str_(self.content_hash), **arrays
+                    f,
+                    version=np.int64(INDEX_FORMAT_VERSION),
+                    content_hash=np.str_(self.content_hash),
+                    **arrays,
                 )
             os.replace(tmp, path)
         except BaseException:
@@ -227,7 +230,9 @@ class SegmentIndex:
             with np.load(path, allow_pickle=False) as data:
                 version = int(data["version"])
                 if version != INDEX_FORMAT_VERSION:
-                    raise IndexCacheError(f"{path}: format version {version}, expected {INDEX_FORMAT_VERSION}")
+                    raise IndexCacheError(
+                        f"{path}: format version {version}, expected {INDEX_FORMAT_VERSION}"
+                    )
                 index = cls(content_hash=str(data["content_hash"]), **{name: data[name] for name in _ARRAYS})
         except IndexCacheError:
             raise
@@ -256,7 +261,9 @@ class SegmentIndex:
         if problems:
             raise IndexCacheError(f"{path}: inconsistent segment index: {'; '.join(problems)}")
 
-    def matches(self, content_hash: str, meta: DatasetMeta | None, num_images: int | None = None) -> str | None:
+    def matches(
+        self, content_hash: str, meta: DatasetMeta | None, num_images: int | None = None
+    ) -> str | None:
         """Why this index does not belong to the given dataset content, or None if it does."""
         if self.content_hash != content_hash:
             return f"built from JSON content {self.content_hash[:12]}, not {content_hash[:12]}"
@@ -295,7 +302,9 @@ class SegmentIndex:
         try:
             index.save(path)
         except OSError as err:
-            logger.warning("could not write the segment index cache %s (%s); continuing without it", path, err)
+            logger.warning(
+                "could not write the segment index cache %s (%s); continuing without it", path, err
+            )
 
     @classmethod
     def for_dataset(

@@ -72,7 +72,9 @@ def apply_plan(sample: PanopticSample, plan: CropPlan) -> tuple[PanopticSample, 
     else:
         box = (col0 * width / out_w, row0 * height / out_h, col1 * width / out_w, row1 * height / out_h)
         image_region = np.asarray(
-            Image.fromarray(sample.image).resize((col1 - col0, row1 - row0), Image.Resampling.BILINEAR, box=box)
+            Image.fromarray(sample.image).resize(
+                (col1 - col0, row1 - row0), Image.Resampling.BILINEAR, box=box
+            )
         )
     region = PanopticSample(sample.image_id, image_region, id_region, sample.segments)
     cropped, pad_mask = crop(region, top - row0, left - col0, crop_h, crop_w)
@@ -108,7 +110,9 @@ class CropDataset(Dataset):
         min_pixels: a segment needs this many pixels in the crop to become a target.
     """
 
-    def __init__(self, dataset: PanopticDataset, meta: DatasetMeta | None = None, min_pixels: int = 1) -> None:
+    def __init__(
+        self, dataset: PanopticDataset, meta: DatasetMeta | None = None, min_pixels: int = 1
+    ) -> None:
         self.dataset = dataset
         self.meta = meta or dataset.meta
         self.min_pixels = min_pixels
@@ -207,7 +211,9 @@ def build_train_loader(
         raise ValueError(f"train.batch_size must be >= 1, got {batch_size}")
     sampler = build_sampler(dataset, meta, sampler_cfg, augmentation)
     if isinstance(sampler, PairedCropSampler) and batch_size % 2:
-        raise ValueError(f"paired crop sampling needs an even train.batch_size (per process), got {batch_size}")
+        raise ValueError(
+            f"paired crop sampling needs an even train.batch_size (per process), got {batch_size}"
+        )
     logger.info(
         "%s crops for %s: %d per process x %d process(es) = %d per step, from step %d",
         sampler_cfg.kind,

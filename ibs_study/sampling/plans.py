@@ -235,7 +235,9 @@ class PairedCropSampler:
                 "paired crop sampling needs a class with non-crowd segments in at least two images; "
                 f"this dataset has none (images per class: {dict(zip(names, counts.tolist()))})"
             )
-        self._stuff_resize = self.cfg.stuff_resize.augmentation() if self.cfg.stuff_resize else self.augmentation
+        self._stuff_resize = (
+            self.cfg.stuff_resize.augmentation() if self.cfg.stuff_resize else self.augmentation
+        )
 
     def plan_pair(self, rng: np.random.Generator) -> tuple[CropPlan, CropPlan]:
         label = int(self.labels[rng.integers(len(self.labels))])
@@ -247,7 +249,9 @@ class PairedCropSampler:
         first, second = (self._plan_crop(rng, label, entries[int(k)], pair_size) for k in picks)
         return first, second
 
-    def _plan_crop(self, rng: np.random.Generator, label: int, entry: int, pair_size: float | None) -> CropPlan:
+    def _plan_crop(
+        self, rng: np.random.Generator, label: int, entry: int, pair_size: float | None
+    ) -> CropPlan:
         rows = self.index.segment_rows(entry)
         row = rows[int(rng.integers(len(rows)))]
         image = int(self.index.entry_image[entry])
