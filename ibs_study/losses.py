@@ -289,8 +289,9 @@ def ibs_loss(
         if cfg.partner == "random_per_layer":
             partner_index = assign_partners(batch_size, "random", generator)
         layer_sum = _ibs_layer_sum(output, layer, partner_index, cfg, generator)
-        normaliser = max(float(sum(float(w.sum()) for w in output.thing_weights[layer])), 1.0)
-        terms[f"ibs_layer{layer}"] = layer_sum / normaliser
+        weights = torch.cat([w.reshape(-1) for w in output.thing_weights[layer]])
+        normaliser = weights.detach().sum().clamp(min=1.0)  # a count: no gradient through it
+        terms[f"ibs_layer{layer}"] = layer_sum / normaliser.to(layer_sum)
     total = sum(terms.values()) if terms else output.features.reshape(-1)[:1].sum() * 0.0
     return {"loss_ibs": total, **terms}
 

@@ -369,3 +369,35 @@ def test_shared_thing_class_fraction_by_hand() -> None:
     assert shared_thing_class_fraction(targets, torch.tensor([1, 0, 3, 2])) == 0.5
     # (0,2) none, (1,0) share, (2,1) none, (3,0) none
     assert shared_thing_class_fraction(targets, torch.tensor([2, 0, 1, 0])) == 0.25
+
+
+def test_autocast_keeps_the_focal_loss_in_float32() -> None:
+    gen = torch.Generator().manual_seed(10)
+    output = make_output(gen, [2, 3], size=(8, 8))
+    output.features = output.features.float()
+    for layer in output.embeddings:
+        layer[:] = [e.float() for e in layer]
+    partner = torch.tensor([1, 0])
+    exact = ibs_loss(output, partner, IBSConfig())["loss_ibs"]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = ibs_loss(output, partner, IBSConfig())["loss_ibs"]
+    assert mixed.dtype == torch.float32
+    assert mixed.item() == pytest.approx(exact.item(), rel=2e-2)
+
+
+def test_normaliser_carries_no_gradient() -> None:
+    """Thing weights may carry gradients (Panoptic FCN's centre scores); the count that
+    normalises the loss must not: the gradient w.r.t. w_t is FL_t / Σw."""
+    gen = torch.Generator().manual_seed(11)
+    output = make_output(gen, [2, 1])
+    weights = [w.clone().requires_grad_() for w in output.thing_weights[0]]
+    output.thing_weights[0] = weights
+    partner = torch.tensor([1, 0])
+    ibs_loss(output, partner, IBSConfig())["loss_ibs"].backward()
+    total = sum(float(w.detach().sum()) for w in weights)
+    for crop, w in enumerate(weights):
+        logits = torch.einsum("nc,chw->nhw", output.thing_embeddings(0, crop), output.features[1 - crop])
+        per_mask = [
+            sum(focal_zero_target(v) for v in row) / row.numel() for row in logits.flatten(1).detach()
+        ]
+        assert w.grad.tolist() == pytest.approx([m / max(total, 1.0) for m in per_mask], rel=1e-9)

@@ -393,6 +393,8 @@ def test_config_errors() -> None:
         SamplerConfig(min_short_side=800, max_short_side=600)
     with pytest.raises(ValueError, match="sampler.pair_sizes"):
         SamplerConfig(pair_sizes=())
+    with pytest.raises(ValueError, match="sampler.stuff_resize: .*short_edges"):
+        ResizeConfig(resize_mode="shortest_edge")
 
 
 def test_paired_needs_crops(index: SegmentIndex) -> None:

@@ -50,10 +50,16 @@ class ResizeConfig:
             ``max_size``).
     """
 
-    resize_mode: str = "shortest_edge"
+    resize_mode: str = "scale"
     scale_range: tuple[float, float] = (0.5, 2.0)
     short_edges: tuple[int, ...] = ()
     max_size: int | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            self.augmentation()
+        except ValueError as err:
+            raise ValueError(f"sampler.stuff_resize: {err}") from err
 
     def augmentation(self) -> TrainAugmentation:
         """A resize-only :class:`TrainAugmentation` (its ``output_size`` draws the size)."""
