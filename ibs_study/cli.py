@@ -88,6 +88,65 @@ register(
 )
 
 
+# ---------------------------------------------------------------------------- score
+
+
+def _score_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gt-json", required=True, help="ground-truth COCO-panoptic JSON")
+    parser.add_argument("--gt-dir", required=True, help="folder of ground-truth id PNGs")
+    parser.add_argument("--pred-json", required=True, help="prediction JSON (COCO-panoptic annotations)")
+    parser.add_argument("--pred-dir", required=True, help="folder of predicted id PNGs")
+    parser.add_argument("--workers", type=int, default=1, help="processes (default: 1)")
+    parser.add_argument("--json", default=None, help="write the metrics (fractions in [0, 1]) to this JSON")
+    parser.add_argument("--curve-csv", default=None, help="write the confusion curve to this CSV")
+    parser.add_argument(
+        "--allow-missing", action="store_true", help="score images without prediction as all false negatives"
+    )
+
+
+def _score(args: argparse.Namespace) -> int:
+    import json
+
+    from ibs_study.data.panoptic import PanopticFormatError
+    from ibs_study.metrics.panoptic import evaluate_panoptic_folders, format_results, write_confusion_csv
+
+    try:
+        results, _ = evaluate_panoptic_folders(
+            args.gt_json,
+            args.gt_dir,
+            args.pred_json,
+            args.pred_dir,
+            workers=args.workers,
+            allow_missing=args.allow_missing,
+            progress=True,
+        )
+    except PanopticFormatError as err:
+        print(f"ibs-study score: error: {err}", file=sys.stderr)
+        return 2
+    print(format_results(results))
+    timing = results["timing"]
+    print(
+        f"\n{results['num_images']} images in {timing['total_s']:.2f} s "
+        f"({1000 * timing['per_image_s']:.1f} ms per image, {timing['workers']} worker(s))"
+    )
+    if results["num_missing"]:
+        print(f"{results['num_missing']} image(s) had no prediction and count as all false negatives")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    if args.curve_csv:
+        write_confusion_csv(results, args.curve_csv)
+    return 0
+
+
+register(
+    "score",
+    "score COCO-panoptic predictions: PQ/SQ/RQ, Acc^th/Prec^th and the confusion curve",
+    _score_arguments,
+    _score,
+)
+
+
 # ---------------------------------------------------------------------------- entry point
 
 

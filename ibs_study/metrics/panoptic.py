@@ -68,7 +68,13 @@ from ibs_study.data.panoptic import (
     check_segments_match_areas,
     load_panoptic_json,
 )
-from ibs_study.metrics.io import decode_id_png, load_prediction_json, match_predictions, prefetch
+from ibs_study.metrics.io import (
+    check_png_files,
+    decode_id_png,
+    load_prediction_json,
+    match_predictions,
+    prefetch,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +91,8 @@ __all__ = [
     "summarize_stat",
     "evaluate_panoptic_folders",
     "rank_images_by_confusion",
+    "format_results",
+    "write_confusion_csv",
 ]
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(1, 20))
@@ -827,6 +835,7 @@ def evaluate_panoptic_folders(
     gt = load_panoptic_json(gt_json)
     pred = load_prediction_json(pred_json, gt.categories)
     pairs, num_missing = match_predictions(gt, pred, allow_missing=allow_missing)
+    check_png_files(pairs, gt_dir, pred_dir)
     if num_missing:
         logger.warning(
             "%d ground-truth image(s) have no prediction and count as all false negatives", num_missing
@@ -857,3 +866,53 @@ def evaluate_panoptic_folders(
     total = time.perf_counter() - start
     results["timing"] = {"total_s": total, "per_image_s": total / max(len(pairs), 1), "workers": workers}
     return results, evaluator.records
+
+
+# ----------------------------------------------------------------------------- reporting
+
+
+def format_results(results: dict, *, curve_thresholds: Sequence[float] = (0.1, 0.25, 0.5, 0.75)) -> str:
+    """Readable table of a :func:`summarize_stat` result, in percent as the paper reports.
+
+    Args:
+        results: the metrics dict (fractions).
+        curve_thresholds: confusion-curve thresholds to list (each must be in the curve).
+    """
+    lines = [f"{'':10s}|{'PQ':>7s}{'SQ':>7s}{'RQ':>7s}{'N':>5s}", "-" * 36]
+    for key, label in (("all", "All"), ("things", "Things"), ("stuff", "Stuff")):
+        group = results[key]
+        lines.append(
+            f"{label:10s}|{100 * group['pq']:7.1f}{100 * group['sq']:7.1f}{100 * group['rq']:7.1f}{group['n']:5d}"
+        )
+    lines += ["", f"Acc^th  {100 * results['acc_th']:5.1f}", f"Prec^th {100 * results['prec_th']:5.1f}", ""]
+    curve = results["confusion_curve"]
+    by_size = curve["by_size"]
+    lines.append(
+        f"Confused predicted things (of {curve['num_predictions']}; "
+        + ", ".join(f"{name}: {by_size[name]['num_predictions']}" for name in SIZE_NAMES)
+        + ")"
+    )
+    lines.append(f"{'T':>6s}{'all':>7s}" + "".join(f"{name:>7s}" for name in SIZE_NAMES))
+    for threshold in curve_thresholds:
+        k = int(np.argmin(np.abs(np.asarray(curve["thresholds"]) - threshold)))
+        if abs(curve["thresholds"][k] - threshold) > 1e-9:
+            continue
+        row = [curve["ratio"][k]] + [by_size[name]["ratio"][k] for name in SIZE_NAMES]
+        lines.append(f"{threshold:6.2f}" + "".join(f"{100 * value:7.1f}" for value in row))
+    lines += ["", f"{'class':20s}|{'PQ':>7s}{'SQ':>7s}{'RQ':>7s}  thing", "-" * 48]
+    for name, values in results["per_class"].items():
+        lines.append(
+            f"{name[:20]:20s}|{100 * values['pq']:7.1f}{100 * values['sq']:7.1f}{100 * values['rq']:7.1f}"
+            f"  {'yes' if values['isthing'] else 'no'}"
+        )
+    return "\n".join(lines)
+
+
+def write_confusion_csv(results: dict, path: str | os.PathLike) -> None:
+    """The confusion curve as CSV: ``threshold,ratio,ratio_S,ratio_M,ratio_L`` (fractions)."""
+    curve = results["confusion_curve"]
+    rows = ["threshold,ratio," + ",".join(f"ratio_{name}" for name in SIZE_NAMES)]
+    for k, threshold in enumerate(curve["thresholds"]):
+        values = [curve["ratio"][k]] + [curve["by_size"][name]["ratio"][k] for name in SIZE_NAMES]
+        rows.append(f"{threshold:g}," + ",".join(repr(float(v)) for v in values))
+    Path(path).write_text("\n".join(rows) + "\n")
