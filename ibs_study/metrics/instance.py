@@ -209,7 +209,8 @@ def evaluate_instances(
     unknown = [image_id for image_id in predictions if image_id not in seen]
     if unknown:
         raise PanopticFormatError(
-            f"instance predictions for {len(unknown)} image id(s) absent from the ground truth, e.g. {unknown[0]!r}"
+            f"instance predictions for {len(unknown)} image id(s) absent from the ground truth, "
+            f"e.g. image id {unknown[0]!r}"
         )
 
     results: dict[str, Any] = dict.fromkeys(_AP_KEYS, 0.0)

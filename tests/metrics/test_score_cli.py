@@ -1,0 +1,113 @@
+"""``ibs-study score`` end to end: printed table, JSON contract, confusion-curve CSV, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ibs_study.cli import main
+from ibs_study.data.datasets import CITYSCAPES_META
+from ibs_study.metrics.panoptic import DEFAULT_THRESHOLDS
+from ibs_study.metrics.simulate import perturb_prediction, street_scene
+
+CATEGORIES = CITYSCAPES_META.by_id()
+
+
+@pytest.fixture
+def folders(tmp_path, write_split) -> list[str]:
+    rng = np.random.default_rng(7)
+    gt, pred = [], []
+    for k in range(4):
+        id_map, segments = street_scene(48, 96, CATEGORIES, rng, num_things=12)
+        gt.append((f"img{k}", id_map, segments))
+        pred.append((f"img{k}", *perturb_prediction(id_map, segments, CATEGORIES, rng, merge_prob=0.5)))
+    gt_json, gt_dir = write_split(tmp_path / "gt", gt, CATEGORIES)
+    pred_json, pred_dir = write_split(tmp_path / "pred", pred, CATEGORIES)
+    return [
+        "--gt-json",
+        str(gt_json),
+        "--gt-dir",
+        str(gt_dir),
+        "--pred-json",
+        str(pred_json),
+        "--pred-dir",
+        str(pred_dir),
+    ]
+
+
+def test_score_writes_json_and_csv(folders, tmp_path, capsys):
+    out_json, out_csv = tmp_path / "m.json", tmp_path / "curve.csv"
+    assert (
+        main(["score", *folders, "--json", str(out_json), "--curve-csv", str(out_csv), "--workers", "2"]) == 0
+    )
+    printed = capsys.readouterr().out
+    results = json.loads(out_json.read_text())
+
+    required = {
+        "all",
+        "things",
+        "stuff",
+        "per_class",
+        "acc_th",
+        "prec_th",
+        "confusion_curve",
+        "num_images",
+        "timing",
+    }
+    assert required <= set(results)
+    for group in ("all", "things", "stuff"):
+        assert set(results[group]) == {"pq", "sq", "rq", "n"}
+        assert all(0 <= results[group][m] <= 1 for m in ("pq", "sq", "rq"))
+    assert set(results["per_class"]) == {c.name for c in CATEGORIES.values()}
+    assert {"pq", "sq", "rq", "isthing"} <= set(results["per_class"]["car"])
+    assert results["per_class"]["car"]["isthing"] is True and results["per_class"]["road"]["isthing"] is False
+    assert {"thresholds", "ratio"} <= set(results["confusion_curve"])
+    assert results["confusion_curve"]["thresholds"] == list(DEFAULT_THRESHOLDS)
+    assert (
+        set(results["timing"]) == {"total_s", "per_image_s", "workers"} and results["timing"]["workers"] == 2
+    )
+    assert results["num_images"] == 4 and 0 < results["acc_th"] < 1 and 0 < results["prec_th"] < 1
+
+    # the table prints percentages of the same numbers
+    assert f"{100 * results['all']['pq']:7.1f}" in printed.splitlines()[2]
+    assert f"Acc^th  {100 * results['acc_th']:5.1f}" in printed
+    assert "4 images in" in printed
+
+    with open(out_csv) as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["threshold", "ratio", "ratio_S", "ratio_M", "ratio_L"]
+    assert [float(r["threshold"]) for r in rows] == list(DEFAULT_THRESHOLDS)
+    assert [float(r["ratio"]) for r in rows] == results["confusion_curve"]["ratio"]
+    assert [float(r["ratio_L"]) for r in rows] == results["confusion_curve"]["by_size"]["L"]["ratio"]
+
+
+def test_score_reports_bad_input(folders, tmp_path, capsys):
+    pred_json = Path(folders[5])
+    data = json.loads(pred_json.read_text())
+    data["annotations"] = data["annotations"][1:]
+    pred_json.write_text(json.dumps(data))
+    assert main(["score", *folders]) == 2
+    assert "no prediction for 1 of 4" in capsys.readouterr().err
+    assert main(["score", *folders, "--allow-missing"]) == 0
+    assert "1 image(s) had no prediction and count as all false negatives" in capsys.readouterr().out
+
+
+def test_score_as_a_command(folders, tmp_path):
+    out_json = tmp_path / "m.json"
+    env = dict(os.environ, PYTHONWARNINGS="error::DeprecationWarning:torchvision")
+    run = subprocess.run(
+        [sys.executable, "-m", "ibs_study", "score", *folders, "--json", str(out_json)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "Things" in run.stdout and json.loads(out_json.read_text())["num_images"] == 4
