@@ -100,6 +100,7 @@ class SyntheticScale:
 
 
 SYNTHETIC_SCALES: dict[str, SyntheticScale] = {
+    "tiny": SyntheticScale("tiny", 64, 128, (32, 64), num_train=24, num_val=8),  # smoke tests
     "cpu": SyntheticScale("cpu", 256, 512, (128, 256), num_train=300, num_val=60),
     "medium": SyntheticScale("medium", 512, 1024, (256, 512), num_train=500, num_val=100),
     "paper": SyntheticScale("paper", 1024, 2048, (512, 1024), num_train=500, num_val=100),
@@ -549,7 +550,7 @@ def _jitter(rng: np.random.Generator, amount: float) -> float:
     return float(rng.uniform(1 - amount, 1 + amount))
 
 
-def _sample_things(layout: _Layout, rng: np.random.Generator) -> list[_Thing]:
+def _sample_things(layout: _Layout, rng: np.random.Generator, crowd_probability: float) -> list[_Thing]:
     cumulative = np.cumsum([s.frequency for s in THING_STYLES])
     things = []
     for _ in range(int(rng.integers(THINGS_PER_IMAGE[0], THINGS_PER_IMAGE[1] + 1))):
@@ -560,7 +561,7 @@ def _sample_things(layout: _Layout, rng: np.random.Generator) -> list[_Thing]:
         t = rng.uniform(*_lane_interval(layout, style.lane, half_width, rng))
         member = _member(layout, style, depth, t, scale, _jitter(rng, _BRIGHTNESS_JITTER))
         things.append(_Thing(style.category_id, 0, member.top + member.height, (member,)))
-    if rng.random() < CROWD_PROBABILITY:
+    if rng.random() < crowd_probability:
         things.append(_sample_crowd(layout, rng))
     return things
 
@@ -648,6 +649,7 @@ def render_image(
     *,
     image_id: str | int = "synthetic",
     min_segment_pixels: int | None = None,
+    crowd_probability: float = CROWD_PROBABILITY,
 ) -> PanopticSample:
     """Render one street scene in memory.
 
@@ -658,6 +660,7 @@ def render_image(
         image_id: id given to the sample.
         min_segment_pixels: things left with fewer visible pixels are dropped (default:
             ``MIN_SEGMENT_FRACTION`` of the image area, at least 16).
+        crowd_probability: chance that the image gets a crowd region (0 disables crowds).
 
     Returns:
         the sample: image (H, W, 3) uint8, id_map (H, W) int32, segments sorted by id.
@@ -668,7 +671,7 @@ def render_image(
         min_segment_pixels = max(16, round(MIN_SEGMENT_FRACTION * height * width))
     layout = _sample_layout(height, width, rng)
     labels, image = _background(layout, rng)
-    things = _sample_things(layout, rng)
+    things = _sample_things(layout, rng, crowd_probability)
     thing_ids = _new_ids(rng, len(things))
 
     # Nearest first: each thing keeps the pixels no nearer thing has taken, which is painter's
@@ -739,6 +742,7 @@ def synthetic_parameters(
         "num_val": num_val,
         "seed": int(seed),
         "min_segment_pixels": max(16, round(MIN_SEGMENT_FRACTION * height * width)),
+        "crowd_probability": CROWD_PROBABILITY,
     }
 
 
@@ -751,7 +755,12 @@ def _generate_one(index: int, root: Path, split: str, params: dict) -> ImageReco
     rng = np.random.default_rng(np.random.SeedSequence([params["seed"], _SPLIT_CODE[split], index]))
     name = _image_name(split, index)
     sample = render_image(
-        params["height"], params["width"], rng, image_id=name, min_segment_pixels=params["min_segment_pixels"]
+        params["height"],
+        params["width"],
+        rng,
+        image_id=name,
+        min_segment_pixels=params["min_segment_pixels"],
+        crowd_probability=params["crowd_probability"],
     )
     Image.fromarray(sample.image).save(root / "images" / split / f"{name}.png", compress_level=1)
     write_id_png(root / f"panoptic_{split}" / f"{name}.png", sample.id_map)

@@ -1,0 +1,285 @@
+"""The synthetic street-scene dataset: format, determinism, scene properties, folder handling."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from panopticapi.evaluation import pq_compute
+from scipy import stats
+
+from ibs_study.data import synthetic as S
+from ibs_study.data.datasets import synthetic
+from ibs_study.data.panoptic import segments_from_id_map
+from ibs_study.data.statistics import things_in_crop
+
+THING_IDS = {s.category_id for s in S.THING_STYLES}
+
+
+@pytest.fixture(scope="module")
+def small_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synthetic") / "ds"
+    return S.generate_dataset(root, num_train=5, num_val=3, height=96, width=192, seed=3, workers=2)
+
+
+@pytest.fixture(scope="module")
+def cpu_scenes() -> list:
+    """Ten in-memory scenes at the cpu scale."""
+    scale = S.SYNTHETIC_SCALES["cpu"]
+    return [S.render_image(scale.height, scale.width, np.random.default_rng(i)) for i in range(10)]
+
+
+def things_of(sample) -> list:
+    return [s for s in sample.segments if s.category_id in THING_IDS and not s.iscrowd]
+
+
+# ------------------------------------------------------------------------------ the format
+
+
+def test_round_trip_matches_in_memory_rendering(small_root):
+    info = json.loads((small_root / S.INFO_FILE).read_text())
+    assert info == S.synthetic_parameters("cpu", num_train=5, num_val=3, height=96, width=192, seed=3)
+    assert info["crop_size"] == [48, 96]  # the cpu scale's quarter of the image area
+    for split, count in (("train", 5), ("val", 3)):
+        dataset = synthetic(small_root, split)
+        dataset.validate()
+        assert len(dataset) == count
+        assert {c.id for c in dataset.meta.categories} == {c.id for c in S.SYNTHETIC_CATEGORIES}
+        assert all(c.color == S.SYNTHETIC_CATEGORIES[k].color for k, c in enumerate(dataset.meta.categories))
+        for index in range(count):
+            sample = dataset[index]
+            # Image i of a split is rendered from the seed (seed, split, i), whatever the worker.
+            rng = np.random.default_rng(np.random.SeedSequence([3, S._SPLIT_CODE[split], index]))
+            expected = S.render_image(96, 192, rng, min_segment_pixels=info["min_segment_pixels"])
+            np.testing.assert_array_equal(sample.image, expected.image)
+            np.testing.assert_array_equal(sample.id_map, expected.id_map)
+            assert sample.segments == expected.segments
+
+
+def test_json_categories_and_segment_ids(small_root):
+    data = json.loads((small_root / "annotations" / "panoptic_train.json").read_text())
+    assert {"isthing", "color", "supercategory"} <= set(data["categories"][0])
+    ids = [s["id"] for a in data["annotations"] for s in a["segments_info"]]
+    things = [s for a in data["annotations"] for s in a["segments_info"] if s["category_id"] in THING_IDS]
+    assert all(s["id"] > 65535 for s in things)  # needs the third PNG byte
+    assert min(ids) >= 1 and max(ids) < 2**24
+    for ann in data["annotations"]:
+        assert len({s["id"] for s in ann["segments_info"]}) == len(ann["segments_info"])
+
+
+def test_gt_scored_against_itself_is_perfect(small_root):
+    gt_json = small_root / "annotations" / "panoptic_val.json"
+    folder = str(small_root / "panoptic_val")
+    results = pq_compute(str(gt_json), str(gt_json), folder, folder)
+    assert results["All"]["pq"] == pytest.approx(1.0)
+    assert results["Things"]["n"] == len(THING_IDS)
+
+
+def test_generation_is_byte_identical_for_any_worker_count(tmp_path):
+    kwargs = dict(num_train=4, num_val=2, height=64, width=128, seed=11)
+    a = S.generate_dataset(tmp_path / "a", workers=1, **kwargs)
+    b = S.generate_dataset(tmp_path / "b", workers=2, **kwargs)
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    assert files_a == files_b and len(files_a) == 2 * (4 + 2) + 3
+    for rel in files_a:
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+    c = S.generate_dataset(tmp_path / "c", workers=1, **{**kwargs, "seed": 12})
+    assert (c / "annotations/panoptic_train.json").read_bytes() != (
+        a / "annotations/panoptic_train.json"
+    ).read_bytes()
+
+
+# ---------------------------------------------------------------------------- the scenes
+
+
+def test_stuff_layout_sky_on_top_ground_below(cpu_scenes):
+    for sample in cpu_scenes:
+        stuff = np.where(
+            np.isin(sample.id_map, [S.SKY, S.BUILDING, S.VEGETATION, S.ROAD, S.SIDEWALK]), sample.id_map, 0
+        )
+        rows = np.arange(sample.height)[:, None]
+        mean_row = {c: rows.repeat(sample.width, 1)[stuff == c].mean() for c in (S.SKY, S.BUILDING, S.ROAD)}
+        assert mean_row[S.SKY] < mean_row[S.BUILDING] < mean_row[S.ROAD]
+        assert (stuff[0] == S.SKY).mean() > 0.3  # the top row is mostly sky
+        bottom_stuff = set(np.unique(stuff[-1]).tolist()) - {0}
+        assert S.ROAD in bottom_stuff and bottom_stuff <= {S.ROAD, S.SIDEWALK}
+        assert (stuff[sample.height // 2 :] == S.SIDEWALK).any()
+
+
+def test_tens_of_things_per_image_and_far_fewer_per_crop(cpu_scenes):
+    crop_h, crop_w = S.SYNTHETIC_SCALES["cpu"].crop_size
+    rng = np.random.default_rng(0)
+    per_image, per_crop = [], []
+    for sample in cpu_scenes:
+        things = things_of(sample)
+        per_image.append(len(things))
+        for _ in range(10):
+            top = int(rng.integers(0, sample.height - crop_h + 1))
+            left = int(rng.integers(0, sample.width - crop_w + 1))
+            window = sample.id_map[top : top + crop_h, left : left + crop_w]
+            expected = len({s.id for s in things} & set(np.unique(window).tolist()))
+            assert things_in_crop(sample.id_map, things, top, left, crop_h, crop_w) == expected
+            per_crop.append(expected)
+    assert 30 <= np.mean(per_image) <= 60 and min(per_image) >= 15
+    assert np.mean(per_image) >= 1.5 * np.mean(per_crop)
+    # Every class appears, several instances of each in a typical image.
+    counts = np.array(
+        [[sum(s.category_id == c for s in things_of(x)) for c in sorted(THING_IDS)] for x in cpu_scenes]
+    )
+    assert (np.median(counts, axis=0) >= 2).all()
+
+
+def test_perspective_size_grows_with_the_foot_row(cpu_scenes):
+    scale = S.SYNTHETIC_SCALES["cpu"]
+    for category in THING_IDS:
+        feet, heights = [], []
+        for sample in cpu_scenes:
+            for seg in things_of(sample):
+                x, y, w, h = seg.bbox
+                if seg.category_id == category and y + h < sample.height:  # not cut by the border
+                    feet.append(y + h)
+                    heights.append(h)
+        assert len(feet) >= 15
+        assert stats.spearmanr(feet, heights)[0] > 0.8, category
+    # A wide size range: tiny far instances and ones covering a large part of a crop.
+    areas = np.array([s.area for x in cpu_scenes for s in things_of(x)])
+    crop_area = scale.crop_size[0] * scale.crop_size[1]
+    assert areas.min() < 0.002 * crop_area and (areas > 0.15 * crop_area).sum() >= 5
+
+
+def test_instances_of_a_class_look_alike(cpu_scenes):
+    """Each instance's median colour is its class body colour (up to shading), not another's."""
+    body = {s.category_id: np.array(s.color, dtype=float) for s in S.THING_STYLES}
+    own, nearest_is_own = [], []
+    for sample in cpu_scenes:
+        for seg in things_of(sample):
+            if seg.area < 150:
+                continue
+            median = np.median(sample.image[sample.id_map == seg.id], axis=0)
+            distance = {c: np.linalg.norm(median - colour) for c, colour in body.items()}
+            own.append(distance[seg.category_id])
+            nearest_is_own.append(min(distance, key=distance.get) == seg.category_id)
+    assert len(own) > 100
+    assert np.median(own) < 15 and np.mean(nearest_is_own) > 0.95
+
+
+def test_occlusion_bookkeeping_and_minimum_size():
+    min_pixels = 30
+    for seed in range(4):
+        sample = S.render_image(128, 256, np.random.default_rng(seed), min_segment_pixels=min_pixels)
+        assert sample.segments == segments_from_id_map(
+            sample.id_map,
+            {s.id: s.category_id for s in sample.segments},
+            {s.id: s.iscrowd for s in sample.segments},
+        )
+        assert all(s.area >= min_pixels for s in sample.segments if s.category_id in THING_IDS)
+        assert np.isin(np.unique(sample.id_map), [0] + [s.id for s in sample.segments]).all()
+
+
+def test_crowds_when_enabled_and_never_when_disabled():
+    def crowds(probability: float) -> list[list]:
+        return [
+            [
+                s
+                for s in S.render_image(
+                    96, 192, np.random.default_rng(i), crowd_probability=probability
+                ).segments
+                if s.iscrowd
+            ]
+            for i in range(12)
+        ]
+
+    assert not any(crowds(0.0))
+    always = crowds(1.0)
+    assert sum(bool(c) for c in always) >= 9  # a crowd may be hidden behind nearer things
+    for segments in always:
+        assert len(segments) <= 1
+        assert all(s.category_id in (S.PERSON, S.BICYCLE) and s.id > 65535 for s in segments)
+    # The default gives crowds in a fraction of the images.
+    default = [bool(c) for c in crowds(S.CROWD_PROBABILITY)]
+    assert 0 < sum(default) < len(default)
+
+
+def test_render_is_deterministic_and_seed_dependent():
+    a = S.render_image(64, 128, np.random.default_rng(5))
+    b = S.render_image(64, 128, np.random.default_rng(5))
+    c = S.render_image(64, 128, np.random.default_rng(6))
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.id_map, b.id_map)
+    assert not np.array_equal(a.id_map, c.id_map)
+
+
+# ------------------------------------------------------------------- folders and parameters
+
+
+def test_refuses_a_non_empty_folder_and_overwrite_replaces_only_its_files(tmp_path):
+    root = tmp_path / "busy"
+    root.mkdir()
+    (root / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match=str(root)):
+        S.generate_dataset(root, scale="tiny")
+    S.generate_dataset(root, scale="tiny", num_train=3, num_val=1, overwrite=True)
+    S.generate_dataset(root, scale="tiny", num_train=2, num_val=1, overwrite=True)
+    assert (root / "notes.txt").read_text() == "keep me"
+    assert sorted(p.name for p in (root / "images" / "train").iterdir()) == [
+        "train_00000.png",
+        "train_00001.png",
+    ]
+    assert len(synthetic(root, "train")) == 2
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"scale": "huge"}, "unknown synthetic scale"),
+        ({"height": 16}, "at least 32x32"),
+        ({"num_train": 0, "num_val": 0}, "not both 0"),
+        ({"num_val": -1}, "num_val"),
+    ],
+)
+def test_bad_parameters(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        S.generate_dataset(tmp_path / "x", **kwargs)
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_split_with_no_images_is_skipped(tmp_path):
+    root = S.generate_dataset(tmp_path / "d", scale="tiny", num_train=2, num_val=0)
+    assert len(synthetic(root, "train")) == 2
+    assert not (root / "annotations" / "panoptic_val.json").exists()
+
+
+def test_ensure_dataset_generates_reuses_and_refuses(tmp_path, monkeypatch):
+    root = tmp_path / "ensured"
+    assert S.ensure_dataset(root, scale="tiny", seed=1) == root
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("ensure_dataset regenerated a complete dataset")
+
+    monkeypatch.setattr(S, "generate_dataset", no_generation)
+    assert S.ensure_dataset(root, scale="tiny", seed=1) == root
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == before
+
+    with pytest.raises(FileExistsError, match=r"seed: found 1, expected 2"):
+        S.ensure_dataset(root, scale="tiny", seed=2)
+    with pytest.raises(FileExistsError, match=r"scale: found 'tiny', expected 'cpu'"):
+        S.ensure_dataset(root, scale="cpu", seed=1)
+    (root / S.INFO_FILE).unlink()  # as if the generation had been interrupted
+    with pytest.raises(FileExistsError, match="not a complete synthetic dataset"):
+        S.ensure_dataset(root, scale="tiny", seed=1)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "something.txt").write_text("x")
+    with pytest.raises(FileExistsError, match=str(other)):
+        S.ensure_dataset(other, scale="tiny")
+
+
+def test_scales_record_a_quarter_area_crop():
+    for scale in S.SYNTHETIC_SCALES.values():
+        assert scale.crop_size == (scale.height // 2, scale.width // 2)
+    assert (S.SYNTHETIC_SCALES["cpu"].height, S.SYNTHETIC_SCALES["cpu"].width) == (256, 512)
+    assert S.SYNTHETIC_SCALES["paper"].crop_size == (512, 1024)
