@@ -169,10 +169,6 @@ def dataset_statistics(
     if crops_per_image < 1:
         raise ValueError(f"crops_per_image must be >= 1, got {crops_per_image}")
     info = read_generation_info(root) if kind == "synthetic" else None
-    if kind == "synthetic" and info is None:
-        logger.warning(
-            "%s: no synthetic.json (incomplete generation?); crops default to half of each side", root
-        )
     if crop_size is not None:
         crop = (int(crop_size[0]), int(crop_size[1]))
         if min(crop) < 1:
@@ -181,6 +177,10 @@ def dataset_statistics(
     elif info is not None:
         crop, rule = tuple(int(v) for v in info["crop_size"]), f"scale {info['scale']!r}"
     else:
+        if kind == "synthetic":
+            logger.warning(
+                "%s: no synthetic.json (incomplete generation?); crops default to half of each side", root
+            )
         crop, rule = None, "half of each image side"
     if splits is None:
         splits = [s for s in ("train", "val") if info is None or info.get(f"num_{s}", 1) > 0]
