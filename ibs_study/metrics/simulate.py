@@ -123,15 +123,19 @@ def perturb_prediction(
     max_shift: int = 3,
     drop_prob: float = 0.05,
     wrong_class_prob: float = 0.05,
+    fill_void: bool = False,
 ) -> tuple[np.ndarray, list[Segment]]:
     """A prediction made from a ground truth by typical errors, with fresh random segment ids.
 
     Per thing segment (crowd ones included, as a model does not know about crowd):
     with ``merge_prob`` it takes the id of the nearest other thing of its class (the
     confusion error), with ``split_prob`` its right half becomes a new segment, with
-    ``drop_prob`` it becomes void, and every thing is shifted by up to ``max_shift``
-    pixels (its old place turns void where nothing covers it). Any segment gets a wrong
-    category of the same kind (thing / stuff) with ``wrong_class_prob``.
+    ``drop_prob`` it disappears, with ``wrong_class_prob`` it gets another thing category,
+    and every thing is shifted by up to ``max_shift`` pixels. Pixels left uncovered (and
+    the GT's void) are void, or with ``fill_void`` go to the nearest labelled pixel on their
+    left in the same row (on their right at the left border; rows without any label take
+    the nearest labelled row), as a model that labels every pixel would. Stuff keeps one
+    segment per category.
 
     Args:
         id_map: (H, W) integer GT ids.
@@ -182,15 +186,12 @@ def perturb_prediction(
             category_of[split_id] = category_of[target_id]
             target[:, half:][shifted[:, half:] & (target[:, half:] == target_id)] = split_id
 
-    for seg_id in list(category_of):
-        if rng.random() < wrong_class_prob:
-            same_kind = [
-                c
-                for c, t in is_thing.items()
-                if t == is_thing[category_of[seg_id]] and c != category_of[seg_id]
-            ]
-            if same_kind:
-                category_of[seg_id] = int(rng.choice(same_kind))
+    thing_categories = [c for c, thing in is_thing.items() if thing]
+    for seg_id, category_id in category_of.items():
+        if is_thing[category_id] and len(thing_categories) > 1 and rng.random() < wrong_class_prob:
+            category_of[seg_id] = int(rng.choice([c for c in thing_categories if c != category_id]))
+    if fill_void:  # along rows, then along columns for rows without any label
+        pred = _fill_void_from_row_neighbours(_fill_void_from_row_neighbours(pred).T).T
 
     # Fresh ids: a prediction never shares the ground truth's numbering.
     present = np.unique(pred)
@@ -202,3 +203,16 @@ def perturb_prediction(
     pred_category = {int(f): category_of[int(p)] for p, f in zip(present.tolist(), fresh.tolist())}
     scores = {int(f): float(rng.uniform(0.5, 1.0)) for f in fresh.tolist()}
     return pred, segments_from_id_map(pred, pred_category, score_of=scores)
+
+
+def _fill_void_from_row_neighbours(id_map: np.ndarray) -> np.ndarray:
+    """Each void pixel takes the id of the nearest non-void pixel on its left in its row, or on
+    its right where there is none; rows without any label stay void."""
+    height, width = id_map.shape
+    columns = np.arange(width)[None, :]
+    labelled = id_map != VOID_ID
+    left = np.maximum.accumulate(np.where(labelled, columns, -1), axis=1)
+    right = np.minimum.accumulate(np.where(labelled, columns, width)[:, ::-1], axis=1)[:, ::-1]
+    source = np.where(left >= 0, left, right)
+    filled = id_map[np.arange(height)[:, None], np.minimum(source, width - 1)]
+    return np.where(source < width, filled, VOID_ID).astype(id_map.dtype)

@@ -32,6 +32,7 @@ def random_case(seed: int, height: int = 32, width: int = 64, **perturbation) ->
         "max_shift": int(rng.integers(0, 4)),
         "drop_prob": rng.uniform(0, 0.2),
         "wrong_class_prob": rng.uniform(0, 0.2),
+        "fill_void": bool(rng.random() < 0.5),
     }
     rates.update(perturbation)
     pred, pred_segs = perturb_prediction(gt, gt_segs, CATEGORIES, rng, **rates)
@@ -182,19 +183,6 @@ def test_acc_prec_and_curve_equal_brute_force():
 # --------------------------------------------------------------------------- torchmetrics
 
 
-def without_void_prediction(case: tuple) -> tuple:
-    """Fill the prediction's void pixels with one segment of a stuff class absent from the image."""
-    gt, gt_segs, pred, pred_segs = case
-    used = {s.category_id for s in (*gt_segs, *pred_segs)}
-    filler = next(c.id for c in CATEGORIES.values() if not c.isthing and c.id not in used)
-    filler_id = int(pred.max()) + 1
-    pred = np.where(pred == 0, filler_id, pred)
-    extra = (
-        [Segment(filler_id, filler, area=int((pred == filler_id).sum()))] if (pred == filler_id).any() else []
-    )
-    return gt, gt_segs, pred, [*pred_segs, *extra]
-
-
 def as_torchmetrics_input(id_map: np.ndarray, segments: list[Segment]) -> torch.Tensor:
     """(1, H, W, 2) (category id, instance id) with category 0 (unknown: void) for id 0."""
     category = np.zeros(int(id_map.max()) + 1, dtype=np.int64)
@@ -206,9 +194,10 @@ def as_torchmetrics_input(id_map: np.ndarray, segments: list[Segment]) -> torch.
 def test_agrees_with_torchmetrics_where_it_applies():
     """torchmetrics has no crowd, merges stuff segments per class, treats predicted void as
     ignorable and computes IoU in float32. The cases avoid the first three: no crowd, one
-    segment per stuff class (no wrong classes), no predicted void. For the fourth: unions here
-    are below 2^11 pixels, so an IoU differs from 1/2 by at least 2^-12, far more than float32
-    rounding (2^-24): the IoU > 0.5 decisions agree, and the sums agree to float32 precision."""
+    segment per stuff class (the simulated predictions keep that), no predicted void
+    (``fill_void``). For the fourth: unions here are below 2^11 pixels, so an IoU differs from
+    1/2 by at least 2^-12, far more than float32 rounding (2^-24): the IoU > 0.5 decisions
+    agree, and the sums agree to float32 precision."""
     from torchmetrics.detection import PanopticQuality
 
     things = {c.id for c in CATEGORIES.values() if c.isthing}
@@ -218,11 +207,9 @@ def test_agrees_with_torchmetrics_where_it_applies():
     for seed in range(20):
         rng = np.random.default_rng(200 + seed)
         gt, gt_segs = street_scene(24, 40, CATEGORIES, rng, num_things=8, crowd_prob=0.0)
-        pred, pred_segs = perturb_prediction(
-            gt, gt_segs, CATEGORIES, rng, merge_prob=0.4, wrong_class_prob=0.0
-        )
-        case = without_void_prediction((gt, gt_segs, pred, pred_segs))
-        assert gt.size < 2**11
+        pred, pred_segs = perturb_prediction(gt, gt_segs, CATEGORIES, rng, merge_prob=0.4, fill_void=True)
+        case = (gt, gt_segs, pred, pred_segs)
+        assert gt.size < 2**11 and (pred != 0).all()
         evaluator.process(*case)
         metric.update(as_torchmetrics_input(case[2], case[3]), as_torchmetrics_input(case[0], case[1]))
     pq, sq, rq = metric.compute().tolist()
