@@ -385,7 +385,8 @@ def _background(layout: _Layout, rng: np.random.Generator) -> tuple[np.ndarray, 
 
     Returns:
         labels: (H, W) int32 stuff category ids, 0 on void poles.
-        image: (H, W, 3) float32 RGB.
+        planes: (3, H, W) float32 RGB planes (one plane per channel: scattering into a
+            contiguous plane is faster than into interleaved pixels).
     """
     h, w = layout.height, layout.width
     facades = _sample_facades(layout, rng)
@@ -404,65 +405,72 @@ def _background(layout: _Layout, rng: np.random.Generator) -> tuple[np.ndarray, 
     clouds = _Noise.sample(rng, h, w, h / 6)
     leaves = _Noise.sample(rng, h, w, h / 60)
     lanes = int(rng.integers(2, 5))
-    image = np.empty((h * w, 3), dtype=np.float32)
+    planes = np.empty((3, h * w), dtype=np.float32)
     flat = labels.ravel()
 
-    def region(category: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Flat indices, row and column (int) and row centre (float) of a stuff region's pixels."""
+    def region(category: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Flat indices, rows and columns of a stuff region's pixels."""
         idx = np.flatnonzero(flat == category)
         rows, cols = np.divmod(idx, w)
-        return idx, rows, cols, rows.astype(np.float32) + 0.5
+        return idx, rows, cols
+
+    def paint(idx: np.ndarray, color: np.ndarray | tuple, factor: np.ndarray | None = None) -> None:
+        """Pixels ``idx`` get ``color`` (3,) or (3, N), times ``factor`` (N,) if given."""
+        for c in range(3):
+            np.put(planes[c], idx, color[c] if factor is None else color[c] * factor)
 
     # Sky: vertical gradient and soft clouds.
-    idx, rows, cols, y = region(SKY)
-    frac = np.clip(y / layout.horizon, 0, 1)[:, None]
-    rgb = (1 - frac) * np.array((92, 146, 212), np.float32) + frac * np.array((186, 210, 234), np.float32)
-    cover = np.clip((clouds.at(rows, cols) - 0.55) * 3.0, 0, 1)[:, None]
-    image[idx] = rgb * (1 - cover) + 240 * cover
+    idx, rows, cols = region(SKY)
+    frac = np.clip(ys / layout.horizon, 0, 1)
+    gradient = np.outer((92, 146, 212), 1 - frac) + np.outer((186, 210, 234), frac)  # (3, H)
+    cover = np.clip((clouds.at(rows, cols) - 0.55) * 3.0, 0, 1)
+    paint(idx, gradient[:, rows] * (1 - cover) + 240 * cover)
     # Buildings: per-building colour and a grid of windows below the roof.
-    idx, rows, cols, y = region(BUILDING)
-    below_roof = y - facades.top[cols]
+    idx, rows, cols = region(BUILDING)
+    below_roof = rows + 0.5 - facades.top[cols]
     period = facades.window_period[cols]
     windows = ((below_roof / period[:, 0]) % 1.0 > 0.35) & (((cols + 0.5) / period[:, 1]) % 1.0 > 0.3)
     windows &= below_roof > 0.5 * period[:, 0]
-    image[idx] = facades.color[cols] * (0.925 + 0.15 * coarse.at(rows, cols))[:, None]
-    image[idx[windows]] = (58, 66, 82)
+    paint(idx, facades.color.T[:, cols], 0.925 + 0.15 * coarse.at(rows, cols))
+    paint(idx[windows], (58, 66, 82))
     # Vegetation: foliage with two noise octaves.
-    idx, rows, cols, _ = region(VEGETATION)
-    foliage = 0.6 + 0.5 * leaves.at(rows, cols) + 0.3 * coarse.at(rows, cols)
-    image[idx] = facades.color[cols] * foliage[:, None]
+    idx, rows, cols = region(VEGETATION)
+    paint(idx, facades.color.T[:, cols], 0.6 + 0.5 * leaves.at(rows, cols) + 0.3 * coarse.at(rows, cols))
     # Road: grainy asphalt, solid edge lines, dashed lane lines (dashes periodic in ground depth).
-    idx, rows, cols, y = region(ROAD)
-    dy = y - layout.horizon
-    t_px = (cols + 0.5 - layout.vanish_x) / dy
-    depth = layout.ground_depth / dy  # 1 at the bottom row, growing towards the horizon
+    idx, rows, cols = region(ROAD)
+    dy = rows + (0.5 - layout.horizon)
+    t_px = (cols + (0.5 - layout.vanish_x)) / dy
     road_l, road_r = layout.road
     marking = (np.abs(t_px - road_l - 0.08) < 0.04) | (np.abs(t_px - road_r + 0.08) < 0.04)
-    dashes = (depth * 3.0) % 1.0 < 0.45
+    dashes = (layout.ground_depth * 3.0 / dy) % 1.0 < 0.45  # ground depth is ~ 1 / dy
     for k in range(1, lanes):
         marking |= (np.abs(t_px - road_l - (road_r - road_l) * k / lanes) < 0.035) & dashes
     marking &= dy > 2.0
     grain = rng.random(len(idx), dtype=np.float32)
-    asphalt = 0.89 + 0.12 * grain + 0.1 * coarse.at(rows, cols)
-    image[idx] = np.array((96, 96, 102), np.float32) * asphalt[:, None]
-    image[idx[marking]] = (218, 218, 210)
+    paint(idx, (96, 96, 102), 0.89 + 0.12 * grain + 0.1 * coarse.at(rows, cols))
+    paint(idx[marking], (218, 218, 210))
     # Sidewalk: paving tiles in perspective and a light kerb along the road.
-    idx, rows, cols, y = region(SIDEWALK)
-    dy = y - layout.horizon
-    t_px = (cols + 0.5 - layout.vanish_x) / dy
-    tiles = (((t_px / 0.55) % 1.0 < 0.07) | ((layout.ground_depth / dy / 0.3) % 1.0 < 0.09)) & (dy > 2.0)
+    idx, rows, cols = region(SIDEWALK)
+    dy = rows + (0.5 - layout.horizon)
+    t_px = (cols + (0.5 - layout.vanish_x)) / dy
+    tiles = (((t_px / 0.55) % 1.0 < 0.07) | ((layout.ground_depth / 0.3 / dy) % 1.0 < 0.09)) & (dy > 2.0)
     kerb = (np.abs(t_px - road_l) < 0.12) | (np.abs(t_px - road_r) < 0.12)
     grain = rng.random(len(idx), dtype=np.float32)
-    paving = (0.92 + 0.08 * grain + 0.08 * coarse.at(rows, cols)) * np.where(tiles, 0.82, 1.0)
-    image[idx] = np.array((168, 156, 150), np.float32) * paving[:, None]
-    image[idx[kerb]] = (196, 196, 192)
+    paint(
+        idx,
+        (168, 156, 150),
+        (0.92 + 0.08 * grain + 0.08 * coarse.at(rows, cols)) * np.where(tiles, 0.82, 1.0),
+    )
+    paint(idx[kerb], (196, 196, 192))
 
-    image = image.reshape(h, w, 3)
-    _add_void_poles(layout, rng, labels, image)
-    return labels, image
+    planes = planes.reshape(3, h, w)
+    _add_void_poles(layout, rng, labels, planes)
+    return labels, planes
 
 
-def _add_void_poles(layout: _Layout, rng: np.random.Generator, labels: np.ndarray, image: np.ndarray) -> None:
+def _add_void_poles(
+    layout: _Layout, rng: np.random.Generator, labels: np.ndarray, planes: np.ndarray
+) -> None:
     """Thin poles on the sidewalks, labelled void (as classes ignored in evaluation)."""
     h, w = labels.shape
     for _ in range(int(rng.integers(VOID_POLES[0], VOID_POLES[1] + 1))):
@@ -475,7 +483,7 @@ def _add_void_poles(layout: _Layout, rng: np.random.Generator, labels: np.ndarra
         y0, y1 = max(int(foot - 2.6 * dy), 0), min(int(foot), h)
         if x0 < x1 and y0 < y1:
             labels[y0:y1, x0:x1] = VOID_ID
-            image[y0:y1, x0:x1] = (112, 112, 118)
+            planes[:, y0:y1, x0:x1] = np.array((112, 112, 118), np.float32)[:, None, None]
 
 
 # --------------------------------------------------------------------------------- things
@@ -670,7 +678,7 @@ def render_image(
     if min_segment_pixels is None:
         min_segment_pixels = max(16, round(MIN_SEGMENT_FRACTION * height * width))
     layout = _sample_layout(height, width, rng)
-    labels, image = _background(layout, rng)
+    labels, planes = _background(layout, rng)
     things = _sample_things(layout, rng, crowd_probability)
     thing_ids = _new_ids(rng, len(things))
 
@@ -692,10 +700,16 @@ def render_image(
         taken[window] |= visible
         id_map[window][visible] = seg_id
         palette = np.asarray(_STYLE_OF[thing.category_id].palette, dtype=np.float32)
-        image[window][visible] = palette[part[visible]] * shade[visible][:, None]
+        visible_part, visible_shade = part[visible], shade[visible]
+        for c in range(3):
+            planes[c][window][visible] = palette[visible_part, c] * visible_shade
         category_of[seg_id] = thing.category_id
         iscrowd_of[seg_id] = thing.iscrowd
-    image = np.clip(image + 0.5, 0, 255).astype(np.uint8)
+    np.clip(planes, 0, 255, out=planes)
+    planes += 0.5  # the uint8 cast truncates: this rounds
+    image = np.empty((height, width, 3), dtype=np.uint8)
+    for c in range(3):
+        image[..., c] = planes[c]
     segments = segments_from_id_map(id_map, category_of, iscrowd_of)
     return PanopticSample(image_id=image_id, image=image, id_map=id_map, segments=segments)
 
