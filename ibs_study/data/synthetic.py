@@ -323,7 +323,7 @@ def _smooth_noise(rng: np.random.Generator, height: int, width: int, cell: float
     grid_h, grid_w = int(height / cell) + 2, int(width / cell) + 2
     grid = rng.random((grid_h, grid_w), dtype=np.float32)
     size = (int(np.ceil(grid_w * cell)), int(np.ceil(grid_h * cell)))
-    return np.asarray(Image.fromarray(grid).resize(size, Image.Resampling.BILINEAR))[:height, :width]
+    return np.asarray(Image.fromarray(grid).resize(size, Image.Resampling.BICUBIC))[:height, :width]
 
 
 @dataclass(frozen=True)
