@@ -122,6 +122,10 @@ SYNTHETIC_CATEGORIES: tuple[CategoryInfo, ...] = (
     CategoryInfo(BICYCLE, "bicycle", True, (119, 11, 32), "vehicle"),
 )
 
+# Scene parameters. Lateral ground positions and widths are in units of the camera height
+# (a car is about 0.7 wide); ``d`` = (foot row - horizon) / (H - horizon) is the normalised
+# depth coordinate (0 at the horizon, 1 at the bottom row, larger below the image).
+#
 # Smallest visible part an instance may keep, as a fraction of the image area (20 pixels at
 # 256x512, 315 at 1024x2048); instances occluded below it are dropped.
 MIN_SEGMENT_FRACTION = 1.5e-4
@@ -130,12 +134,14 @@ THINGS_PER_IMAGE = (70, 110)
 # Fraction of images with one crowd region, and its number of members.
 CROWD_PROBABILITY = 0.35
 CROWD_MEMBERS = (4, 9)
-# Exponent a of the depth density p(d) ~ d^-a, d = (foot row - horizon) / (H - horizon).
+# Exponent a of the depth density p(d) ~ d^-a: more far (small) things than near (large) ones.
 DEPTH_EXPONENT = 0.8
+# Void poles per image (inclusive range).
 VOID_POLES = (0, 3)
+# Horizon row and vanishing point column, as fractions of the image height and width.
 HORIZON = (0.3, 0.4)
 VANISHING_X = (0.25, 0.75)
-# Width of each sidewalk in units of the camera height (a car is about 1 wide).
+# Width of each sidewalk.
 SIDEWALK_WIDTH = (1.5, 3.0)
 
 
@@ -318,7 +324,7 @@ def _sample_layout(height: int, width: int, rng: np.random.Generator) -> _Layout
 
 
 def _smooth_noise(rng: np.random.Generator, height: int, width: int, cell: float) -> np.ndarray:
-    """(height, width) float32 value noise in [0, 1] with features of about ``cell`` pixels."""
+    """(height, width) float32 value noise in about [0, 1] with features of about ``cell`` pixels."""
     cell = max(cell, 1.0)
     grid_h, grid_w = int(height / cell) + 2, int(width / cell) + 2
     grid = rng.random((grid_h, grid_w), dtype=np.float32)
@@ -328,7 +334,8 @@ def _smooth_noise(rng: np.random.Generator, height: int, width: int, cell: float
 
 @dataclass(frozen=True)
 class _Noise:
-    """Smooth value noise in [0, 1], stored at a reduced resolution (steps of ``cell / 32``)."""
+    """Smooth value noise in about [0, 1] (bicubic overshoots a little), stored at a reduced
+    resolution: one value per ``step`` = ``cell / 32`` pixels."""
 
     field: np.ndarray  # (ceil(H / step), ceil(W / step)) float32
     step: int
@@ -394,9 +401,8 @@ def _background(layout: _Layout, rng: np.random.Generator) -> tuple[np.ndarray, 
     xs = np.arange(w, dtype=np.float32) + 0.5
     labels = np.where(ys[:, None] < facades.top[None, :], SKY, facades.kind[None, :]).astype(np.int32)
     first_ground = int(np.searchsorted(ys, layout.horizon, side="right"))
-    t = (xs[None, :] - layout.vanish_x) / (
-        ys[first_ground:, None] - layout.horizon
-    )  # lateral ground position
+    # Lateral ground position of every pixel below the horizon.
+    t = (xs[None, :] - layout.vanish_x) / (ys[first_ground:, None] - layout.horizon)
     ground = labels[first_ground:]
     ground[(t >= layout.walk[0]) & (t <= layout.walk[1])] = SIDEWALK
     ground[(t >= layout.road[0]) & (t <= layout.road[1])] = ROAD
@@ -559,6 +565,7 @@ def _jitter(rng: np.random.Generator, amount: float) -> float:
 
 
 def _sample_things(layout: _Layout, rng: np.random.Generator, crowd_probability: float) -> list[_Thing]:
+    """The things placed in a scene (before occlusion): single instances and maybe a crowd."""
     cumulative = np.cumsum([s.frequency for s in THING_STYLES])
     things = []
     for _ in range(int(rng.integers(THINGS_PER_IMAGE[0], THINGS_PER_IMAGE[1] + 1))):
