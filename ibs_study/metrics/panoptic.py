@@ -151,9 +151,9 @@ def _runs_torch(gt: torch.Tensor, pred: torch.Tensor) -> tuple[np.ndarray, np.nd
 
 
 def _as_id_map(id_map: IdMap, what: str, image_id: str | int) -> IdMap:
-    if id_map.ndim != 2:
+    if id_map.ndim != 2 or 0 in id_map.shape:
         raise PanopticFormatError(
-            f"{what} (image id {image_id!r}): expected an (H, W) id map, got {tuple(id_map.shape)}"
+            f"{what} (image id {image_id!r}): expected a non-empty (H, W) id map, got {tuple(id_map.shape)}"
         )
     if isinstance(id_map, torch.Tensor):
         if id_map.dtype.is_floating_point or id_map.dtype == torch.bool:

@@ -183,8 +183,10 @@ def test_in_memory_errors(categories):
         evaluator.process(id_map, segs, id_map, bad, image_id="x")
     with raises("image id 'x'", "segment id 300 is listed more than once"):
         evaluator.process(id_map, segs, id_map, [*segs, segs[0]], image_id="x")
-    with raises("image id 'x'", "expected an (H, W) id map"):
+    with raises("image id 'x'", "expected a non-empty (H, W) id map, got (1, 8, 12)"):
         evaluator.process(id_map, segs, id_map[None], segs, image_id="x")
+    with raises("image id 'x'", "expected a non-empty (H, W) id map, got (0, 12)"):
+        evaluator.process(id_map[:0], [], id_map[:0], [], image_id="x")
     with raises("image id 'x'", "must hold integers"):
         evaluator.process(id_map, segs, id_map.astype(np.float32), segs, image_id="x")
     assert evaluator.summarize()["num_images"] == 0

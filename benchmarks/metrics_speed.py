@@ -1,0 +1,275 @@
+"""Speed of panoptic scoring on 1024 x 2048 PNG pairs: ibs_study vs panopticapi-lite, hotcoco, torchmetrics.
+
+Writes a COCO-panoptic ground truth rendered by ``ibs_study.data.synthetic.render_image``
+(street scenes, ~40-55 segments per image, crowd in about a third of the images) and
+predictions made from it by ``ibs_study.metrics.simulate.perturb_prediction`` (merged
+instances, splits, shifted boundaries, drops, wrong classes; every pixel labelled), then
+times, in one run on the same files:
+
+* ``ibs_study`` ``evaluate_panoptic_folders`` with 1 and 2 worker processes (time measured
+  inside the call: JSONs, PNG decoding, computing);
+* panopticapi-lite on one core (its per-core function over all images) and as
+  ``pq_compute`` (a process per CPU core);
+* hotcoco ``pq_compute`` with its default threads, and with one thread (a subprocess with
+  ``RAYON_NUM_THREADS=1``, timed inside it);
+* torchmetrics ``PanopticQuality`` on the first few images only (seconds per image). It has no
+  crowd, so crowd regions are void for it and, on those images, for the ibs_study
+  comparison;
+* the PNG-decoding floor: ``decode_id_png`` of every GT and prediction PNG, in one thread
+  and in two.
+
+Prints per-image times, speed-ups over single-core panopticapi and the PQ each tool got.
+
+    .venv/bin/python benchmarks/metrics_speed.py --images 50 --torchmetrics-images 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from ibs_study.data.panoptic import ImageRecord, Segment, id_to_rgb, write_panoptic_json
+from ibs_study.data.synthetic import SYNTHETIC_CATEGORIES, render_image
+from ibs_study.metrics.io import decode_id_png
+from ibs_study.metrics.panoptic import PanopticEvaluator, evaluate_panoptic_folders
+from ibs_study.metrics.simulate import perturb_prediction
+
+CATEGORIES = {c.id: c for c in SYNTHETIC_CATEGORIES}
+GROUPS = (("all", "All"), ("things", "Things"), ("stuff", "Stuff"))
+
+
+def _write_png(path: Path, id_map: np.ndarray, compress_level: int) -> None:
+    Image.fromarray(id_to_rgb(id_map), mode="RGB").save(path, compress_level=compress_level)
+
+
+def _generate_one(args: tuple[int, Path, int, int, int, int]) -> tuple[ImageRecord, ImageRecord]:
+    index, root, height, width, seed, compress_level = args
+    rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
+    sample = render_image(height, width, rng)
+    pred, pred_segments = perturb_prediction(
+        sample.id_map, sample.segments, CATEGORIES, rng, merge_prob=0.25, fill_void=True
+    )
+    name = f"{index:05d}.png"
+    _write_png(root / "gt" / name, sample.id_map, compress_level)
+    _write_png(root / "pred" / name, pred, compress_level)
+    return (
+        ImageRecord(index, name, width, height, name, sample.segments),
+        ImageRecord(index, name, width, height, name, pred_segments),
+    )
+
+
+def generate(root: Path, num_images: int, height: int, width: int, seed: int, compress_level: int) -> tuple:
+    """Write gt/ and pred/ PNG folders and their JSONs (integer image ids, as hotcoco needs)."""
+    for side in ("gt", "pred"):
+        (root / side).mkdir(parents=True, exist_ok=True)
+    jobs = [(k, root, height, width, seed, compress_level) for k in range(num_images)]
+    with Pool(min(2, os.cpu_count() or 1)) as pool:
+        pairs = list(tqdm(pool.imap(_generate_one, jobs), total=num_images, desc="generating"))
+    write_panoptic_json(root / "gt.json", [g for g, _ in pairs], SYNTHETIC_CATEGORIES)
+    write_panoptic_json(root / "pred.json", [p for _, p in pairs], SYNTHETIC_CATEGORIES)
+    return root / "gt.json", root / "gt", root / "pred.json", root / "pred"
+
+
+def pq_table(results: dict, keys=GROUPS, ours: bool = True) -> dict:
+    """{group: (pq, sq, rq, n)} from ibs_study (lower-case keys) or panopticapi-style results."""
+    return {
+        name: tuple(results[name if ours else ref][m] for m in ("pq", "sq", "rq", "n")) for name, ref in keys
+    }
+
+
+def max_difference(a: dict, b: dict) -> float:
+    return max(abs(x - y) for name in a for x, y in zip(a[name][:3], b[name][:3]))
+
+
+def time_ibs_study(paths: tuple, workers: int) -> tuple[float, dict]:
+    results, _ = evaluate_panoptic_folders(*paths, workers=workers)
+    return results["timing"]["total_s"], pq_table(results)
+
+
+def time_panopticapi_single_core(paths: tuple) -> tuple[float, dict]:
+    from panopticapi.evaluation import pq_compute_single_core
+
+    gt_json, gt_dir, pred_json, pred_dir = paths
+    start = time.perf_counter()
+    gt = json.loads(Path(gt_json).read_text())
+    pred = {a["image_id"]: a for a in json.loads(Path(pred_json).read_text())["annotations"]}
+    categories = {c["id"]: c for c in gt["categories"]}
+    pairs = [(a, pred[a["image_id"]]) for a in gt["annotations"]]
+    with contextlib.redirect_stdout(io.StringIO()):
+        stat = pq_compute_single_core(0, pairs, str(gt_dir), str(pred_dir), categories)
+    seconds = time.perf_counter() - start
+    results = {
+        ref: stat.pq_average(categories, isthing=flag)[0]
+        for ref, flag in (("All", None), ("Things", True), ("Stuff", False))
+    }
+    return seconds, pq_table(results, ours=False)
+
+
+def time_panopticapi(paths: tuple) -> tuple[float, dict]:
+    from panopticapi.evaluation import pq_compute
+
+    gt_json, gt_dir, pred_json, pred_dir = paths
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        results = pq_compute(str(gt_json), str(pred_json), str(gt_dir), str(pred_dir))
+    return time.perf_counter() - start, pq_table(results, ours=False)
+
+
+# argv: gt json, gt dir, pred json, pred dir. hotcoco prints its table from Rust; the JSON line comes last.
+_HOTCOCO_SCRIPT = """
+import json, sys, time
+from hotcoco.panoptic import pq_compute
+start = time.perf_counter()
+results = pq_compute(sys.argv[1], sys.argv[3], sys.argv[2], sys.argv[4])
+print(json.dumps({"seconds": time.perf_counter() - start, "results": results}))
+"""
+
+
+def time_hotcoco(paths: tuple, threads: int | None) -> tuple[float, dict]:
+    """hotcoco's pq_compute in a fresh process (``threads``: RAYON_NUM_THREADS, None = its default)."""
+    env = dict(os.environ)
+    if threads is not None:
+        env["RAYON_NUM_THREADS"] = str(threads)
+    run = subprocess.run(
+        [sys.executable, "-c", _HOTCOCO_SCRIPT, *(str(p) for p in paths)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    return out["seconds"], pq_table(out["results"], ours=False)
+
+
+def time_decoding(paths: tuple, threads: int) -> float:
+    _, gt_dir, _, pred_dir = paths
+    files = sorted(Path(gt_dir).glob("*.png")) + sorted(Path(pred_dir).glob("*.png"))
+    start = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in pool.map(decode_id_png, files):
+            pass
+    return time.perf_counter() - start
+
+
+def _segments(annotation: dict) -> list[Segment]:
+    return [Segment(s["id"], s["category_id"], s.get("iscrowd", 0)) for s in annotation["segments_info"]]
+
+
+def _crowd_as_void(id_map: np.ndarray, segments: list[Segment]) -> tuple[np.ndarray, list[Segment]]:
+    crowd = [s.id for s in segments if s.iscrowd]
+    return np.where(np.isin(id_map, crowd), 0, id_map), [s for s in segments if not s.iscrowd]
+
+
+def _torchmetrics_input(id_map: np.ndarray, segments: list[Segment]) -> torch.Tensor:
+    """(1, H, W, 2) (category id, segment id); void gets category 0, which torchmetrics ignores."""
+    ids = np.array([0] + [s.id for s in segments])
+    categories = np.array([0] + [s.category_id for s in segments])
+    order = np.argsort(ids)
+    category = categories[order][np.searchsorted(ids[order], id_map)]
+    return torch.from_numpy(np.stack([category, id_map.astype(np.int64)], axis=-1))[None]
+
+
+def time_torchmetrics(paths: tuple, num_images: int) -> tuple[float, float, float]:
+    """(seconds per image, torchmetrics PQ, ibs_study PQ) on the first images, crowd as void."""
+    from torchmetrics.detection import PanopticQuality
+
+    gt_json, gt_dir, pred_json, pred_dir = paths
+    gt = json.loads(Path(gt_json).read_text())["annotations"][:num_images]
+    pred = {a["image_id"]: a for a in json.loads(Path(pred_json).read_text())["annotations"]}
+    metric = PanopticQuality(
+        things={c.id for c in SYNTHETIC_CATEGORIES if c.isthing},
+        stuffs={c.id for c in SYNTHETIC_CATEGORIES if not c.isthing},
+    )
+    evaluator = PanopticEvaluator(CATEGORIES, keep_records=False)
+    seconds = 0.0
+    for annotation in tqdm(gt, desc="torchmetrics"):
+        gt_map, gt_segments = _crowd_as_void(
+            decode_id_png(Path(gt_dir) / annotation["file_name"]).astype(np.int64), _segments(annotation)
+        )
+        prediction = pred[annotation["image_id"]]
+        pred_map = decode_id_png(Path(pred_dir) / prediction["file_name"]).astype(np.int64)
+        pred_segments = _segments(prediction)
+        start = time.perf_counter()
+        metric.update(_torchmetrics_input(pred_map, pred_segments), _torchmetrics_input(gt_map, gt_segments))
+        seconds += time.perf_counter() - start
+        evaluator.process(gt_map, gt_segments, pred_map, pred_segments)
+    return seconds / len(gt), float(metric.compute()), evaluator.summarize()["all"]["pq"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=50, help="image pairs")
+    parser.add_argument("--height", type=int, default=1024)
+    parser.add_argument("--width", type=int, default=2048)
+    parser.add_argument("--torchmetrics-images", type=int, default=2, help="0 skips torchmetrics")
+    parser.add_argument("--compress-level", type=int, default=6, help="PNG zlib level (Pillow's default: 6)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--dir", default=None, help="keep the generated data here (default: a temporary folder)"
+    )
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(args.dir or scratch)
+        paths = generate(root, args.images, args.height, args.width, args.seed, args.compress_level)
+        n = args.images
+        print(
+            f"\n{n} pairs of {args.height}x{args.width} PNGs (zlib level {args.compress_level}), "
+            f"{platform.machine()}, {os.cpu_count()} CPU(s), Python {platform.python_version()}"
+        )
+        rows = []
+        for label, timed in (
+            ("decode PNGs only, 1 thread", lambda: (time_decoding(paths, 1), None)),
+            ("decode PNGs only, 2 threads", lambda: (time_decoding(paths, 2), None)),
+            ("ibs_study, 1 process", lambda: time_ibs_study(paths, 1)),
+            ("ibs_study, 2 processes", lambda: time_ibs_study(paths, 2)),
+            ("panopticapi-lite, 1 core", lambda: time_panopticapi_single_core(paths)),
+            ("panopticapi-lite pq_compute (all cores)", lambda: time_panopticapi(paths)),
+            ("hotcoco, default threads", lambda: time_hotcoco(paths, None)),
+            ("hotcoco, 1 thread", lambda: time_hotcoco(paths, 1)),
+        ):
+            seconds, table = timed()
+            rows.append((label, seconds / n, table))
+            print(f"  {label:42s} {1000 * seconds / n:8.1f} ms/image")
+        reference = rows[4][2]
+        single = rows[4][1]
+        print(
+            "\n| method | ms / image | vs panopticapi 1 core | PQ | SQ | RQ | max abs diff vs panopticapi |"
+        )
+        print("|---|---|---|---|---|---|---|")
+        for label, per_image, table in rows:
+            if table is None:
+                print(f"| {label} | {1000 * per_image:.1f} | {single / per_image:.1f}× | | | | |")
+                continue
+            pq, sq, rq, _ = table["all"]
+            print(
+                f"| {label} | {1000 * per_image:.1f} | {single / per_image:.1f}× | {100 * pq:.4f} | "
+                f"{100 * sq:.4f} | {100 * rq:.4f} | {max_difference(table, reference):.1e} |"
+            )
+        if args.torchmetrics_images:
+            per_image, tm_pq, our_pq = time_torchmetrics(paths, args.torchmetrics_images)
+            print(
+                f"| torchmetrics PanopticQuality ({args.torchmetrics_images} images, crowd as void) | "
+                f"{1000 * per_image:.0f} | {single / per_image:.3f}× | {100 * tm_pq:.4f} "
+                f"(ibs_study on the same input: {100 * our_pq:.4f}) | | | {abs(tm_pq - our_pq):.1e} vs ibs_study |"
+            )
+
+
+if __name__ == "__main__":
+    main()
