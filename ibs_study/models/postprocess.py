@@ -284,8 +284,8 @@ def paste_by_score(
 
     1. Things with ``score >= score_threshold`` are visited in descending score order;
        a thing's mask is ``prob > mask_threshold``. An empty mask, or one whose pixels are
-       already taken by more than ``overlap_threshold`` of its area, is dropped; otherwise
-       its still free pixels get a new segment.
+       already taken by more than ``overlap_threshold`` of its area (or entirely), is
+       dropped; otherwise its still free pixels get a new segment.
     2. Every pixel gets the stuff label of the stuff mask with the highest probability
        (labels may repeat; they merge). For each label in ascending order that is a stuff
        class of ``meta`` (thing classes, which the stuff branch may also predict, are
@@ -328,7 +328,8 @@ def paste_by_score(
             if area == 0:
                 continue
             free = mask & (id_map == 0)
-            if (area - int(free.sum())) / area > overlap_threshold:
+            free_area = int(free.sum())
+            if free_area == 0 or (area - free_area) / area > overlap_threshold:
                 continue
             segment_id = len(category_of) + 1
             id_map[free] = segment_id

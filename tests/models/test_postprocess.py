@@ -399,3 +399,20 @@ def test_streaming_panoptic_writer_writes_pngs_on_add_and_json_on_close(tmp_path
     writer.add(_prediction(8, 3))
     loaded = load_panoptic_json(writer.close())
     assert [r.image_id for r in loaded.records] == [7, 8]
+
+
+def test_paste_by_score_drops_a_fully_covered_thing_even_at_overlap_one():
+    full = torch.full((1, 4, 4), 0.9)
+    things = torch.cat([full, full, _box(4, 4, slice(0, 1), slice(0, 1))[None]])
+    none = torch.zeros(0)
+    prediction = paste_by_score(
+        things,
+        torch.tensor([0.9, 0.8, 0.7]),
+        torch.tensor([CAR, CAR, PERSON]),
+        torch.zeros((0, 4, 4)),
+        none,
+        none.long(),
+        META,
+        overlap_threshold=1.0,
+    )
+    assert (prediction.id_map == 1).all() and [s.id for s in prediction.segments] == [1]
