@@ -23,7 +23,9 @@ official Cityscapes config with the IBS paper's C = 256):
   region argmax of each level. Thing kernels of one class with cosine similarity above
   ``similarity_threshold`` are averaged (official kernel fusion), stuff kernels of one class
   are averaged; thing scores are rescored by their mask's mean probability; then
-  :func:`~ibs_study.models.postprocess.paste_by_score`.
+  :func:`~ibs_study.models.postprocess.paste_by_score`. Masks are upsampled to the input
+  resolution as logits, chunk by chunk (the official code upsamples probabilities; the 0.5
+  boundary can move by less than one stride-4 cell).
 
 Losses (names as the official code): ``loss_pos_th`` (sigmoid focal loss on the Gaussian
 centre targets, summed, divided by the number of (thing, level) assignments),
@@ -31,7 +33,9 @@ centre targets, summed, divided by the number of (thing, level) assignments),
 classes and levels, divided by the batch size), ``loss_seg_th`` and ``loss_seg_st``
 (squared-denominator dice, weighted by ``segment_weight``). Unlike the official code,
 pixels the :class:`~ibs_study.data.batch.CropTarget` marks as ``ignore`` (void, crowd,
-padding) do not count in any loss (centre peaks stay counted).
+padding) do not count in any loss (centre peaks stay counted), and the kernel region of
+a thing always holds its centre cell (so its top-k weights never all vanish). Group norm
+keeps at least 8 channels per group in layers narrower than 256 (the tiny variant).
 """
 
 from __future__ import annotations
@@ -572,11 +576,11 @@ class PanopticFCN(nn.Module):
             heatmaps = torch.stack([t.heatmaps[level] for t in crop_targets])  # (B, T, h, w)
             region_scores = torch.stack([t.region_scores[level] for t in crop_targets])  # (B, R, h, w)
             valid = torch.stack([t.valid[level] for t in crop_targets])[:, None]  # (B, 1, h, w)
-            center = sigmoid_focal_loss(heads.center_logits[level], heatmaps, alpha, gamma, reduction="none")
+            center_logits = heads.center_logits[level].float()  # losses in fp32, also under autocast
+            center = sigmoid_focal_loss(center_logits, heatmaps, alpha, gamma, reduction="none")
             center_sum = center_sum + (center * (valid | (heatmaps > 0))).sum()
-            region = sigmoid_focal_loss(
-                heads.region_logits[level], region_scores, alpha, gamma, reduction="none"
-            )
+            region_logits = heads.region_logits[level].float()
+            region = sigmoid_focal_loss(region_logits, region_scores, alpha, gamma, reduction="none")
             region_sum = region_sum + (region * valid).flatten(2).mean(2).sum()
         return center_sum, region_sum
 
@@ -588,7 +592,7 @@ class PanopticFCN(nn.Module):
             kernel_map = heads.kernel_maps[level][crop].flatten(1)  # (C_k, h * w)
             things = targets.things[level]
             if len(things):
-                centers = heads.center_logits[level][crop][things.classes].sigmoid()  # (N, h, w)
+                centers = heads.center_logits[level][crop][things.classes].float().sigmoid()  # (N, h, w)
                 guidance = (centers * things.regions).flatten(1)
                 k = min(self.cfg.pos_num, guidance.shape[1])
                 scores, positions = guidance.topk(k, dim=1)  # (N, k)
@@ -624,7 +628,7 @@ class PanopticFCN(nn.Module):
             thing_embeddings = self.thing_projection(kernels.thing_kernels)
             stuff_embeddings = self.stuff_projection(kernels.stuff_kernels)
             crop_embeddings = torch.cat([thing_embeddings, stuff_embeddings])  # (N_th + N_st, C)
-            logits = mask_logits(crop_embeddings, heads.features[crop]).flatten(1)  # (N, h4 * w4)
+            logits = mask_logits(crop_embeddings, heads.features[crop]).flatten(1).float()  # (N, h4 * w4)
             valid = targets.valid4.flatten()
             row = 0
             for count, k, masks in kernels.thing_groups:

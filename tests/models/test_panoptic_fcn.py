@@ -171,6 +171,18 @@ def test_same_seed_gives_identical_losses():
     assert any(not torch.equal(first[k], third[k]) for k in first)
 
 
+def test_losses_are_fp32_and_close_under_autocast():
+    model = tiny_model()
+    images, targets = batch([toy_sample(0), toy_sample(1)])
+    reference = model(images, targets)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = model(images, targets)
+    assert mixed.features.dtype == torch.bfloat16 and mixed.thing_weights[0][0].dtype == torch.float32
+    for name, value in mixed.losses.items():
+        assert value.dtype == torch.float32
+        assert value.item() == pytest.approx(reference.losses[name].item(), rel=0.05), name
+
+
 def test_deformable_position_head_trains():
     model = tiny_model(position_deform=True)
     images, targets = batch([toy_sample(0), toy_sample(1)])
