@@ -37,6 +37,7 @@ __all__ = [
     "gaussian_radius",
     "draw_gaussians",
     "mass_centers",
+    "downsample_masks",
     "build_crop_targets",
 ]
 
@@ -170,24 +171,22 @@ def draw_gaussians(
     return heatmap
 
 
-def mass_centers(soft_masks: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+def mass_centers(soft_masks: torch.Tensor) -> torch.Tensor:
     """Mass centres (x, y) of the positive pixels of each mask (official ``CENTER_TYPE: mass``).
 
     Args:
         soft_masks: (N, h, w) float.
-        fallback: (N, 2) float centres used for masks without positive pixels.
 
     Returns:
-        (N, 2) float (x, y).
+        (N, 2) float (x, y); NaN for a mask without positive pixels.
     """
     positive = (soft_masks > 0).float()
     count = positive.sum((1, 2))
     ys = torch.arange(soft_masks.shape[1], device=soft_masks.device, dtype=torch.float32)
     xs = torch.arange(soft_masks.shape[2], device=soft_masks.device, dtype=torch.float32)
-    cx = (positive.sum(1) * xs).sum(1) / count.clamp(min=1)
-    cy = (positive.sum(2) * ys).sum(1) / count.clamp(min=1)
-    centers = torch.stack([cx, cy], dim=1)
-    return torch.where((count > 0)[:, None], centers, fallback)
+    cx = (positive.sum(1) * xs).sum(1) / count
+    cy = (positive.sum(2) * ys).sum(1) / count
+    return torch.stack([cx, cy], dim=1)
 
 
 def _boxes(masks: torch.Tensor) -> torch.Tensor:
@@ -200,6 +199,29 @@ def _boxes(masks: torch.Tensor) -> torch.Tensor:
     y2 = h - rows.flip(1).float().argmax(1)
     x2 = w - cols.flip(1).float().argmax(1)
     return torch.stack([x1, y1, x2, y2], dim=1).float()
+
+
+def downsample_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear (align_corners=False) downsampling of binary masks, as the official generator does.
+
+    For an exact factor of 4 (the padded input and the stride-4 encoder) bilinear sampling
+    reads pixels 4i+1 and 4i+2 in each direction with weight 1/2, so the result is the mean
+    of four strided slices; the masks are never copied to float at full resolution.
+
+    Args:
+        masks: (N, H, W) bool. size: (h, w).
+
+    Returns:
+        (N, h, w) float in [0, 1].
+    """
+    h, w = masks.shape[-2:]
+    if (h, w) != (4 * size[0], 4 * size[1]):
+        return _resize(masks.float(), size)
+    total = masks.new_zeros((masks.shape[0], *size), dtype=torch.float32)
+    for dy in (1, 2):
+        for dx in (1, 2):
+            total += masks[:, dy::4, dx::4]
+    return total / 4
 
 
 def _resize(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -238,8 +260,8 @@ def build_crop_targets(
     device = target.masks.device
     masks = F.pad(target.masks, pad)  # (N, H_pad, W_pad) bool
     ignore = F.pad(target.ignore, pad, value=True)
-    masks4 = _resize(masks.float(), encoder_size)  # (N, h4, w4)
-    valid4 = _resize(ignore[None].float(), encoder_size)[0] < 0.5
+    masks4 = downsample_masks(masks, encoder_size)  # (N, h4, w4)
+    valid4 = downsample_masks(ignore[None], encoder_size)[0] < 0.5
 
     labels = target.labels.to(device)
     thing_classes = spec.thing_index.to(device)[labels]
@@ -254,9 +276,11 @@ def build_crop_targets(
     boxes = _boxes(thing_masks)  # (N, 4) in input pixels
     scales = torch.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
     stride4 = (padded_size[0] / encoder_size[0], padded_size[1] / encoder_size[1])
-    full_res_centers = mass_centers(thing_masks.float(), torch.zeros(len(boxes), 2, device=device))
-    fallback = (full_res_centers + 0.5) / torch.tensor([stride4[1], stride4[0]], device=device) - 0.5
-    centers4 = mass_centers(thing_masks4, fallback)  # (N, 2) (x, y) at stride 4
+    centers4 = mass_centers(thing_masks4)  # (N, 2) (x, y) at stride 4, NaN where empty at stride 4
+    vanished = torch.isnan(centers4[:, 0])
+    if vanished.any():  # a thing too thin for the stride-4 grid: its full-resolution centre, scaled
+        scale = torch.tensor([stride4[1], stride4[0]], device=device)
+        centers4[vanished] = (mass_centers(thing_masks[vanished].float()) + 0.5) / scale - 0.5
 
     heatmaps, things, region_scores, valid = [], [], [], []
     for level, ((low, high), (lh, lw)) in enumerate(zip(spec.scale_ranges, level_sizes, strict=True)):

@@ -32,7 +32,12 @@ from ibs_study.models.panoptic_fcn import (
     fuse_stuff_kernels,
     fuse_thing_kernels,
 )
-from ibs_study.models.panoptic_fcn_targets import build_crop_targets, draw_gaussians, gaussian_radius
+from ibs_study.models.panoptic_fcn_targets import (
+    build_crop_targets,
+    downsample_masks,
+    draw_gaussians,
+    gaussian_radius,
+)
 from ibs_study.models.postprocess import write_panoptic_predictions
 
 # contiguous labels: road 0, sky 1 (stuff); car 2, person 3 (things)
@@ -277,6 +282,25 @@ def test_large_things_are_assigned_to_two_levels_and_ignore_is_honoured():
     assert targets.heatmaps[0].max() == 1.0 and targets.heatmaps[1].max() == 1.0
     assert targets.valid4[:, :16].all() and not targets.valid4[:, 16:].any()
     assert targets.valid[0][:, :8].all() and not targets.valid[0][:, 8:].any()
+
+
+@pytest.mark.parametrize("size, out", [((64, 96), (16, 24)), ((30, 50), (8, 13))])
+def test_downsample_masks_equals_bilinear_interpolation(size, out):
+    masks = torch.rand((5, *size), generator=torch.Generator().manual_seed(0)) > 0.6
+    expected = torch.nn.functional.interpolate(
+        masks.float()[None], size=out, mode="bilinear", align_corners=False
+    )[0]
+    torch.testing.assert_close(downsample_masks(masks, out), expected)
+
+
+def test_a_thing_too_thin_for_stride_four_still_gets_a_centre():
+    model = tiny_model()
+    target = _square_target(slice(40, 41), slice(8, 120))  # one row, 4i + 0: no stride-4 sample sees it
+    levels = [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1)]
+    targets = build_crop_targets(target, (128, 128), (32, 32), levels, model.target_spec)
+    assert targets.things[0].masks.sum() == 0  # invisible at stride 4
+    # full-resolution centre (x, y) = (63.5, 40) -> stride 4 (15.5, 9.625) -> P3 (7, 4)
+    assert targets.things[0].centers.tolist() == [[7, 4]] and targets.heatmaps[0][0, 4, 7] == 1.0
 
 
 def test_too_many_things_is_an_error_naming_the_limit():
