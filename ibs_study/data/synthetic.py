@@ -335,14 +335,16 @@ def _smooth_noise(rng: np.random.Generator, height: int, width: int, cell: float
 @dataclass(frozen=True)
 class _Noise:
     """Smooth value noise in about [0, 1] (bicubic overshoots a little), stored at a reduced
-    resolution: one value per ``step`` = ``cell / 32`` pixels."""
+    resolution: one value per ``step`` = ``cell / samples_per_cell`` pixels."""
 
     field: np.ndarray  # (ceil(H / step), ceil(W / step)) float32
     step: int
 
     @classmethod
-    def sample(cls, rng: np.random.Generator, height: int, width: int, cell: float) -> _Noise:
-        step = max(1, int(cell // 32))
+    def sample(
+        cls, rng: np.random.Generator, height: int, width: int, cell: float, samples_per_cell: int = 32
+    ) -> _Noise:
+        step = max(1, int(cell // samples_per_cell))
         return cls(_smooth_noise(rng, -(-height // step), -(-width // step), cell / step), step)
 
     def at(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -387,6 +389,11 @@ def _sample_facades(layout: _Layout, rng: np.random.Generator) -> _Facades:
     return _Facades(kind, np.clip(top, h * 0.03, layout.horizon - 2), color, period)
 
 
+def _frac(x: np.ndarray) -> np.ndarray:
+    """``x - floor(x)``, in [0, 1): the same as ``x % 1.0``, an order of magnitude faster."""
+    return x - np.floor(x)
+
+
 def _background(layout: _Layout, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Stuff label map and textured image.
 
@@ -409,16 +416,16 @@ def _background(layout: _Layout, rng: np.random.Generator) -> tuple[np.ndarray, 
 
     coarse = _Noise.sample(rng, h, w, h / 12)
     clouds = _Noise.sample(rng, h, w, h / 6)
-    leaves = _Noise.sample(rng, h, w, h / 60)
+    leaves = _Noise.sample(rng, h, w, h / 60, samples_per_cell=8)
     lanes = int(rng.integers(2, 5))
     planes = np.empty((3, h * w), dtype=np.float32)
     flat = labels.ravel()
 
-    def region(category: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Flat indices, rows and columns of a stuff region's pixels."""
+    def region(category: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Flat indices, rows and columns (int32) and pixel-centre y and x (float32) of a region."""
         idx = np.flatnonzero(flat == category)
-        rows, cols = np.divmod(idx, w)
-        return idx, rows, cols
+        rows, cols = np.divmod(idx.astype(np.int32), np.int32(w))
+        return idx, rows, cols, rows + np.float32(0.5), cols + np.float32(0.5)
 
     def paint(idx: np.ndarray, color: np.ndarray | tuple, factor: np.ndarray | None = None) -> None:
         """Pixels ``idx`` get ``color`` (3,) or (3, N), times ``factor`` (N,) if given."""
@@ -426,29 +433,32 @@ def _background(layout: _Layout, rng: np.random.Generator) -> tuple[np.ndarray, 
             np.put(planes[c], idx, color[c] if factor is None else color[c] * factor)
 
     # Sky: vertical gradient and soft clouds.
-    idx, rows, cols = region(SKY)
+    idx, rows, cols, _, _ = region(SKY)
     frac = np.clip(ys / layout.horizon, 0, 1)
-    gradient = np.outer((92, 146, 212), 1 - frac) + np.outer((186, 210, 234), frac)  # (3, H)
+    gradient = (np.outer((92, 146, 212), 1 - frac) + np.outer((186, 210, 234), frac)).astype(
+        np.float32
+    )  # (3, H)
     cover = np.clip((clouds.at(rows, cols) - 0.55) * 3.0, 0, 1)
     paint(idx, gradient[:, rows] * (1 - cover) + 240 * cover)
     # Buildings: per-building colour and a grid of windows below the roof.
-    idx, rows, cols = region(BUILDING)
-    below_roof = rows + 0.5 - facades.top[cols]
-    period = facades.window_period[cols]
-    windows = ((below_roof / period[:, 0]) % 1.0 > 0.35) & (((cols + 0.5) / period[:, 1]) % 1.0 > 0.3)
-    windows &= below_roof > 0.5 * period[:, 0]
+    idx, rows, cols, y, x = region(BUILDING)
+    below_roof = y - facades.top[cols]
+    period_y, period_x = facades.window_period[cols].T
+    windows = (
+        (_frac(below_roof / period_y) > 0.35) & (_frac(x / period_x) > 0.3) & (below_roof > 0.5 * period_y)
+    )
     paint(idx, facades.color.T[:, cols], 0.925 + 0.15 * coarse.at(rows, cols))
     paint(idx[windows], (58, 66, 82))
     # Vegetation: foliage with two noise octaves.
-    idx, rows, cols = region(VEGETATION)
+    idx, rows, cols, _, _ = region(VEGETATION)
     paint(idx, facades.color.T[:, cols], 0.6 + 0.5 * leaves.at(rows, cols) + 0.3 * coarse.at(rows, cols))
     # Road: grainy asphalt, solid edge lines, dashed lane lines (dashes periodic in ground depth).
-    idx, rows, cols = region(ROAD)
-    dy = rows + (0.5 - layout.horizon)
-    t_px = (cols + (0.5 - layout.vanish_x)) / dy
+    idx, rows, cols, y, x = region(ROAD)
+    dy = y - np.float32(layout.horizon)
+    t_px = (x - np.float32(layout.vanish_x)) / dy
     road_l, road_r = layout.road
     marking = (np.abs(t_px - road_l - 0.08) < 0.04) | (np.abs(t_px - road_r + 0.08) < 0.04)
-    dashes = (layout.ground_depth * 3.0 / dy) % 1.0 < 0.45  # ground depth is ~ 1 / dy
+    dashes = _frac(layout.ground_depth * 3.0 / dy) < 0.45  # ground depth is ~ 1 / dy
     for k in range(1, lanes):
         marking |= (np.abs(t_px - road_l - (road_r - road_l) * k / lanes) < 0.035) & dashes
     marking &= dy > 2.0
@@ -456,16 +466,17 @@ def _background(layout: _Layout, rng: np.random.Generator) -> tuple[np.ndarray, 
     paint(idx, (96, 96, 102), 0.89 + 0.12 * grain + 0.1 * coarse.at(rows, cols))
     paint(idx[marking], (218, 218, 210))
     # Sidewalk: paving tiles in perspective and a light kerb along the road.
-    idx, rows, cols = region(SIDEWALK)
-    dy = rows + (0.5 - layout.horizon)
-    t_px = (cols + (0.5 - layout.vanish_x)) / dy
-    tiles = (((t_px / 0.55) % 1.0 < 0.07) | ((layout.ground_depth / 0.3 / dy) % 1.0 < 0.09)) & (dy > 2.0)
+    idx, rows, cols, y, x = region(SIDEWALK)
+    dy = y - np.float32(layout.horizon)
+    t_px = (x - np.float32(layout.vanish_x)) / dy
+    tiles = ((_frac(t_px / 0.55) < 0.07) | (_frac(layout.ground_depth / 0.3 / dy) < 0.09)) & (dy > 2.0)
     kerb = (np.abs(t_px - road_l) < 0.12) | (np.abs(t_px - road_r) < 0.12)
     grain = rng.random(len(idx), dtype=np.float32)
     paint(
         idx,
         (168, 156, 150),
-        (0.92 + 0.08 * grain + 0.08 * coarse.at(rows, cols)) * np.where(tiles, 0.82, 1.0),
+        (0.92 + 0.08 * grain + 0.08 * coarse.at(rows, cols))
+        * np.where(tiles, np.float32(0.82), np.float32(1)),
     )
     paint(idx[kerb], (196, 196, 192))
 
