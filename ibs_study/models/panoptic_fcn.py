@@ -447,15 +447,21 @@ class HeadOutputs:
 
 @dataclass
 class _CropKernels:
-    """Kernels gathered from one crop for training, and what supervises them."""
+    """Kernels gathered from one crop for training, and what supervises them.
 
-    thing_kernels: torch.Tensor  # (N_th, C_k) rows grouped by (level, thing, k)
-    thing_weights: torch.Tensor  # (N_th,) normalised per (thing, level)
-    thing_groups: list[
-        tuple[int, int, torch.Tensor]
-    ]  # per level: (num things, k, (num things, h4, w4) masks)
-    stuff_kernels: torch.Tensor  # (N_st, C_k)
-    stuff_targets: torch.Tensor  # (N_st, h4, w4)
+    Attributes:
+        thing_kernels: (N_th, C_k), rows ordered by level, thing, then rank k.
+        thing_weights: (N_th,) normalised centre scores, summing to 1 per (thing, level).
+        thing_groups: per level with things: (number of things, k, (things, h4, w4) target masks).
+        stuff_kernels: (N_st, C_k), one per (level, present region class).
+        stuff_targets: (N_st, h4, w4) soft semantic targets.
+    """
+
+    thing_kernels: torch.Tensor
+    thing_weights: torch.Tensor
+    thing_groups: list[tuple[int, int, torch.Tensor]]
+    stuff_kernels: torch.Tensor
+    stuff_targets: torch.Tensor
 
 
 class PanopticFCN(nn.Module):
