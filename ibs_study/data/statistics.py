@@ -211,11 +211,12 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 def format_statistics(stats: dict) -> str:
     """Readable text of :func:`dataset_statistics` output: one block of aligned tables per split."""
-    crop = "half of each image side" if stats["crop_size"] is None else "x".join(map(str, stats["crop_size"]))
+    crop = stats["crop_rule"]
+    if stats["crop_size"] is not None:
+        crop = f"{stats['crop_size'][0]}x{stats['crop_size'][1]} ({crop})"
     lines = [
         f"{stats['kind']} dataset at {stats['root']}",
-        f"crops: {crop} ({stats['crop_rule']}), {stats['crops_per_image']} random crops per image, "
-        f"seed {stats['seed']}",
+        f"crops: {crop}, {stats['crops_per_image']} random crops per image, seed {stats['seed']}",
     ]
     for split, s in stats["splits"].items():
         sizes = ", ".join(f"{size} ({n})" for size, n in s["image_sizes"].items())

@@ -116,6 +116,7 @@ def test_default_crop_is_half_of_each_side_without_generation_info(root, caplog)
     stats = dataset_statistics(root, splits=["train"], crops_per_image=50)
     assert stats["crop_size"] is None and stats["crop_rule"] == "half of each image side"
     assert "no synthetic.json" in caplog.text
+    assert "crops: half of each image side, 50 random crops per image, seed 0" in format_statistics(stats)
     per_crop = stats["splits"]["train"]["things_per_crop"]
     assert per_crop["max"] <= 3 and per_crop["mean"] < 2.0
     same = dataset_statistics(root, splits=["train"], crops_per_image=50)
