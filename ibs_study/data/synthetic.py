@@ -69,7 +69,7 @@ __all__ = [
 ]
 
 # Bump when the rendering changes: ensure_dataset then refuses to reuse older datasets.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 INFO_FILE = "synthetic.json"
 SPLITS = ("train", "val")
 _SPLIT_CODE = {"train": 0, "val": 1}
