@@ -33,10 +33,9 @@ def pairwise_sigmoid_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
     Returns:
         (Q, N): ``cost[q, n] = mean_p BCE(logits[q, p], targets[n, p])``.
     """
+    # BCE(x, t) = t softplus(-x) + (1 - t) softplus(x) = softplus(x) - t x
     num_points = logits.shape[1]
-    loss_if_one = F.softplus(-logits)  # BCE with target 1
-    loss_if_zero = F.softplus(logits)  # BCE with target 0
-    return (loss_if_one @ targets.T + loss_if_zero @ (1 - targets).T) / num_points
+    return (F.softplus(logits).sum(-1, keepdim=True) - logits @ targets.T) / num_points
 
 
 def pairwise_dice(logits: torch.Tensor, targets: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
