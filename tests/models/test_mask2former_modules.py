@@ -266,3 +266,29 @@ def test_count_masks_and_suffixes() -> None:
     assert count_masks([torch.zeros(0), torch.zeros(0)], torch.device("cpu")) == 1.0
     assert count_masks([torch.zeros(3), torch.zeros(2)], torch.device("cpu")) == 5.0
     assert [layer_suffix(i, 3) for i in range(3)] == ["_0", "_1", ""]
+
+
+CASES = [([3, 0], 1.5), ([5, 2], 3.5), ([0, 1], 1.0), ([0, 0], 1.0)]  # local counts -> normaliser
+
+
+def _count_masks_worker(rank: int, init_file: str, results) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        for case, (local_counts, _) in enumerate(CASES):
+            results[(rank, case)] = count_masks([torch.zeros(local_counts[rank])], torch.device("cpu"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_count_masks_is_averaged_over_processes_then_clamped(tmp_path) -> None:
+    """Two gloo processes with different local target counts get the same averaged normaliser."""
+    context = torch.multiprocessing.get_context("spawn")
+    with context.Manager() as manager:
+        results = manager.dict()
+        torch.multiprocessing.start_processes(
+            _count_masks_worker, args=(str(tmp_path / "init"), results), nprocs=2, start_method="spawn"
+        )
+        for case, (_, expected) in enumerate(CASES):
+            assert results[(0, case)] == results[(1, case)] == expected
