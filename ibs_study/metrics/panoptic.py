@@ -617,40 +617,68 @@ class PanopticEvaluator:
         self.stat += stat
 
         if self.keep_records:
-            matched_gt = dict(zip(pred_hit.tolist(), gt_hit.tolist()))
-            for p in np.flatnonzero(pred_thing).tolist():
-                overlaps = []
-                for g in np.flatnonzero(inter[:, p]).tolist():
-                    info = self.categories[gt_category[g]]
-                    overlaps.append(
-                        GTOverlap(
-                            gt_id=int(gt_segments[g].id),
-                            category_id=info.id,
-                            isthing=bool(info.isthing),
-                            iscrowd=bool(gt_crowd[g]),
-                            intersection=int(inter[g, p]),
-                            frac_of_gt=float(inter[g, p] / gt_area[g]),
-                            frac_of_pred=float(inter[g, p] / pred_area[p]),
-                        )
-                    )
-                overlaps.sort(key=lambda o: -o.intersection)
-                g = matched_gt.get(p)
-                self.records.append(
-                    ConfusionRecord(
-                        image_id=image_id,
-                        segment_id=int(pred_segments[p].id),
-                        category_id=self.categories[pred_category[p]].id,
-                        area=int(pred_area[p]),
-                        bbox=tuple(int(v) for v in table.pred_bbox[p]),  # type: ignore[arg-type]
-                        size=SIZE_NAMES[size[p]],
-                        void_pixels=int(pred_void[p]),
-                        matched_gt_id=None if g is None else int(gt_segments[g].id),
-                        matched_iou=None if g is None else float(iou[g, p]),
-                        overlaps=overlaps,
-                        image_height=table.height,
-                        image_width=table.width,
-                    )
+            self._add_records(
+                table, gt_segments, gt_category, gt_crowd, pred_segments, pred_category, iou, size, image_id
+            )
+
+    def _add_records(
+        self,
+        table: OverlapTable,
+        gt_segments: Sequence[Segment],
+        gt_category: np.ndarray,
+        gt_crowd: np.ndarray,
+        pred_segments: Sequence[Segment],
+        pred_category: np.ndarray,
+        iou: np.ndarray,
+        size: np.ndarray,
+        image_id: str | int,
+    ) -> None:
+        """One :class:`ConfusionRecord` per predicted thing segment; the numbers are computed as
+        arrays and only the record objects are built one by one."""
+        counts = table.counts
+        inter = counts[1:, 1:]  # (G, P)
+        gt_area = counts[1:].sum(1)
+        pred_area = counts[:, 1:].sum(0)
+        things = np.flatnonzero(self._is_thing[pred_category])
+        # every (GT, thing prediction) pair with pixels in common, by prediction, largest first
+        g, k = np.nonzero(inter[:, things])
+        shared = inter[g, things[k]]
+        order = np.lexsort((g, -shared, k))
+        g, k, shared = g[order], k[order], shared[order]
+        category_ids = np.array([c.id for c in self.categories])
+        overlaps: list[list[GTOverlap]] = [[] for _ in range(len(things))]
+        for k_, gt_id, category_id, isthing, iscrowd, pixels, of_gt, of_pred in zip(
+            k.tolist(),
+            np.array([s.id for s in gt_segments], dtype=np.int64)[g].tolist(),
+            category_ids[gt_category[g]].tolist(),
+            self._is_thing[gt_category[g]].tolist(),
+            gt_crowd[g].tolist(),
+            shared.tolist(),
+            (shared / gt_area[g]).tolist(),
+            (shared / pred_area[things[k]]).tolist(),
+        ):
+            overlaps[k_].append(GTOverlap(gt_id, category_id, isthing, iscrowd, pixels, of_gt, of_pred))
+        matched = iou[:, things] > 0.5  # (G, P_thing), at most one True per column
+        has_match = matched.any(0).tolist()
+        match_row = matched.argmax(0).tolist()
+        for k_, p in enumerate(things.tolist()):
+            row = match_row[k_] if has_match[k_] else None
+            self.records.append(
+                ConfusionRecord(
+                    image_id=image_id,
+                    segment_id=int(pred_segments[p].id),
+                    category_id=int(category_ids[pred_category[p]]),
+                    area=int(pred_area[p]),
+                    bbox=tuple(table.pred_bbox[p].tolist()),  # type: ignore[arg-type]
+                    size=SIZE_NAMES[size[p]],
+                    void_pixels=int(counts[0, p + 1]),
+                    matched_gt_id=None if row is None else int(gt_segments[row].id),
+                    matched_iou=None if row is None else float(iou[row, p]),
+                    overlaps=overlaps[k_],
+                    image_height=table.height,
+                    image_width=table.width,
                 )
+            )
 
     def summarize(self) -> dict:
         """Metrics over everything processed since ``reset``; see :func:`summarize_stat`."""
