@@ -223,9 +223,9 @@ def test_criterion_with_zero_targets_gives_only_no_object_cross_entropy() -> Non
     )
     for layer, suffix in enumerate(("_0", "_1", "")):
         expected_ce = -torch.log_softmax(class_logits[layer].detach(), -1)[..., num_classes].mean()
-        assert float(out.losses[f"loss_ce{suffix}"]) == pytest.approx(2.0 * float(expected_ce), rel=1e-6)
-        assert float(out.losses[f"loss_mask{suffix}"]) == 0.0
-        assert float(out.losses[f"loss_dice{suffix}"]) == 0.0
+        assert out.losses[f"loss_ce{suffix}"].item() == pytest.approx(2.0 * expected_ce.item(), rel=1e-6)
+        assert out.losses[f"loss_mask{suffix}"].item() == 0.0
+        assert out.losses[f"loss_dice{suffix}"].item() == 0.0
         assert all(q.numel() == 0 for q, _ in out.matches[layer])
     sum(out.losses.values()).backward()
     assert class_logits[0].grad.abs().sum() > 0
@@ -284,11 +284,11 @@ def _count_masks_worker(rank: int, init_file: str, results) -> None:
 
 def test_count_masks_is_averaged_over_processes_then_clamped(tmp_path) -> None:
     """Two gloo processes with different local target counts get the same averaged normaliser."""
-    context = torch.multiprocessing.get_context("spawn")
+    context = torch.multiprocessing.get_context("fork")  # the workers only all-reduce scalars
     with context.Manager() as manager:
         results = manager.dict()
         torch.multiprocessing.start_processes(
-            _count_masks_worker, args=(str(tmp_path / "init"), results), nprocs=2, start_method="spawn"
+            _count_masks_worker, args=(str(tmp_path / "init"), results), nprocs=2, start_method="fork"
         )
         for case, (_, expected) in enumerate(CASES):
             assert results[(0, case)] == results[(1, case)] == expected
