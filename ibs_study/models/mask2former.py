@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -45,7 +45,7 @@ from ibs_study.models.transformer_decoder import DecoderOutput, MaskedAttentionD
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Mask2FormerConfig", "Mask2Former", "TASKS"]
+__all__ = ["Mask2FormerConfig", "Mask2Former", "TASKS", "binary_masks"]
 
 TASKS = ("panoptic", "instance")
 
@@ -155,8 +155,28 @@ class Mask2FormerConfig:
             raise ValueError(f"Mask2FormerConfig.tiny: unknown fields {sorted(unknown)}")
         return cls(**values)  # type: ignore[arg-type]
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+
+def binary_masks(masks: MaskLogits, chunk_size: int) -> tuple[np.ndarray, torch.Tensor]:
+    """Binary masks ``logit > 0`` at the output size and the mean probability inside each.
+
+    Args:
+        masks: N low-resolution mask logits.
+        chunk_size: masks upsampled at once.
+
+    Returns:
+        (N, H, W) bool numpy masks and (N,) float32 CPU mean probabilities inside them
+        (0 for an empty mask).
+    """
+    height, width = masks.size
+    binary = np.zeros((len(masks), height, width), dtype=bool)
+    mean_prob = torch.zeros(len(masks))
+    for start in range(0, len(masks), chunk_size):
+        prob = masks.probs(start, min(start + chunk_size, len(masks)))  # (n, H, W)
+        inside = prob > 0.5  # logit > 0
+        area = inside.flatten(1).sum(1)
+        mean_prob[start : start + len(prob)] = ((prob * inside).flatten(1).sum(1) / (area + 1e-6)).cpu()
+        binary[start : start + len(prob)] = inside.cpu().numpy()
+    return binary, mean_prob
 
 
 class Mask2Former(nn.Module):
@@ -393,25 +413,12 @@ class Mask2Former(nn.Module):
         class_scores, queries, labels = class_scores[thing], queries[thing], labels[thing]
 
         unique_queries, slot = torch.unique(queries, return_inverse=True)
-        selected = masks.subset(unique_queries)
-        height, width = selected.size
-        binary = np.zeros((len(unique_queries), height, width), dtype=bool)
-        mean_prob = torch.zeros(len(unique_queries))
-        step = self.cfg.inference_chunk_size
-        for start in range(0, len(unique_queries), step):
-            prob = selected.probs(start, min(start + step, len(unique_queries)))
-            inside = prob > 0.5  # logit > 0
-            mean_prob[start : start + len(prob)] = (
-                (prob * inside).flatten(1).sum(1) / (inside.flatten(1).sum(1) + 1e-6)
-            ).cpu()
-            binary[start : start + len(prob)] = inside.cpu().numpy()
+        binary, mean_prob = binary_masks(masks.subset(unique_queries), self.cfg.inference_chunk_size)
         scores = class_scores.cpu() * mean_prob[slot.cpu()]
-        category_ids = np.array(
-            [self.meta.categories[int(label)].id for label in self.class_labels[labels].tolist()]
-        )
+        category_ids = [self.meta.categories[label].id for label in self.class_labels[labels].tolist()]
         return InstancePrediction(
             masks=binary[slot.cpu().numpy()],
             scores=scores.numpy().astype(np.float32),
-            category_ids=category_ids.astype(np.int64).reshape(-1),
+            category_ids=np.array(category_ids, dtype=np.int64),
             image_id=image_id,
         )

@@ -361,3 +361,14 @@ def test_tiny_model_overfits_four_crops_to_high_pq() -> None:
     assert result["all"]["pq"] > 0.85, result["all"]
     assert result["things"]["pq"] > 0.7, result["things"]
     assert result["stuff"]["pq"] > 0.9, result["stuff"]
+
+
+def test_predict_instances_without_thing_classes_is_empty_and_instance_task_needs_things() -> None:
+    stuff_only = DatasetMeta.from_categories("stuff", [c for c in META.categories if not c.isthing])
+    torch.manual_seed(0)
+    model = Mask2Former(Mask2FormerConfig.tiny(), BackboneConfig.tiny(), stuff_only).eval()
+    prediction = model.predict_instances(torch.zeros(3, 40, 60, dtype=torch.uint8), image_id=7)
+    assert prediction.masks.shape == (0, 40, 60) and prediction.masks.dtype == bool
+    assert prediction.scores.shape == (0,) and prediction.category_ids.dtype == np.int64
+    with pytest.raises(ValueError, match="needs thing classes"):
+        Mask2Former(Mask2FormerConfig.tiny(task="instance"), BackboneConfig.tiny(), stuff_only)
