@@ -164,8 +164,9 @@ class SetCriterion(nn.Module):
             coords = uncertain_point_coords(
                 predicted, self.num_points, self.oversample_ratio, self.importance_sample_ratio
             )  # (M, P, 2)
-            point_targets = point_sample(targets.to(predicted.dtype), coords).squeeze(1)  # (M, P)
-        point_logits = point_sample(predicted, coords).squeeze(1)  # (M, P)
+            point_targets = point_sample(targets, coords).squeeze(1)  # (M, P)
+        # float32 under autocast: sums over 12544 points in half precision lose the dice loss
+        point_logits = point_sample(predicted.float(), coords).squeeze(1)  # (M, P)
         return {
             "loss_mask": sigmoid_ce_loss(point_logits, point_targets).sum() / num_masks,
             "loss_dice": dice_loss(point_logits, point_targets).sum() / num_masks,

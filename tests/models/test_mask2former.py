@@ -186,6 +186,19 @@ def test_gradients_reach_backbone_pixel_decoder_decoder_and_heads() -> None:
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
 
 
+def test_training_step_under_autocast_keeps_losses_float32() -> None:
+    """bf16 autocast on the CPU (as AMP on a GPU): the pixel decoder, matching and losses run in
+    float32; the step is finite and reaches the backbone."""
+    model = tiny_model()
+    images, targets = batch_of([toy_crop(0), toy_crop(1)])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(images, targets)
+    assert out.features.dtype == torch.float32
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in out.losses.values())
+    total_loss(out).backward()
+    assert model.backbone.stem[0].weight.grad.abs().sum() > 0
+
+
 def test_same_seed_same_losses() -> None:
     images, targets = batch_of([toy_crop(0), toy_crop(1)])
     losses = []
