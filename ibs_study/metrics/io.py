@@ -105,7 +105,11 @@ def decode_id_png(path: str | os.PathLike) -> np.ndarray:
 
 
 def _decode_with_pillow(path: Path) -> np.ndarray:
-    with Image.open(path) as png:
+    try:
+        png = Image.open(path)
+    except OSError as err:
+        raise PanopticFormatError(f"{path}: not a readable PNG ({err})") from err
+    with png:
         if png.mode != "RGB":
             raise PanopticFormatError(
                 f"{path}: panoptic PNG must be 8-bit RGB (id = R + 256*G + 65536*B), got mode {png.mode!r}"

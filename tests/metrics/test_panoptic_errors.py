@@ -8,10 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from ibs_study.data.panoptic import PanopticFormatError, Segment, segments_from_id_map, write_id_png
-from ibs_study.metrics.io import decode_id_png
 from ibs_study.metrics.panoptic import PanopticEvaluator, evaluate_panoptic_folders
 
 ROAD, PERSON, CAR = 7, 24, 26
@@ -164,15 +162,6 @@ def test_prediction_json_without_images_and_categories(split):
     edit_json(pred_json, lambda d: (d.pop("images"), d.pop("categories")))
     results, _ = evaluate_panoptic_folders(*split)
     assert results["all"] == expected["all"]
-
-
-def test_png_that_is_not_rgb(tmp_path):
-    Image.fromarray(np.zeros((4, 4), dtype=np.uint8), mode="L").save(tmp_path / "gray.png")
-    with raises(str(tmp_path / "gray.png"), "8-bit RGB"):
-        decode_id_png(tmp_path / "gray.png")
-    (tmp_path / "broken.png").write_bytes(b"not a png")
-    with raises(str(tmp_path / "broken.png"), "not a readable PNG"):
-        decode_id_png(tmp_path / "broken.png")
 
 
 def test_in_memory_errors(categories):

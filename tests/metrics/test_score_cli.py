@@ -101,7 +101,9 @@ def test_score_reports_bad_input(folders, tmp_path, capsys):
 
 def test_score_as_a_command(folders, tmp_path):
     out_json = tmp_path / "m.json"
-    env = dict(os.environ, PYTHONWARNINGS="error::DeprecationWarning:torchvision")
+    env = dict(
+        os.environ, PYTHONWARNINGS="error::DeprecationWarning:torchvision.io.image"
+    )  # no per-call warning
     run = subprocess.run(
         [sys.executable, "-m", "ibs_study", "score", *folders, "--json", str(out_json)],
         capture_output=True,

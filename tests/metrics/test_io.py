@@ -1,0 +1,79 @@
+"""Readers of the metrics: fast PNG decoding (libpng and Pillow paths) and threaded prefetching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from ibs_study.data.panoptic import MAX_SEGMENT_ID, PanopticFormatError, read_id_png, write_id_png
+from ibs_study.metrics import io as metrics_io
+from ibs_study.metrics.io import decode_id_png, prefetch
+
+
+@pytest.fixture(params=["libpng", "pillow"])
+def decoder(request, monkeypatch):
+    """decode_id_png through torchvision's libpng op, or through the Pillow fallback."""
+    if request.param == "pillow":
+        monkeypatch.setattr(metrics_io, "_DECODE_PNG", None)
+    else:
+        assert metrics_io._DECODE_PNG is not None
+    return decode_id_png
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    height=st.integers(1, 17),
+    width=st.integers(1, 23),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_decode_equals_read_id_png(tmp_path_factory, height, width, seed):
+    rng = np.random.default_rng(seed)
+    ids = rng.choice([0, 1, 255, 256, 65535, 65536, 70001, MAX_SEGMENT_ID], size=(height, width))
+    path = tmp_path_factory.mktemp("png") / "ids.png"
+    write_id_png(path, ids)
+    expected = read_id_png(path)
+    for fallback in (False, True):
+        original = metrics_io._DECODE_PNG
+        try:
+            if fallback:
+                metrics_io._DECODE_PNG = None
+            decoded = decode_id_png(path)
+        finally:
+            metrics_io._DECODE_PNG = original
+        assert decoded.dtype == np.uint32 and decoded.shape == (height, width)
+        np.testing.assert_array_equal(decoded, expected)
+        np.testing.assert_array_equal(decoded, ids)
+
+
+def test_decode_rejects_non_rgb(tmp_path, decoder):
+    Image.fromarray(np.zeros((4, 4), dtype=np.uint8), mode="L").save(tmp_path / "gray.png")
+    with pytest.raises(PanopticFormatError, match="gray.png: panoptic PNG must be 8-bit RGB"):
+        decoder(tmp_path / "gray.png")
+    Image.fromarray(np.zeros((4, 4, 4), dtype=np.uint8), mode="RGBA").save(tmp_path / "rgba.png")
+    with pytest.raises(PanopticFormatError, match="rgba.png: panoptic PNG must be 8-bit RGB"):
+        decoder(tmp_path / "rgba.png")
+    with pytest.raises(PanopticFormatError, match="missing.png: panoptic PNG not found"):
+        decoder(tmp_path / "missing.png")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(PanopticFormatError, match="broken.png: not a readable PNG"):
+        decoder(tmp_path / "broken.png")
+
+
+def test_prefetch_keeps_order_and_raises_at_the_failing_item():
+    assert list(prefetch(lambda x: x * x, range(20), threads=2, depth=3)) == [x * x for x in range(20)]
+
+    def fail_at_five(x: int) -> int:
+        if x == 5:
+            raise ValueError("item 5")
+        return x
+
+    results = []
+    with pytest.raises(ValueError, match="item 5"):
+        for value in prefetch(fail_at_five, range(10)):
+            results.append(value)
+    assert results == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="threads >= 1"):
+        list(prefetch(abs, [1], threads=0))
