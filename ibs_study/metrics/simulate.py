@@ -40,11 +40,12 @@ def street_scene(
 ) -> tuple[np.ndarray, list[Segment]]:
     """A street-like panoptic ground truth.
 
-    Stuff categories fill horizontal bands with wavy borders (in category order, top to
-    bottom); thing categories are ellipses and boxes whose size grows with their y position
-    and that occlude each other far-to-near. With probability ``crowd_prob`` one large box
-    of a thing category is a crowd segment; a band of ``void_fraction`` of the height at
-    the bottom and a thin void outline around some things are void.
+    Up to five stuff categories, drawn at random, fill horizontal bands with wavy borders
+    (one segment per category); thing categories are ellipses and boxes whose size grows
+    with their y position and that occlude each other far-to-near. With probability
+    ``crowd_prob`` one large box of a thing category is a crowd segment; a band of
+    ``void_fraction`` of the height at the bottom and a thin void outline around some
+    things are void.
 
     Args:
         height, width: image size.
