@@ -147,6 +147,96 @@ register(
 )
 
 
+# ---------------------------------------------------------------------------- train
+
+
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_argument_group("experiment")
+    choice = source.add_mutually_exclusive_group(required=True)
+    choice.add_argument("--preset", help="bundled preset name (see `ibs-study presets`)")
+    choice.add_argument("--config", help="a config YAML (may start with `_base_: <preset>`)")
+    source.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.max_steps=200 (repeatable)",
+    )
+    run = parser.add_argument_group("run")
+    run.add_argument("--out", required=True, help="run directory (new, or existing with --resume)")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    run.add_argument("--force", action="store_true", help="resume even if the config differs from the recorded one")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ibs_study.config import resolve_config
+    from ibs_study.engine.train import train
+
+    cfg = resolve_config(preset=args.preset, path=args.config, overrides=args.overrides)
+    result = train(cfg, args.out, resume=args.resume, force=args.force, progress=not args.no_progress)
+    if result.is_main:
+        print(f"trained {result.steps} steps in {result.seconds:.0f} s; checkpoint: {result.last_checkpoint}")
+    return 0
+
+
+register("train", "train a preset or config (one process; several with torchrun)", _train_arguments, _train)
+
+
+# ---------------------------------------------------------------------------- evaluate
+
+
+def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="run directory written by `ibs-study train`")
+    parser.add_argument("--checkpoint", help="checkpoint file (default: the newest in RUN_DIR/checkpoints)")
+    parser.add_argument("--data", help="dataset root (default: the run config's data.root)")
+    parser.add_argument("--split", help="split (default: the run config's data.val_split)")
+    parser.add_argument("--out", help="output folder (default: RUN_DIR/eval_<split>)")
+    parser.add_argument("--max-images", type=int, help="evaluate only the first N images")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from ibs_study.engine.evaluate import evaluate_run, format_metrics
+
+    metrics = evaluate_run(
+        args.run_dir,
+        checkpoint=args.checkpoint,
+        data_root=args.data,
+        split=args.split,
+        out_dir=args.out,
+        max_images=args.max_images,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    print(format_metrics(metrics))
+    return 0
+
+
+register("evaluate", "full-image inference of a trained run + metrics", _evaluate_arguments, _evaluate)
+
+
+# ---------------------------------------------------------------------------- presets
+
+
+def _presets_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", nargs="?", help="print this preset's resolved config as YAML")
+
+
+def _presets(args: argparse.Namespace) -> int:
+    import yaml
+
+    from ibs_study.config import config_to_dict, list_presets, load_preset
+
+    if args.name:
+        print(yaml.safe_dump(config_to_dict(load_preset(args.name)), sort_keys=False), end="")
+        return 0
+    for name in list_presets():
+        print(f"{name:36s} {load_preset(name).paper}")
+    return 0
+
+
+register("presets", "list the bundled presets, or print one resolved", _presets_arguments, _presets)
+
+
 # ---------------------------------------------------------------------------- entry point
 
 

@@ -1,0 +1,489 @@
+"""Experiment configuration: one dataclass tree, YAML presets, ``--set key=value`` overrides.
+
+The tree (:class:`ExperimentConfig`) holds every setting of a run. A preset is a YAML
+file in ``ibs_study/presets/`` that overrides the dataclass defaults; it may start from
+other presets or shared bases (``_*.yaml``) with ``_base_: <name>`` or ``_base_: [a, b]``
+(merged in order, the file's own values last). Command-line overrides (``--set train.max_steps=200``)
+are type-checked against the dataclass fields; an unknown key is an error that lists the
+valid keys at that level.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ibs_study.losses import IBSConfig
+from ibs_study.models.backbone import BackboneConfig
+from ibs_study.models.mask2former import Mask2FormerConfig
+from ibs_study.models.panoptic_fcn import PanopticFCNConfig
+from ibs_study.sampling import SamplerConfig
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "ModelConfig",
+    "OptimizerConfig",
+    "TrainConfig",
+    "EvalConfig",
+    "ExperimentConfig",
+    "list_presets",
+    "load_preset",
+    "load_config",
+    "save_config",
+    "resolve_config",
+    "apply_overrides",
+    "config_to_dict",
+    "config_from_dict",
+    "config_hash",
+]
+
+MODEL_NAMES = ("panoptic_fcn", "mask2former")
+
+
+class ConfigError(ValueError):
+    """A configuration value, key or preset that is not valid; the message names it."""
+
+
+def _check_choice(key: str, value: Any, choices: Iterable[Any]) -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is not valid; choose one of {list(choices)}")
+
+
+@dataclass
+class DataConfig:
+    """Dataset and augmentation.
+
+    Args:
+        dataset: ``synthetic`` | ``cityscapes`` | ``mapillary_vistas``.
+        root: dataset root folder.
+        synthetic_scale: scale generated when a synthetic ``root`` does not exist yet.
+        synthetic_seed: seed of that generation.
+        train_split / val_split: split names.
+        crop_size: (H, W) training crop; None trains on full images.
+        resize_mode: ``scale`` (factor uniform in ``scale_range``) or ``shortest_edge``
+            (short side drawn from ``short_edges``, long side capped by ``max_size``).
+        flip_prob: horizontal flip probability.
+        min_pixels: a segment needs this many pixels in a crop to be a target
+            (Mask2Former's crop fix: 2).
+        num_workers: DataLoader worker processes.
+    """
+
+    dataset: str = "synthetic"
+    root: str = "data/synthetic"
+    synthetic_scale: str = "cpu"
+    synthetic_seed: int = 0
+    train_split: str = "train"
+    val_split: str = "val"
+    crop_size: tuple[int, int] | None = (128, 256)
+    resize_mode: str = "scale"
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    short_edges: tuple[int, ...] = ()
+    max_size: int = 4096
+    flip_prob: float = 0.5
+    min_pixels: int = 1
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        _check_choice("data.dataset", self.dataset, ("synthetic", "cityscapes", "mapillary_vistas"))
+        _check_choice("data.resize_mode", self.resize_mode, ("scale", "shortest_edge"))
+        if self.resize_mode == "shortest_edge" and not self.short_edges:
+            raise ConfigError("data.short_edges must list sizes when data.resize_mode='shortest_edge'")
+        if self.crop_size is not None and min(self.crop_size) <= 0:
+            raise ConfigError(f"data.crop_size={self.crop_size} must be positive (H, W) or null")
+        if not 0.0 <= self.flip_prob <= 1.0:
+            raise ConfigError(f"data.flip_prob={self.flip_prob} must lie in [0, 1]")
+
+
+@dataclass
+class ModelConfig:
+    """Which unified model and its hyper-parameters (only the chosen model's section is used)."""
+
+    name: str = "panoptic_fcn"
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    panoptic_fcn: PanopticFCNConfig = field(default_factory=PanopticFCNConfig)
+    mask2former: Mask2FormerConfig = field(default_factory=Mask2FormerConfig)
+
+    def __post_init__(self) -> None:
+        _check_choice("model.name", self.name, MODEL_NAMES)
+
+
+@dataclass
+class OptimizerConfig:
+    """Optimiser and learning-rate schedule.
+
+    Args:
+        name: ``sgd`` (Panoptic FCN: momentum, poly) or ``adamw`` (Mask2Former).
+        lr: base learning rate.
+        weight_decay: weight decay (not applied to norm layers and biases when
+            ``weight_decay_norm`` is 0).
+        momentum: SGD momentum.
+        backbone_lr_multiplier: learning-rate factor of the backbone (Mask2Former: 0.1).
+        poly_power: power of the polynomial decay to 0 at ``train.max_steps``.
+        warmup_steps / warmup_factor: linear warm-up from ``warmup_factor * lr``.
+        clip: gradient clipping: ``none``, ``value`` (Panoptic FCN, 5.0) or ``norm``
+            (Mask2Former's full-model norm, 0.01).
+        clip_value: the clipping threshold.
+    """
+
+    name: str = "sgd"
+    lr: float = 0.02
+    weight_decay: float = 1e-4
+    weight_decay_norm: float = 0.0
+    momentum: float = 0.9
+    backbone_lr_multiplier: float = 1.0
+    poly_power: float = 0.9
+    warmup_steps: int = 0
+    warmup_factor: float = 0.001
+    clip: str = "value"
+    clip_value: float = 5.0
+
+    def __post_init__(self) -> None:
+        _check_choice("optimizer.name", self.name, ("sgd", "adamw"))
+        _check_choice("optimizer.clip", self.clip, ("none", "value", "norm"))
+        if self.lr <= 0:
+            raise ConfigError(f"optimizer.lr={self.lr} must be positive")
+
+
+@dataclass
+class TrainConfig:
+    """The training run.
+
+    Args:
+        max_steps: optimiser steps.
+        batch_size: crops per optimiser step over all processes, as the paper counts them
+            (IMS_PER_BATCH); each of N torchrun processes takes ``batch_size / N`` (paired
+            sampling: the per-process batch must be even).
+        checkpoint_every: write a checkpoint every this many steps (and at the end).
+        device: ``auto`` (CUDA if available), ``cpu``, ``cuda`` or ``cuda:N``.
+        amp: mixed precision on CUDA (ignored on CPU).
+        log_every: steps between JSONL/TensorBoard records.
+    """
+
+    max_steps: int = 500
+    batch_size: int = 8
+    checkpoint_every: int = 250
+    device: str = "auto"
+    amp: bool = True
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "checkpoint_every", "log_every"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"train.{name}={getattr(self, name)} must be a positive integer")
+
+
+@dataclass
+class EvalConfig:
+    """Full-image evaluation.
+
+    Args:
+        task: ``panoptic`` or ``instance`` (Mask2Former instance segmentation rows).
+        max_images: evaluate only the first N images of the split (None: all).
+        test_short_side / test_max_size: resize each image so its short side is
+            ``test_short_side`` with the long side at most ``test_max_size`` before
+            inference, and the prediction back to the original size (nearest); None: infer
+            at the original size (Cityscapes). Official Vistas: 2048 / 2048.
+        confusion_thresholds: thresholds T of the confusion curve (Fig. 5).
+    """
+
+    task: str = "panoptic"
+    max_images: int | None = None
+    test_short_side: int | None = None
+    test_max_size: int | None = None
+    confusion_thresholds: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(1, 20))
+
+    def __post_init__(self) -> None:
+        _check_choice("eval.task", self.task, ("panoptic", "instance"))
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything a run needs. ``paper`` records the paper row a preset reproduces."""
+
+    name: str = "unnamed"
+    seed: int = 0
+    paper: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    ibs: IBSConfig = field(default_factory=IBSConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        if self.sampler.kind == "paired" and self.train.batch_size % 2:
+            raise ConfigError(
+                f"train.batch_size={self.train.batch_size} must be even with sampler.kind='paired' "
+                "(crops come in pairs 2k, 2k+1)"
+            )
+        if self.sampler.kind == "paired" and self.data.crop_size is None:
+            raise ConfigError("sampler.kind='paired' needs data.crop_size (paired crops), not full images")
+        if self.ibs.enabled and self.train.batch_size < 2:
+            raise ConfigError("ibs.enabled needs train.batch_size >= 2 (a partner crop in the batch)")
+
+
+# ----------------------------------------------------------------------- type coercion
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert ``value`` (from YAML or the command line) to field type ``tp`` or raise."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in options:
+                return None
+            raise ConfigError(f"{key} may not be null")
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"{key}: no valid type for {value!r}")
+    if origin is tuple or origin is list:
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{key} needs {len(args)} values, got {len(value)}: {list(value)}")
+            items = [_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args))]
+        else:
+            item_type = args[0] if args else Any
+            items = [_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    if _is_dataclass_type(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key} is a section with keys {_field_names(tp)}, not a value ({value!r})")
+        return config_from_dict(value, tp, prefix=key)
+    raise ConfigError(f"{key}: unsupported field type {tp!r}")
+
+
+def _field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+# -------------------------------------------------------------------- dict <-> dataclass
+
+
+def config_from_dict(data: Mapping[str, Any], cls: type = ExperimentConfig, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a nested dict; every key must be a field of ``cls``."""
+    hints = _type_hints(cls)
+    names = _field_names(cls)
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else key
+        if key not in names:
+            raise ConfigError(f"unknown config key {full!r}; valid keys{' of ' + prefix if prefix else ''}: {names}")
+        kwargs[key] = _coerce(value, hints[key], full)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"{prefix or 'config'}: {err}") from err
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Nested plain dict (tuples as lists) of a config dataclass."""
+
+    def plain(value: Any, tp: Any, key: str) -> Any:
+        if dataclasses.is_dataclass(value):
+            hints = _type_hints(type(value))
+            return {f.name: plain(getattr(value, f.name), hints[f.name], f"{key}.{f.name}") for f in dataclasses.fields(value)}
+        value = _coerce(value, tp, key)  # canonical types: 1 -> 1.0 in a float field
+        if isinstance(value, list | tuple):
+            return [plain(v, Any, key) for v in value]
+        return value
+
+    return plain(cfg, type(cfg), type(cfg).__name__)
+
+
+def config_hash(cfg: ExperimentConfig, exclude: Iterable[str] = ("name", "train.max_steps", "train.device")) -> str:
+    """Short SHA-1 of the resolved config; ``exclude`` lists dotted keys that do not define the experiment."""
+    data = config_to_dict(cfg)
+    for key in exclude:
+        node = data
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node[part]
+        node.pop(last, None)
+    return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# ------------------------------------------------------------------------------- overrides
+
+
+def _parse_override(item: str) -> tuple[str, str]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key=value (e.g. train.max_steps=200)")
+    key, value = item.split("=", 1)
+    return key.strip(), value.strip()
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str], cls: type = ExperimentConfig) -> dict[str, Any]:
+    """Apply ``key=value`` overrides to a nested config dict, type-checked against ``cls``.
+
+    Returns:
+        The same dict, updated in place.
+    """
+    for item in overrides:
+        key, raw = _parse_override(item)
+        parts = key.split(".")
+        node_cls, node = cls, data
+        for depth, part in enumerate(parts):
+            prefix = ".".join(parts[:depth])
+            names = _field_names(node_cls)
+            if part not in names:
+                where = f" of {prefix}" if prefix else ""
+                raise ConfigError(f"unknown config key {key!r}; valid keys{where}: {names}")
+            tp = _type_hints(node_cls)[part]
+            if depth == len(parts) - 1:
+                if _is_dataclass_type(tp):
+                    raise ConfigError(f"{key} is a section with keys {_field_names(tp)}; set one of them")
+                parsed = yaml.safe_load(raw) if raw else raw
+                node[part] = _coerce(parsed, tp, key)
+            else:
+                if not _is_dataclass_type(tp):
+                    raise ConfigError(f"{'.'.join(parts[: depth + 1])} is a value, not a section (in {key!r})")
+                node = node.setdefault(part, {})
+                node_cls = tp
+    return data
+
+
+# --------------------------------------------------------------------------------- presets
+
+
+def _preset_dir() -> Path:
+    return Path(str(resources.files("ibs_study") / "presets"))
+
+
+def list_presets() -> list[str]:
+    """Names of the bundled presets (files starting with ``_`` are shared bases, not presets)."""
+    return sorted(p.stem for p in _preset_dir().glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def _read_yaml_with_bases(path: Path, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must hold a mapping, got {type(data).__name__}")
+    bases = data.pop("_base_", [])
+    merged: dict[str, Any] = {}
+    for base_name in [bases] if isinstance(bases, str) else bases:
+        if base_name in seen:
+            raise ConfigError(f"{path}: circular _base_ chain {list(seen) + [base_name]}")
+        _merge(merged, _read_yaml_with_bases(_preset_path(base_name), seen + (base_name,)))
+    return _merge(merged, data)
+
+
+def _preset_path(name: str) -> Path:
+    path = _preset_dir() / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown preset {name!r}; valid presets: {list_presets()}")
+    return path
+
+
+def load_preset(name: str, overrides: Iterable[str] = ()) -> ExperimentConfig:
+    """The bundled preset ``name`` with optional ``key=value`` overrides."""
+    return resolve_config(preset=name, overrides=overrides)
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentConfig:
+    """A config YAML file (may use ``_base_: <preset>``) with optional overrides."""
+    return resolve_config(path=path, overrides=overrides)
+
+
+def resolve_config(
+    preset: str | None = None, path: str | Path | None = None, overrides: Iterable[str] = ()
+) -> ExperimentConfig:
+    """Defaults <- preset or YAML file <- overrides, validated."""
+    if preset is not None and path is not None:
+        raise ConfigError("give a preset name or a config file, not both")
+    data: dict[str, Any] = {}
+    if preset is not None:
+        data = _read_yaml_with_bases(_preset_path(preset))
+        data.setdefault("name", preset)
+    elif path is not None:
+        data = _read_yaml_with_bases(Path(path))
+    apply_overrides(data, overrides)
+    return config_from_dict(data)
+
+
+def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
+    """Write the fully resolved config as YAML (loads back to an equal config)."""
+    with open(path, "w") as f:
+        yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)

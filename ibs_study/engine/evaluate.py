@@ -1,0 +1,212 @@
+"""Full-image evaluation of a trained run.
+
+:func:`evaluate_run` loads a run's config and checkpoint, predicts every image of a split
+at full resolution (progress bar), writes the predictions in the standard formats and
+scores them:
+
+* ``OUT/predictions.json`` + ``OUT/predictions/*.png`` (COCO-panoptic), or for the
+  instance task ``OUT/instances.json`` (COCO instances results, RLE);
+* ``OUT/metrics.json`` in the ``ibs-study score`` format (fractions in [0, 1]);
+* ``OUT/confusion_records.jsonl``: one record per predicted thing segment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ibs_study.config import ExperimentConfig
+from ibs_study.data.datasets import PanopticDataset
+from ibs_study.engine.checkpoint import latest_checkpoint, load_checkpoint
+from ibs_study.engine.data import open_split
+from ibs_study.engine.distributed import DistInfo, resolve_device
+from ibs_study.engine.run_dir import RunDirError, read_run_config
+from ibs_study.data.panoptic import segments_from_id_map
+from ibs_study.metrics.instance import evaluate_instances, read_instance_results
+from ibs_study.metrics.panoptic import PanopticEvaluator, format_results
+from ibs_study.models.build import build_model
+from ibs_study.models.postprocess import (
+    InstancePrediction,
+    InstancePredictionWriter,
+    PanopticPrediction,
+    PanopticPredictionWriter,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["evaluate_run", "evaluate_model", "load_trained_model", "predict_full_image", "format_metrics"]
+
+
+def load_trained_model(
+    run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None, device: str = "auto", meta=None
+) -> tuple[torch.nn.Module, ExperimentConfig, Path]:
+    """The model of ``run_dir`` with weights from ``checkpoint`` (default: the newest), in eval mode."""
+    cfg = read_run_config(run_dir)
+    path = Path(checkpoint) if checkpoint else latest_checkpoint(Path(run_dir) / "checkpoints")
+    if path is None:
+        raise RunDirError(f"{run_dir}: no checkpoint in {Path(run_dir) / 'checkpoints'}; train first")
+    dev = resolve_device(device, DistInfo())
+    if meta is None:
+        meta = open_split(cfg, cfg.data.val_split).meta
+    model = build_model(cfg.model, meta)
+    model.load_state_dict(load_checkpoint(path, map_location="cpu")["model"])
+    return model.to(dev).eval(), cfg, path
+
+
+def _test_size(height: int, width: int, short_side: int | None, max_size: int | None) -> tuple[int, int]:
+    """Inference size: short side ``short_side``, long side at most ``max_size`` (detectron2's rule)."""
+    if short_side is None:
+        return height, width
+    scale = short_side / min(height, width)
+    if max_size is not None and max(height, width) * scale > max_size:
+        scale = max_size / max(height, width)
+    return round(height * scale), round(width * scale)
+
+
+def predict_full_image(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    task: str = "panoptic",
+    *,
+    test_short_side: int | None = None,
+    test_max_size: int | None = None,
+) -> PanopticPrediction | InstancePrediction:
+    """Predict one (H, W, 3) uint8 image at full resolution (or at the test size, then resized back).
+
+    Returns:
+        The prediction at the image's original size.
+    """
+    device = next(model.parameters()).device
+    height, width = image.shape[:2]
+    tensor = torch.from_numpy(image).permute(2, 0, 1).contiguous().to(device)
+    size = _test_size(height, width, test_short_side, test_max_size)
+    if size != (height, width):
+        tensor = F.interpolate(tensor[None].float(), size=size, mode="bilinear", antialias=True)[0]
+        tensor = tensor.round().clamp(0, 255).to(torch.uint8)
+    prediction = model.predict_panoptic(tensor) if task == "panoptic" else model.predict_instances(tensor)
+    if size == (height, width):
+        return prediction
+    if task == "panoptic":
+        id_map = _resize_nearest(prediction.id_map[None], (height, width))[0]
+        segments = segments_from_id_map(
+            id_map,
+            {s.id: s.category_id for s in prediction.segments},
+            score_of={s.id: s.score for s in prediction.segments},
+        )
+        return PanopticPrediction(id_map=id_map, segments=segments, image_id=prediction.image_id)
+    masks = _resize_nearest(prediction.masks, (height, width))
+    return InstancePrediction(masks, prediction.scores, prediction.category_ids, prediction.image_id)
+
+
+def _resize_nearest(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(N, h, w) integer or bool maps -> (N, H, W), nearest neighbour."""
+    tensor = torch.from_numpy(maps.astype(np.int32))[:, None].float()
+    return F.interpolate(tensor, size=size, mode="nearest")[:, 0].numpy().astype(maps.dtype)
+
+
+def evaluate_model(
+    model: torch.nn.Module,
+    dataset: PanopticDataset,
+    out_dir: str | os.PathLike,
+    *,
+    task: str = "panoptic",
+    max_images: int | None = None,
+    thresholds: tuple[float, ...] | None = None,
+    test_short_side: int | None = None,
+    test_max_size: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Predict and score ``dataset`` at full resolution; write predictions and metrics to ``out_dir``.
+
+    Returns:
+        The metrics dict (also written to ``out_dir/metrics.json``): the ``ibs-study score``
+        format for the panoptic task; AP family plus Acc^th / Prec^th for the instance task.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    count = len(dataset) if max_images is None else min(max_images, len(dataset))
+    if task == "panoptic":
+        evaluator = PanopticEvaluator(dataset.meta, **({} if thresholds is None else {"thresholds": thresholds}))
+        writer = PanopticPredictionWriter(out_dir, dataset.meta)
+    else:
+        writer = InstancePredictionWriter(out_dir / "instances.json")
+    started = time.perf_counter()
+    for index in tqdm(range(count), desc=f"evaluating {dataset.name}", disable=not progress):
+        sample = dataset[index]
+        prediction = predict_full_image(
+            model, sample.image, task, test_short_side=test_short_side, test_max_size=test_max_size
+        )
+        prediction.image_id = sample.image_id
+        if task == "panoptic":
+            evaluator.process(sample.id_map, sample.segments, prediction.id_map, prediction.segments, sample.image_id)
+        writer.add(prediction)
+    results_path = writer.close()
+    if task == "panoptic":
+        metrics = evaluator.summarize()
+        with open(out_dir / "confusion_records.jsonl", "w") as f:
+            for record in evaluator.records:
+                f.write(json.dumps(record.to_json()) + "\n")
+    else:
+        metrics = evaluate_instances(
+            (dataset[i] for i in range(count)),
+            read_instance_results(results_path),
+            categories=dataset.meta.by_id(),
+            allow_missing=True,
+        )
+    elapsed = time.perf_counter() - started
+    metrics["num_images"] = count
+    metrics["timing"] = {"total_s": elapsed, "per_image_s": elapsed / max(count, 1), "workers": 1}
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    data_root: str | os.PathLike | None = None,
+    split: str | None = None,
+    out_dir: str | os.PathLike | None = None,
+    max_images: int | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a run directory on full images (default: newest checkpoint, the config's val split,
+    output in ``RUN_DIR/eval_<split>``)."""
+    cfg = read_run_config(run_dir)
+    split = split or cfg.data.val_split
+    dataset = open_split(cfg, split, root=data_root)
+    model, cfg, path = load_trained_model(run_dir, checkpoint, device, meta=dataset.meta)
+    out = Path(out_dir) if out_dir else Path(run_dir) / f"eval_{split}"
+    logger.info("evaluating %s (%s) on %s -> %s", run_dir, path.name, dataset, out)
+    return evaluate_model(
+        model,
+        dataset,
+        out,
+        task=cfg.eval.task,
+        max_images=max_images if max_images is not None else cfg.eval.max_images,
+        thresholds=cfg.eval.confusion_thresholds,
+        test_short_side=cfg.eval.test_short_side,
+        test_max_size=cfg.eval.test_max_size,
+        progress=progress,
+    )
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """Readable table (percent) of a panoptic or instance ``metrics.json``."""
+    if "all" in metrics:
+        return format_results(metrics)
+    rows = [("AP", "ap"), ("AP50", "ap50"), ("AP75", "ap75"), ("AP^S", "ap_s"), ("AP^M", "ap_m"), ("AP^L", "ap_l"),
+            ("Acc^th", "acc_th"), ("Prec^th", "prec_th")]
+    cells = [f"{label:>7s}" for label, _ in rows]
+    values = [f"{'-' if metrics.get(key) is None else f'{100 * metrics[key]:.1f}':>7s}" for _, key in rows]
+    return " ".join(cells) + "\n" + " ".join(values) + f"\n({metrics.get('num_images', '?')} images)"

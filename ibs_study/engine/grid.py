@@ -1,0 +1,148 @@
+"""Run a set of experiments (a grid of presets, overrides and seeds) as parallel subprocesses.
+
+Each run is ``ibs-study train`` into its own run directory followed by
+``ibs-study evaluate``; several run at once, each limited to ``threads`` CPU threads
+(on a CPU, a few single-threaded runs side by side are faster than one run using every
+core). A finished run (its ``eval_<split>/metrics.json`` exists and is newer than its
+last checkpoint) is not run again; a killed run resumes from its last checkpoint. The
+demo, the study and notebook 04 all use this.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ibs_study.engine.checkpoint import checkpoint_step, latest_checkpoint
+from ibs_study.engine.run_dir import read_run_config
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RunSpec", "run_grid", "run_status", "read_metrics"]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a grid.
+
+    Args:
+        name: short label (also the run directory name under the grid's folder).
+        preset: preset name.
+        overrides: ``key=value`` config overrides.
+        split: evaluation split (None: the config's ``data.val_split``).
+    """
+
+    name: str
+    preset: str
+    overrides: tuple[str, ...] = ()
+    split: str | None = None
+    tags: dict = field(default_factory=dict, hash=False, compare=False)
+
+
+def _eval_dir(run_dir: Path, split: str | None) -> Path:
+    return run_dir / f"eval_{split or 'val'}"
+
+
+def run_status(run_dir: Path, split: str | None = None) -> str:
+    """``done`` (evaluated after the last checkpoint), ``trained``, ``partial`` or ``new``."""
+    metrics = _eval_dir(run_dir, split) / "metrics.json"
+    checkpoint = latest_checkpoint(run_dir / "checkpoints")
+    if checkpoint is not None and metrics.is_file() and metrics.stat().st_mtime >= checkpoint.stat().st_mtime:
+        return "done"
+    if (run_dir / "config.yaml").is_file():
+        finished = checkpoint is not None and checkpoint_step(checkpoint) >= read_run_config(run_dir).train.max_steps
+        return "trained" if finished else "partial"
+    return "new"
+
+
+def read_metrics(run_dir: str | os.PathLike, split: str | None = None) -> dict:
+    """The ``metrics.json`` an evaluation wrote for ``run_dir``."""
+    path = _eval_dir(Path(run_dir), split) / "metrics.json"
+    with open(path) as f:
+        return json.load(f)
+
+
+def _commands(spec: RunSpec, run_dir: Path, status: str) -> list[list[str]]:
+    python = [sys.executable, "-m", "ibs_study"]
+    train = [*python, "train", "--preset", spec.preset, "--out", str(run_dir), "--no-progress"]
+    for item in spec.overrides:
+        train += ["--set", item]
+    evaluate = [*python, "evaluate", str(run_dir), "--no-progress"]
+    if spec.split:
+        evaluate += ["--split", spec.split, "--out", str(_eval_dir(run_dir, spec.split))]
+    if status == "new":
+        return [train, evaluate]
+    if status == "partial":
+        return [[*train, "--resume"], evaluate]
+    return [evaluate]
+
+
+def run_grid(
+    specs: Sequence[RunSpec],
+    root: str | os.PathLike,
+    *,
+    parallel: int = 2,
+    threads: int = 1,
+    progress: bool = True,
+) -> dict[str, dict]:
+    """Train and evaluate every spec under ``root/<spec.name>``; returns name -> metrics.
+
+    Runs that are already done are only read. A run that fails raises
+    :class:`RuntimeError` naming it and its log file (``root/<name>.log``) after the
+    other runs have finished.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"run names must be unique, got {names}")
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    pending = []
+    for spec in specs:
+        run_dir = root / spec.name
+        status = run_status(run_dir, spec.split)
+        if status != "done":
+            pending.append((spec, run_dir, _commands(spec, run_dir, status)))
+    running: list[tuple[RunSpec, Path, list[list[str]], subprocess.Popen, object]] = []
+    failed: list[str] = []
+    bar = tqdm(total=len(specs), initial=len(specs) - len(pending), desc="runs", disable=not progress)
+    while pending or running:
+        while pending and len(running) < parallel:
+            spec, run_dir, commands = pending.pop(0)
+            log = open(root / f"{spec.name}.log", "a")
+            log.write(f"$ {' '.join(commands[0])}\n")
+            log.flush()
+            proc = subprocess.Popen(commands[0], stdout=log, stderr=subprocess.STDOUT, env=env)
+            running.append((spec, run_dir, commands[1:], proc, log))
+        time.sleep(0.5)
+        still = []
+        for spec, run_dir, rest, proc, log in running:
+            code = proc.poll()
+            if code is None:
+                still.append((spec, run_dir, rest, proc, log))
+            elif code != 0:
+                log.close()
+                failed.append(f"{spec.name} (exit {code}; see {root / (spec.name + '.log')})")
+                bar.update(1)
+            elif rest:
+                log.write(f"$ {' '.join(rest[0])}\n")
+                log.flush()
+                proc = subprocess.Popen(rest[0], stdout=log, stderr=subprocess.STDOUT, env=env)
+                still.append((spec, run_dir, rest[1:], proc, log))
+            else:
+                log.close()
+                bar.update(1)
+        running = still
+    bar.close()
+    if failed:
+        raise RuntimeError("runs failed: " + "; ".join(failed))
+    return {spec.name: read_metrics(root / spec.name, spec.split) for spec in specs}

@@ -1,0 +1,145 @@
+"""Training engine: run directories, logs, checkpoints, NaN stop, resume rules, evaluation outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ibs_study.config import resolve_config
+from ibs_study.data.datasets import synthetic as open_synthetic
+from ibs_study.data.panoptic import check_segments_match_png, load_panoptic_json, read_id_png
+from ibs_study.engine.checkpoint import latest_checkpoint, load_checkpoint
+from ibs_study.engine.evaluate import evaluate_run
+from ibs_study.engine.optim import lr_factor
+from ibs_study.engine.run_dir import RunDirError
+from ibs_study.engine.train import train
+
+TINY = [
+    "data.synthetic_scale=tiny",
+    "data.crop_size=[32, 64]",
+    "train.batch_size=4",
+    "train.log_every=1",
+    "train.checkpoint_every=2",
+    "train.device=cpu",
+]
+
+
+def _cfg(root: Path, preset: str = "synthetic_pfcn_crop_ibs", *extra: str):
+    return resolve_config(preset=preset, overrides=[f"data.root={root}", *TINY, *extra])
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("data") / "synthetic"
+
+
+def test_train_writes_run_dir_logs_and_checkpoints(data_root, tmp_path):
+    cfg = _cfg(data_root, "synthetic_pfcn_crop_ibs", "train.max_steps=3")
+    result = train(cfg, tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    assert result.steps == 3 and result.last_checkpoint == run / "checkpoints" / "step_00000003.pt"
+    assert (run / "config.yaml").is_file()
+    env = json.loads((run / "environment.json").read_text())
+    assert env[0]["event"] == "start" and env[0]["packages"]["torch"] and env[0]["device"] == "cpu"
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    for record in records:
+        assert {"loss_total", "loss_ibs", "lr"} <= set(record)
+        own = sum(v for k, v in record.items() if k.startswith("loss_") and k != "loss_total")
+        assert record["loss_total"] == pytest.approx(own, rel=1e-5)
+        assert 0.0 <= record["ibs_pairs_share_thing_class"] <= 1.0
+    state = load_checkpoint(result.last_checkpoint)
+    assert state["step"] == 3 and set(state) >= {"model", "optimizer", "scheduler", "rng", "config"}
+    assert any(run.glob("tensorboard/events.*"))
+    # checkpoints are pruned to the newest two, written atomically (no temp files left)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000002.pt", "step_00000003.pt"]
+
+
+def test_existing_run_dir_is_never_overwritten(data_root, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(RunDirError, match=r"already exists and is not empty; pass --resume"):
+        train(_cfg(data_root, "synthetic_pfcn_crop", "train.max_steps=1"), run, progress=False)
+    assert (run / "notes.txt").read_text() == "mine"
+
+
+def test_resume_with_another_config_is_refused_unless_forced(data_root, tmp_path):
+    run = tmp_path / "run"
+    train(_cfg(data_root, "synthetic_pfcn_crop", "train.max_steps=2"), run, progress=False)
+    other = _cfg(data_root, "synthetic_pfcn_crop", "train.max_steps=2", "ibs.weight=3")
+    with pytest.raises(RunDirError, match=r"refusing to resume with changes: ibs.weight: 1.0 -> 3.0"):
+        train(other, run, resume=True, progress=False)
+    result = train(other, run, resume=True, force=True, progress=False)
+    assert result.steps == 2  # already at max_steps: nothing left to do
+
+
+def test_nan_loss_stops_with_step_and_term_and_keeps_last_checkpoint(data_root, tmp_path, monkeypatch):
+    import ibs_study.engine.train as engine
+
+    real_build = engine.build_model
+    calls = {"n": 0}
+
+    def build_with_nan_at_step_3(cfg, meta):
+        model = real_build(cfg, meta)
+        forward = model.forward
+
+        def forward_with_nan(images, targets):
+            out = forward(images, targets)
+            calls["n"] += 1
+            if calls["n"] == 4:  # the 4th step (index 3)
+                out.losses["loss_seg_th"] = out.losses["loss_seg_th"] * float("nan")
+            return out
+
+        model.forward = forward_with_nan
+        return model
+
+    monkeypatch.setattr(engine, "build_model", build_with_nan_at_step_3)
+    run = tmp_path / "run"
+    with pytest.raises(FloatingPointError, match=r"step 3: non-finite loss term\(s\) \['loss_seg_th'\]"):
+        train(_cfg(data_root, "synthetic_pfcn_crop", "train.max_steps=6"), run, progress=False)
+    assert latest_checkpoint(run / "checkpoints").name == "step_00000002.pt"
+    assert load_checkpoint(run / "checkpoints" / "step_00000002.pt")["step"] == 2
+
+
+def test_paired_sampler_needs_an_even_batch(data_root):
+    with pytest.raises(ValueError, match=r"train.batch_size=5 must be even"):
+        _cfg(data_root, "synthetic_pfcn_crop_ibs", "train.batch_size=5")
+
+
+def test_lr_schedule_warmup_then_poly():
+    cfg = resolve_config(overrides=["optimizer.warmup_steps=10", "optimizer.warmup_factor=0.001"])
+    assert lr_factor(0, 100, cfg.optimizer) == pytest.approx(0.001)
+    assert lr_factor(5, 100, cfg.optimizer) == pytest.approx((1 - 0.05) ** 0.9 * (0.001 * 0.5 + 0.5))
+    assert lr_factor(50, 100, cfg.optimizer) == pytest.approx(0.5**0.9)
+    assert lr_factor(100, 100, cfg.optimizer) == 0.0
+
+
+def test_evaluate_writes_valid_predictions_and_metrics(data_root, tmp_path):
+    run = tmp_path / "run"
+    train(_cfg(data_root, "synthetic_pfcn_crop", "train.max_steps=2"), run, progress=False)
+    metrics = evaluate_run(run, max_images=3, progress=False)
+    out = run / "eval_val"
+    assert set(metrics) >= {"all", "things", "stuff", "per_class", "acc_th", "prec_th", "confusion_curve", "timing"}
+    assert metrics["num_images"] == 3
+    gt = open_synthetic(data_root, "val")
+    predictions = load_panoptic_json(out / "predictions.json", gt.meta.by_id(), allow_empty=True)
+    assert [r.image_id for r in predictions.records] == [r.image_id for r in gt.records[:3]]
+    for record in predictions.records:
+        png = out / "predictions" / record.png_name
+        check_segments_match_png(read_id_png(png), record.segments, png_path=png, image_id=record.image_id)
+    assert json.loads((out / "metrics.json").read_text())["num_images"] == 3
+    assert (out / "confusion_records.jsonl").is_file()
+
+
+def test_mask2former_instance_preset_trains_and_evaluates(data_root, tmp_path):
+    run = tmp_path / "run"
+    cfg = _cfg(data_root, "synthetic_m2f_instance_crop_ibs", "train.max_steps=2")
+    train(cfg, run, progress=False)
+    metrics = evaluate_run(run, max_images=2, progress=False)
+    assert {"ap", "ap50", "ap_l", "acc_th", "prec_th"} <= set(metrics)
+    assert (run / "eval_val" / "instances.json").is_file()
+    assert torch.isfinite(torch.tensor(json.loads((run / "log.jsonl").read_text().splitlines()[-1])["loss_ibs"]))

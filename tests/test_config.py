@@ -1,0 +1,98 @@
+"""Config tree: YAML round trip, typed overrides, clear errors, presets."""
+
+from __future__ import annotations
+
+import pytest
+
+from ibs_study.config import (
+    ConfigError,
+    ExperimentConfig,
+    apply_overrides,
+    config_from_dict,
+    config_hash,
+    config_to_dict,
+    list_presets,
+    load_config,
+    load_preset,
+    resolve_config,
+    save_config,
+)
+
+
+def test_defaults_round_trip_through_yaml(tmp_path):
+    cfg = resolve_config(overrides=["train.max_steps=123", "data.crop_size=[64, 96]", "ibs.weight=2.5"])
+    save_config(cfg, tmp_path / "c.yaml")
+    again = load_config(tmp_path / "c.yaml")
+    assert again == cfg
+    assert again.train.max_steps == 123 and again.data.crop_size == (64, 96) and again.ibs.weight == 2.5
+    assert config_hash(again) == config_hash(cfg)
+
+
+def test_overrides_are_type_checked():
+    data: dict = {}
+    apply_overrides(
+        data,
+        ["train.batch_size=6", "optimizer.lr=1e-4", "ibs.enabled=true", "data.crop_size=null", "seed=7"],
+    )
+    cfg = config_from_dict(data)
+    assert cfg.train.batch_size == 6 and isinstance(cfg.optimizer.lr, float) and cfg.optimizer.lr == 1e-4
+    assert cfg.ibs.enabled is True and cfg.data.crop_size is None and cfg.seed == 7
+    with pytest.raises(ConfigError, match=r"train.batch_size must be an integer, got 'eight'"):
+        apply_overrides({}, ["train.batch_size=eight"])
+    with pytest.raises(ConfigError, match=r"ibs.enabled must be true or false, got 'maybe'"):
+        apply_overrides({}, ["ibs.enabled=maybe"])
+    with pytest.raises(ConfigError, match=r"data.crop_size needs 2 values, got 3"):
+        apply_overrides({}, ["data.crop_size=[1, 2, 3]"])
+
+
+def test_unknown_key_lists_the_valid_ones():
+    with pytest.raises(ConfigError, match=r"unknown config key 'train.max_step'; valid keys of train: \[.*'max_steps'"):
+        apply_overrides({}, ["train.max_step=3"])
+    with pytest.raises(ConfigError, match=r"unknown config key 'trian'; valid keys: \[.*'train'"):
+        config_from_dict({"trian": {}})
+    with pytest.raises(ConfigError, match=r"train is a section"):
+        apply_overrides({}, ["train=3"])
+    with pytest.raises(ConfigError, match="must look like key=value"):
+        apply_overrides({}, ["train.max_steps"])
+
+
+def test_cross_field_validation():
+    with pytest.raises(ConfigError, match=r"train.batch_size=5 must be even with sampler.kind='paired'"):
+        resolve_config(overrides=["sampler.kind=paired", "train.batch_size=5"])
+    with pytest.raises(ValueError, match="ibs.weight"):
+        resolve_config(overrides=["ibs.weight=-1"])
+    with pytest.raises(ConfigError, match=r"model.name='maskrcnn' is not valid"):
+        resolve_config(overrides=["model.name=maskrcnn"])
+
+
+def test_contract_keys_exist():
+    """Scripts rely on these dotted keys; they must keep their names."""
+    data = config_to_dict(ExperimentConfig())
+    for key in (
+        "seed",
+        "data.root",
+        "model.name",
+        "sampler.kind",
+        "ibs.enabled",
+        "ibs.weight",
+        "train.max_steps",
+        "train.batch_size",
+        "train.checkpoint_every",
+        "train.device",
+    ):
+        node = data
+        for part in key.split("."):
+            assert part in node, key
+            node = node[part]
+
+
+def test_unknown_preset_lists_valid_ones():
+    with pytest.raises(ConfigError, match=r"unknown preset 'nope'; valid presets: \["):
+        load_preset("nope")
+
+
+def test_every_preset_loads():
+    names = list_presets()
+    for name in names:
+        cfg = load_preset(name)
+        assert cfg.name == name
