@@ -1,0 +1,519 @@
+"""The data behind the confusion explorer: evaluated runs, their confusion records, selections.
+
+A run's evaluation folder (``RUN_DIR/eval_<split>``, written by
+:func:`ibs_study.engine.evaluate.evaluate_run`) holds ``predictions.json`` +
+``predictions/*.png`` and ``confusion_records.jsonl`` (one
+:class:`~ibs_study.metrics.panoptic.ConfusionRecord` per predicted thing segment). The
+records and the prediction JSON are read up front; images, ground-truth and predicted
+id maps are read when an image is selected and kept in a small LRU cache.
+
+Nothing here needs a display: :class:`ExplorerData` answers the questions the widget asks
+(rankings under filters, what a selected prediction covers, which prediction of the
+other run covers the same object), and :func:`render_instance_view` draws one selected
+prediction as an array, for the widget and the static export alike.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from ibs_study.data.datasets import PanopticDataset, open_dataset
+from ibs_study.data.panoptic import (
+    CategoryInfo,
+    ImageRecord,
+    PanopticFormatError,
+    PanopticSample,
+    Segment,
+    check_segments_match_png,
+    read_id_png,
+)
+from ibs_study.engine.run_dir import read_run_config
+from ibs_study.metrics.io import load_prediction_json
+from ibs_study.metrics.panoptic import SIZE_NAMES, ConfusionRecord, GTOverlap, rank_images_by_confusion
+from ibs_study.models.postprocess import PREDICTIONS_JSON, PREDICTIONS_PNG_DIR
+from ibs_study.viz.panoptic import RGB, blend, label_points, segment_labels
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "RECORDS_FILE",
+    "OUTLINE_COLORS",
+    "RunEval",
+    "Selection",
+    "ExplorerData",
+    "InstanceView",
+    "render_instance_view",
+    "outline_colors",
+    "sort_by_confusion",
+]
+
+RECORDS_FILE = "confusion_records.jsonl"
+ImageId = str | int
+# Outlines of the GT instances a prediction covers, in order of covered fraction; the
+# predicted mask itself is tinted with MASK_COLOR (unlike any of these) and the image
+# around it darkened by OUTSIDE_DIM.
+OUTLINE_COLORS: tuple[RGB, ...] = (
+    (255, 40, 40),
+    (40, 220, 40),
+    (255, 225, 25),
+    (0, 130, 255),
+    (255, 130, 0),
+    (0, 240, 240),
+    (160, 255, 120),
+    (255, 255, 255),
+)
+MASK_COLOR: RGB = (255, 0, 255)
+OUTSIDE_DIM = 0.5
+
+
+def sort_by_confusion(records: Sequence[ConfusionRecord]) -> list[ConfusionRecord]:
+    """Most confused first: confusion level, then area (both descending); ties keep the given order."""
+    return sorted(records, key=lambda r: (-r.confusion_level, -r.area))
+
+
+def _read_records(path: Path) -> list[ConfusionRecord]:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: confusion records not found (evaluate the run on the panoptic task)"
+        )
+    records = []
+    with open(path) as f:
+        for line_number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(ConfusionRecord.from_json(json.loads(line)))
+            except (json.JSONDecodeError, TypeError, KeyError) as err:
+                raise PanopticFormatError(
+                    f"{path}, line {line_number}: not a confusion record ({err})"
+                ) from err
+    return records
+
+
+@dataclass
+class RunEval:
+    """One run's evaluation folder, records and prediction JSON read, PNGs on demand.
+
+    Attributes:
+        label: the run's name in the explorer ("crop", "crop + IBS").
+        eval_dir: the folder.
+        records: one per predicted thing segment, in file order.
+        predictions: image id -> the prediction JSON's record of that image.
+    """
+
+    label: str
+    eval_dir: Path
+    records: list[ConfusionRecord]
+    predictions: dict[ImageId, ImageRecord]
+    _by_key: dict[tuple[ImageId, int], ConfusionRecord] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def load(cls, eval_dir: str | os.PathLike, label: str, categories: dict[int, CategoryInfo]) -> RunEval:
+        """Read ``eval_dir``'s records and prediction JSON, checking that they describe each other."""
+        eval_dir = Path(eval_dir)
+        records = _read_records(eval_dir / RECORDS_FILE)
+        annotations = load_prediction_json(eval_dir / PREDICTIONS_JSON, categories)
+        predictions = {record.image_id: record for record in annotations.records}
+        run = cls(label=label, eval_dir=eval_dir, records=records, predictions=predictions)
+        for record in records:
+            key = (record.image_id, record.segment_id)
+            if key in run._by_key:
+                raise PanopticFormatError(
+                    f"{eval_dir / RECORDS_FILE}: image id {record.image_id!r}, segment id {record.segment_id} "
+                    f"has more than one record"
+                )
+            listed = predictions.get(record.image_id)
+            if listed is None or record.segment_id not in {s.id for s in listed.segments}:
+                raise PanopticFormatError(
+                    f"{eval_dir / RECORDS_FILE}: image id {record.image_id!r}, segment id {record.segment_id} "
+                    f"is not a segment of {eval_dir / PREDICTIONS_JSON}"
+                )
+            run._by_key[key] = record
+        return run
+
+    def record(self, image_id: ImageId, segment_id: int) -> ConfusionRecord:
+        try:
+            return self._by_key[(image_id, segment_id)]
+        except KeyError:
+            raise KeyError(
+                f"{self.eval_dir / RECORDS_FILE}: no record of image id {image_id!r}, segment id {segment_id}"
+            ) from None
+
+    def has_record(self, image_id: ImageId, segment_id: int) -> bool:
+        return (image_id, segment_id) in self._by_key
+
+    def read_prediction(self, image_id: ImageId) -> tuple[np.ndarray, list[Segment]]:
+        """(H, W) int32 predicted id map and segments of ``image_id``, checked against the JSON."""
+        if image_id not in self.predictions:
+            raise KeyError(f"{self.eval_dir / PREDICTIONS_JSON}: no prediction for image id {image_id!r}")
+        listed = self.predictions[image_id]
+        png = self.eval_dir / PREDICTIONS_PNG_DIR / listed.png_name
+        id_map = read_id_png(png)
+        check_segments_match_png(id_map, listed.segments, png_path=png, image_id=image_id, check_area=False)
+        return id_map, list(listed.segments)
+
+
+@dataclass
+class Selection:
+    """One selected predicted thing segment and what it covers.
+
+    Attributes:
+        run_index: which run the prediction belongs to.
+        record: its confusion record.
+        threshold: the confusion threshold T the selection was made with.
+        covered: non-crowd GT things covered by more than T of their area, largest fraction first.
+        thing_overlaps: every non-crowd GT thing it intersects, largest fraction first.
+        target_gt_id: the GT thing the comparison is anchored on: its PQ match, else the GT thing
+            sharing most pixels with it (the object it mostly lies on), or None when it touches
+            no GT thing.
+        other_index: the other run, or None with a single run.
+        counterpart: the other run's predicted thing covering ``target_gt_id`` most, or None.
+    """
+
+    run_index: int
+    record: ConfusionRecord
+    threshold: float
+    covered: list[GTOverlap]
+    thing_overlaps: list[GTOverlap]
+    target_gt_id: int | None
+    other_index: int | None
+    counterpart: ConfusionRecord | None
+
+    @property
+    def covered_gt_ids(self) -> list[int]:
+        return [o.gt_id for o in self.covered]
+
+    def counterpart_covered(self) -> list[GTOverlap]:
+        if self.counterpart is None:
+            return []
+        return sorted(self.counterpart.covered_things(self.threshold), key=lambda o: -o.frac_of_gt)
+
+
+def _thing_overlaps(record: ConfusionRecord) -> list[GTOverlap]:
+    return sorted(
+        (o for o in record.overlaps if o.isthing and not o.iscrowd),
+        key=lambda o: (-o.frac_of_gt, -o.intersection),
+    )
+
+
+class ExplorerData:
+    """One or two evaluated runs of the same dataset split, with the ground truth.
+
+    Args:
+        runs: the runs (one or two; with two, each is compared with the other).
+        dataset: the ground truth the runs were evaluated on.
+        cache_size: images / id maps kept in memory per kind.
+
+    Raises:
+        PanopticFormatError: a record or prediction for an image id the dataset lacks.
+    """
+
+    def __init__(self, runs: Sequence[RunEval], dataset: PanopticDataset, *, cache_size: int = 8) -> None:
+        if not 1 <= len(runs) <= 2:
+            raise ValueError(f"the explorer compares one or two runs, got {len(runs)}")
+        labels = [run.label for run in runs]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"run labels must differ, got {labels}")
+        self.runs = list(runs)
+        self.dataset = dataset
+        self.categories = dataset.meta.by_id()
+        self._index = {record.image_id: k for k, record in enumerate(dataset.records)}
+        for run in self.runs:
+            extra = [image_id for image_id in run.predictions if image_id not in self._index]
+            if extra:
+                raise PanopticFormatError(
+                    f"{run.eval_dir / PREDICTIONS_JSON}: prediction for image id {extra[0]!r}, which "
+                    f"{dataset.json_path} does not list"
+                )
+        self.gt = lru_cache(maxsize=cache_size)(self._read_gt)
+        self.prediction = lru_cache(maxsize=2 * cache_size)(self._read_prediction)
+        self._gt_labels = lru_cache(maxsize=cache_size)(self._read_gt_labels)
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_paths(
+        cls,
+        eval_dirs: Sequence[str | os.PathLike],
+        dataset: PanopticDataset,
+        labels: Sequence[str] | None = None,
+        **kwargs,
+    ) -> ExplorerData:
+        """Runs from explicit evaluation folders, labelled by ``labels`` (default: folder names)."""
+        labels = list(labels) if labels is not None else [Path(d).parent.name or str(d) for d in eval_dirs]
+        if len(labels) != len(eval_dirs):
+            raise ValueError(f"got {len(labels)} labels for {len(eval_dirs)} evaluation folders")
+        categories = dataset.meta.by_id()
+        runs = [RunEval.load(d, label, categories) for d, label in zip(eval_dirs, labels)]
+        return cls(runs, dataset, **kwargs)
+
+    @classmethod
+    def from_runs(
+        cls,
+        run_dirs: Sequence[str | os.PathLike],
+        labels: Sequence[str] | None = None,
+        *,
+        split: str = "val",
+        data_root: str | os.PathLike | None = None,
+        **kwargs,
+    ) -> ExplorerData:
+        """Runs from their run directories: ``RUN_DIR/eval_<split>``, ground truth from the run config.
+
+        Args:
+            data_root: where the dataset lies now, if not at the config's ``data.root``.
+
+        Raises:
+            ValueError: the runs were trained on different datasets.
+        """
+        if not run_dirs:
+            raise ValueError("from_runs needs at least one run directory")
+        sources = []
+        for run_dir in run_dirs:
+            cfg = read_run_config(run_dir)
+            sources.append((cfg.data.dataset, Path(data_root if data_root is not None else cfg.data.root)))
+        dataset = open_dataset(sources[0][0], sources[0][1], split)
+        for run_dir, source in zip(run_dirs[1:], sources[1:]):
+            if source != sources[0] and open_dataset(*source, split).content_hash != dataset.content_hash:
+                raise ValueError(
+                    f"{run_dir} was evaluated on {source[0]} at {source[1]}, {run_dirs[0]} on "
+                    f"{sources[0][0]} at {sources[0][1]}: the {split} ground truth differs"
+                )
+        labels = list(labels) if labels is not None else [Path(d).name for d in run_dirs]
+        return cls.from_paths([Path(d) / f"eval_{split}" for d in run_dirs], dataset, labels, **kwargs)
+
+    # ------------------------------------------------------------------ reading
+
+    def _read_gt(self, image_id: ImageId) -> PanopticSample:
+        if image_id not in self._index:
+            raise KeyError(f"{self.dataset.json_path}: no image id {image_id!r}")
+        return self.dataset[self._index[image_id]]
+
+    def _read_prediction(self, run_index: int, image_id: ImageId) -> tuple[np.ndarray, list[Segment]]:
+        id_map, segments = self.runs[run_index].read_prediction(image_id)
+        gt = self.gt(image_id)
+        if id_map.shape != gt.id_map.shape:
+            raise PanopticFormatError(
+                f"{self.runs[run_index].eval_dir}: prediction of image id {image_id!r} is {id_map.shape} (H, W), "
+                f"the ground truth {gt.id_map.shape}"
+            )
+        return id_map, segments
+
+    def category_name(self, category_id: int) -> str:
+        return (
+            self.categories[category_id].name if category_id in self.categories else f"category {category_id}"
+        )
+
+    @property
+    def thing_classes(self) -> list[tuple[str, int]]:
+        """(name, category id) of the thing classes that some run predicted."""
+        present = {r.category_id for run in self.runs for r in run.records}
+        return [(c.name, c.id) for c in self.categories.values() if c.isthing and c.id in present]
+
+    def other_index(self, run_index: int) -> int | None:
+        return None if len(self.runs) == 1 else 1 - run_index
+
+    # ------------------------------------------------------------------ rankings
+
+    def records(
+        self,
+        run_index: int,
+        *,
+        category_id: int | None = None,
+        size: str | None = None,
+        image_id: ImageId | None = None,
+    ) -> list[ConfusionRecord]:
+        """The run's records under the filters, most confused first (:func:`sort_by_confusion`)."""
+        if size is not None and size not in SIZE_NAMES:
+            raise ValueError(f"size must be one of {SIZE_NAMES} or None, got {size!r}")
+        chosen = [
+            r
+            for r in self.runs[run_index].records
+            if (category_id is None or r.category_id == category_id)
+            and (size is None or r.size == size)
+            and (image_id is None or r.image_id == image_id)
+        ]
+        return sort_by_confusion(chosen)
+
+    def top_confused(self, run_index: int, threshold: float, k: int, **filters) -> list[ConfusionRecord]:
+        """The ``k`` most confused predictions (confused at ``threshold``) of the run, over all images."""
+        return [r for r in self.records(run_index, **filters) if r.is_confused(threshold)][:k]
+
+    def ranked_images(self, run_index: int, threshold: float, **filters) -> list[dict]:
+        """Images with predictions under the filters, by confused area at ``threshold`` (most first)."""
+        return rank_images_by_confusion(self.records(run_index, **filters), threshold)
+
+    # ------------------------------------------------------------------ selection
+
+    def select(self, run_index: int, image_id: ImageId, segment_id: int, threshold: float) -> Selection:
+        """What predicted thing ``segment_id`` of ``image_id`` covers, and its counterpart in the other run."""
+        if not 0.0 <= threshold < 1.0:
+            raise ValueError(f"threshold must lie in [0, 1), got {threshold}")
+        record = self.runs[run_index].record(image_id, segment_id)
+        overlaps = _thing_overlaps(record)
+        target = record.matched_gt_id
+        if target is None and overlaps:
+            target = max(overlaps, key=lambda o: o.intersection).gt_id
+        other = self.other_index(run_index)
+        counterpart = None if other is None or target is None else self.counterpart(other, image_id, target)
+        return Selection(
+            run_index=run_index,
+            record=record,
+            threshold=threshold,
+            covered=[o for o in overlaps if o.frac_of_gt > threshold],
+            thing_overlaps=overlaps,
+            target_gt_id=target,
+            other_index=other,
+            counterpart=counterpart,
+        )
+
+    def counterpart(self, run_index: int, image_id: ImageId, gt_id: int) -> ConfusionRecord | None:
+        """The run's predicted thing sharing most pixels with GT segment ``gt_id`` (ties: the smaller one)."""
+        best: tuple[int, int] | None = None
+        chosen = None
+        for record in self.runs[run_index].records:
+            if record.image_id != image_id:
+                continue
+            shared = next((o.intersection for o in record.overlaps if o.gt_id == gt_id), 0)
+            if shared > 0 and (best is None or (shared, -record.area) > best):
+                best, chosen = (shared, -record.area), record
+        return chosen
+
+    def segment_at(self, run_index: int, image_id: ImageId, x: float, y: float) -> int | None:
+        """The run's predicted thing segment (one with a record) under pixel (x, y), else None."""
+        id_map, _ = self.prediction(run_index, image_id)
+        col, row = int(round(x)), int(round(y))
+        if not (0 <= row < id_map.shape[0] and 0 <= col < id_map.shape[1]):
+            return None
+        segment_id = int(id_map[row, col])
+        return segment_id if self.runs[run_index].has_record(image_id, segment_id) else None
+
+    def gt_segment_at(self, image_id: ImageId, x: float, y: float) -> int | None:
+        """The GT segment id under pixel (x, y), or None on void / outside the image."""
+        id_map = self.gt(image_id).id_map
+        col, row = int(round(x)), int(round(y))
+        if not (0 <= row < id_map.shape[0] and 0 <= col < id_map.shape[1]) or id_map[row, col] == 0:
+            return None
+        return int(id_map[row, col])
+
+    def region(
+        self, selection: Selection, margin: float = 0.25, min_side: int = 32
+    ) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1), end-exclusive: the box around the prediction, the GT things it covers and the
+        counterpart, grown by ``margin`` of its size on each side (at least ``min_side`` pixels wide and
+        high), clipped to the image."""
+        record = selection.record
+        gt = self.gt(record.image_id)
+        boxes = [record.bbox]
+        if selection.counterpart is not None:
+            boxes.append(selection.counterpart.bbox)
+        gt_ids = set(selection.covered_gt_ids)
+        if selection.target_gt_id is not None:
+            gt_ids.add(selection.target_gt_id)
+        if gt_ids:
+            rows, cols = np.nonzero(np.isin(gt.id_map, list(gt_ids)))
+            boxes.append(
+                (
+                    int(cols.min()),
+                    int(rows.min()),
+                    int(cols.max() - cols.min() + 1),
+                    int(rows.max() - rows.min() + 1),
+                )
+            )
+        x0 = min(b[0] for b in boxes)
+        y0 = min(b[1] for b in boxes)
+        x1 = max(b[0] + b[2] for b in boxes)
+        y1 = max(b[1] + b[3] for b in boxes)
+        height, width = gt.id_map.shape
+        grow_x = max(round(margin * (x1 - x0)), (min_side - (x1 - x0) + 1) // 2, 0)
+        grow_y = max(round(margin * (y1 - y0)), (min_side - (y1 - y0) + 1) // 2, 0)
+        return max(0, x0 - grow_x), max(0, y0 - grow_y), min(width, x1 + grow_x), min(height, y1 + grow_y)
+
+    def gt_label(self, image_id: ImageId, gt_id: int) -> str:
+        """The GT segment's label as the panoptic figures write it ("car 2")."""
+        labels = self._gt_labels(image_id)
+        if gt_id not in labels:
+            raise KeyError(f"{self.dataset.json_path}: image id {image_id!r} has no segment id {gt_id}")
+        return labels[gt_id]
+
+    def _read_gt_labels(self, image_id: ImageId) -> dict[int, str]:
+        return segment_labels(self.dataset.records[self._index[image_id]].segments, self.categories)
+
+
+@dataclass
+class InstanceView:
+    """One predicted mask drawn over its image region, with the GT outlines it is judged against.
+
+    Attributes:
+        rgb: (h, w, 3) uint8 crop of the image: mask filled, GT instances outlined.
+        region: (x0, y0, x1, y1) of the crop in image pixels.
+        labels: (x, y, text, colour) in image pixels, one per outlined GT instance.
+        title: what the view shows.
+    """
+
+    rgb: np.ndarray
+    region: tuple[int, int, int, int]
+    labels: list[tuple[int, int, str, RGB]]
+    title: str
+
+
+def outline_colors(gt_ids: Sequence[int]) -> dict[int, RGB]:
+    """A distinct outline colour per GT id, in the order given."""
+    return {gt_id: OUTLINE_COLORS[k % len(OUTLINE_COLORS)] for k, gt_id in enumerate(gt_ids)}
+
+
+def render_instance_view(
+    data: ExplorerData,
+    run_index: int,
+    image_id: ImageId,
+    record: ConfusionRecord | None,
+    region: tuple[int, int, int, int],
+    outlined: dict[int, RGB],
+    *,
+    alpha: float = 0.6,
+    thickness: int = 2,
+) -> InstanceView:
+    """Draw the run's predicted mask of ``record`` (none when None) on the image region, with the GT ids
+    of ``outlined`` outlined in their colours and labelled with the fraction of their area it covers.
+
+    The mask is tinted with MASK_COLOR at ``alpha``, the rest of the region darkened (OUTSIDE_DIM).
+    """
+    x0, y0, x1, y1 = region
+    sample = data.gt(image_id)
+    crop = sample.image[y0:y1, x0:x1]
+    gt_crop = sample.id_map[y0:y1, x0:x1]
+    mask = np.zeros(crop.shape[:2], dtype=bool)
+    if record is not None:
+        if record.image_id != image_id:
+            raise ValueError(f"record of image id {record.image_id!r} drawn on image id {image_id!r}")
+        mask = data.prediction(run_index, image_id)[0][y0:y1, x0:x1] == record.segment_id
+    rgb = blend(crop, np.zeros_like(crop), OUTSIDE_DIM, ~mask)
+    rgb = blend(rgb, np.broadcast_to(np.array(MASK_COLOR, dtype=np.uint8), crop.shape), alpha, mask)
+    fractions = {o.gt_id: o.frac_of_gt for o in record.overlaps} if record is not None else {}
+    visible = [g for g in outlined if (gt_crop == g).any()]
+    points = label_points(np.where(np.isin(gt_crop, visible), gt_crop, 0), visible)
+    labels = []
+    for gt_id in visible:
+        gt_mask = gt_crop == gt_id
+        ring = gt_mask & ~ndimage.binary_erosion(gt_mask, iterations=thickness, border_value=0)
+        rgb[ring] = outlined[gt_id]
+        px, py = points[gt_id]
+        text = f"{data.gt_label(image_id, gt_id)}: {100 * fractions.get(gt_id, 0.0):.0f}%"
+        if record is not None and record.matched_gt_id == gt_id:
+            text += " (match)"
+        labels.append((px + x0, py + y0, text, outlined[gt_id]))
+    run = data.runs[run_index]
+    if record is None:
+        title = f"{run.label}: no predicted thing covers these objects"
+    else:
+        category = data.category_name(record.category_id)
+        title = f"{run.label}: {image_id} · pred {record.segment_id} ({category}, {record.size})"
+    return InstanceView(rgb=rgb, region=region, labels=labels, title=title)

@@ -1,0 +1,229 @@
+"""Confusion explorer: data layer on the hand-built runs of conftest.py, the headless widget, static export."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ibs_study.data.panoptic import PanopticFormatError
+from ibs_study.viz.explorer import ConfusionExplorer
+from ibs_study.viz.explorer_data import ExplorerData, render_instance_view
+
+CAR, PERSON = 2, 3  # category ids of the hand-built dataset (conftest.py)
+
+
+@pytest.fixture(scope="module")
+def data(hand_runs) -> ExplorerData:
+    return ExplorerData.from_paths(hand_runs.eval_dirs, hand_runs.dataset, hand_runs.labels)
+
+
+@pytest.fixture()
+def explorer(hand_runs, tmp_path) -> ConfusionExplorer:
+    return ConfusionExplorer.from_runs(
+        hand_runs.run_dirs, hand_runs.labels, state_path=tmp_path / "state.json"
+    )
+
+
+# ----------------------------------------------------------------------------- data layer
+
+
+def test_records_rank_most_confused_first(data):
+    crop = data.records(0)
+    assert [(r.image_id, r.segment_id) for r in crop[:1]] == [("a", 1)]
+    assert crop[0].confusion_level == pytest.approx(13 / 15)  # car 12 is the second-most covered
+    assert all(r.confusion_level == 0 for r in crop[1:])
+    assert [(r.image_id, r.segment_id) for r in data.top_confused(0, 0.5, k=5)] == [("a", 1)]
+    assert data.top_confused(0, 0.9, k=5) == []  # car 12 is covered 86.7%, not more than 90%
+    ranking = data.ranked_images(0, 0.5)
+    assert [e["image_id"] for e in ranking] == ["a", "b"]
+    assert ranking[0] == {"image_id": "a", "confused_area": 15 * 33, "num_confused": 1, "num_predictions": 2}
+    # IBS run: pred 2 covers all of car 12 and 2/15 of car 11: confused only below T = 0.133
+    assert data.records(1)[0].segment_id == 2 and data.top_confused(1, 0.1, k=5)[0].segment_id == 2
+    assert data.top_confused(1, 0.2, k=5) == []
+
+
+def test_filters_by_class_size_and_image(data):
+    assert [(r.image_id, r.segment_id) for r in data.records(0, category_id=PERSON)] == [("a", 2)]
+    # image area 2400 px: S < 8 px <= M < 72 px <= L; the person prediction has 70 px
+    assert [(r.segment_id, r.size) for r in data.records(0, size="M")] == [(2, "M")]
+    assert {r.image_id for r in data.records(0, category_id=CAR, size="L")} == {"a", "b"}
+    assert [r.segment_id for r in data.records(1, image_id="a")] == [2, 1, 3]
+    with pytest.raises(ValueError, match="size must be one of"):
+        data.records(0, size="XL")
+
+
+def test_selection_covered_ids_and_fractions_by_hand(data):
+    selection = data.select(0, "a", 1, threshold=0.5)
+    assert selection.covered_gt_ids == [11, 12]
+    assert [o.frac_of_gt for o in selection.covered] == pytest.approx([1.0, 13 / 15])
+    assert [o.frac_of_pred for o in selection.covered] == pytest.approx([225 / 495, 195 / 495])
+    # the same numbers as the records file
+    record = data.runs[0].record("a", 1)
+    by_id = {o.gt_id: o.frac_of_gt for o in record.overlaps}
+    assert [by_id[g] for g in selection.covered_gt_ids] == [o.frac_of_gt for o in selection.covered]
+    assert record.matched_gt_id is None  # IoU 225 / 495 < 0.5
+    assert selection.target_gt_id == 11  # shares most pixels with the prediction
+    assert data.select(0, "a", 1, threshold=0.9).covered_gt_ids == [11]
+    person = data.select(0, "a", 2, threshold=0.5)
+    assert person.record.matched_gt_id == 13 and person.record.matched_iou == pytest.approx(0.7)
+    assert person.covered_gt_ids == [13] and person.covered[0].frac_of_gt == pytest.approx(0.7)
+
+
+def test_second_run_counterpart_covers_the_same_object(data):
+    # car 11: IBS pred 1 shares 195 px, pred 2 only 30 px
+    assert data.select(0, "a", 1, 0.5).counterpart.segment_id == 1
+    # IBS pred 2 is matched to car 12; in the crop run pred 1 shares 195 px with it
+    selection = data.select(1, "a", 2, 0.5)
+    assert selection.target_gt_id == 12 and selection.counterpart.segment_id == 1
+    assert selection.other_index == 0
+    assert data.select(0, "a", 2, 0.5).counterpart.segment_id == 3  # person 13 exactly
+    assert data.counterpart(1, "a", 999) is None
+
+
+def test_pixel_lookup_region_and_instance_view(data):
+    assert data.segment_at(0, "a", x=30, y=10) == 1
+    assert data.segment_at(0, "a", x=1, y=1) is None  # road: stuff has no record
+    assert data.segment_at(0, "a", x=100, y=1) is None
+    assert data.gt_segment_at("a", x=30, y=10) == 12
+    selection = data.select(0, "a", 1, 0.5)
+    # prediction, counterpart and GT 11, 12 span x 5..40, y 5..20; grown by 9 px (at least 32 px high)
+    assert data.region(selection) == (0, 0, 49, 29)
+    view = render_instance_view(
+        data, 0, "a", selection.record, (0, 0, 49, 29), {11: (255, 0, 0), 12: (0, 255, 0)}
+    )
+    assert view.rgb.shape == (29, 49, 3)
+    assert [text for *_, text, _ in view.labels] == ["car 1: 100%", "car 2: 87%"]
+    for x, y, _, _ in view.labels:
+        assert data.gt("a").id_map[y, x] in (11, 12)
+    assert (view.rgb[5:20, 5] == (255, 0, 0)).all()  # left edge of car 11 outlined in its colour
+    image = data.gt("a").image
+    # outside the mask and the outlines the image is darkened to half
+    np.testing.assert_array_equal(view.rgb[25, 45], np.rint(image[25, 45] * 0.5).astype(np.uint8))
+
+
+def test_inconsistent_eval_folders_are_named(hand_runs, tmp_path):
+    bad = tmp_path / "eval_val"
+    shutil.copytree(hand_runs.eval_dirs[0], bad)
+    lines = (bad / "confusion_records.jsonl").read_text().splitlines()
+    record = json.loads(lines[0])
+    record["segment_id"] = 77
+    (bad / "confusion_records.jsonl").write_text("\n".join([json.dumps(record), *lines[1:]]) + "\n")
+    with pytest.raises(PanopticFormatError, match=r"image id 'a', segment id 77 is not a segment of"):
+        ExplorerData.from_paths([bad], hand_runs.dataset)
+    (bad / "confusion_records.jsonl").write_text("not json\n")
+    with pytest.raises(PanopticFormatError, match=r"line 1: not a confusion record"):
+        ExplorerData.from_paths([bad], hand_runs.dataset)
+    (bad / "confusion_records.jsonl").unlink()
+    with pytest.raises(FileNotFoundError, match="confusion records not found"):
+        ExplorerData.from_paths([bad], hand_runs.dataset)
+    with pytest.raises(ValueError, match="got 1 labels for 2"):
+        ExplorerData.from_paths(hand_runs.eval_dirs, hand_runs.dataset, ["one"])
+    with pytest.raises(ValueError, match="labels must differ"):
+        ExplorerData.from_paths(hand_runs.eval_dirs, hand_runs.dataset, ["same", "same"])
+
+
+# ----------------------------------------------------------------------------- widget
+
+
+def test_widget_builds_headless_on_the_most_confused_prediction(explorer, tmp_path):
+    state = explorer.state
+    assert (state["run"], state["image_id"], state["segment_id"]) == ("crop", "a", 1)
+    assert state["covered_gt_ids"] == [11, 12]
+    assert state["covered_fractions"] == pytest.approx([1.0, 13 / 15])
+    assert state["other"] == {
+        "run": "crop + IBS",
+        "segment_id": 1,
+        "covered_gt_ids": [11],
+        "covered_fractions": [pytest.approx(13 / 15)],
+    }
+    assert json.loads((tmp_path / "state.json").read_text())["segment_id"] == 1
+    assert explorer.view_figures[0].layout.title.text == "crop: a · pred 1 (car, L)"
+    assert explorer.widget.children  # a widget tree, nothing displayed
+    bundle = explorer._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert [bar.y for bar in explorer.bar_figure.data] == [
+        pytest.approx((1.0, 13 / 15)),
+        pytest.approx((13 / 15, 0.0)),
+    ]
+
+
+def test_dropdown_and_slider_update_figure_and_state(explorer, tmp_path):
+    before = (explorer.view_figures[0].data[0].source, explorer.view_figures[0].layout.title.text)
+    assert [value for _, value in explorer.instance_dropdown.options] == [1, 2]
+    explorer.instance_slider.value = 1  # as a person moving the slider
+    assert explorer.instance_dropdown.value == 2
+    assert explorer.state["segment_id"] == 2 and explorer.state["covered_gt_ids"] == [13]
+    assert explorer.state["matched_gt_id"] == 13
+    after = (explorer.view_figures[0].data[0].source, explorer.view_figures[0].layout.title.text)
+    assert after[0] != before[0] and after[1] == "crop: a · pred 2 (person, M)"
+    assert json.loads((tmp_path / "state.json").read_text())["segment_id"] == 2
+    explorer.instance_dropdown.value = 1
+    assert explorer.instance_slider.value == 0 and explorer.state["segment_id"] == 1
+    explorer.image_dropdown.value = "b"
+    assert (explorer.state["image_id"], explorer.state["segment_id"], explorer.state["covered_gt_ids"]) == (
+        "b",
+        1,
+        [21],
+    )
+    renders = explorer.state["renders"]
+    explorer.top_list.value = ("a", 1)  # the ranked list jumps
+    assert (explorer.state["image_id"], explorer.state["segment_id"]) == ("a", 1)
+    assert explorer.state["renders"] == renders + 1  # one render per change
+
+
+def test_threshold_class_size_and_run_controls(explorer):
+    explorer.threshold_slider.value = 0.9
+    assert explorer.state["covered_gt_ids"] == [11] and explorer.state["threshold"] == 0.9
+    assert explorer.top_list.options == ()
+    explorer.threshold_slider.value = 0.5
+    explorer.class_dropdown.value = PERSON
+    assert (explorer.state["image_id"], explorer.state["segment_id"]) == ("a", 2)
+    explorer.size_buttons.value = "S"
+    assert explorer.state["segment_id"] is None and explorer.selection is None
+    assert "no predicted thing" in explorer.view_figures[0].layout.title.text
+    explorer.size_buttons.value = "all"
+    explorer.class_dropdown.value = "all"
+    explorer.select("a", 1)
+    explorer.run_buttons.value = 1  # switch to crop + IBS: keeps the object through the counterpart
+    assert (explorer.state["run"], explorer.state["segment_id"], explorer.state["other"]["segment_id"]) == (
+        "crop + IBS",
+        1,
+        1,
+    )
+    assert explorer.view_figures[0].layout.title.text.startswith("crop + IBS: a · pred 1")
+
+
+def test_click_selects_the_segment_under_the_cursor(explorer):
+    assert explorer.click(x=50, y=30, source=0)  # crop pred 2, the person
+    assert explorer.state["segment_id"] == 2
+    assert not explorer.click(x=1, y=1, source=0)  # road
+    assert explorer.state["segment_id"] == 2
+    assert explorer.click(x=30, y=10, source=-1)  # GT car 12 -> crop prediction covering it most
+    assert explorer.state["segment_id"] == 1
+    assert explorer.click(x=30, y=10, source=1)  # IBS pred 2 under that pixel
+    assert (explorer.state["run"], explorer.state["segment_id"]) == ("crop + IBS", 2)
+    explorer.panoptic_buttons.value = -1
+    assert explorer.panoptic_figure.layout.title.text.startswith("ground truth: a")
+
+
+def test_export_static_writes_png_and_html(explorer, tmp_path):
+    paths = explorer.export_static(tmp_path / "static", top_k=2, include_plotlyjs="cdn")
+    # most confused first, then larger first: image b's car (400 px) before image a's person (70 px)
+    assert [p.name for p in paths] == [
+        "01_crop_a_pred1.png",
+        "02_crop_b_pred1.png",
+        "confusion_views_crop.html",
+    ]
+    for path in paths[:2]:
+        with Image.open(path) as png:
+            assert png.mode in ("RGB", "RGBA") and png.size[0] > 600 and png.size[1] > 300
+            pixels = np.asarray(png.convert("RGB"))
+        assert pixels.std() > 10  # not blank
+    html = paths[2].read_text()
+    assert html.count("plotly-graph-div") == 2 and "pred 1 (car, L)" in html and "car 2: 87%" in html
+    with pytest.raises(FileExistsError, match="does not overwrite"):
+        explorer.export_static(tmp_path / "static", top_k=2)
