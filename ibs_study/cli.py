@@ -156,13 +156,21 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     choice.add_argument("--preset", help="bundled preset name (see `ibs-study presets`)")
     choice.add_argument("--config", help="a config YAML (may start with `_base_: <preset>`)")
     source.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a config value, e.g. --set train.max_steps=200 (repeatable)",
     )
     run = parser.add_argument_group("run")
     run.add_argument("--out", required=True, help="run directory (new, or existing with --resume)")
-    run.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
-    run.add_argument("--force", action="store_true", help="resume even if the config differs from the recorded one")
+    run.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its newest checkpoint"
+    )
+    run.add_argument(
+        "--force", action="store_true", help="resume even if the config differs from the recorded one"
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

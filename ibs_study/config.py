@@ -336,7 +336,9 @@ def config_from_dict(data: Mapping[str, Any], cls: type = ExperimentConfig, pref
     for key, value in data.items():
         full = f"{prefix}.{key}" if prefix else key
         if key not in names:
-            raise ConfigError(f"unknown config key {full!r}; valid keys{' of ' + prefix if prefix else ''}: {names}")
+            raise ConfigError(
+                f"unknown config key {full!r}; valid keys{' of ' + prefix if prefix else ''}: {names}"
+            )
         kwargs[key] = _coerce(value, hints[key], full)
     try:
         return cls(**kwargs)
@@ -352,7 +354,10 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     def plain(value: Any, tp: Any, key: str) -> Any:
         if dataclasses.is_dataclass(value):
             hints = _type_hints(type(value))
-            return {f.name: plain(getattr(value, f.name), hints[f.name], f"{key}.{f.name}") for f in dataclasses.fields(value)}
+            return {
+                f.name: plain(getattr(value, f.name), hints[f.name], f"{key}.{f.name}")
+                for f in dataclasses.fields(value)
+            }
         value = _coerce(value, tp, key)  # canonical types: 1 -> 1.0 in a float field
         if isinstance(value, list | tuple):
             return [plain(v, Any, key) for v in value]
@@ -361,7 +366,9 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return plain(cfg, type(cfg), type(cfg).__name__)
 
 
-def config_hash(cfg: ExperimentConfig, exclude: Iterable[str] = ("name", "train.max_steps", "train.device")) -> str:
+def config_hash(
+    cfg: ExperimentConfig, exclude: Iterable[str] = ("name", "train.max_steps", "train.device")
+) -> str:
     """Short SHA-1 of the resolved config; ``exclude`` lists dotted keys that do not define the experiment."""
     data = config_to_dict(cfg)
     for key in exclude:
@@ -383,7 +390,9 @@ def _parse_override(item: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def apply_overrides(data: dict[str, Any], overrides: Iterable[str], cls: type = ExperimentConfig) -> dict[str, Any]:
+def apply_overrides(
+    data: dict[str, Any], overrides: Iterable[str], cls: type = ExperimentConfig
+) -> dict[str, Any]:
     """Apply ``key=value`` overrides to a nested config dict, type-checked against ``cls``.
 
     Returns:
@@ -407,7 +416,9 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str], cls: type = 
                 node[part] = _coerce(parsed, tp, key)
             else:
                 if not _is_dataclass_type(tp):
-                    raise ConfigError(f"{'.'.join(parts[: depth + 1])} is a value, not a section (in {key!r})")
+                    raise ConfigError(
+                        f"{'.'.join(parts[: depth + 1])} is a value, not a section (in {key!r})"
+                    )
                 node = node.setdefault(part, {})
                 node_cls = tp
     return data

@@ -93,7 +93,9 @@ def focal_loss(
     Returns:
         (N,) loss per mask.
     """
-    return sigmoid_focal_loss(logits, targets.to(logits.dtype), alpha=alpha, gamma=gamma, reduction="none").mean(-1)
+    return sigmoid_focal_loss(
+        logits, targets.to(logits.dtype), alpha=alpha, gamma=gamma, reduction="none"
+    ).mean(-1)
 
 
 # --------------------------------------------------------------------------- Intra-Batch Supervision

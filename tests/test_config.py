@@ -46,7 +46,9 @@ def test_overrides_are_type_checked():
 
 
 def test_unknown_key_lists_the_valid_ones():
-    with pytest.raises(ConfigError, match=r"unknown config key 'train.max_step'; valid keys of train: \[.*'max_steps'"):
+    with pytest.raises(
+        ConfigError, match=r"unknown config key 'train.max_step'; valid keys of train: \[.*'max_steps'"
+    ):
         apply_overrides({}, ["train.max_step=3"])
     with pytest.raises(ConfigError, match=r"unknown config key 'trian'; valid keys: \[.*'train'"):
         config_from_dict({"trian": {}})

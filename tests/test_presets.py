@@ -10,8 +10,13 @@ from ibs_study.config import config_to_dict, list_presets, load_preset
 from ibs_study.paper_reference import PAPER_TRAINING
 
 ROWS = ("pfcn_full", "pfcn_crop", "pfcn_crop_ibs_random", "pfcn_crop_ibs", "m2f_crop", "m2f_crop_ibs")
-REQUIRED = [f"{d}_{r}" for d, r in itertools.product(("cityscapes", "vistas", "synthetic", "synthetic_gpu"), ROWS)]
-REQUIRED += [f"{d}_m2f_instance_{r}" for d, r in itertools.product(("vistas", "synthetic", "synthetic_gpu"), ("crop", "crop_ibs"))]
+REQUIRED = [
+    f"{d}_{r}" for d, r in itertools.product(("cityscapes", "vistas", "synthetic", "synthetic_gpu"), ROWS)
+]
+REQUIRED += [
+    f"{d}_m2f_instance_{r}"
+    for d, r in itertools.product(("vistas", "synthetic", "synthetic_gpu"), ("crop", "crop_ibs"))
+]
 
 
 def _get(cfg, dotted: str):
@@ -54,7 +59,12 @@ def test_paper_rows_carry_the_papers_settings(name):
 def test_effective_ibs_multipliers_match_the_official_code():
     """Official Panoptic FCN: SEGMENT x IBS_WEIGHT = 4 (Cityscapes) and 15 (Vistas); Mask2Former 50 / 100."""
     effective = {}
-    for name in ("cityscapes_pfcn_crop_ibs", "vistas_pfcn_crop_ibs", "cityscapes_m2f_crop_ibs", "vistas_m2f_crop_ibs"):
+    for name in (
+        "cityscapes_pfcn_crop_ibs",
+        "vistas_pfcn_crop_ibs",
+        "cityscapes_m2f_crop_ibs",
+        "vistas_m2f_crop_ibs",
+    ):
         cfg = load_preset(name)
         scale = cfg.model.panoptic_fcn.segment_weight if cfg.ibs.scale_by_mask_weight else 1.0
         effective[name] = cfg.ibs.weight * scale

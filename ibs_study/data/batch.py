@@ -32,7 +32,9 @@ class CropTarget:
     segment_ids: torch.Tensor
 
     def to(self, device: torch.device | str) -> CropTarget:
-        return CropTarget(*(getattr(self, f).to(device, non_blocking=True) for f in self.__dataclass_fields__))
+        return CropTarget(
+            *(getattr(self, f).to(device, non_blocking=True) for f in self.__dataclass_fields__)
+        )
 
     @property
     def num_things(self) -> int:

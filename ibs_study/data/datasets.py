@@ -73,71 +73,71 @@ _CITYSCAPES = [
 
 # (category id, name, isthing, colour, supercategory) of Mapillary Vistas v1.2 (panoptic_2018.json)
 _MAPILLARY_VISTAS = [
-    (1, 'Bird', 1, (165, 42, 42), 'animal--bird'),
-    (2, 'Ground Animal', 1, (0, 192, 0), 'animal--ground-animal'),
-    (3, 'Curb', 0, (196, 196, 196), 'construction--barrier--curb'),
-    (4, 'Fence', 0, (190, 153, 153), 'construction--barrier--fence'),
-    (5, 'Guard Rail', 0, (180, 165, 180), 'construction--barrier--guard-rail'),
-    (6, 'Barrier', 0, (90, 120, 150), 'construction--barrier--other-barrier'),
-    (7, 'Wall', 0, (102, 102, 156), 'construction--barrier--wall'),
-    (8, 'Bike Lane', 0, (128, 64, 255), 'construction--flat--bike-lane'),
-    (9, 'Crosswalk - Plain', 1, (140, 140, 200), 'construction--flat--crosswalk-plain'),
-    (10, 'Curb Cut', 0, (170, 170, 170), 'construction--flat--curb-cut'),
-    (11, 'Parking', 0, (250, 170, 160), 'construction--flat--parking'),
-    (12, 'Pedestrian Area', 0, (96, 96, 96), 'construction--flat--pedestrian-area'),
-    (13, 'Rail Track', 0, (230, 150, 140), 'construction--flat--rail-track'),
-    (14, 'Road', 0, (128, 64, 128), 'construction--flat--road'),
-    (15, 'Service Lane', 0, (110, 110, 110), 'construction--flat--service-lane'),
-    (16, 'Sidewalk', 0, (244, 35, 232), 'construction--flat--sidewalk'),
-    (17, 'Bridge', 0, (150, 100, 100), 'construction--structure--bridge'),
-    (18, 'Building', 0, (70, 70, 70), 'construction--structure--building'),
-    (19, 'Tunnel', 0, (150, 120, 90), 'construction--structure--tunnel'),
-    (20, 'Person', 1, (220, 20, 60), 'human--person'),
-    (21, 'Bicyclist', 1, (255, 0, 0), 'human--rider--bicyclist'),
-    (22, 'Motorcyclist', 1, (255, 0, 100), 'human--rider--motorcyclist'),
-    (23, 'Other Rider', 1, (255, 0, 200), 'human--rider--other-rider'),
-    (24, 'Lane Marking - Crosswalk', 1, (200, 128, 128), 'marking--crosswalk-zebra'),
-    (25, 'Lane Marking - General', 0, (255, 255, 255), 'marking--general'),
-    (26, 'Mountain', 0, (64, 170, 64), 'nature--mountain'),
-    (27, 'Sand', 0, (230, 160, 50), 'nature--sand'),
-    (28, 'Sky', 0, (70, 130, 180), 'nature--sky'),
-    (29, 'Snow', 0, (190, 255, 255), 'nature--snow'),
-    (30, 'Terrain', 0, (152, 251, 152), 'nature--terrain'),
-    (31, 'Vegetation', 0, (107, 142, 35), 'nature--vegetation'),
-    (32, 'Water', 0, (0, 170, 30), 'nature--water'),
-    (33, 'Banner', 1, (255, 255, 128), 'object--banner'),
-    (34, 'Bench', 1, (250, 0, 30), 'object--bench'),
-    (35, 'Bike Rack', 1, (100, 140, 180), 'object--bike-rack'),
-    (36, 'Billboard', 1, (220, 220, 220), 'object--billboard'),
-    (37, 'Catch Basin', 1, (220, 128, 128), 'object--catch-basin'),
-    (38, 'CCTV Camera', 1, (222, 40, 40), 'object--cctv-camera'),
-    (39, 'Fire Hydrant', 1, (100, 170, 30), 'object--fire-hydrant'),
-    (40, 'Junction Box', 1, (40, 40, 40), 'object--junction-box'),
-    (41, 'Mailbox', 1, (33, 33, 33), 'object--mailbox'),
-    (42, 'Manhole', 1, (100, 128, 160), 'object--manhole'),
-    (43, 'Phone Booth', 1, (142, 0, 0), 'object--phone-booth'),
-    (44, 'Pothole', 0, (70, 100, 150), 'object--pothole'),
-    (45, 'Street Light', 1, (210, 170, 100), 'object--street-light'),
-    (46, 'Pole', 1, (153, 153, 153), 'object--support--pole'),
-    (47, 'Traffic Sign Frame', 1, (128, 128, 128), 'object--support--traffic-sign-frame'),
-    (48, 'Utility Pole', 1, (0, 0, 80), 'object--support--utility-pole'),
-    (49, 'Traffic Light', 1, (250, 170, 30), 'object--traffic-light'),
-    (50, 'Traffic Sign (Back)', 1, (192, 192, 192), 'object--traffic-sign--back'),
-    (51, 'Traffic Sign (Front)', 1, (220, 220, 0), 'object--traffic-sign--front'),
-    (52, 'Trash Can', 1, (140, 140, 20), 'object--trash-can'),
-    (53, 'Bicycle', 1, (119, 11, 32), 'object--vehicle--bicycle'),
-    (54, 'Boat', 1, (150, 0, 255), 'object--vehicle--boat'),
-    (55, 'Bus', 1, (0, 60, 100), 'object--vehicle--bus'),
-    (56, 'Car', 1, (0, 0, 142), 'object--vehicle--car'),
-    (57, 'Caravan', 1, (0, 0, 90), 'object--vehicle--caravan'),
-    (58, 'Motorcycle', 1, (0, 0, 230), 'object--vehicle--motorcycle'),
-    (59, 'On Rails', 0, (0, 80, 100), 'object--vehicle--on-rails'),
-    (60, 'Other Vehicle', 1, (128, 64, 64), 'object--vehicle--other-vehicle'),
-    (61, 'Trailer', 1, (0, 0, 110), 'object--vehicle--trailer'),
-    (62, 'Truck', 1, (0, 0, 70), 'object--vehicle--truck'),
-    (63, 'Wheeled Slow', 1, (0, 0, 192), 'object--vehicle--wheeled-slow'),
-    (64, 'Car Mount', 0, (32, 32, 32), 'void--car-mount'),
-    (65, 'Ego Vehicle', 0, (120, 10, 10), 'void--ego-vehicle'),
+    (1, "Bird", 1, (165, 42, 42), "animal--bird"),
+    (2, "Ground Animal", 1, (0, 192, 0), "animal--ground-animal"),
+    (3, "Curb", 0, (196, 196, 196), "construction--barrier--curb"),
+    (4, "Fence", 0, (190, 153, 153), "construction--barrier--fence"),
+    (5, "Guard Rail", 0, (180, 165, 180), "construction--barrier--guard-rail"),
+    (6, "Barrier", 0, (90, 120, 150), "construction--barrier--other-barrier"),
+    (7, "Wall", 0, (102, 102, 156), "construction--barrier--wall"),
+    (8, "Bike Lane", 0, (128, 64, 255), "construction--flat--bike-lane"),
+    (9, "Crosswalk - Plain", 1, (140, 140, 200), "construction--flat--crosswalk-plain"),
+    (10, "Curb Cut", 0, (170, 170, 170), "construction--flat--curb-cut"),
+    (11, "Parking", 0, (250, 170, 160), "construction--flat--parking"),
+    (12, "Pedestrian Area", 0, (96, 96, 96), "construction--flat--pedestrian-area"),
+    (13, "Rail Track", 0, (230, 150, 140), "construction--flat--rail-track"),
+    (14, "Road", 0, (128, 64, 128), "construction--flat--road"),
+    (15, "Service Lane", 0, (110, 110, 110), "construction--flat--service-lane"),
+    (16, "Sidewalk", 0, (244, 35, 232), "construction--flat--sidewalk"),
+    (17, "Bridge", 0, (150, 100, 100), "construction--structure--bridge"),
+    (18, "Building", 0, (70, 70, 70), "construction--structure--building"),
+    (19, "Tunnel", 0, (150, 120, 90), "construction--structure--tunnel"),
+    (20, "Person", 1, (220, 20, 60), "human--person"),
+    (21, "Bicyclist", 1, (255, 0, 0), "human--rider--bicyclist"),
+    (22, "Motorcyclist", 1, (255, 0, 100), "human--rider--motorcyclist"),
+    (23, "Other Rider", 1, (255, 0, 200), "human--rider--other-rider"),
+    (24, "Lane Marking - Crosswalk", 1, (200, 128, 128), "marking--crosswalk-zebra"),
+    (25, "Lane Marking - General", 0, (255, 255, 255), "marking--general"),
+    (26, "Mountain", 0, (64, 170, 64), "nature--mountain"),
+    (27, "Sand", 0, (230, 160, 50), "nature--sand"),
+    (28, "Sky", 0, (70, 130, 180), "nature--sky"),
+    (29, "Snow", 0, (190, 255, 255), "nature--snow"),
+    (30, "Terrain", 0, (152, 251, 152), "nature--terrain"),
+    (31, "Vegetation", 0, (107, 142, 35), "nature--vegetation"),
+    (32, "Water", 0, (0, 170, 30), "nature--water"),
+    (33, "Banner", 1, (255, 255, 128), "object--banner"),
+    (34, "Bench", 1, (250, 0, 30), "object--bench"),
+    (35, "Bike Rack", 1, (100, 140, 180), "object--bike-rack"),
+    (36, "Billboard", 1, (220, 220, 220), "object--billboard"),
+    (37, "Catch Basin", 1, (220, 128, 128), "object--catch-basin"),
+    (38, "CCTV Camera", 1, (222, 40, 40), "object--cctv-camera"),
+    (39, "Fire Hydrant", 1, (100, 170, 30), "object--fire-hydrant"),
+    (40, "Junction Box", 1, (40, 40, 40), "object--junction-box"),
+    (41, "Mailbox", 1, (33, 33, 33), "object--mailbox"),
+    (42, "Manhole", 1, (100, 128, 160), "object--manhole"),
+    (43, "Phone Booth", 1, (142, 0, 0), "object--phone-booth"),
+    (44, "Pothole", 0, (70, 100, 150), "object--pothole"),
+    (45, "Street Light", 1, (210, 170, 100), "object--street-light"),
+    (46, "Pole", 1, (153, 153, 153), "object--support--pole"),
+    (47, "Traffic Sign Frame", 1, (128, 128, 128), "object--support--traffic-sign-frame"),
+    (48, "Utility Pole", 1, (0, 0, 80), "object--support--utility-pole"),
+    (49, "Traffic Light", 1, (250, 170, 30), "object--traffic-light"),
+    (50, "Traffic Sign (Back)", 1, (192, 192, 192), "object--traffic-sign--back"),
+    (51, "Traffic Sign (Front)", 1, (220, 220, 0), "object--traffic-sign--front"),
+    (52, "Trash Can", 1, (140, 140, 20), "object--trash-can"),
+    (53, "Bicycle", 1, (119, 11, 32), "object--vehicle--bicycle"),
+    (54, "Boat", 1, (150, 0, 255), "object--vehicle--boat"),
+    (55, "Bus", 1, (0, 60, 100), "object--vehicle--bus"),
+    (56, "Car", 1, (0, 0, 142), "object--vehicle--car"),
+    (57, "Caravan", 1, (0, 0, 90), "object--vehicle--caravan"),
+    (58, "Motorcycle", 1, (0, 0, 230), "object--vehicle--motorcycle"),
+    (59, "On Rails", 0, (0, 80, 100), "object--vehicle--on-rails"),
+    (60, "Other Vehicle", 1, (128, 64, 64), "object--vehicle--other-vehicle"),
+    (61, "Trailer", 1, (0, 0, 110), "object--vehicle--trailer"),
+    (62, "Truck", 1, (0, 0, 70), "object--vehicle--truck"),
+    (63, "Wheeled Slow", 1, (0, 0, 192), "object--vehicle--wheeled-slow"),
+    (64, "Car Mount", 0, (32, 32, 32), "void--car-mount"),
+    (65, "Ego Vehicle", 0, (120, 10, 10), "void--ego-vehicle"),
 ]
 
 
@@ -158,7 +158,9 @@ class DatasetMeta:
             raise ValueError(f"{self.name}: category ids must be unique and ascending, got {ids}")
 
     @classmethod
-    def from_categories(cls, name: str, categories: dict[int, CategoryInfo] | list[CategoryInfo]) -> DatasetMeta:
+    def from_categories(
+        cls, name: str, categories: dict[int, CategoryInfo] | list[CategoryInfo]
+    ) -> DatasetMeta:
         values = categories.values() if isinstance(categories, dict) else categories
         return cls(name=name, categories=tuple(sorted(values, key=lambda c: c.id)))
 
@@ -273,7 +275,7 @@ class PanopticDataset:
         """(H, W, 3) uint8 RGB image of sample ``index``."""
         path = self.image_path(self.records[index])
         with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
+            return np.array(img.convert("RGB"))
 
     def read_id_map(self, index: int) -> np.ndarray:
         """(H, W) int32 segment ids of sample ``index``, checked against the JSON."""
@@ -294,7 +296,9 @@ class PanopticDataset:
                 f"{self.png_path(record)} (image id {record.image_id!r}): PNG size {id_map.shape[::-1]} "
                 f"differs from image size {image.shape[1::-1]} of {self.image_path(record)} (W x H)"
             )
-        return PanopticSample(image_id=record.image_id, image=image, id_map=id_map, segments=list(record.segments))
+        return PanopticSample(
+            image_id=record.image_id, image=image, id_map=id_map, segments=list(record.segments)
+        )
 
     def validate(self, progress: bool = False) -> None:
         """Read every sample once; raises on the first problem."""
@@ -316,7 +320,9 @@ def coco_panoptic_folder(
     return PanopticDataset(json_path, png_dir, image_dir, **kwargs)
 
 
-def cityscapes(root: str | os.PathLike, split: str = "val", *, use_train_id: bool = False, **kwargs) -> PanopticDataset:
+def cityscapes(
+    root: str | os.PathLike, split: str = "val", *, use_train_id: bool = False, **kwargs
+) -> PanopticDataset:
     """Cityscapes panoptic as written by cityscapesScripts' ``createPanopticImgs``.
 
     Layout: ``gtFine/cityscapes_panoptic_{split}.json``, flat ``gtFine/cityscapes_panoptic_{split}/``
@@ -343,7 +349,12 @@ def cityscapes(root: str | os.PathLike, split: str = "val", *, use_train_id: boo
     )
 
 
-_VISTAS_SPLITS = {"train": "training", "val": "validation", "training": "training", "validation": "validation"}
+_VISTAS_SPLITS = {
+    "train": "training",
+    "val": "validation",
+    "training": "training",
+    "validation": "validation",
+}
 
 
 def mapillary_vistas(root: str | os.PathLike, split: str = "val", **kwargs) -> PanopticDataset:

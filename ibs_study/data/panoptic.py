@@ -389,7 +389,9 @@ def load_panoptic_json(
     except json.JSONDecodeError as err:
         raise PanopticFormatError(f"{path}: not valid JSON ({err})") from err
     if not isinstance(data, dict) or "annotations" not in data:
-        raise PanopticFormatError(f"{path}: not a COCO-panoptic JSON (needs 'images', 'annotations', 'categories')")
+        raise PanopticFormatError(
+            f"{path}: not a COCO-panoptic JSON (needs 'images', 'annotations', 'categories')"
+        )
     if categories is None:
         if "categories" not in data:
             raise PanopticFormatError(f"{path}: has no 'categories' and none were given")
@@ -474,7 +476,8 @@ def write_panoptic_json(
     data = {
         "info": info or {},
         "images": [
-            {"id": r.image_id, "file_name": r.file_name, "width": r.width, "height": r.height} for r in records
+            {"id": r.image_id, "file_name": r.file_name, "width": r.width, "height": r.height}
+            for r in records
         ],
         "annotations": [
             {

@@ -38,7 +38,7 @@ _NAME = re.compile(r"^step_(\d+)\.pt$")
 
 def rng_state() -> dict[str, Any]:
     """Generator states of Python, NumPy and torch (CPU and every CUDA device), as tensors."""
-    np_state = np.random.get_state()
+    np_state = np.random.get_state()  # noqa: NPY002 (the legacy global state is what third-party code uses)
     return {
         "python": random.getstate(),
         "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
@@ -53,8 +53,14 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     """Inverse of :func:`rng_state`."""
     random.setstate(state["python"])
     pos, has_gauss = state["numpy_pos"].tolist()
-    np.random.set_state(
-        ("MT19937", state["numpy_keys"].numpy().astype(np.uint32), pos, has_gauss, float(state["numpy_gauss"][0]))
+    np.random.set_state(  # noqa: NPY002
+        (
+            "MT19937",
+            state["numpy_keys"].numpy().astype(np.uint32),
+            pos,
+            has_gauss,
+            float(state["numpy_gauss"][0]),
+        )
     )
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():

@@ -13,7 +13,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["open_split"]
 
 
-def open_split(cfg: ExperimentConfig, split: str, *, prepare: bool = True, root: str | Path | None = None) -> PanopticDataset:
+def open_split(
+    cfg: ExperimentConfig, split: str, *, prepare: bool = True, root: str | Path | None = None
+) -> PanopticDataset:
     """The ``split`` of ``cfg.data`` (or of ``root``).
 
     With ``prepare`` and a synthetic dataset whose root does not exist, the synthetic set

@@ -26,11 +26,11 @@ from tqdm.auto import tqdm
 
 from ibs_study.config import ExperimentConfig
 from ibs_study.data.datasets import PanopticDataset
+from ibs_study.data.panoptic import segments_from_id_map
 from ibs_study.engine.checkpoint import latest_checkpoint, load_checkpoint
 from ibs_study.engine.data import open_split
 from ibs_study.engine.distributed import DistInfo, resolve_device
 from ibs_study.engine.run_dir import RunDirError, read_run_config
-from ibs_study.data.panoptic import segments_from_id_map
 from ibs_study.metrics.instance import evaluate_instances, read_instance_results
 from ibs_study.metrics.panoptic import PanopticEvaluator, format_results
 from ibs_study.models.build import build_model
@@ -135,7 +135,9 @@ def evaluate_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     count = len(dataset) if max_images is None else min(max_images, len(dataset))
     if task == "panoptic":
-        evaluator = PanopticEvaluator(dataset.meta, **({} if thresholds is None else {"thresholds": thresholds}))
+        evaluator = PanopticEvaluator(
+            dataset.meta, **({} if thresholds is None else {"thresholds": thresholds})
+        )
         writer = PanopticPredictionWriter(out_dir, dataset.meta)
     else:
         writer = InstancePredictionWriter(out_dir / "instances.json")
@@ -147,7 +149,9 @@ def evaluate_model(
         )
         prediction.image_id = sample.image_id
         if task == "panoptic":
-            evaluator.process(sample.id_map, sample.segments, prediction.id_map, prediction.segments, sample.image_id)
+            evaluator.process(
+                sample.id_map, sample.segments, prediction.id_map, prediction.segments, sample.image_id
+            )
         writer.add(prediction)
     results_path = writer.close()
     if task == "panoptic":
@@ -205,8 +209,16 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     """Readable table (percent) of a panoptic or instance ``metrics.json``."""
     if "all" in metrics:
         return format_results(metrics)
-    rows = [("AP", "ap"), ("AP50", "ap50"), ("AP75", "ap75"), ("AP^S", "ap_s"), ("AP^M", "ap_m"), ("AP^L", "ap_l"),
-            ("Acc^th", "acc_th"), ("Prec^th", "prec_th")]
+    rows = [
+        ("AP", "ap"),
+        ("AP50", "ap50"),
+        ("AP75", "ap75"),
+        ("AP^S", "ap_s"),
+        ("AP^M", "ap_m"),
+        ("AP^L", "ap_l"),
+        ("Acc^th", "acc_th"),
+        ("Prec^th", "prec_th"),
+    ]
     cells = [f"{label:>7s}" for label, _ in rows]
     values = [f"{'-' if metrics.get(key) is None else f'{100 * metrics[key]:.1f}':>7s}" for _, key in rows]
     return " ".join(cells) + "\n" + " ".join(values) + f"\n({metrics.get('num_images', '?')} images)"

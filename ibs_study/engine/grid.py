@@ -59,7 +59,9 @@ def run_status(run_dir: Path, split: str | None = None) -> str:
     if checkpoint is not None and metrics.is_file() and metrics.stat().st_mtime >= checkpoint.stat().st_mtime:
         return "done"
     if (run_dir / "config.yaml").is_file():
-        finished = checkpoint is not None and checkpoint_step(checkpoint) >= read_run_config(run_dir).train.max_steps
+        finished = (
+            checkpoint is not None and checkpoint_step(checkpoint) >= read_run_config(run_dir).train.max_steps
+        )
         return "trained" if finished else "partial"
     return "new"
 

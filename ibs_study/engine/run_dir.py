@@ -44,7 +44,11 @@ def git_commit(path: str | os.PathLike | None = None) -> str | None:
     path = Path(path) if path else Path(__file__).resolve().parent
     try:
         out = subprocess.run(
-            ["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+            ["git", "-C", str(path), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         )
         dirty = subprocess.run(
             ["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
@@ -66,7 +70,9 @@ def environment_info(device: torch.device | str) -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[name] = None
     device = torch.device(device)
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    device_name = (
+        torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    )
     return {
         "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "host": socket.gethostname(),
@@ -106,7 +112,12 @@ def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 
 def prepare_run_dir(
-    run_dir: str | os.PathLike, cfg: ExperimentConfig, device: torch.device | str, *, resume: bool, force: bool = False
+    run_dir: str | os.PathLike,
+    cfg: ExperimentConfig,
+    device: torch.device | str,
+    *,
+    resume: bool,
+    force: bool = False,
 ) -> Path:
     """Create or reopen ``run_dir`` and record the config and environment.
 

@@ -34,9 +34,21 @@ from ibs_study.config import ExperimentConfig, config_to_dict
 from ibs_study.data.batch import Batch
 from ibs_study.data.datasets import PanopticDataset
 from ibs_study.data.transforms import TrainAugmentation
-from ibs_study.engine.checkpoint import latest_checkpoint, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from ibs_study.engine.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+)
 from ibs_study.engine.data import open_split
-from ibs_study.engine.distributed import DistInfo, barrier, cleanup_distributed, init_distributed, resolve_device
+from ibs_study.engine.distributed import (
+    DistInfo,
+    barrier,
+    cleanup_distributed,
+    init_distributed,
+    resolve_device,
+)
 from ibs_study.engine.optim import build_optimizer, build_scheduler, clip_gradients
 from ibs_study.engine.run_dir import prepare_run_dir
 from ibs_study.losses import assign_partners, shared_thing_class_fraction, weighted_ibs_loss
@@ -45,7 +57,7 @@ from ibs_study.sampling import build_train_loader
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["train", "train_step", "TrainResult", "step_generator", "local_batch_size"]
+__all__ = ["train", "train_step", "TrainResult", "step_generator", "local_batch_size", "train_augmentation"]
 
 
 @dataclass
@@ -77,7 +89,7 @@ def local_batch_size(cfg: ExperimentConfig, info: DistInfo) -> int:
     return local
 
 
-def _augmentation(cfg: ExperimentConfig) -> TrainAugmentation:
+def train_augmentation(cfg: ExperimentConfig) -> TrainAugmentation:
     data = cfg.data
     return TrainAugmentation(
         resize_mode=data.resize_mode,
@@ -139,15 +151,31 @@ def train_step(
 
 
 class _RunLog:
-    """``log.jsonl`` (one JSON object per logged step) plus TensorBoard scalars."""
+    """``log.jsonl`` (one JSON object per logged step) plus TensorBoard scalars.
 
-    def __init__(self, run_dir: Path, enabled: bool) -> None:
+    On resume from step ``s``, records of steps after ``s`` (training that the resume
+    rolls back and redoes) move to ``log.rolled_back.jsonl``, so ``log.jsonl`` holds
+    each step once and nothing is lost.
+    """
+
+    def __init__(self, run_dir: Path, enabled: bool, start_step: int = 0) -> None:
         self.enabled = enabled
         if not enabled:
             return
         from torch.utils.tensorboard import SummaryWriter
 
-        self.file = open(run_dir / "log.jsonl", "a")
+        path = run_dir / "log.jsonl"
+        if path.is_file():
+            kept, rolled_back = [], []
+            for line in path.read_text().splitlines():
+                (kept if json.loads(line)["step"] <= start_step else rolled_back).append(line + "\n")
+            if rolled_back:
+                with open(run_dir / "log.rolled_back.jsonl", "a") as f:
+                    f.writelines(rolled_back)
+                tmp = path.with_suffix(".jsonl.tmp")
+                tmp.write_text("".join(kept))
+                os.replace(tmp, path)
+        self.file = open(path, "a")
         self.board = SummaryWriter(str(run_dir / "tensorboard"))
 
     def write(self, step: int, values: dict[str, float]) -> None:
@@ -197,9 +225,11 @@ def train(
         dataset: training split already opened (default: from ``cfg.data``).
     """
     started = time.perf_counter()
-    device_kind = "cuda" if cfg.train.device.startswith("cuda") or (
-        cfg.train.device == "auto" and torch.cuda.is_available()
-    ) else "cpu"
+    device_kind = (
+        "cuda"
+        if cfg.train.device.startswith("cuda") or (cfg.train.device == "auto" and torch.cuda.is_available())
+        else "cpu"
+    )
     info: DistInfo = init_distributed(device_kind)
     try:
         device = resolve_device(cfg.train.device, info)
@@ -208,7 +238,6 @@ def train(
             prepare_run_dir(run_dir, cfg, device, resume=resume, force=force)
         barrier(info)
         torch.manual_seed(cfg.seed + info.rank)
-        np.random.seed((cfg.seed + info.rank) % 2**32)
         if dataset is None:
             dataset = open_split(cfg, cfg.data.train_split, prepare=info.is_main)
         barrier(info)
@@ -234,7 +263,9 @@ def train(
                 logger.info("resuming %s: no checkpoint yet, starting at step 0", run_dir)
         if info.enabled:
             model = nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+                model,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=True,
             )
         model.train()
 
@@ -242,7 +273,7 @@ def train(
             dataset,
             dataset.meta,
             cfg.sampler,
-            _augmentation(cfg),
+            train_augmentation(cfg),
             batch_size=local_batch_size(cfg, info),
             seed=cfg.seed,
             start_step=start_step,
@@ -251,10 +282,13 @@ def train(
             world_size=info.world_size,
             min_pixels=cfg.data.min_pixels,
         )
-        log = _RunLog(run_dir, enabled=info.is_main)
+        log = _RunLog(run_dir, enabled=info.is_main, start_step=start_step)
         last_checkpoint = latest_checkpoint(run_dir / "checkpoints")
         bar = tqdm(
-            total=cfg.train.max_steps, initial=start_step, desc=cfg.name, disable=not (progress and info.is_main)
+            total=cfg.train.max_steps,
+            initial=start_step,
+            desc=cfg.name,
+            disable=not (progress and info.is_main),
         )
         step = start_step
         window_start = time.perf_counter()

@@ -16,7 +16,9 @@ import torch.nn.functional as F
 __all__ = ["mask_logits", "point_sample", "uncertain_point_coords", "logit_uncertainty"]
 
 
-def mask_logits(embeddings: torch.Tensor, features: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+def mask_logits(
+    embeddings: torch.Tensor, features: torch.Tensor, chunk_size: int | None = None
+) -> torch.Tensor:
     """Mask logits of N embeddings over one feature map.
 
     Args:

@@ -56,7 +56,9 @@ class UnifiedOutput:
         if not (len(self.embeddings) == len(self.thing_index) == len(self.thing_weights)):
             raise ValueError("UnifiedOutput: embeddings, thing_index and thing_weights need the same layers")
         if any(not 0 <= layer < len(self.embeddings) for layer in self.ibs_layers):
-            raise ValueError(f"UnifiedOutput.ibs_layers {self.ibs_layers} outside 0..{len(self.embeddings) - 1}")
+            raise ValueError(
+                f"UnifiedOutput.ibs_layers {self.ibs_layers} outside 0..{len(self.embeddings) - 1}"
+            )
 
     @property
     def batch_size(self) -> int:

@@ -79,7 +79,9 @@ def _write_dataset(root: Path, id_maps: dict[str, np.ndarray], crowd: set[int] =
         Image.fromarray(np.full(ids.shape + (3,), 90, np.uint8)).save(root / "img" / f"{image_id}.png")
         cats = {i: (26 if i >= 1000 else 1) for i in np.unique(ids).tolist() if i}
         segments = segments_from_id_map(ids, cats, iscrowd_of={i: 1 for i in crowd})
-        records.append(ImageRecord(image_id, f"{image_id}.png", ids.shape[1], ids.shape[0], f"{image_id}.png", segments))
+        records.append(
+            ImageRecord(image_id, f"{image_id}.png", ids.shape[1], ids.shape[0], f"{image_id}.png", segments)
+        )
     write_panoptic_json(root / "panoptic.json", records, CATEGORIES)
 
 
@@ -132,14 +134,19 @@ def test_missing_image_names_file_and_image(tmp_path):
 def test_png_size_differs_from_image(tmp_path):
     _write_dataset(tmp_path, {"a": _ids()})
     Image.fromarray(np.zeros((8, 11, 3), np.uint8)).save(tmp_path / "img" / "a.png")
-    with pytest.raises(PanopticFormatError, match=r"image id 'a'.*PNG size \(10, 8\) differs from image size \(11, 8\)"):
+    with pytest.raises(
+        PanopticFormatError, match=r"image id 'a'.*PNG size \(10, 8\) differs from image size \(11, 8\)"
+    ):
         _open(tmp_path)[0]
 
 
 def test_id_in_png_absent_from_json(tmp_path):
     _write_dataset(tmp_path, {"a": _ids()})
     _edit_json(tmp_path, lambda d: d["annotations"][0]["segments_info"].pop())
-    with pytest.raises(PanopticFormatError, match=r"image id 'a'.*segment id\(s\) \[70001\] appear in the PNG but not in the JSON"):
+    with pytest.raises(
+        PanopticFormatError,
+        match=r"image id 'a'.*segment id\(s\) \[70001\] appear in the PNG but not in the JSON",
+    ):
         _open(tmp_path)[0]
 
 
@@ -147,13 +154,18 @@ def test_segment_in_json_absent_from_png(tmp_path):
     _write_dataset(tmp_path, {"a": _ids()})
     extra = {"id": 123_456, "category_id": 26, "area": 3, "bbox": [0, 0, 1, 3], "iscrowd": 0}
     _edit_json(tmp_path, lambda d: d["annotations"][0]["segments_info"].append(extra))
-    with pytest.raises(PanopticFormatError, match=r"image id 'a'.*segment id 123456 is listed in the JSON but absent"):
+    with pytest.raises(
+        PanopticFormatError, match=r"image id 'a'.*segment id 123456 is listed in the JSON but absent"
+    ):
         _open(tmp_path)[0]
 
 
 def test_duplicate_segment_ids(tmp_path):
     _write_dataset(tmp_path, {"a": _ids()})
-    _edit_json(tmp_path, lambda d: d["annotations"][0]["segments_info"].append(d["annotations"][0]["segments_info"][0]))
+    _edit_json(
+        tmp_path,
+        lambda d: d["annotations"][0]["segments_info"].append(d["annotations"][0]["segments_info"][0]),
+    )
     with pytest.raises(PanopticFormatError, match=r"image id 'a' lists segment id 1 twice"):
         _open(tmp_path)
 
@@ -182,7 +194,9 @@ def test_non_rgb_png(tmp_path):
 def test_area_mismatch_is_an_error_unless_disabled(tmp_path):
     _write_dataset(tmp_path, {"a": _ids()})
     _edit_json(tmp_path, lambda d: d["annotations"][0]["segments_info"][0].update(area=5))
-    with pytest.raises(PanopticFormatError, match=r"image id 'a'\): segment id 1 has area 5 in the JSON but 61 pixels"):
+    with pytest.raises(
+        PanopticFormatError, match=r"image id 'a'\): segment id 1 has area 5 in the JSON but 61 pixels"
+    ):
         _open(tmp_path)[0]
     assert len(_open(tmp_path, check_area=False)[0].segments) == 3
 

@@ -69,7 +69,9 @@ def cityscapes_root(tmp_path_factory) -> Path:
         Image.fromarray(np.zeros((16, 32), np.uint8)).save(gt_dir / f"{stem}_gtFine_labelTrainIds.png")
         Image.fromarray(np.full((16, 32, 3), frame, np.uint8)).save(img_dir / f"{stem}_leftImg8bit.png")
     with contextlib.redirect_stdout(io.StringIO()):
-        convert2panoptic(cityscapesPath=str(root / "gtFine"), outputFolder=str(root / "gtFine"), setNames=["val"])
+        convert2panoptic(
+            cityscapesPath=str(root / "gtFine"), outputFolder=str(root / "gtFine"), setNames=["val"]
+        )
     return root
 
 
@@ -84,7 +86,9 @@ def test_cityscapes_reader_on_converter_output(cityscapes_root):
     assert set(by_id) == {7, 11, 23, 24000, 26000, 26001, 26}
     assert by_id[26000].category_id == 26 and by_id[26000].iscrowd == 0 and by_id[26000].area == 24
     assert by_id[26].iscrowd == 1 and by_id[26].category_id == 26
-    assert (sample.id_map[0, 0:3] == 0).all() and (sample.id_map[15, 0:2] == 0).all()  # ignored labels are void
+    assert (sample.id_map[0, 0:3] == 0).all() and (
+        sample.id_map[15, 0:2] == 0
+    ).all()  # ignored labels are void
     assert open_dataset("cityscapes", cityscapes_root, "val").records[1].image_id == "bochum_000000_000007"
 
 
@@ -95,7 +99,10 @@ def test_cityscapes_missing_image_is_named(cityscapes_root, tmp_path):
     shutil.copytree(cityscapes_root, root)
     missing = root / "leftImg8bit" / "val" / "bochum" / "bochum_000000_000007_leftImg8bit.png"
     missing.unlink()
-    with pytest.raises(PanopticFormatError, match=r"bochum_000000_000007_leftImg8bit\.png: image for image id 'bochum_000000_000007'"):
+    with pytest.raises(
+        PanopticFormatError,
+        match=r"bochum_000000_000007_leftImg8bit\.png: image for image id 'bochum_000000_000007'",
+    ):
         cityscapes(root, "val")
 
 
@@ -118,7 +125,9 @@ def _write_vistas_split(split_dir: Path, keys: list[str], swap_json_size: bool =
         Image.fromarray(np.full((12, 20, 3), 40 + n, np.uint8)).save(split_dir / "images" / f"{key}.jpg")
         w, h = (12, 20) if swap_json_size else (20, 12)
         records.append(ImageRecord(key, f"{key}.jpg", w, h, f"{key}.png", segments))
-    write_panoptic_json(split_dir / "panoptic" / "panoptic_2018.json", records, MAPILLARY_VISTAS_META.categories)
+    write_panoptic_json(
+        split_dir / "panoptic" / "panoptic_2018.json", records, MAPILLARY_VISTAS_META.categories
+    )
 
 
 def test_vistas_v12_layout(tmp_path):

@@ -123,7 +123,16 @@ def test_evaluate_writes_valid_predictions_and_metrics(data_root, tmp_path):
     train(_cfg(data_root, "synthetic_pfcn_crop", "train.max_steps=2"), run, progress=False)
     metrics = evaluate_run(run, max_images=3, progress=False)
     out = run / "eval_val"
-    assert set(metrics) >= {"all", "things", "stuff", "per_class", "acc_th", "prec_th", "confusion_curve", "timing"}
+    assert set(metrics) >= {
+        "all",
+        "things",
+        "stuff",
+        "per_class",
+        "acc_th",
+        "prec_th",
+        "confusion_curve",
+        "timing",
+    }
     assert metrics["num_images"] == 3
     gt = open_synthetic(data_root, "val")
     predictions = load_panoptic_json(out / "predictions.json", gt.meta.by_id(), allow_empty=True)
@@ -142,4 +151,6 @@ def test_mask2former_instance_preset_trains_and_evaluates(data_root, tmp_path):
     metrics = evaluate_run(run, max_images=2, progress=False)
     assert {"ap", "ap50", "ap_l", "acc_th", "prec_th"} <= set(metrics)
     assert (run / "eval_val" / "instances.json").is_file()
-    assert torch.isfinite(torch.tensor(json.loads((run / "log.jsonl").read_text().splitlines()[-1])["loss_ibs"]))
+    assert torch.isfinite(
+        torch.tensor(json.loads((run / "log.jsonl").read_text().splitlines()[-1])["loss_ibs"])
+    )

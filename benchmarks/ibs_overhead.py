@@ -1,0 +1,182 @@
+"""IBS overhead: training-step time and peak memory with vs without IBS, same batches, one run.
+
+For each model (Panoptic FCN, Mask2Former) the preset's crop+IBS configuration is run twice
+on identical batches (paired crops), once with ``ibs.enabled=false``; the two variants
+alternate step by step so that machine load affects both alike. Peak memory: CUDA's
+``max_memory_allocated`` on a GPU; on a CPU each variant also runs alone in a subprocess
+and reports its peak RSS growth during the timed steps.
+
+    python benchmarks/ibs_overhead.py                       # tiny CPU models, CPU-scale crops
+    python benchmarks/ibs_overhead.py --scale paper --device cuda   # ResNet-50, 512x1024 crops
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+from ibs_study.config import load_preset
+from ibs_study.engine.data import open_split
+from ibs_study.engine.optim import build_optimizer
+from ibs_study.engine.train import step_generator, train_augmentation, train_step
+from ibs_study.models.build import build_model
+from ibs_study.sampling import build_train_loader
+
+PRESETS = {
+    ("cpu", "pfcn"): "synthetic_pfcn_crop_ibs",
+    ("cpu", "m2f"): "synthetic_m2f_crop_ibs",
+    ("paper", "pfcn"): "synthetic_gpu_pfcn_crop_ibs",
+    ("paper", "m2f"): "synthetic_gpu_m2f_crop_ibs",
+}
+
+
+def _setup(preset: str, device: str, batch: int | None, overrides: list[str]):
+    cfg = load_preset(
+        preset, [f"train.device={device}", *overrides] + ([f"train.batch_size={batch}"] if batch else [])
+    )
+    dataset = open_split(cfg, cfg.data.train_split)
+    loader = build_train_loader(
+        dataset, dataset.meta, cfg.sampler, train_augmentation(cfg), batch_size=cfg.train.batch_size, seed=0
+    )
+    return cfg, dataset, loader
+
+
+def _variant(cfg, enabled: bool):
+    from dataclasses import replace
+
+    return replace(cfg, ibs=replace(cfg.ibs, enabled=enabled))
+
+
+def measure(
+    preset: str, device: str, steps: int, warmup: int, batch: int | None, overrides: list[str], only=None
+):
+    """Median step seconds (and CUDA peak MB) per variant; ``only`` runs one variant."""
+    torch.manual_seed(0)
+    cfg, dataset, loader = _setup(preset, device, batch, overrides)
+    dev = torch.device(device)
+    batches = [b.to(dev) for _, b in zip(range(steps + warmup), loader)]
+    variants = {"with_ibs": _variant(cfg, True), "without_ibs": _variant(cfg, False)}
+    if only:
+        variants = {only: variants[only]}
+    models = {}
+    for name, variant in variants.items():
+        torch.manual_seed(0)
+        model = build_model(variant.model, dataset.meta).to(dev).train()
+        scaler = torch.amp.GradScaler("cuda") if variant.train.amp and dev.type == "cuda" else None
+        models[name] = (variant, model, build_optimizer(model, variant.optimizer), scaler)
+    times = {name: [] for name in variants}
+    peaks = {}
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for step, batch_ in enumerate(batches):
+        for name, (variant, model, optimizer, scaler) in models.items():
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
+            train_step(model, batch_, variant, optimizer, scaler, step, step_generator(0, 0, step))
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+                peaks[name] = max(peaks.get(name, 0.0), torch.cuda.max_memory_allocated() / 2**20)
+            if step >= warmup:
+                times[name].append(time.perf_counter() - start)
+    result = {name: {"median_s": statistics.median(t), "steps": len(t)} for name, t in times.items()}
+    for name in result:
+        if name in peaks:
+            result[name]["peak_mb"] = peaks[name]
+    if only:
+        result[only]["peak_rss_growth_mb"] = (
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before
+        ) / 1024
+    return result, cfg
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", choices=["cpu", "paper"], default="cpu")
+    parser.add_argument("--models", nargs="+", default=["pfcn", "m2f"])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=None, help="crops per step (default: the preset's)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override")
+    parser.add_argument("--only", choices=["with_ibs", "without_ibs"], help=argparse.SUPPRESS)
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.only:  # child process: one variant, report JSON
+        result, _ = measure(
+            PRESETS[(args.scale, args.models[0])],
+            args.device,
+            args.steps,
+            args.warmup,
+            args.batch,
+            args.overrides,
+            only=args.only,
+        )
+        print(json.dumps(result))
+        return
+
+    print(
+        f"device: {args.device} ({torch.cuda.get_device_name() if args.device.startswith('cuda') else 'CPU'}), "
+        f"threads: {torch.get_num_threads()}"
+    )
+    for model in args.models:
+        preset = PRESETS[(args.scale, model)]
+        result, cfg = measure(preset, args.device, args.steps, args.warmup, args.batch, args.overrides)
+        crop = cfg.data.crop_size
+        with_s, without_s = result["with_ibs"]["median_s"], result["without_ibs"]["median_s"]
+        print(
+            f"\n{model} ({preset}): batch {cfg.train.batch_size} crops of {crop[0]}x{crop[1]}, "
+            f"{result['with_ibs']['steps']} timed steps each, interleaved"
+        )
+        print(
+            f"  step time without IBS: {without_s:.4f} s   with IBS: {with_s:.4f} s   "
+            f"overhead: {100 * (with_s / without_s - 1):+.1f} %"
+        )
+        if "peak_mb" in result["with_ibs"]:
+            a, b = result["without_ibs"]["peak_mb"], result["with_ibs"]["peak_mb"]
+            print(
+                f"  peak CUDA memory without IBS: {a:.0f} MB   with IBS: {b:.0f} MB   ({100 * (b / a - 1):+.1f} %)"
+            )
+        else:
+            rss = {}
+            for variant in ("without_ibs", "with_ibs"):
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--scale",
+                        args.scale,
+                        "--models",
+                        model,
+                        "--device",
+                        args.device,
+                        "--steps",
+                        "4",
+                        "--warmup",
+                        "1",
+                        "--only",
+                        variant,
+                    ]
+                    + (["--batch", str(args.batch)] if args.batch else [])
+                    + [x for o in args.overrides for x in ("--set", o)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                rss[variant] = json.loads(out.stdout.strip().splitlines()[-1])[variant]["peak_rss_growth_mb"]
+            print(
+                f"  peak RSS growth over training steps (separate processes): without IBS "
+                f"{rss['without_ibs']:.0f} MB, with IBS {rss['with_ibs']:.0f} MB"
+            )
+
+
+if __name__ == "__main__":
+    main()

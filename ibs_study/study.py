@@ -1,0 +1,325 @@
+"""The reproduction study on the synthetic benchmark: which runs, and how results are summarised.
+
+* :func:`study_specs` / :func:`sweep_specs` name the runs (rows of the paper's Tables 1-4 as
+  synthetic presets, several seeds; a lambda sweep and a crop-size sweep);
+  :func:`ibs_study.engine.grid.run_grid` trains and evaluates them.
+* :func:`collect_results` reads every run's ``metrics.json`` into the
+  ``synthetic_results.json`` schema: per row, each metric's mean, 95 % confidence interval
+  (Student t over seeds) and per-seed values, plus the confusion curve with its band.
+* :func:`results_table` renders the Table 1-4 analogues (Markdown or CSV) from that JSON,
+  with the paper's published numbers in separate, labelled reference columns.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from ibs_study.engine.grid import RunSpec, read_metrics
+from ibs_study.paper_reference import PAPER_INSTANCE, PAPER_PANOPTIC
+
+__all__ = [
+    "StudyRow",
+    "study_rows",
+    "study_specs",
+    "sweep_specs",
+    "metric_summary",
+    "collect_results",
+    "collect_sweep",
+    "save_results",
+    "load_results",
+    "results_table",
+    "TABLES",
+    "PANOPTIC_METRICS",
+    "INSTANCE_METRICS",
+]
+
+PANOPTIC_METRICS = ("pq", "pq_th", "pq_st", "acc_th", "prec_th")
+INSTANCE_METRICS = ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l", "acc_th", "prec_th")
+SETTINGS = ("full", "crop", "crop_ibs_random", "crop_ibs")
+MODELS = ("pfcn", "m2f", "m2f_instance")
+_PRESET_MODEL = {"pfcn": "pfcn", "m2f": "m2f", "m2f_instance": "m2f_instance"}
+
+
+@dataclass(frozen=True)
+class StudyRow:
+    """One row of the study: a model, a training setting and the preset that trains it."""
+
+    model: str
+    setting: str
+    preset: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}_{self.setting}"
+
+
+def study_rows(scale: str = "cpu", models: Iterable[str] = MODELS) -> list[StudyRow]:
+    """The paper's rows as synthetic presets (``cpu``: ``synthetic_*``; ``paper``: ``synthetic_gpu_*``)."""
+    prefix = {"cpu": "synthetic", "paper": "synthetic_gpu"}[scale]
+    settings = {"pfcn": SETTINGS, "m2f": ("crop", "crop_ibs"), "m2f_instance": ("crop", "crop_ibs")}
+    return [
+        StudyRow(model, setting, f"{prefix}_{_PRESET_MODEL[model]}_{setting}")
+        for model in models
+        for setting in settings[model]
+    ]
+
+
+def study_specs(
+    rows: Sequence[StudyRow],
+    seeds: Sequence[int],
+    *,
+    steps: int | None = None,
+    overrides: Sequence[str] = (),
+) -> list[RunSpec]:
+    """One run per (row, seed), named ``<model>_<setting>_s<seed>``."""
+    specs = []
+    for row in rows:
+        for seed in seeds:
+            extra = [f"seed={seed}", *([f"train.max_steps={steps}"] if steps else []), *overrides]
+            specs.append(
+                RunSpec(f"{row.key}_s{seed}", row.preset, tuple(extra), tags={"row": row.key, "seed": seed})
+            )
+    return specs
+
+
+def sweep_specs(
+    preset: str,
+    key: str,
+    values: Sequence[Any],
+    *,
+    seed: int = 0,
+    steps: int | None = None,
+    overrides: Sequence[str] = (),
+    label: str | None = None,
+) -> list[RunSpec]:
+    """One run per value of config ``key`` (e.g. ``ibs.weight`` or ``data.crop_size``)."""
+    label = label or key.split(".")[-1]
+    specs = []
+    for value in values:
+        text = json.dumps(list(value)) if isinstance(value, list | tuple) else str(value)
+        tag = "x".join(str(v) for v in value) if isinstance(value, list | tuple) else str(value)
+        extra = [
+            f"seed={seed}",
+            f"{key}={text}",
+            *([f"train.max_steps={steps}"] if steps else []),
+            *overrides,
+        ]
+        specs.append(
+            RunSpec(
+                f"sweep_{label}_{preset}_{tag}_s{seed}",
+                preset,
+                tuple(extra),
+                tags={"key": key, "value": value},
+            )
+        )
+    return specs
+
+
+def metric_summary(values: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
+    """Mean, two-sided Student-t confidence interval over seeds, and the per-seed values.
+
+    One value gives a degenerate interval ``[v, v]`` (no spread can be estimated).
+    """
+    array = np.asarray(values, dtype=float)
+    mean = float(array.mean())
+    if len(array) < 2:
+        return {"mean": mean, "ci95": [mean, mean], "per_seed": array.tolist()}
+    half = float(
+        stats.t.ppf(0.5 + confidence / 2, len(array) - 1) * array.std(ddof=1) / math.sqrt(len(array))
+    )
+    return {"mean": mean, "ci95": [mean - half, mean + half], "per_seed": array.tolist()}
+
+
+def _flat_metrics(metrics: dict[str, Any]) -> dict[str, float | None]:
+    """The study's metric names from one ``metrics.json`` (panoptic or instance)."""
+    if "all" in metrics:
+        return {
+            "pq": metrics["all"]["pq"],
+            "pq_th": metrics["things"]["pq"],
+            "pq_st": metrics["stuff"]["pq"],
+            "acc_th": metrics["acc_th"],
+            "prec_th": metrics["prec_th"],
+        }
+    return {name: metrics.get(name) for name in INSTANCE_METRICS}
+
+
+def _curve_summary(curves: list[dict]) -> dict[str, Any]:
+    thresholds = curves[0]["thresholds"]
+    ratios = np.array([c["ratio"] for c in curves], dtype=float)  # (seeds, T)
+    per_threshold = [metric_summary(ratios[:, t]) for t in range(ratios.shape[1])]
+    return {
+        "thresholds": thresholds,
+        "mean": [s["mean"] for s in per_threshold],
+        "ci95": [s["ci95"] for s in per_threshold],
+        "per_seed": ratios.tolist(),
+    }
+
+
+def collect_results(
+    root: str | os.PathLike,
+    rows: Sequence[StudyRow],
+    seeds: Sequence[int],
+    *,
+    steps: int,
+    scale: str,
+    device: str,
+    commit: str | None,
+) -> dict[str, Any]:
+    """Read every (row, seed) run under ``root`` into the ``synthetic_results.json`` schema."""
+    root = Path(root)
+    out_rows = []
+    for row in rows:
+        per_seed = [read_metrics(root / f"{row.key}_s{seed}") for seed in seeds]
+        flat = [_flat_metrics(m) for m in per_seed]
+        metrics = {
+            name: metric_summary([f[name] for f in flat])
+            for name in flat[0]
+            if all(f[name] is not None for f in flat)
+        }
+        entry: dict[str, Any] = {
+            "model": row.model,
+            "setting": row.setting,
+            "preset": row.preset,
+            "seeds": list(seeds),
+            "steps": steps,
+            "metrics": metrics,
+        }
+        if all("confusion_curve" in m for m in per_seed):
+            entry["confusion_curve"] = _curve_summary([m["confusion_curve"] for m in per_seed])
+        out_rows.append(entry)
+    return {"scale": scale, "device": device, "commit": commit, "rows": out_rows}
+
+
+def collect_sweep(root: str | os.PathLike, specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
+    """``[{"preset", "key", "value", "metrics": {name: value}}]`` for the runs of a sweep."""
+    out = []
+    for spec in specs:
+        flat = _flat_metrics(read_metrics(Path(root) / spec.name))
+        value = spec.tags["value"]
+        out.append(
+            {
+                "preset": spec.preset,
+                "key": spec.tags["key"],
+                "value": list(value) if isinstance(value, tuple) else value,
+                "metrics": {k: v for k, v in flat.items() if v is not None},
+            }
+        )
+    return out
+
+
+def save_results(results: dict[str, Any], path: str | os.PathLike) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(results, indent=1) + "\n")
+
+
+def load_results(path: str | os.PathLike) -> dict[str, Any]:
+    with open(path) as f:
+        return json.load(f)
+
+
+# --------------------------------------------------------------------------------- tables
+
+# table -> (title, [(model, setting, label)], metrics, reference dataset, reference dict)
+TABLES: dict[int, tuple[str, list[tuple[str, str, str]], tuple[str, ...], str, dict]] = {
+    1: (
+        "Full-image vs crop-based training (Panoptic FCN)",
+        [("pfcn", "full", "Panoptic FCN, full image"), ("pfcn", "crop", "Panoptic FCN, crop")],
+        PANOPTIC_METRICS,
+        "cityscapes",
+        PAPER_PANOPTIC,
+    ),
+    2: (
+        "Main results: IBS on Panoptic FCN and Mask2Former",
+        [
+            ("pfcn", "crop", "Panoptic FCN"),
+            ("pfcn", "crop_ibs", "Panoptic FCN + IBS"),
+            ("m2f", "crop", "Mask2Former"),
+            ("m2f", "crop_ibs", "Mask2Former + IBS"),
+        ],
+        PANOPTIC_METRICS,
+        "cityscapes",
+        PAPER_PANOPTIC,
+    ),
+    3: (
+        "Ablations (Panoptic FCN): crop, IBS, sampling",
+        [
+            ("pfcn", "full", "no crop, no IBS, random"),
+            ("pfcn", "crop", "crop, no IBS, random"),
+            ("pfcn", "crop_ibs_random", "crop, IBS, random"),
+            ("pfcn", "crop_ibs", "crop, IBS, paired (ours)"),
+        ],
+        PANOPTIC_METRICS,
+        "vistas",
+        PAPER_PANOPTIC,
+    ),
+    4: (
+        "Instance segmentation (Mask2Former)",
+        [("m2f_instance", "crop", "Mask2Former"), ("m2f_instance", "crop_ibs", "Mask2Former + IBS")],
+        ("ap", "ap_s", "ap_m", "ap_l", "acc_th", "prec_th"),
+        "vistas",
+        PAPER_INSTANCE,
+    ),
+}
+
+METRIC_LABELS = {
+    "pq": "PQ", "pq_th": "PQ^th", "pq_st": "PQ^st", "acc_th": "Acc^th", "prec_th": "Prec^th",
+    "ap": "AP", "ap50": "AP50", "ap75": "AP75", "ap_s": "AP^S", "ap_m": "AP^M", "ap_l": "AP^L",
+}  # fmt: skip
+
+
+def format_measured(summary: dict[str, Any]) -> str:
+    """``mean ± half-width`` in percent, one decimal (``mean`` alone for one seed)."""
+    mean = 100 * summary["mean"]
+    half = 100 * (summary["ci95"][1] - summary["ci95"][0]) / 2
+    return f"{mean:.1f} ± {half:.1f}" if len(summary["per_seed"]) > 1 else f"{mean:.1f}"
+
+
+def _find_row(results: dict[str, Any], model: str, setting: str) -> dict[str, Any] | None:
+    return next((r for r in results["rows"] if r["model"] == model and r["setting"] == setting), None)
+
+
+def results_table(results: dict[str, Any], table: int, fmt: str = "markdown") -> str:
+    """Table ``table`` (1-4) analogue: measured mean ± 95 % CI half-width (percent) over seeds,
+    then the paper's numbers on real data in separate columns headed ``paper (<dataset>)``."""
+    title, rows, metrics, dataset, reference = TABLES[table]
+    header = (
+        ["Setting"]
+        + [METRIC_LABELS[m] for m in metrics]
+        + [f"paper ({dataset}) {METRIC_LABELS[m]}" for m in metrics]
+    )
+    body = []
+    for model, setting, label in rows:
+        row = _find_row(results, model, setting)
+        if row is None:
+            continue
+        measured = [format_measured(row["metrics"][m]) if m in row["metrics"] else "–" for m in metrics]
+        ref = reference.get((dataset, model, setting), {})
+        paper = [f"{ref[m]:.1f}" if m in ref else "–" for m in metrics]
+        body.append([label, *measured, *paper])
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(body)
+        return buffer.getvalue()
+    seeds = results["rows"][0]["seeds"] if results["rows"] else []
+    lines = [
+        f"**Table {table} analogue: {title}** (synthetic, {results['scale']} scale; measured: mean ± 95 % CI "
+        f"half-width over seeds {seeds}, percent; paper columns: published numbers on real {dataset}, for reference)",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+    ]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    return "\n".join(lines) + "\n"
