@@ -24,5 +24,16 @@ lint: setup
 	$(BIN)/ruff check ibs_study tests benchmarks
 	$(BIN)/ruff format --check ibs_study tests benchmarks
 
+# The browser test of the confusion explorer (JupyterLab + headless Chromium; skipped without one).
+test-browser: setup
+	$(BIN)/python -m pytest -m browser tests/browser
+
+# Serve the confusion explorer notebook as an app on 127.0.0.1 (Voila).
+EXPLORE_NOTEBOOK ?= notebooks/05_confusion_explorer.ipynb
+EXPLORE_PORT ?= 8866
+explore: setup
+	@test -f $(EXPLORE_NOTEBOOK) || { echo "$(EXPLORE_NOTEBOOK) does not exist yet"; exit 1; }
+	$(BIN)/voila $(EXPLORE_NOTEBOOK) --no-browser --Voila.ip=127.0.0.1 --port=$(EXPLORE_PORT)
+
 clean:
 	rm -rf $(VENV) build *.egg-info

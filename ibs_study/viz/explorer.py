@@ -27,6 +27,7 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from copy import deepcopy
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,16 @@ class ConfusionExplorer:
         state_path: JSON file rewritten with :attr:`state` after every change (for tests).
         max_side: long side, in pixels, of the zoomed instance images sent to the browser.
         panoptic_max_side: long side of the full panoptic image sent to the browser.
+
+    Attributes:
+        widget: the top-level widget (``display(explorer)`` or ``explorer.widget``).
+        state: the current selection, JSON-serialisable: ``run``, ``run_index``, ``threshold``,
+            ``filters``, ``image_id``, ``segment_id`` (None when nothing matches the filters),
+            ``num_candidates``, ``instance_index``, ``title`` and ``view_titles`` (figure titles),
+            ``renders``; with a selection also ``category``, ``size``, ``confusion_level``,
+            ``covered_gt_ids`` / ``covered_fractions`` (GT things covered by more than T),
+            ``matched_gt_id``, ``target_gt_id`` and ``other`` (the other run's counterpart:
+            ``run``, ``segment_id``, ``covered_gt_ids``, ``covered_fractions``).
     """
 
     def __init__(
@@ -249,7 +260,9 @@ class ConfusionExplorer:
         for fig in [self.panoptic_figure, *self.view_figures]:
             fig.update_xaxes(visible=False)
             fig.update_yaxes(visible=False, scaleanchor="x")
+        # one bar trace per run (the selected prediction, then its counterpart), restyled in place
         self.bar_figure = go.FigureWidget(
+            data=[go.Bar(x=[], y=[]) for _ in data.runs],
             layout={
                 "height": 300,
                 "width": 480,
@@ -257,8 +270,10 @@ class ConfusionExplorer:
                 "margin": {"l": 40, "r": 5, "t": 35, "b": 80},
                 "yaxis": {"range": [0, 1.05], "title": "fraction of GT area"},
                 "title": {"text": "GT things covered"},
-            }
+            },
         )
+        for fig in self.figures():
+            fig.update_layout(modebar={"orientation": "v"}, title_font_size=13)
         self.panoptic_figure.data[0].on_click(self._on_panoptic_click)
         for k, fig in enumerate(self.view_figures):
             fig.data[0].on_click(lambda trace, points, state, k=k: self._on_view_click(k, points))
@@ -312,7 +327,24 @@ class ConfusionExplorer:
     # ------------------------------------------------------------------ notebook display
 
     def _repr_mimebundle_(self, **kwargs):
+        self.sync_figures()
         return self.widget._repr_mimebundle_(**kwargs)
+
+    def figures(self) -> list[go.FigureWidget]:
+        return [self.panoptic_figure, *self.view_figures, self.bar_figure]
+
+    def sync_figures(self) -> None:
+        """Copy each figure's current data and layout into its synced widget state.
+
+        A FigureWidget sends later changes as transient messages, which are lost when no
+        browser is connected yet (Voila renders after the notebook ran; a saved notebook
+        keeps the widget state): a view created afterwards would show the figure as first
+        built. Plotly does this when a FigureWidget itself is displayed, not when it sits
+        inside another widget, so the explorer does it when displayed.
+        """
+        for fig in self.figures():
+            fig._widget_layout = deepcopy(fig._layout_obj._props)
+            fig._widget_data = deepcopy(fig._data)
 
     # ------------------------------------------------------------------ selection logic
 
@@ -560,7 +592,9 @@ class ConfusionExplorer:
         }
         for fig in [self.panoptic_figure, *self.view_figures]:
             self._apply_parts(fig, blank)
-        self.bar_figure.data = []
+        with self.bar_figure.batch_update():
+            for trace in self.bar_figure.data:
+                trace.update(x=[], y=[])
         self.table.value = ""
         self.status.value = "<i>no predicted thing segment matches the filters</i>"
 
@@ -589,9 +623,8 @@ class ConfusionExplorer:
             self.panoptic_figure, self._panoptic_parts(self.panoptic_buttons.value, image_id), [region_box]
         )
         with self.bar_figure.batch_update():
-            self.bar_figure.data = []
-            for bar in overlap_bars(self.data, selection):
-                self.bar_figure.add_trace(bar)
+            for trace, bar in zip(self.bar_figure.data, overlap_bars(self.data, selection)):
+                trace.update(x=bar.x, y=bar.y, name=bar.name, marker_color=bar.marker.color)
             self.bar_figure.layout.shapes = [
                 {
                     "type": "line",
@@ -671,6 +704,7 @@ class ConfusionExplorer:
             "num_candidates": len(self.instance_dropdown.options),
             "instance_index": self.instance_slider.value,
             "title": self.view_figures[0].layout.title.text,
+            "view_titles": [fig.layout.title.text for fig in self.view_figures],
             "renders": self.state.get("renders", 0) + 1,
         }
         if selection is not None:
