@@ -245,6 +245,33 @@ def _presets(args: argparse.Namespace) -> int:
 register("presets", "list the bundled presets, or print one resolved", _presets_arguments, _presets)
 
 
+# ---------------------------------------------------------------------------- demo
+
+
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="runs/demo", help="folder of the three runs and the plot")
+    parser.add_argument(
+        "--data", default="data/synthetic", help="synthetic dataset folder (generated if absent)"
+    )
+    parser.add_argument("--steps", type=int, help="training steps per run (default: the presets')")
+    parser.add_argument("--parallel", type=int, default=3, help="runs trained side by side")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ibs_study.demo import run_demo
+
+    print(run_demo(args.out, args.data, steps=args.steps, parallel=args.parallel))
+    return 0
+
+
+register(
+    "demo",
+    "the main job: synthetic data, full / crop / crop+IBS training on CPU, metrics",
+    _demo_arguments,
+    _demo,
+)
+
+
 # ---------------------------------------------------------------------------- entry point
 
 
