@@ -5,8 +5,10 @@ images; inference thresholds lowered so that the barely trained models predict t
 A fresh JupyterLab server (free port, no token, its own root, config, settings and
 workspace folders, announcements off) serves a notebook written by this test that builds
 the explorer on them. The test runs all cells, moves the instance slider with a click and
-ArrowRight, and checks the change twice: in the page (the plotly title of the instance
-view) and in the kernel (the explorer's state file). A screenshot goes to tests/artifacts/.
+ArrowRight, and checks the change twice: in the page (the plotly titles of the instance
+views) and in the kernel (the explorer's state file); then it clicks a predicted segment on
+the panoptic image and checks that it becomes the selection. A screenshot goes to
+tests/artifacts/.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ibs_study.config import load_preset
 from ibs_study.engine.evaluate import evaluate_run
 from ibs_study.engine.train import train
 from ibs_study.viz.explorer_data import ExplorerData
+from ibs_study.viz.panoptic import label_points
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]  # ~50 s on 2 cores, most of it JupyterLab and the kernel
 
@@ -116,7 +119,7 @@ def lab(fixture_runs, tmp_path) -> Iterator[tuple[str, Path]]:
     server = subprocess.Popen(
         [
             sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-            "--ServerApp.token=", "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
+            "--IdentityProvider.token=", "--ServerApp.disable_check_xsrf=True",
             f"--ServerApp.root_dir={root}", "--ServerApp.port_retries=0", "--allow-root",
         ],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -182,6 +185,7 @@ def _state(path: Path) -> dict | None:
 
 def test_instance_slider_changes_mask_in_page_and_kernel(lab, fixture_runs, browser_paths, tmp_path):
     from selenium import webdriver
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
@@ -232,6 +236,20 @@ def test_instance_slider_changes_mask_in_page_and_kernel(lab, fixture_runs, brow
         wait.until(lambda d: state["view_titles"][1] in _titles(d))
         status = driver.find_element(By.CSS_SELECTOR, ".ibs-explorer-status").text
         assert f"pred {expected[1]}" in status
+
+        # a click on the panoptic image selects the predicted segment under the cursor
+        id_map, _ = data.prediction(0, image_id)
+        x, y = label_points(id_map, [expected[0]])[expected[0]]
+        drag = driver.find_element(By.CSS_SELECTOR, ".ibs-confusion-explorer .js-plotly-plot .nsewdrag")
+        box = drag.rect  # the plot area: x from -0.5 to W - 0.5, y from -0.5 (top) to H - 0.5
+        height, width = id_map.shape
+        offset_x = round((x + 0.5) / width * box["width"] - box["width"] / 2)
+        offset_y = round((y + 0.5) / height * box["height"] - box["height"] / 2)
+        ActionChains(driver).move_to_element_with_offset(drag, offset_x, offset_y).click().perform()
+        wait.until(lambda d: (_state(state_path) or {}).get("segment_id") == expected[0])
+        wait.until(
+            lambda d: (_view_title(d) or "").startswith(f"{LABELS[0]}: {image_id} · pred {expected[0]} ")
+        )
 
         ARTIFACTS.mkdir(exist_ok=True)
         explorer = driver.find_element(By.CSS_SELECTOR, ".ibs-confusion-explorer")
