@@ -399,9 +399,8 @@ class ConfusionExplorer:
 
     def _record_label(self, record: ConfusionRecord, with_image: bool) -> str:
         where = f"{record.image_id} · " if with_image else ""
-        name = self.data.category_name(record.category_id)
         return (
-            f"{where}pred {record.segment_id} {name} ({record.size}) · covers "
+            f"{where}{self.data.pred_label(self.run_index, record)} · covers "
             f"{len(record.covered_things(self.threshold))} · level {record.confusion_level:.2f}"
         )
 
@@ -677,8 +676,8 @@ class ConfusionExplorer:
             or "none"
         )
         text = (
-            f"<b>{self.data.runs[selection.run_index].label}</b> · image {image_id} · pred {record.segment_id} "
-            f"({self.data.category_name(record.category_id)}, {record.size}) · covers {len(selection.covered)} "
+            f"<b>{self.data.runs[selection.run_index].label}</b> · image {image_id} · "
+            f"{self.data.pred_label(selection.run_index, record)} · covers {len(selection.covered)} "
             f"GT things &gt; T={self.threshold:.2f}: {covered}"
         )
         if selection.other_index is not None:
@@ -687,7 +686,7 @@ class ConfusionExplorer:
                 text += f"<br><b>{other}</b>: no predicted thing covers the same object"
             else:
                 text += (
-                    f"<br><b>{other}</b>: pred {selection.counterpart.segment_id} covers "
+                    f"<br><b>{other}</b>: {self.data.pred_label(selection.other_index, selection.counterpart)} covers "
                     f"{len(selection.counterpart_covered())} GT things &gt; T"
                 )
         return text

@@ -237,6 +237,7 @@ class ExplorerData:
         self.gt = lru_cache(maxsize=cache_size)(self._read_gt)
         self.prediction = lru_cache(maxsize=2 * cache_size)(self._read_prediction)
         self._gt_labels = lru_cache(maxsize=cache_size)(self._read_gt_labels)
+        self._pred_labels = lru_cache(maxsize=2 * cache_size)(self._read_pred_labels)
 
     # ------------------------------------------------------------------ construction
 
@@ -447,6 +448,15 @@ class ExplorerData:
     def _read_gt_labels(self, image_id: ImageId) -> dict[int, str]:
         return segment_labels(self.dataset.records[self._index[image_id]].segments, self.categories)
 
+    def pred_label(self, run_index: int, record: ConfusionRecord) -> str:
+        """The predicted segment's label as the run's panoptic figure writes it, with its id and size:
+        "car 2 (pred id 7, L)"."""
+        labels = self._pred_labels(run_index, record.image_id)
+        return f"{labels[record.segment_id]} (pred id {record.segment_id}, {record.size})"
+
+    def _read_pred_labels(self, run_index: int, image_id: ImageId) -> dict[int, str]:
+        return segment_labels(self.runs[run_index].predictions[image_id].segments, self.categories)
+
 
 @dataclass
 class InstanceView:
@@ -514,6 +524,5 @@ def render_instance_view(
     if record is None:
         title = f"{run.label}: no predicted thing covers these objects"
     else:
-        category = data.category_name(record.category_id)
-        title = f"{run.label}: {image_id} · pred {record.segment_id} ({category}, {record.size})"
+        title = f"{run.label}: {image_id} · {data.pred_label(run_index, record)}"
     return InstanceView(rgb=rgb, region=region, labels=labels, title=title)

@@ -173,7 +173,7 @@ def _titles(driver) -> list[str]:
 
 
 def _view_title(driver) -> str | None:
-    return next((t for t in _titles(driver) if t.startswith(f"{LABELS[0]}: ") and "· pred" in t), None)
+    return next((t for t in _titles(driver) if t.startswith(f"{LABELS[0]}: ") and "(pred id" in t), None)
 
 
 def _state(path: Path) -> dict | None:
@@ -197,7 +197,9 @@ def test_instance_slider_changes_mask_in_page_and_kernel(lab, fixture_runs, brow
     # what the widget should select: the top-ranked image's predictions, most confused first
     data = ExplorerData.from_runs(fixture_runs, LABELS)
     image_id = data.ranked_images(0, 0.5)[0]["image_id"]
-    expected = [r.segment_id for r in data.records(0, image_id=image_id)]
+    records = data.records(0, image_id=image_id)
+    expected = [r.segment_id for r in records]
+    names = [data.pred_label(0, r) for r in records]  # "car 2 (pred id 7, L)"
     assert len(expected) >= 2, f"fixture run predicts {len(expected)} thing segment(s) on {image_id}; need 2"
 
     binary, chromedriver = browser_paths
@@ -220,13 +222,13 @@ def test_instance_slider_changes_mask_in_page_and_kernel(lab, fixture_runs, brow
         first_title = _view_title(driver)
         first_state = _state(state_path)
         assert first_state is not None and first_state["segment_id"] == expected[0]
-        assert first_title.startswith(f"{LABELS[0]}: {image_id} · pred {expected[0]} ")
+        assert first_title.startswith(f"{LABELS[0]}: {image_id} · {names[0]}")
 
         handle.click()
         handle.send_keys(Keys.ARROW_RIGHT)
         wait.until(lambda d: _view_title(d) not in (None, first_title))
         second_title = _view_title(driver)
-        assert second_title.startswith(f"{LABELS[0]}: {image_id} · pred {expected[1]} ")
+        assert second_title.startswith(f"{LABELS[0]}: {image_id} · {names[1]}")
         wait.until(lambda d: (_state(state_path) or {}).get("segment_id") == expected[1])
         state = _state(state_path)
         assert (
@@ -235,7 +237,7 @@ def test_instance_slider_changes_mask_in_page_and_kernel(lab, fixture_runs, brow
         # the second run's view follows too: the page shows the title the kernel set
         wait.until(lambda d: state["view_titles"][1] in _titles(d))
         status = driver.find_element(By.CSS_SELECTOR, ".ibs-explorer-status").text
-        assert f"pred {expected[1]}" in status
+        assert names[1] in status
 
         # a click on the panoptic image selects the predicted segment under the cursor
         id_map, _ = data.prediction(0, image_id)
@@ -247,9 +249,7 @@ def test_instance_slider_changes_mask_in_page_and_kernel(lab, fixture_runs, brow
         offset_y = round((y + 0.5) / height * box["height"] - box["height"] / 2)
         ActionChains(driver).move_to_element_with_offset(drag, offset_x, offset_y).click().perform()
         wait.until(lambda d: (_state(state_path) or {}).get("segment_id") == expected[0])
-        wait.until(
-            lambda d: (_view_title(d) or "").startswith(f"{LABELS[0]}: {image_id} · pred {expected[0]} ")
-        )
+        wait.until(lambda d: (_view_title(d) or "").startswith(f"{LABELS[0]}: {image_id} · {names[0]}"))
 
         ARTIFACTS.mkdir(exist_ok=True)
         explorer = driver.find_element(By.CSS_SELECTOR, ".ibs-confusion-explorer")

@@ -141,7 +141,7 @@ def test_widget_builds_headless_on_the_most_confused_prediction(explorer, tmp_pa
         "covered_fractions": [pytest.approx(13 / 15)],
     }
     assert json.loads((tmp_path / "state.json").read_text())["segment_id"] == 1
-    assert explorer.view_figures[0].layout.title.text == "crop: a · pred 1 (car, L)"
+    assert explorer.view_figures[0].layout.title.text == "crop: a · car 1 (pred id 1, L)"
     assert explorer.widget.children  # a widget tree, nothing displayed
     bundle = explorer._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
@@ -159,7 +159,7 @@ def test_dropdown_and_slider_update_figure_and_state(explorer, tmp_path):
     assert explorer.state["segment_id"] == 2 and explorer.state["covered_gt_ids"] == [13]
     assert explorer.state["matched_gt_id"] == 13
     after = (explorer.view_figures[0].data[0].source, explorer.view_figures[0].layout.title.text)
-    assert after[0] != before[0] and after[1] == "crop: a · pred 2 (person, M)"
+    assert after[0] != before[0] and after[1] == "crop: a · person 1 (pred id 2, M)"
     assert json.loads((tmp_path / "state.json").read_text())["segment_id"] == 2
     explorer.instance_dropdown.value = 1
     assert explorer.instance_slider.value == 0 and explorer.state["segment_id"] == 1
@@ -194,7 +194,7 @@ def test_threshold_class_size_and_run_controls(explorer):
         1,
         1,
     )
-    assert explorer.view_figures[0].layout.title.text.startswith("crop + IBS: a · pred 1")
+    assert explorer.view_figures[0].layout.title.text.startswith("crop + IBS: a · car 1 (pred id 1, ")
 
 
 def test_click_selects_the_segment_under_the_cursor(explorer):
@@ -224,6 +224,6 @@ def test_export_static_writes_png_and_html(explorer, tmp_path):
             pixels = np.asarray(png.convert("RGB"))
         assert pixels.std() > 10  # not blank
     html = paths[2].read_text()
-    assert html.count("plotly-graph-div") == 2 and "pred 1 (car, L)" in html and "car 2: 87%" in html
+    assert html.count("plotly-graph-div") == 2 and "car 1 (pred id 1, L)" in html and "car 2: 87%" in html
     with pytest.raises(FileExistsError, match="does not overwrite"):
         explorer.export_static(tmp_path / "static", top_k=2)
