@@ -47,6 +47,7 @@ from ibs_study.viz.explorer_data import (
     ImageId,
     InstanceView,
     Selection,
+    gt_outlines,
     outline_colors,
     render_instance_view,
 )
@@ -181,7 +182,6 @@ class ConfusionExplorer:
         self.state: dict[str, Any] = {}
         self._selection: Selection | None = None
         self._busy = False
-        self._panoptic_key: tuple[int, ImageId] | None = None
         self._panoptic_parts = lru_cache(maxsize=6)(self._render_panoptic_parts)
         self._build_widgets(threshold)
         self._refresh()
@@ -467,7 +467,7 @@ class ConfusionExplorer:
 
     def _on_view_click(self, view_index: int, points) -> None:
         if points.xs:
-            self.click(points.xs[0], points.ys[0], source=self._view_runs()[view_index])
+            self.click(points.xs[0], points.ys[0], source=self._run_order(self.run_index)[view_index])
 
     def click(self, x: float, y: float, source: int | None = None) -> bool:
         """Select what lies under image pixel (x, y) of the current image, as a click on a figure does.
@@ -499,10 +499,10 @@ class ConfusionExplorer:
 
     # ------------------------------------------------------------------ rendering
 
-    def _view_runs(self) -> list[int]:
-        """Run index shown in each instance view: the primary run first, then the other."""
-        other = self.data.other_index(self.run_index)
-        return [self.run_index] + ([other] if other is not None else [])
+    def _run_order(self, run_index: int) -> list[int]:
+        """Run shown in each instance view when ``run_index`` is the primary run: it, then the other."""
+        other = self.data.other_index(run_index)
+        return [run_index] + ([other] if other is not None else [])
 
     def _outlined(self, selection: Selection) -> dict[int, tuple[int, int, int]]:
         ids = list(selection.covered_gt_ids)
@@ -513,16 +513,13 @@ class ConfusionExplorer:
 
     def instance_views(self, selection: Selection) -> list[InstanceView]:
         """The selected prediction's view and (with two runs) its counterpart's, over the same region."""
-        region = self.data.region(selection)
-        outlined = self._outlined(selection)
         image_id = selection.record.image_id
-        views = [
-            render_instance_view(self.data, selection.run_index, image_id, selection.record, region, outlined)
-        ]
+        outlines = gt_outlines(self.data, image_id, self.data.region(selection), self._outlined(selection))
+        views = [render_instance_view(self.data, selection.run_index, image_id, selection.record, outlines)]
         if selection.other_index is not None:
             views.append(
                 render_instance_view(
-                    self.data, selection.other_index, image_id, selection.counterpart, region, outlined
+                    self.data, selection.other_index, image_id, selection.counterpart, outlines
                 )
             )
         return views
@@ -845,7 +842,7 @@ class ConfusionExplorer:
         gt_view = PanopticView("ground truth", sample.id_map, sample.segments)
         gt_colors = segment_colors(sample.segments, categories)
         panels = [(gt_view, gt_colors)]
-        for k in self._runs_in_order(selection):
+        for k in self._run_order(selection.run_index):
             id_map, segments = self.data.prediction(k, image_id)
             view = PanopticView(f"{self.data.runs[k].label} (panoptic)", id_map, segments)
             panels.append((view, matched_colors(gt_view, gt_colors, view, categories)))
@@ -874,9 +871,6 @@ class ConfusionExplorer:
                 )
             )
         return fig
-
-    def _runs_in_order(self, selection: Selection) -> list[int]:
-        return [selection.run_index] + ([selection.other_index] if selection.other_index is not None else [])
 
     def _static_plotly(self, selection: Selection, views: list[InstanceView]) -> go.Figure:
         """Plotly page section: the instance views and the bars in one row."""

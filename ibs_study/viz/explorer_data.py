@@ -51,6 +51,8 @@ __all__ = [
     "Selection",
     "ExplorerData",
     "InstanceView",
+    "GTOutlines",
+    "gt_outlines",
     "render_instance_view",
     "outline_colors",
     "sort_by_confusion",
@@ -480,26 +482,64 @@ def outline_colors(gt_ids: Sequence[int]) -> dict[int, RGB]:
     return {gt_id: OUTLINE_COLORS[k % len(OUTLINE_COLORS)] for k, gt_id in enumerate(gt_ids)}
 
 
+@dataclass
+class GTOutlines:
+    """The GT instances drawn over an image region, shared by the instance views of all runs.
+
+    Attributes:
+        region: (x0, y0, x1, y1) in image pixels, end-exclusive.
+        rings: GT id -> (h, w) bool inner boundary of that GT segment within the region.
+        points: GT id -> (x, y) label position in image pixels (inside the segment).
+        colors: GT id -> outline colour.
+    """
+
+    region: tuple[int, int, int, int]
+    rings: dict[int, np.ndarray]
+    points: dict[int, tuple[int, int]]
+    colors: dict[int, RGB]
+
+
+def gt_outlines(
+    data: ExplorerData,
+    image_id: ImageId,
+    region: tuple[int, int, int, int],
+    colors: dict[int, RGB],
+    thickness: int = 2,
+) -> GTOutlines:
+    """Outlines (``thickness`` pixels inside each segment) and label points of the GT ids of ``colors``
+    that are visible in ``region``."""
+    x0, y0, x1, y1 = region
+    gt_crop = data.gt(image_id).id_map[y0:y1, x0:x1]
+    visible = [g for g in colors if (gt_crop == g).any()]
+    points = label_points(np.where(np.isin(gt_crop, visible), gt_crop, 0), visible)
+    rings = {}
+    for gt_id in visible:
+        gt_mask = gt_crop == gt_id
+        rings[gt_id] = gt_mask & ~ndimage.binary_erosion(gt_mask, iterations=thickness, border_value=0)
+    return GTOutlines(
+        region=region,
+        rings=rings,
+        points={g: (px + x0, py + y0) for g, (px, py) in points.items()},
+        colors={g: colors[g] for g in visible},
+    )
+
+
 def render_instance_view(
     data: ExplorerData,
     run_index: int,
     image_id: ImageId,
     record: ConfusionRecord | None,
-    region: tuple[int, int, int, int],
-    outlined: dict[int, RGB],
+    outlines: GTOutlines,
     *,
     alpha: float = 0.6,
-    thickness: int = 2,
 ) -> InstanceView:
-    """Draw the run's predicted mask of ``record`` (none when None) on the image region, with the GT ids
-    of ``outlined`` outlined in their colours and labelled with the fraction of their area it covers.
+    """Draw the run's predicted mask of ``record`` (none when None) on the region of ``outlines``, with
+    those GT instances outlined and labelled with the fraction of their area the prediction covers.
 
     The mask is tinted with MASK_COLOR at ``alpha``, the rest of the region darkened (OUTSIDE_DIM).
     """
-    x0, y0, x1, y1 = region
-    sample = data.gt(image_id)
-    crop = sample.image[y0:y1, x0:x1]
-    gt_crop = sample.id_map[y0:y1, x0:x1]
+    x0, y0, x1, y1 = outlines.region
+    crop = data.gt(image_id).image[y0:y1, x0:x1]
     mask = np.zeros(crop.shape[:2], dtype=bool)
     if record is not None:
         if record.image_id != image_id:
@@ -508,21 +548,16 @@ def render_instance_view(
     rgb = blend(crop, np.zeros_like(crop), OUTSIDE_DIM, ~mask)
     rgb = blend(rgb, np.broadcast_to(np.array(MASK_COLOR, dtype=np.uint8), crop.shape), alpha, mask)
     fractions = {o.gt_id: o.frac_of_gt for o in record.overlaps} if record is not None else {}
-    visible = [g for g in outlined if (gt_crop == g).any()]
-    points = label_points(np.where(np.isin(gt_crop, visible), gt_crop, 0), visible)
     labels = []
-    for gt_id in visible:
-        gt_mask = gt_crop == gt_id
-        ring = gt_mask & ~ndimage.binary_erosion(gt_mask, iterations=thickness, border_value=0)
-        rgb[ring] = outlined[gt_id]
-        px, py = points[gt_id]
+    for gt_id, ring in outlines.rings.items():
+        rgb[ring] = outlines.colors[gt_id]
         text = f"{data.gt_label(image_id, gt_id)}: {100 * fractions.get(gt_id, 0.0):.0f}%"
         if record is not None and record.matched_gt_id == gt_id:
             text += " (match)"
-        labels.append((px + x0, py + y0, text, outlined[gt_id]))
+        labels.append((*outlines.points[gt_id], text, outlines.colors[gt_id]))
     run = data.runs[run_index]
     if record is None:
         title = f"{run.label}: no predicted thing covers these objects"
     else:
         title = f"{run.label}: {image_id} · {data.pred_label(run_index, record)}"
-    return InstanceView(rgb=rgb, region=region, labels=labels, title=title)
+    return InstanceView(rgb=rgb, region=outlines.region, labels=labels, title=title)

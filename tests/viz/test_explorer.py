@@ -11,7 +11,7 @@ from PIL import Image
 
 from ibs_study.data.panoptic import PanopticFormatError
 from ibs_study.viz.explorer import ConfusionExplorer
-from ibs_study.viz.explorer_data import ExplorerData, render_instance_view
+from ibs_study.viz.explorer_data import ExplorerData, gt_outlines, render_instance_view
 
 CAR, PERSON = 2, 3  # category ids of the hand-built dataset (conftest.py)
 
@@ -92,9 +92,11 @@ def test_pixel_lookup_region_and_instance_view(data):
     selection = data.select(0, "a", 1, 0.5)
     # prediction, counterpart and GT 11, 12 span x 5..40, y 5..20; grown by 9 px (at least 32 px high)
     assert data.region(selection) == (0, 0, 49, 29)
-    view = render_instance_view(
-        data, 0, "a", selection.record, (0, 0, 49, 29), {11: (255, 0, 0), 12: (0, 255, 0)}
-    )
+    # person 13 (rows 25:35, cols 45:55) lies outside the region x < 20, y < 20: nothing to outline
+    assert set(gt_outlines(data, "a", (0, 0, 20, 20), {11: (255, 0, 0), 13: (0, 0, 255)}).rings) == {11}
+    outlines = gt_outlines(data, "a", (0, 0, 49, 29), {11: (255, 0, 0), 12: (0, 255, 0)})
+    assert outlines.rings[11].sum() == 15 * 15 - 11 * 11  # 2-pixel inner ring of the 15 x 15 car
+    view = render_instance_view(data, 0, "a", selection.record, outlines)
     assert view.rgb.shape == (29, 49, 3)
     assert [text for *_, text, _ in view.labels] == ["car 1: 100%", "car 2: 87%"]
     for x, y, _, _ in view.labels:
@@ -227,3 +229,16 @@ def test_export_static_writes_png_and_html(explorer, tmp_path):
     assert html.count("plotly-graph-div") == 2 and "car 1 (pred id 1, L)" in html and "car 2: 87%" in html
     with pytest.raises(FileExistsError, match="does not overwrite"):
         explorer.export_static(tmp_path / "static", top_k=2)
+
+
+def test_a_single_run_builds_and_exports(hand_runs, tmp_path):
+    explorer = ConfusionExplorer.from_paths(hand_runs.eval_dirs[1:], hand_runs.dataset, ["crop + IBS"])
+    assert len(explorer.view_figures) == 1 and len(explorer.bar_figure.data) == 1
+    assert explorer.state["other"] is None and explorer.selection.counterpart is None
+    # most confused: pred 2 covers car 12 fully and 2/15 of car 11 (confusion level 0.133)
+    assert (explorer.state["segment_id"], explorer.state["covered_gt_ids"]) == (2, [12])
+    explorer.threshold_slider.value = 0.1
+    assert explorer.state["covered_gt_ids"] == [12, 11]
+    paths = explorer.export_static(tmp_path, top_k=1, include_plotlyjs=False)
+    with Image.open(paths[0]) as png:
+        assert png.size[0] > 400
