@@ -1,0 +1,277 @@
+"""Running experiments from notebooks and scripts: one run, a set of runs, the study, the logs.
+
+* :func:`launch_training`: train a preset into a run directory, in this process (one device)
+  or as a ``torchrun`` subprocess (several GPUs), optionally calling back with the log as it
+  grows (live loss curves);
+* :func:`read_log`: a run's ``log.jsonl`` as columns;
+* :func:`run_specs`: train and evaluate :class:`~ibs_study.engine.grid.RunSpec` s, with
+  :func:`~ibs_study.engine.grid.run_grid` (parallel subprocesses) or in this process one
+  after the other (``parallel=0``: no interpreter start-up per run, for tiny runs);
+* :func:`run_study`: the study's rows x seeds plus sweeps, collected into the
+  ``synthetic_results.json`` schema (with ``sweeps``);
+* :func:`smoke_overrides`: the tiny settings a quick end-to-end check uses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ibs_study.config import resolve_config
+from ibs_study.engine.grid import RunSpec, read_metrics, run_grid, run_status
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "project_root",
+    "smoke_overrides",
+    "launch_training",
+    "read_log",
+    "run_in_process",
+    "run_specs",
+    "run_study",
+]
+
+LogColumns = dict[str, np.ndarray]
+
+
+def project_root() -> Path:
+    """The source checkout holding the package (where ``data/`` and ``runs/`` live), else the cwd."""
+    candidate = Path(__file__).resolve().parents[1]
+    return candidate if (candidate / "pyproject.toml").is_file() else Path.cwd()
+
+
+def smoke_overrides(data_root: str | os.PathLike, steps: int = 3) -> list[str]:
+    """Settings of a quick end-to-end run: the tiny synthetic set (generated at ``data_root``),
+    32x64 crops, 4 crops per step, ``steps`` steps, CPU, 2 evaluation images."""
+    return [
+        f"data.root={data_root}",
+        "data.synthetic_scale=tiny",
+        "data.crop_size=[32, 64]",
+        "train.batch_size=4",
+        f"train.max_steps={steps}",
+        "train.log_every=1",
+        f"train.checkpoint_every={steps}",
+        "train.device=cpu",
+        "eval.max_images=2",
+    ]
+
+
+# ----------------------------------------------------------------------------------- logs
+
+
+def read_log(run_dir: str | os.PathLike) -> LogColumns:
+    """``RUN_DIR/log.jsonl`` as columns: ``step`` and every logged name, NaN where a record lacks it.
+
+    Returns an empty dict when the log does not exist or is empty (training not started).
+    """
+    path = Path(run_dir) / "log.jsonl"
+    if not path.is_file():
+        return {}
+    lines = path.read_text().splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break  # the last line, still being written
+            raise ValueError(f"{path}, line {number}: not a JSON record") from None
+    if not records:
+        return {}
+    names = ["step"] + sorted({k for r in records for k in r} - {"step"})
+    return {name: np.array([r.get(name, math.nan) for r in records], dtype=np.float64) for name in names}
+
+
+# ------------------------------------------------------------------------------ training
+
+
+def _watch(
+    run_dir: Path, running: Callable[[], bool], on_log: Callable[[LogColumns], None] | None, every_s: float
+) -> None:
+    """Call ``on_log`` with the log whenever it grew, while ``running()``, and once at the end."""
+    seen = -1
+    while True:
+        alive = running()
+        log = read_log(run_dir)
+        steps = len(log.get("step", ()))
+        if on_log is not None and steps != seen and steps:
+            on_log(log)
+            seen = steps
+        if not alive:
+            return
+        time.sleep(every_s)
+
+
+def launch_training(
+    preset: str,
+    out_dir: str | os.PathLike,
+    overrides: Sequence[str] = (),
+    *,
+    nproc: int = 1,
+    resume: bool = False,
+    on_log: Callable[[LogColumns], None] | None = None,
+    poll_s: float = 5.0,
+    progress: bool = True,
+) -> Path:
+    """Train ``preset`` (with ``key=value`` overrides) into ``out_dir``.
+
+    ``nproc == 1``: :func:`ibs_study.engine.train.train` in this process (on a worker
+    thread, so the log can be watched). ``nproc > 1``: ``torchrun --nproc_per_node=nproc
+    -m ibs_study train ...`` as a subprocess, its output in ``<out_dir>.torchrun.log``.
+    While training runs, ``on_log`` receives the log columns (:func:`read_log`) every
+    ``poll_s`` seconds when they changed, and once at the end.
+
+    Returns:
+        The run directory.
+
+    Raises:
+        RuntimeError: the torchrun subprocess failed (the message has its last output lines).
+    """
+    from ibs_study.engine.train import train
+
+    run_dir = Path(out_dir)
+    cfg = resolve_config(preset=preset, overrides=overrides)  # fails here on a bad override
+    if nproc < 1:
+        raise ValueError(f"nproc must be >= 1, got {nproc}")
+    if nproc == 1:
+        with ThreadPoolExecutor(1) as pool:
+            job = pool.submit(train, cfg, run_dir, resume=resume, progress=progress)
+            _watch(run_dir, lambda: not job.done(), on_log, poll_s)
+            job.result()
+        return run_dir
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
+    command += ["-m", "ibs_study", "train", "--preset", preset, "--out", str(run_dir), "--no-progress"]
+    command += [arg for item in overrides for arg in ("--set", item)] + (["--resume"] if resume else [])
+    log_path = run_dir.parent / f"{run_dir.name}.torchrun.log"
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a") as log_file:
+        log_file.write("$ " + " ".join(command) + "\n")
+        log_file.flush()
+        proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+        bar = tqdm(total=cfg.train.max_steps, desc=f"{preset} ({nproc} processes)", disable=not progress)
+
+        def update(log: LogColumns) -> None:
+            bar.n = int(log["step"][-1])
+            bar.refresh()
+            if on_log is not None:
+                on_log(log)
+
+        _watch(run_dir, lambda: proc.poll() is None, update, poll_s)
+        bar.close()
+    if proc.returncode != 0:
+        tail = "\n".join(log_path.read_text().splitlines()[-20:])
+        raise RuntimeError(
+            f"torchrun training of {preset} failed (exit {proc.returncode}); {log_path}:\n{tail}"
+        )
+    return run_dir
+
+
+# ------------------------------------------------------------------------------- run sets
+
+
+def run_in_process(spec: RunSpec, root: str | os.PathLike, *, progress: bool = False) -> dict:
+    """Train and evaluate one spec in this process under ``root/<spec.name>`` (like one run of
+    :func:`~ibs_study.engine.grid.run_grid`: a finished run is only read, a partial one resumed)."""
+    from ibs_study.engine.evaluate import evaluate_run
+    from ibs_study.engine.train import train
+
+    run_dir = Path(root) / spec.name
+    status = run_status(run_dir, spec.split)
+    if status in ("new", "partial"):
+        cfg = resolve_config(preset=spec.preset, overrides=spec.overrides)
+        train(cfg, run_dir, resume=status == "partial", progress=progress)
+    if status != "done":
+        out = run_dir / f"eval_{spec.split}" if spec.split else None
+        evaluate_run(run_dir, split=spec.split, out_dir=out, progress=progress)
+    return read_metrics(run_dir, spec.split)
+
+
+def run_specs(
+    specs: Sequence[RunSpec],
+    root: str | os.PathLike,
+    *,
+    parallel: int = 2,
+    threads: int = 1,
+    progress: bool = True,
+) -> dict[str, dict]:
+    """Train and evaluate every spec under ``root``; returns name -> metrics.
+
+    ``parallel >= 1``: :func:`~ibs_study.engine.grid.run_grid` with that many subprocesses of
+    ``threads`` threads each. ``parallel == 0``: one after the other in this process (the
+    caller sets the torch thread count).
+    """
+    if parallel >= 1:
+        return run_grid(specs, root, parallel=parallel, threads=threads, progress=progress)
+    if parallel < 0:
+        raise ValueError(f"parallel must be >= 0, got {parallel}")
+    Path(root).mkdir(parents=True, exist_ok=True)
+    return {spec.name: run_in_process(spec, root) for spec in tqdm(specs, desc="runs", disable=not progress)}
+
+
+def run_study(
+    root: str | os.PathLike,
+    rows: Sequence[Any],
+    seeds: Sequence[int],
+    *,
+    steps: int | None = None,
+    overrides: Sequence[str] = (),
+    sweeps: Mapping[str, Sequence[RunSpec]] | None = None,
+    scale: str = "cpu",
+    parallel: int = 2,
+    threads: int = 1,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run (or read) the study's rows x seeds and its sweeps; return the results dict.
+
+    Args:
+        root: folder of all run directories.
+        rows: :class:`~ibs_study.study.StudyRow` s (:func:`~ibs_study.study.study_rows`).
+        seeds: seeds of every row.
+        steps: training steps (None: the presets').
+        overrides: ``key=value`` applied to every row run (sweep specs carry their own).
+        sweeps: sweep name -> its specs (:func:`~ibs_study.study.sweep_specs`).
+        scale, parallel, threads, progress: recorded scale; see :func:`run_specs`.
+
+    Returns:
+        :func:`~ibs_study.study.collect_results` output plus ``sweeps``: name ->
+        :func:`~ibs_study.study.collect_sweep` entries (only when sweeps are given).
+    """
+    from ibs_study.engine.run_dir import git_commit
+    from ibs_study.study import collect_results, collect_sweep, study_specs
+
+    specs = study_specs(rows, seeds, steps=steps, overrides=overrides)
+    sweep_runs = [spec for group in (sweeps or {}).values() for spec in group]
+    run_specs([*specs, *sweep_runs], root, parallel=parallel, threads=threads, progress=progress)
+    configs = [resolve_config(preset=row.preset, overrides=overrides) for row in rows]
+    row_steps = {cfg.train.max_steps for cfg in configs} if steps is None else {steps}
+    if len(row_steps) != 1:
+        raise ValueError(
+            f"the rows' presets train for different numbers of steps {sorted(row_steps)}; pass steps="
+        )
+    results = collect_results(
+        root,
+        rows,
+        seeds,
+        steps=row_steps.pop(),
+        scale=scale,
+        device=configs[0].train.device,
+        commit=git_commit(),
+    )
+    if sweeps:
+        results["sweeps"] = {name: collect_sweep(root, group) for name, group in sweeps.items()}
+    return results
