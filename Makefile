@@ -35,5 +35,10 @@ explore: setup
 	@test -f $(EXPLORE_NOTEBOOK) || { echo "$(EXPLORE_NOTEBOOK) does not exist yet"; exit 1; }
 	$(BIN)/voila $(EXPLORE_NOTEBOOK) --no-browser --Voila.ip=127.0.0.1 --port=$(EXPLORE_PORT)
 
+# Regenerate paper_figures/ from paper_figures/synthetic_results.json (RUNS=<folder of the study's
+# run directories> adds the qualitative figures).
+figures: setup
+	$(BIN)/ibs-study figures $(if $(RUNS),--runs $(RUNS))
+
 clean:
 	rm -rf $(VENV) build *.egg-info

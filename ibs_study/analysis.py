@@ -41,6 +41,7 @@ __all__ = [
     "size_shares",
     "SAMPLER_PAIRINGS",
     "shared_class_fractions",
+    "setting_differences",
     "score_prediction",
     "merge_instances",
     "MergeOutcome",
@@ -259,6 +260,52 @@ def shared_class_fractions(
             partners = assign_partners(len(batch), partner, step_generator(cfg.seed, 0, step))
             values.append(shared_thing_class_fraction(batch.targets, partners))
         out[label] = np.asarray(values, dtype=np.float64)
+    return out
+
+
+# ----------------------------------------------------------------------- study comparisons
+
+
+def setting_differences(
+    results: Mapping,
+    model: str,
+    baseline: str,
+    other: str,
+    metrics: Sequence[str] = ("pq", "pq_th", "pq_st", "acc_th", "prec_th"),
+) -> dict[str, dict]:
+    """``other - baseline`` per metric for one model of a ``synthetic_results.json``, paired by seed.
+
+    Runs with the same seed share the initialisation seed and the data order, so the
+    difference is taken per seed and summarised with :func:`ibs_study.study.metric_summary`
+    (mean, Student-t 95 % interval over the seeds both rows have).
+
+    Returns:
+        metric -> ``{"mean", "ci95", "per_seed", "seeds"}`` (fractions); metrics that a row
+        lacks are left out.
+
+    Raises:
+        KeyError: a row is missing (the message lists the rows present).
+        ValueError: the rows share no seed.
+    """
+    from ibs_study.study import metric_summary
+
+    found = {(r["model"], r["setting"]): r for r in results["rows"]}
+    for setting in (baseline, other):
+        if (model, setting) not in found:
+            raise KeyError(f"no row ({model!r}, {setting!r}) in the results; rows: {sorted(found)}")
+    first, second = found[(model, baseline)], found[(model, other)]
+    seeds = [s for s in first["seeds"] if s in second["seeds"]]
+    if not seeds:
+        raise ValueError(
+            f"rows {baseline!r} (seeds {first['seeds']}) and {other!r} (seeds {second['seeds']}) share no seed"
+        )
+    out = {}
+    for metric in metrics:
+        if metric not in first["metrics"] or metric not in second["metrics"]:
+            continue
+        a = dict(zip(first["seeds"], first["metrics"][metric]["per_seed"]))
+        b = dict(zip(second["seeds"], second["metrics"][metric]["per_seed"]))
+        out[metric] = {**metric_summary([b[s] - a[s] for s in seeds]), "seeds": seeds}
     return out
 
 

@@ -272,6 +272,43 @@ register(
 )
 
 
+# ---------------------------------------------------------------------------- figures
+
+
+def _figures_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--results", default="paper_figures/synthetic_results.json", help="the study's results JSON"
+    )
+    parser.add_argument("--out", default="paper_figures", help="output folder")
+    parser.add_argument(
+        "--runs", default=None, help="folder of the study's run directories (qualitative figures need them)"
+    )
+    parser.add_argument("--top-k", type=int, default=4, help="images / predictions per qualitative figure")
+
+
+def _figures(args: argparse.Namespace) -> int:
+    from ibs_study.paper_figures import build_all
+
+    try:
+        provenance = build_all(args.results, args.out, args.runs, top_k=args.top_k)
+    except FileNotFoundError as err:
+        print(f"ibs-study figures: error: {err}", file=sys.stderr)
+        return 2
+    for name in provenance["files"]:
+        print(f"{args.out}/{name}")
+    for what, why in provenance["skipped"].items():
+        print(f"skipped {what}: {why}")
+    return 0
+
+
+register(
+    "figures",
+    "regenerate the paper's figures and tables (paper_figures/) from stored results",
+    _figures_arguments,
+    _figures,
+)
+
+
 # ---------------------------------------------------------------------------- entry point
 
 

@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "project_root",
     "smoke_overrides",
+    "notebook_overrides",
     "launch_training",
     "read_log",
     "run_in_process",
@@ -55,7 +56,12 @@ def project_root() -> Path:
 
 def smoke_overrides(data_root: str | os.PathLike, steps: int = 3) -> list[str]:
     """Settings of a quick end-to-end run: the tiny synthetic set (generated at ``data_root``),
-    32x64 crops, 4 crops per step, ``steps`` steps, CPU, 2 evaluation images."""
+    32x64 crops, 4 crops per step, ``steps`` steps, CPU, 2 evaluation images.
+
+    Inference keeps every thing candidate (score thresholds 0): a model trained for a few
+    steps scores below the official thresholds, and a smoke run should still produce
+    predicted things for the metrics, the confusion records and the explorer.
+    """
     return [
         f"data.root={data_root}",
         "data.synthetic_scale=tiny",
@@ -66,7 +72,36 @@ def smoke_overrides(data_root: str | os.PathLike, steps: int = 3) -> list[str]:
         f"train.checkpoint_every={steps}",
         "train.device=cpu",
         "eval.max_images=2",
+        "model.panoptic_fcn.center_threshold=0.0",
+        "model.panoptic_fcn.rescored_score_threshold=0.0",
+        "model.panoptic_fcn.thing_score_threshold=0.0",
+        "model.mask2former.object_mask_threshold=0.0",
     ]
+
+
+def notebook_overrides(
+    *,
+    smoke: bool,
+    out_dir: str | os.PathLike,
+    data_root: str | os.PathLike | None = None,
+    steps: int | None = None,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The ``key=value`` overrides a notebook applies to its presets.
+
+    Args:
+        smoke: quick end-to-end check: :func:`smoke_overrides` with the tiny synthetic set
+            at ``data_root`` (default ``<out_dir>/data_tiny``), ``steps`` steps (default 3).
+        out_dir: the notebook's output folder.
+        data_root: dataset root; None keeps the preset's ``data.root`` (outside smoke).
+        steps: ``train.max_steps``; None keeps the preset's (outside smoke).
+        extra: further overrides, applied last.
+    """
+    if smoke:
+        root = data_root if data_root is not None else Path(out_dir) / "data_tiny"
+        return [*smoke_overrides(root, steps or 3), *extra]
+    out = [f"data.root={data_root}"] if data_root is not None else []
+    return [*out, *([f"train.max_steps={steps}"] if steps else []), *extra]
 
 
 # ----------------------------------------------------------------------------------- logs
@@ -235,6 +270,7 @@ def run_study(
     parallel: int = 2,
     threads: int = 1,
     progress: bool = True,
+    train: bool = True,
 ) -> dict[str, Any]:
     """Run (or read) the study's rows x seeds and its sweeps; return the results dict.
 
@@ -246,6 +282,7 @@ def run_study(
         overrides: ``key=value`` applied to every row run (sweep specs carry their own).
         sweeps: sweep name -> its specs (:func:`~ibs_study.study.sweep_specs`).
         scale, parallel, threads, progress: recorded scale; see :func:`run_specs`.
+        train: False only collects runs that exist (a missing one is an error naming it).
 
     Returns:
         :func:`~ibs_study.study.collect_results` output plus ``sweeps``: name ->
@@ -256,7 +293,8 @@ def run_study(
 
     specs = study_specs(rows, seeds, steps=steps, overrides=overrides)
     sweep_runs = [spec for group in (sweeps or {}).values() for spec in group]
-    run_specs([*specs, *sweep_runs], root, parallel=parallel, threads=threads, progress=progress)
+    if train:
+        run_specs([*specs, *sweep_runs], root, parallel=parallel, threads=threads, progress=progress)
     configs = [resolve_config(preset=row.preset, overrides=overrides) for row in rows]
     row_steps = {cfg.train.max_steps for cfg in configs} if steps is None else {steps}
     if len(row_steps) != 1:

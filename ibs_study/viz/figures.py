@@ -39,6 +39,7 @@ import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ibs_study.data.batch import Batch
 from ibs_study.data.datasets import DatasetMeta
@@ -124,8 +125,8 @@ def confusion_curve_figure(
         (line,) = ax.plot(
             t, 100 * np.asarray(s.ratio, dtype=float), s.linestyle, color=s.color, label=s.label, lw=1.8
         )
-        if s.band is not None:
-            low, high = (100 * np.asarray(b, dtype=float) for b in s.band)
+        if s.band is not None:  # a ratio lies in [0, 100] %, whatever the t interval says
+            low, high = (np.clip(100 * np.asarray(b, dtype=float), 0, 100) for b in s.band)
             ax.fill_between(t, low, high, color=line.get_color(), alpha=0.18, lw=0)
     ax.set_xlabel("overlap threshold T (% of the GT segment's area)")
     ax.set_ylabel("confused predicted things (%)")
@@ -150,7 +151,7 @@ def confusion_curve_plotly(
             fig.add_trace(
                 go.Scatter(
                     x=t + t[::-1],
-                    y=[100 * v for v in s.band[1]] + [100 * v for v in s.band[0]][::-1],
+                    y=[min(100 * v, 100) for v in s.band[1]] + [max(100 * v, 0) for v in s.band[0]][::-1],
                     fill="toself",
                     fillcolor=_hex_rgba(color, 0.18),
                     line={"width": 0},
@@ -169,7 +170,7 @@ def confusion_curve_plotly(
             )
         )
     fig.update_layout(
-        title=title,
+        title=title.replace("\n", "<br>"),
         xaxis_title="overlap threshold T (% of the GT segment's area)",
         yaxis_title="confused predicted things (%)",
         template="plotly_white",
@@ -540,12 +541,12 @@ def shared_class_figure(fractions: Mapping[str, np.ndarray]) -> Figure:
     for k, values in enumerate(fractions.values()):
         summary = metric_summary(values)
         mean = 100 * summary["mean"]
-        low, high = (100 * v for v in summary["ci95"])
+        low, high = (min(max(100 * v, 0.0), 100.0) for v in summary["ci95"])  # a fraction stays in [0, 100]
         ax.bar(k, mean, 0.6, color=_PALETTE[k % len(_PALETTE)], alpha=0.85)
         ax.errorbar(k, mean, yerr=[[mean - low], [high - mean]], fmt="none", ecolor="black", capsize=3)
         jitter = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else np.zeros(1)
         ax.plot(k + jitter, 100 * np.asarray(values), ".", color="black", ms=3, alpha=0.5)
-        ax.text(k, high + 2, f"{mean:.0f}%", ha="center", fontsize=9)
+        ax.text(k, mean / 2, f"{mean:.0f}%", ha="center", va="center", fontsize=11, color="white")
     ax.set_xticks(range(len(fractions)), list(fractions))
     ax.set_ylim(0, 110)
     ax.set_ylabel("pairs sharing a thing class (%)")
@@ -564,20 +565,18 @@ def merge_sweep_figure(outcomes: Sequence[Any]) -> Figure:
     ax = fig.subplots()
     rows = [o.row() for o in outcomes]
     ks = [r["num_merged"] for r in rows]
-    for k, metric in enumerate(("pq", "pq_th", "acc_th", "prec_th")):
-        ax.plot(
-            ks,
-            [100 * r[metric] for r in rows],
-            "o-" if k < 2 else "s--",
-            color=_PALETTE[k],
-            label=METRIC_LABELS[metric],
-        )
+    acc, prec = ([100 * r[m] for r in rows] for m in ("acc_th", "prec_th"))
+    ax.plot(ks, [100 * r["pq"] for r in rows], "o-", color=_PALETTE[0], label="PQ")
+    ax.plot(ks, [100 * r["pq_th"] for r in rows], "o-", color=_PALETTE[1], label="PQ^th")
+    if np.allclose(acc, prec):  # the merged prediction covers exactly the GT thing pixels
+        ax.plot(ks, acc, "s--", color=_PALETTE[3], label="Acc^th = Prec^th")
+    else:
+        ax.plot(ks, acc, "s--", color=_PALETTE[2], label="Acc^th")
+        ax.plot(ks, prec, "s--", color=_PALETTE[3], label="Prec^th")
     ax.set_xticks(ks)
-    ax.set_xlabel(f"{rows[0]['category'] if rows else ''} instances covered by one predicted segment")
+    ax.set_xlabel(f"largest {rows[0]['category'] if rows else ''} instances covered by one predicted segment")
     ax.set_ylabel("percent")
-    ax.set_title(
-        "A prediction built from the ground truth, one segment merging the largest instances", fontsize=9
-    )
+    ax.set_title("Ground truth as prediction, one segment merging k instances", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, frameon=False)
     return fig
@@ -589,7 +588,7 @@ def merge_sweep_figure(outcomes: Sequence[Any]) -> Figure:
 def _thing_outline(image: np.ndarray, masks: torch.Tensor, is_thing: torch.Tensor) -> np.ndarray:
     """(H, W, 3) uint8 image with the boundaries of the thing masks drawn in white."""
     ids = np.zeros(image.shape[:2], dtype=np.int32)
-    for k in torch.flatnonzero(is_thing).tolist():
+    for k in torch.nonzero(is_thing).flatten().tolist():
         ids[masks[k].numpy()] = k + 1
     out = image.copy()
     out[segment_boundaries(ids) & (ids > 0)] = (255, 255, 255)
@@ -682,7 +681,7 @@ def ibs_trace_figure(traces: Mapping[str, Any], rules: Sequence[str] = ("pair_ma
     """
     fig = _figure((9.0, 3.4))
     left, right = fig.subplots(1, 2)
-    styles = {"pair_mate": "-", "random": "--"}
+    styles = {"pair_mate": ("-", "o"), "random": ("--", "x")}
     for k, (label, trace) in enumerate(traces.items()):
         steps = trace.steps
         for rule in rules:
@@ -691,28 +690,17 @@ def ibs_trace_figure(traces: Mapping[str, Any], rules: Sequence[str] = ("pair_ma
                 continue
             color = _PALETTE[k % len(_PALETTE)]
             name = f"{label}, {rule.replace('_', ' ')} partner"
-            left.plot(
-                steps,
-                [r[key] for r in trace.records],
-                styles.get(rule, ":"),
-                color=color,
-                marker="o",
-                ms=3,
-                label=name,
-            )
-            right.plot(
-                steps,
-                [100 * r[f"cross_fired_{rule}"] for r in trace.records],
-                styles.get(rule, ":"),
-                color=color,
-                marker="o",
-                ms=3,
-                label=name,
-            )
+            linestyle, marker = styles.get(rule, (":", "."))
+            for ax, values in (
+                (left, [r[key] for r in trace.records]),
+                (right, [100 * r[f"cross_fired_{rule}"] for r in trace.records]),
+            ):
+                ax.plot(steps, values, linestyle, color=color, marker=marker, ms=4, label=name)
     left.set_ylabel("mean of sigmoid(E_i · F_tgt)")
     right.set_ylabel("pixels with sigmoid > 0.5 (%)")
     for ax in (left, right):
         ax.set_xlabel("training step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.set_ylim(bottom=0)
     left.legend(fontsize=7, frameon=False)
@@ -749,6 +737,7 @@ def loss_curves_figure(log: Mapping[str, np.ndarray], *, title: str = "Training 
         right.set_title("learning rate (no IBS term in this run)", fontsize=9)
     for ax in (left, right):
         ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
     return fig

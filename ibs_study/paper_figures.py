@@ -1,0 +1,337 @@
+"""Every figure and table of the paper, regenerated from stored results into ``paper_figures/``.
+
+:func:`build_all` reads ``synthetic_results.json`` (:mod:`ibs_study.study` schema, optional
+``sweeps``: name -> :func:`~ibs_study.study.collect_sweep` entries) and writes:
+
+* ``table{1..4}.md`` / ``.csv``: the Table 1-4 analogues (:func:`~ibs_study.study.results_table`,
+  the paper's numbers in separate labelled columns), for every table with a measured row;
+* ``bars_table{n}.png`` / ``.svg`` / ``.html``: those rows as bars with 95 % intervals;
+* ``fig5_confusion_{model}.png`` / ``.svg`` / ``.html``: the confusion curves of every
+  setting of a model, with 95 % bands over seeds (Fig. 5);
+* ``sweep_{name}.png`` / ``.svg`` / ``.html``: each sweep of the JSON (λ_IBS, crop size);
+* with ``runs_root`` (the folder of the study's run directories ``<model>_<setting>_s<seed>``),
+  the figures that need predictions or data, from the runs of the rows' first seed:
+  ``fig3_instances_per_image_vs_crop`` (Fig. 3, from the dataset the runs used), per model
+  the full colour-coded panoptic predictions crop | crop + IBS of the most confused images
+  (``fig8_pfcn_panoptic/``, ``fig10_m2f_panoptic/``, ``fig12_m2f_instance_panoptic/``;
+  Figs. 6, 8, 10, 12) and the individual most confused thing predictions with their
+  counterpart (``fig7_pfcn_instances/``, ``fig9_m2f_instances/``,
+  ``fig11_m2f_instance_instances/``: PNG + one HTML page each; Figs. 2, 7, 9, 11). Without
+  runs these are left as they are (nothing is drawn from anything but real predictions);
+* ``provenance.json``: results file and its SHA-256, run directories and their config
+  hashes, git commit, date, device, package versions, the files written and what was skipped
+  and why; ``index.md``: a list of everything written.
+
+Fig. 1 is the bar chart of Table 1 / 2 here; Fig. 4 (the IBS diagram) is drawn with real
+crops by notebook 02.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ibs_study.study import TABLES, load_results, results_table
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["build_all", "QUALITATIVE_FIGURES", "PACKAGES"]
+
+# model -> (figure of individual thing predictions, figure of full panoptic predictions)
+QUALITATIVE_FIGURES: dict[str, tuple[str, str]] = {
+    "pfcn": ("fig7", "fig8"),
+    "m2f": ("fig9", "fig10"),
+    "m2f_instance": ("fig11", "fig12"),
+}
+MODEL_LABELS = {"pfcn": "Panoptic FCN", "m2f": "Mask2Former", "m2f_instance": "Mask2Former (instance)"}
+PACKAGES = ("ibs_study", "torch", "torchvision", "numpy", "scipy", "matplotlib", "plotly", "pycocotools")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _row(results: dict, model: str, setting: str) -> dict | None:
+    return next((r for r in results["rows"] if r["model"] == model and r["setting"] == setting), None)
+
+
+class _Build:
+    """What one :func:`build_all` call writes and skips (for provenance and the index)."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.files: list[Path] = []
+        self.skipped: dict[str, str] = {}
+
+    def add(self, paths: list[Path]) -> None:
+        self.files.extend(paths)
+
+    def text(self, name: str, text: str) -> None:
+        path = self.out_dir / name
+        path.write_text(text)
+        self.files.append(path)
+
+    def skip(self, what: str, why: str) -> None:
+        logger.info("paper figures: %s skipped: %s", what, why)
+        self.skipped[what] = why
+
+
+# ------------------------------------------------------------------------- from the JSON
+
+
+def _tables_and_bars(results: dict, build: _Build) -> None:
+    from ibs_study.viz.figures import metric_bars_figure, metric_bars_plotly, save_figure, table_bar_rows
+
+    for number in TABLES:
+        if not table_bar_rows(results, number)[0]:
+            build.skip(f"table {number}", "no row of this table in the results")
+            continue
+        build.text(f"table{number}.md", results_table(results, number))
+        build.text(f"table{number}.csv", results_table(results, number, fmt="csv"))
+        build.add(save_figure(metric_bars_figure(results, number), build.out_dir / f"bars_table{number}"))
+        build.add(save_figure(metric_bars_plotly(results, number), build.out_dir / f"bars_table{number}"))
+
+
+def _confusion_curves(results: dict, build: _Build) -> None:
+    from ibs_study.viz.figures import (
+        confusion_curve_figure,
+        confusion_curve_plotly,
+        save_figure,
+        series_from_results,
+    )
+
+    models = dict.fromkeys(r["model"] for r in results["rows"] if "confusion_curve" in r)
+    if not models:
+        build.skip("fig5", "no row has a confusion curve (instance rows have none)")
+    for model in models:
+        series = series_from_results(results, model)
+        title = f"Fig. 5 analogue: confusion, {MODEL_LABELS.get(model, model)}\n(mean over seeds, 95 % band)"
+        stem = build.out_dir / f"fig5_confusion_{model}"
+        build.add(save_figure(confusion_curve_figure(series, title=title), stem))
+        build.add(save_figure(confusion_curve_plotly(series, title=title), stem))
+
+
+def _sweeps(results: dict, build: _Build) -> None:
+    from ibs_study.viz.figures import save_figure, sweep_figure, sweep_plotly
+
+    sweeps = results.get("sweeps") or {}
+    if not sweeps:
+        build.skip("sweeps", "the results hold no 'sweeps'")
+    for name, entries in sweeps.items():
+        if not entries:
+            build.skip(f"sweep {name}", "no entries")
+            continue
+        key, preset = entries[0]["key"], entries[0]["preset"]
+        title = f"Sweep of {key} ({preset})"
+        stem = build.out_dir / f"sweep_{name}"
+        build.add(save_figure(sweep_figure(entries, xlabel=key, title=title), stem))
+        build.add(save_figure(sweep_plotly(entries, xlabel=key, title=title), stem))
+
+
+# ------------------------------------------------------------------------- from the runs
+
+
+def _study_run_dirs(results: dict, runs_root: Path) -> dict[str, Path]:
+    """Run directories of every (row, seed) that exist under ``runs_root``."""
+    out = {}
+    for row in results["rows"]:
+        for seed in row["seeds"]:
+            name = f"{row['model']}_{row['setting']}_s{seed}"
+            if (runs_root / name / "config.yaml").is_file():
+                out[name] = runs_root / name
+    return out
+
+
+def _fresh_dir(path: Path) -> Path:
+    """``path`` emptied (a folder this module writes as a whole) and created."""
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+def _instance_counts_figure(run_dir: Path, build: _Build) -> None:
+    from ibs_study.analysis import instance_counts
+    from ibs_study.engine.data import open_split
+    from ibs_study.engine.run_dir import read_run_config
+    from ibs_study.viz.figures import instance_count_figure, save_figure
+
+    cfg = read_run_config(run_dir)
+    if cfg.data.crop_size is None:
+        build.skip("fig3", f"{run_dir} trains on full images (no crop size)")
+        return
+    dataset = open_split(cfg, cfg.data.val_split, prepare=False)
+    counts = instance_counts(dataset, cfg.data.crop_size)
+    build.add(save_figure(instance_count_figure(counts), build.out_dir / "fig3_instances_per_image_vs_crop"))
+
+
+def _qualitative(results: dict, runs_root: Path, build: _Build, top_k: int, threshold: float) -> None:
+    from ibs_study.engine.data import open_split
+    from ibs_study.engine.run_dir import read_run_config
+    from ibs_study.instance_maps import instance_eval_to_panoptic
+    from ibs_study.viz.explorer import ConfusionExplorer
+    from ibs_study.viz.explorer_data import ExplorerData
+    from ibs_study.viz.figures import save_figure
+    from ibs_study.viz.panoptic import PanopticView, side_by_side
+
+    for model, (instances_fig, panoptic_fig) in QUALITATIVE_FIGURES.items():
+        crop, ibs = _row(results, model, "crop"), _row(results, model, "crop_ibs")
+        if crop is None or ibs is None:
+            build.skip(
+                f"{instances_fig}/{panoptic_fig} ({model})", "the results lack its crop or crop_ibs row"
+            )
+            continue
+        seed = crop["seeds"][0]
+        run_dirs = [runs_root / f"{model}_{setting}_s{seed}" for setting in ("crop", "crop_ibs")]
+        missing = [str(d) for d in run_dirs if not (d / "config.yaml").is_file()]
+        if missing:
+            build.skip(f"{instances_fig}/{panoptic_fig} ({model})", f"run directories not found: {missing}")
+            continue
+        labels = [f"{MODEL_LABELS[model]}, crop", f"{MODEL_LABELS[model]}, crop + IBS"]
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = read_run_config(run_dirs[0])
+            if cfg.eval.task == "instance":
+                eval_dirs = [instance_eval_to_panoptic(d, Path(tmp) / d.name) for d in run_dirs]
+                data = ExplorerData.from_paths(
+                    eval_dirs, open_split(cfg, cfg.data.val_split, prepare=False), labels
+                )
+            else:
+                data = ExplorerData.from_runs(run_dirs, labels)
+            folder = _fresh_dir(build.out_dir / f"{panoptic_fig}_{model}_panoptic")
+            for rank, entry in enumerate(data.ranked_images(0, threshold)[:top_k], 1):
+                sample = data.gt(entry["image_id"])
+                views = [PanopticView("ground truth", sample.id_map, sample.segments)]
+                views += [
+                    PanopticView(run.label, *data.prediction(k, sample.image_id))
+                    for k, run in enumerate(data.runs)
+                ]
+                figure = side_by_side(sample.image, views, data.categories)
+                build.add(save_figure(figure, folder / f"{rank:02d}_{sample.image_id}", formats=("png",)))
+            explorer = ConfusionExplorer(data, threshold=threshold)
+            build.add(
+                explorer.export_static(
+                    _fresh_dir(build.out_dir / f"{instances_fig}_{model}_instances"), top_k, run=0
+                )
+            )
+
+
+# ---------------------------------------------------------------------------- provenance
+
+
+def _versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _provenance(results_path: Path, results: dict, build: _Build, runs: dict[str, Path]) -> dict[str, Any]:
+    from ibs_study.config import config_hash
+    from ibs_study.engine.run_dir import git_commit, read_run_config
+
+    return {
+        "results_file": str(results_path),
+        "results_sha256": _sha256(results_path),
+        "results": {key: results.get(key) for key in ("scale", "device", "commit")},
+        "rows": [
+            f"{r['model']}_{r['setting']} (seeds {r['seeds']}, {r['steps']} steps)" for r in results["rows"]
+        ],
+        "run_dirs": {name: str(path) for name, path in sorted(runs.items())},
+        "config_hashes": {name: config_hash(read_run_config(path)) for name, path in sorted(runs.items())},
+        "git_commit": git_commit(),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "device": {
+            "machine": platform.machine(),
+            "processor": platform.processor() or None,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        },
+        "python": platform.python_version(),
+        "packages": _versions(),
+        "files": sorted(str(p.relative_to(build.out_dir)) for p in build.files),
+        "skipped": build.skipped,
+    }
+
+
+def _index(build: _Build) -> str:
+    lines = ["# Paper figures and tables (regenerated by `ibs-study figures`)", ""]
+    lines += [
+        f"- [{name}]({name})" for name in sorted(str(p.relative_to(build.out_dir)) for p in build.files)
+    ]
+    if build.skipped:
+        lines += ["", "Not generated:", ""] + [f"- {what}: {why}" for what, why in build.skipped.items()]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------- entry
+
+
+def build_all(
+    results_json: str | os.PathLike = "paper_figures/synthetic_results.json",
+    out_dir: str | os.PathLike = "paper_figures",
+    runs_root: str | os.PathLike | None = None,
+    *,
+    top_k: int = 4,
+    threshold: float = 0.5,
+) -> dict[str, Any]:
+    """Regenerate every figure and table from ``results_json`` into ``out_dir`` (module docstring).
+
+    Args:
+        results_json: the study's results (``synthetic_results.json`` schema).
+        out_dir: output folder (created; files of the same names are replaced).
+        runs_root: folder of the study's run directories, for the figures that need
+            predictions; None leaves those figures as they are.
+        top_k: images / predictions per qualitative figure.
+        threshold: confusion threshold T that ranks the qualitative examples.
+
+    Returns:
+        The provenance record (also written to ``out_dir/provenance.json``).
+
+    Raises:
+        FileNotFoundError: ``results_json`` or ``runs_root`` does not exist.
+    """
+    results_path = Path(results_json)
+    if not results_path.is_file():
+        raise FileNotFoundError(
+            f"{results_path}: results not found; run the study first (notebook 04_ablations writes "
+            "synthetic_results.json, or ibs_study.runs.run_study + ibs_study.study.save_results)"
+        )
+    results = load_results(results_path)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    build = _Build(out)
+    _tables_and_bars(results, build)
+    _confusion_curves(results, build)
+    _sweeps(results, build)
+    runs: dict[str, Path] = {}
+    if runs_root is None:
+        build.skip("qualitative figures (fig3, fig7-fig12)", "no runs_root given")
+    else:
+        root = Path(runs_root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"runs_root {root} is not a folder")
+        runs = _study_run_dirs(results, root)
+        if runs:
+            _instance_counts_figure(next(iter(runs.values())), build)
+        else:
+            build.skip("fig3", f"no run directory of the results' rows under {root}")
+        _qualitative(results, root, build, top_k, threshold)
+    provenance = _provenance(results_path, results, build, runs)
+    build.text("index.md", _index(build))
+    provenance["files"].append("index.md")
+    (out / "provenance.json").write_text(json.dumps(provenance, indent=1) + "\n")
+    logger.info("paper figures: %d files in %s", len(build.files) + 1, out)
+    return provenance
