@@ -1,0 +1,180 @@
+"""paper_figures.build_all on a small real results file (tiny runs: 2 settings x 2 seeds + a λ sweep),
+the figures command, and the figure helpers it relies on."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from ibs_study.cli import main
+from ibs_study.config import config_hash
+from ibs_study.engine.run_dir import read_run_config
+from ibs_study.paper_figures import build_all
+from ibs_study.runs import run_study, smoke_overrides
+from ibs_study.study import load_results, results_table, save_results, study_rows, sweep_specs
+from ibs_study.viz.figures import sweep_points, table_bar_rows
+
+SEEDS = [0, 1]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """(results JSON path, runs root): pfcn crop and crop_ibs, seeds 0 and 1, λ in {0.5, 2}; 3 steps each."""
+    root = tmp_path_factory.mktemp("study")
+    overrides = smoke_overrides(root / "data")
+    rows = [row for row in study_rows("cpu", ["pfcn"]) if row.setting in ("crop", "crop_ibs")]
+    sweeps = {"lambda": sweep_specs("synthetic_pfcn_crop_ibs", "ibs.weight", [0.5, 2.0], overrides=overrides)}
+    results = run_study(
+        root / "runs", rows, SEEDS, overrides=overrides, sweeps=sweeps, scale="tiny", parallel=0
+    )
+    path = root / "synthetic_results.json"
+    save_results(results, path)
+    return path, root / "runs"
+
+
+def test_run_study_writes_the_results_schema_with_sweeps(study):
+    results = load_results(study[0])
+    assert [(r["model"], r["setting"]) for r in results["rows"]] == [("pfcn", "crop"), ("pfcn", "crop_ibs")]
+    for row in results["rows"]:
+        assert row["seeds"] == SEEDS and row["steps"] == 3
+        assert set(row["metrics"]) == {"pq", "pq_th", "pq_st", "acc_th", "prec_th"}
+        assert len(row["metrics"]["pq"]["per_seed"]) == 2 and len(row["confusion_curve"]["per_seed"]) == 2
+    assert results["scale"] == "tiny" and results["device"] == "cpu"
+    assert [(e["key"], e["value"]) for e in results["sweeps"]["lambda"]] == [
+        ("ibs.weight", 0.5),
+        ("ibs.weight", 2.0),
+    ]
+
+
+EXPECTED_TOP_LEVEL = {
+    *(f"table{n}.{ext}" for n in (1, 2, 3) for ext in ("md", "csv")),
+    *(f"{stem}.{ext}" for stem in ("bars_table1", "bars_table2", "bars_table3", "fig5_confusion_pfcn", "sweep_lambda")
+      for ext in ("png", "svg", "html")),
+    "fig3_instances_per_image_vs_crop.png",
+    "fig3_instances_per_image_vs_crop.svg",
+    "index.md",
+}  # fmt: skip
+
+
+def _check_file(path: Path) -> None:
+    assert path.is_file() and path.stat().st_size > 0, path
+    if path.suffix == ".png":
+        with Image.open(path) as image:
+            assert image.width > 100 and image.height > 100
+    elif path.suffix == ".svg":
+        assert path.read_text().startswith("<?xml")
+    elif path.suffix == ".html":
+        assert "plotly" in path.read_text()[:200000].lower()
+
+
+@pytest.mark.slow
+def test_build_all_writes_every_expected_file(study, tmp_path):
+    results_path, runs_root = study
+    out = tmp_path / "figures"
+    provenance = build_all(results_path, out, runs_root, top_k=2)
+    files = set(provenance["files"])
+    assert EXPECTED_TOP_LEVEL <= files
+    assert {f for f in files if "/" not in f} == EXPECTED_TOP_LEVEL
+    panoptic = sorted(f for f in files if f.startswith("fig8_pfcn_panoptic/"))
+    instances = sorted(f for f in files if f.startswith("fig7_pfcn_instances/"))
+    assert [Path(f).name[:3] for f in panoptic] == ["01_", "02_"]  # both evaluated images
+    assert (
+        len([f for f in instances if f.endswith(".png")]) == 2
+        and sum(f.endswith(".html") for f in instances) == 1
+    )
+    for name in files:
+        _check_file(out / name)
+    assert sorted(files) == sorted(
+        str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != "provenance.json"
+    )
+    # tables are exactly results_table's output
+    results = load_results(results_path)
+    for number in (1, 2, 3):
+        assert (out / f"table{number}.md").read_text() == results_table(results, number)
+        assert (out / f"table{number}.csv").read_text() == results_table(results, number, fmt="csv")
+    # provenance: the results file, the runs and their config hashes, what was skipped
+    stored = json.loads((out / "provenance.json").read_text())
+    assert stored == json.loads(json.dumps(provenance))
+    assert stored["results_sha256"] == hashlib.sha256(results_path.read_bytes()).hexdigest()
+    runs = {f"pfcn_{s}_s{seed}" for s in ("crop", "crop_ibs") for seed in SEEDS}
+    assert set(stored["run_dirs"]) == runs
+    for name, path in stored["run_dirs"].items():
+        assert stored["config_hashes"][name] == config_hash(read_run_config(path))
+    assert set(stored["skipped"]) == {"table 4", "fig9/fig10 (m2f)", "fig11/fig12 (m2f_instance)"}
+    assert stored["packages"]["torch"] and stored["date"] and "git_commit" in stored
+    assert stored["results"] == {"scale": "tiny", "device": "cpu", "commit": results["commit"]}
+
+
+@pytest.mark.slow
+def test_rebuild_without_runs_keeps_the_qualitative_figures_and_with_runs_replaces_them(study, tmp_path):
+    results_path, runs_root = study
+    out = tmp_path / "figures"
+    build_all(results_path, out, runs_root, top_k=1)
+    first = sorted(p for p in (out / "fig8_pfcn_panoptic").iterdir())
+    stamps = [p.stat().st_mtime_ns for p in first]
+    provenance = build_all(results_path, out)  # no runs: qualitative figures are left as they are
+    assert [p.stat().st_mtime_ns for p in first] == stamps
+    assert "qualitative figures (fig3, fig7-fig12)" in provenance["skipped"]
+    assert not any(name.startswith("fig8") for name in provenance["files"])
+    (out / "fig8_pfcn_panoptic" / "99_stale.png").write_bytes(b"old")
+    build_all(results_path, out, runs_root, top_k=1)
+    assert [p.name for p in sorted((out / "fig8_pfcn_panoptic").iterdir())] == [p.name for p in first]
+
+
+def test_missing_inputs_are_named(tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match="nope.json: results not found; run the study first"):
+        build_all(tmp_path / "nope.json", tmp_path / "out")
+    assert main(["figures", "--results", str(tmp_path / "nope.json"), "--out", str(tmp_path / "out")]) == 2
+    assert "results not found" in capsys.readouterr().err
+    (tmp_path / "r.json").write_text(
+        json.dumps({"scale": "tiny", "device": "cpu", "commit": None, "rows": []})
+    )
+    with pytest.raises(FileNotFoundError, match="runs_root .*absent is not a folder"):
+        build_all(tmp_path / "r.json", tmp_path / "out", tmp_path / "absent")
+
+
+def test_figures_command_builds_from_the_results(study, tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert main(["figures", "--results", str(study[0]), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"{out}/table3.md" in printed and f"{out}/fig5_confusion_pfcn.png" in printed
+    assert "skipped qualitative figures (fig3, fig7-fig12): no runs_root given" in printed
+    assert (out / "provenance.json").is_file()
+
+
+# ------------------------------------------------------------------------- figure helpers
+
+
+def test_sweep_points_group_values_and_summarise_repeats():
+    entries = [
+        {"value": 1.0, "metrics": {"pq": 0.2, "acc_th": 0.5}},
+        {"value": 4.0, "metrics": {"pq": 0.3}},
+        {"value": 1.0, "metrics": {"pq": 0.4, "acc_th": 0.7}},
+    ]
+    points = sweep_points(entries)
+    assert [(p.label, p.position) for p in points] == [("1", 1.0), ("4", 4.0)]
+    assert points[0].metrics["pq"]["mean"] == pytest.approx(0.3)
+    assert points[0].metrics["pq"]["per_seed"] == [0.2, 0.4]
+    assert points[0].metrics["acc_th"]["ci95"][0] < 0.6 < points[0].metrics["acc_th"]["ci95"][1]
+    assert set(points[1].metrics) == {"pq"}
+    crops = sweep_points([{"value": [32, 64], "metrics": {"pq": 0.1}}])
+    assert (crops[0].label, crops[0].position) == ("32x64", 2048.0)
+
+
+def test_table_bar_rows_follow_the_table_and_skip_absent_rows():
+    summary = {"mean": 0.5, "ci95": [0.4, 0.6], "per_seed": [0.45, 0.55]}
+    results = {
+        "rows": [
+            {"model": "pfcn", "setting": "crop_ibs", "metrics": {"pq": summary}},
+            {"model": "pfcn", "setting": "full", "metrics": {"pq": summary, "acc_th": summary}},
+        ]
+    }
+    rows, metrics = table_bar_rows(results, 3)
+    assert metrics == ("pq", "pq_th", "pq_st", "acc_th", "prec_th")
+    assert [r.setting for r in rows] == ["full", "crop_ibs"]  # table order, crop rows absent
+    assert set(rows[0].means) == {"pq", "acc_th"} and rows[1].ci95["pq"] == (0.4, 0.6)
+    assert table_bar_rows(results, 4)[0] == []
