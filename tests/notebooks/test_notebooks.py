@@ -1,0 +1,216 @@
+"""The seven notebooks: .ipynb / .py pairs in sync, outputs stripped, one parameters cell, short
+cells; each executed end to end by papermill with ``smoke=True``, checking what it wrote."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import jupytext
+import nbformat
+import papermill
+import pytest
+
+from ibs_study.study import load_results, results_table
+
+NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+NOTEBOOKS = (
+    "01_problem_analysis",
+    "02_intra_batch_supervision",
+    "03_train",
+    "04_ablations",
+    "05_confusion_explorer",
+    "06_instance_segmentation",
+    "07_paper_figures",
+)
+MAX_LOGIC_LINES = 15
+
+
+def _cells(notebook) -> list[tuple[str, str, list[str]]]:
+    return [(c.cell_type, c.source.strip(), list(c.metadata.get("tags", []))) for c in notebook.cells]
+
+
+def test_every_notebook_is_listed():
+    assert sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb")) == list(NOTEBOOKS)
+    assert sorted(p.stem for p in NOTEBOOK_DIR.glob("*.py")) == list(NOTEBOOKS)
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_pair_in_sync_and_outputs_stripped(name):
+    ipynb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+    script = jupytext.read(NOTEBOOK_DIR / f"{name}.py")
+    assert _cells(ipynb) == _cells(script), f"{name}: run `jupytext --sync notebooks/{name}.py`"
+    assert ipynb.metadata["jupytext"]["formats"] == "ipynb,py:percent"
+    assert ipynb.metadata["kernelspec"]["name"] == "python3"
+    for cell in ipynb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, f"{name}: outputs not stripped"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_parameters_cell_and_short_cells(name):
+    notebook = jupytext.read(NOTEBOOK_DIR / f"{name}.py")
+    assert notebook.cells[0].cell_type == "markdown" and notebook.cells[0].source.startswith("# ")
+    parameters = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(parameters) == 1
+    values: dict = {}
+    exec(parameters[0].source, {}, values)  # plain literals only
+    assert values["smoke"] is False and "out_dir" in values
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        tree = ast.parse("\n".join(line for line in cell.source.splitlines() if not line.startswith("%")))
+        assert not any(
+            isinstance(node, ast.FunctionDef | ast.ClassDef | ast.Lambda) for node in ast.walk(tree)
+        ), f"{name}: functions belong in the library"
+        statements = [node for node in ast.walk(tree) if isinstance(node, ast.stmt)]
+        imports = [node for node in statements if isinstance(node, ast.Import | ast.ImportFrom)]
+        assert len(statements) - len(imports) <= MAX_LOGIC_LINES or cell is parameters[0], (
+            f"{name}: a cell with {len(statements) - len(imports)} statements is a library function waiting"
+        )
+
+
+def _execute(name: str, tmp_path: Path, **parameters) -> nbformat.NotebookNode:
+    output = tmp_path / f"{name}.executed.ipynb"
+    papermill.execute_notebook(
+        str(NOTEBOOK_DIR / f"{name}.ipynb"),
+        str(output),
+        parameters={"smoke": True, "out_dir": str(tmp_path / "out"), **parameters},
+        kernel_name="python3",
+        progress_bar=False,
+        execution_timeout=600,
+    )
+    executed = nbformat.read(output, as_version=4)
+    images = [
+        o
+        for cell in executed.cells
+        if cell.cell_type == "code"
+        for o in cell.outputs
+        if "image/png" in o.get("data", {})
+    ]
+    assert images, f"{name}: no figure was displayed"
+    return executed
+
+
+@pytest.mark.slow
+def test_01_problem_analysis(tmp_path):
+    _execute("01_problem_analysis", tmp_path)
+    out = tmp_path / "out"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["things_per_image_mean"] > summary["things_per_crop_mean"] > 0
+    assert summary["image_to_crop_ratio"] > 1
+    assert set(summary["size_shares"]) == {"S", "M", "L"}
+    assert sum(s["pixels"] for s in summary["size_shares"].values()) == pytest.approx(1.0)
+    assert set(summary["shared_thing_class"]) == {"random crops, random partner", "paired sampler, pair mate"}
+    merge = summary["merge_example"]
+    assert [r["num_merged"] for r in merge] == [1, 2, 3]
+    assert merge[0]["pq"] == 1.0 and merge[0]["acc_th"] == 1.0
+    assert 1 - merge[-1]["pq"] < 1 - merge[-1]["acc_th"]  # PQ moves less than Acc^th
+    for stem in (
+        "fig3_instances_per_image_vs_crop",
+        "segment_sizes",
+        "sampler_shared_class",
+        "merge_worked_example",
+    ):
+        assert (out / f"{stem}.png").is_file() and (out / f"{stem}.svg").is_file()
+
+
+@pytest.mark.slow
+def test_02_intra_batch_supervision(tmp_path):
+    _execute("02_intra_batch_supervision", tmp_path)
+    out = tmp_path / "out"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["batch_size"] == 4 and len(summary["thing_rows"]) == 4
+    assert summary["features_shape"][0] == 4
+    assert set(summary["loss_ibs"]) == {"pair mate", "random partner"}
+    assert all(v > 0 for v in summary["loss_ibs"].values())
+    for label in ("with IBS", "without IBS"):
+        records = summary["traces"][label]
+        assert [r["step"] for r in records] == [0, 1, 2, 3]
+    assert (
+        "loss_ibs" in summary["traces"]["with IBS"][-1]
+        and "loss_ibs" not in summary["traces"]["without IBS"][-1]
+    )
+    for stem in ("batch_crops", "cross_crop_masks_initial", "ibs_trace", "cross_crop_masks_trained"):
+        assert (out / f"{stem}.png").is_file()
+
+
+@pytest.mark.slow
+def test_03_train(tmp_path):
+    run_dir = tmp_path / "run"
+    _execute("03_train", tmp_path, run_dir=str(run_dir), poll_s=0.5)
+    summary = json.loads((run_dir / "notebook_summary.json").read_text())
+    assert summary["steps"] == 3 and summary["preset"] == "synthetic_pfcn_crop_ibs"
+    assert {"loss_total", "loss_ibs"} <= set(summary["loss_terms"])
+    assert {"all", "things", "stuff", "acc_th", "prec_th"} <= set(summary["metrics"])
+    assert summary["metrics"]["num_images"] == 2
+    assert (run_dir / "checkpoints" / "step_00000003.pt").is_file()
+    assert (run_dir / "eval_val" / "metrics.json").is_file()
+    assert (run_dir / "loss_curves.png").is_file() and (run_dir / "confusion_curve.png").is_file()
+
+
+@pytest.mark.slow
+def test_04_ablations(tmp_path):
+    _execute("04_ablations", tmp_path)
+    out = tmp_path / "out"
+    results = load_results(out / "synthetic_results.json")
+    assert [(r["setting"], r["seeds"]) for r in results["rows"]] == [("crop", [0, 1]), ("crop_ibs", [0, 1])]
+    assert set(results["sweeps"]) == {"lambda", "crop_size"}
+    assert [e["value"] for e in results["sweeps"]["crop_size"]] == [[32, 64], [48, 96]]
+    for number in (1, 2, 3):
+        assert (out / f"table{number}.md").read_text() == results_table(results, number)
+        assert (out / f"bars_table{number}.png").is_file()
+    for stem in ("fig5_confusion_pfcn", "sweep_lambda", "sweep_crop_size"):
+        assert (out / f"{stem}.png").is_file()
+
+
+@pytest.mark.slow
+def test_05_confusion_explorer(tmp_path):
+    state_path = tmp_path / "explorer_state.json"
+    _execute("05_confusion_explorer", tmp_path, state_path=str(state_path))
+    state = json.loads(state_path.read_text())
+    assert state["run"] == "crop" and state["threshold"] == 0.5
+    assert state["segment_id"] is not None and len(state["view_titles"]) == 2
+    assert state["other"]["run"] == "crop + IBS"
+    (static,) = (tmp_path / "out").glob("static_*")
+    assert sorted(p.name for p in static.glob("*.html")) == [
+        "confusion_views_crop-IBS.html",
+        "confusion_views_crop.html",
+    ]
+    assert any(static.glob("01_crop_*.png"))
+
+
+@pytest.mark.slow
+def test_06_instance_segmentation(tmp_path):
+    _execute("06_instance_segmentation", tmp_path)
+    out = tmp_path / "out"
+    results = load_results(out / "instance_results.json")
+    assert [(r["model"], r["setting"]) for r in results["rows"]] == [
+        ("m2f_instance", "crop"),
+        ("m2f_instance", "crop_ibs"),
+    ]
+    assert {"ap", "acc_th", "prec_th"} <= set(results["rows"][0]["metrics"])
+    assert (out / "table4.md").read_text() == results_table(results, 4)
+    assert (out / "bars_table4.png").is_file()
+    (maps,) = (out).glob("instance_maps_*")
+    for name in ("m2f_instance_crop_s0", "m2f_instance_crop_ibs_s0"):
+        assert (maps / name / "predictions.json").is_file() and (
+            maps / name / "confusion_records.jsonl"
+        ).is_file()
+    (views,) = out.glob("views_*")
+    assert len(list(views.glob("*.html"))) == 2
+
+
+@pytest.mark.slow
+def test_07_paper_figures(tmp_path):
+    _execute("07_paper_figures", tmp_path)
+    out = tmp_path / "out"
+    provenance = json.loads((out / "provenance.json").read_text())
+    results = load_results(out / "smoke_study" / "synthetic_results.json")
+    for number in (1, 2, 3):
+        assert (out / f"table{number}.md").read_text() == results_table(results, number)
+    for name in provenance["files"]:
+        assert (out / name).is_file(), name
+    assert any(name.startswith("fig8_pfcn_panoptic/") for name in provenance["files"])
+    assert len(provenance["config_hashes"]) == 4
