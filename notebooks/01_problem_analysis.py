@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -104,9 +109,11 @@ figure
 
 # %% [markdown]
 # During training the mask product only has to separate the instances of one crop: the red
-# histogram. At test time it must separate those of a whole image: the blue one. The right
-# panel counts one class only, which is where confusion happens (same class, same look):
-# a crop rarely holds more than a few instances of one class.
+# histogram. At test time it must separate those of a whole image: the blue one. The printed
+# ratio is the factor between the two means. The right panel counts the most frequent class
+# only, which is where confusion happens (same class, same look). The ratio depends on the
+# share of the image a crop covers (a quarter here, as 512x1024 crops of 1024x2048 Cityscapes
+# images); notebook 04's crop-size sweep varies it.
 
 # %% [markdown]
 # ## 3. Segment sizes: what PQ counts and what Acc^th counts
@@ -127,8 +134,8 @@ figure
 # PQ averages over classes and counts every segment once, whatever its size; the pixel
 # accuracy and precision count pixels. The printed shares show the imbalance: a small share
 # of the thing segments (the large, near ones) holds a large share of the thing pixels. These
-# large instances are also the ones that fit in a crop least often, so confusion hits them
-# most and PQ weighs them least.
+# large instances are also the ones a crop holds whole least often (Sec. 3.2), so confusion
+# hits them most, and PQ weighs them least.
 
 # %% [markdown]
 # ## 4. Do the two crops of an IBS pair share a thing class? (Sec. 4.2)

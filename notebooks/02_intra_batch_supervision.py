@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -171,19 +176,21 @@ save_figure(figure, out / "ibs_trace")
 figure
 
 # %%
-trace = traces["with IBS"]
-last_step = trace.steps[-1]
-snapshots = {"step 0": trace.maps["pair_mate"][0], f"step {last_step}": trace.maps["pair_mate"][last_step]}
-figure = cross_crop_figure(trace.probe, snapshots, dict.fromkeys(snapshots, trace.partners["pair_mate"]), crops)
+probe, partner = traces["with IBS"].probe, traces["with IBS"].partners["pair_mate"]
+last_step = traces["with IBS"].steps[-1]
+snapshots = {"step 0": traces["with IBS"].maps["pair_mate"][0]}
+snapshots.update({f"{label}, step {last_step}": t.maps["pair_mate"][last_step] for label, t in traces.items()})
+figure = cross_crop_figure(probe, snapshots, dict.fromkeys(snapshots, partner), crops)
 save_figure(figure, out / "cross_crop_masks_trained")
 figure
 
 # %% [markdown]
-# Read the two printed lines together: both runs start from the same masks, and the model's
-# own losses alone already lower cross-crop activations (they push masks down outside each
-# instance of a crop). IBS is the difference between the two curves: it is supervision on
-# pixels the crop-only loss never sees. Over a few dozen CPU steps the effect is small and
-# noisy; notebook 04 measures what it does to the confusion of fully trained models.
+# Read the printed lines and the curves together: both runs start from the same masks, and
+# the model's own losses alone first push every mask down (most pixels of a crop are outside
+# any one instance). As training teaches embeddings to fire on their instances, they start to
+# fire on look-alike instances of other crops too, unless IBS supervises exactly those pixels,
+# which the crop-only loss never sees. Over a few dozen CPU steps the difference is small and
+# noisy; notebook 04 measures what IBS does to the confusion of fully trained models.
 
 # %%
 summary = {

@@ -631,7 +631,7 @@ def cross_crop_figure(
     crops: Sequence[int] = (0, 1, 2, 3),
 ) -> Figure:
     """Per source crop: the crop (things outlined), then for each entry of ``maps`` the
-    strongest cross-crop mask ``max_t M_{i -> tgt}[t]`` over the target crop (Fig. 4).
+    strongest cross-crop mask ``max_t M_{i -> tgt}[t]`` over the target crop, drawn in grey (Fig. 4).
 
     Args:
         batch: the crops.
@@ -655,12 +655,11 @@ def cross_crop_figure(
             ax = axes[row, col]
             tgt = int(partners[title][source])
             p = probs[source]
-            strongest = p.amax(0) if p.shape[0] else torch.zeros(p.shape[1:])
-            upsampled = F.interpolate(strongest[None, None].float(), size=(height, width), mode="bilinear")[
-                0, 0
-            ]
-            ax.imshow(_crop_image(batch, tgt), interpolation="nearest")
-            shown = ax.imshow(upsampled.numpy(), cmap="magma", vmin=0, vmax=1, alpha=0.65)
+            strongest = p.amax(0) if p.shape[0] else torch.zeros(p.shape[1:])  # (h, w)
+            upsampled = F.interpolate(strongest[None, None].float(), size=(height, width), mode="bilinear")
+            gray = _crop_image(batch, tgt).mean(-1)
+            ax.imshow(gray, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            shown = ax.imshow(upsampled[0, 0].numpy(), cmap="magma", vmin=0, vmax=1, alpha=0.8)
             ax.set_title(
                 f"{title}: M {source}→{tgt} (max {float(strongest.max()) if p.numel() else 0:.2f})",
                 fontsize=8,
