@@ -19,10 +19,12 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
 from ibs_study.config import load_preset
+from ibs_study.data.synthetic import generate_dataset
 from ibs_study.engine.data import open_split
 from ibs_study.engine.optim import build_optimizer
 from ibs_study.engine.train import step_generator, train_augmentation, train_step
@@ -41,7 +43,7 @@ def _setup(preset: str, device: str, batch: int | None, overrides: list[str]):
     cfg = load_preset(
         preset, [f"train.device={device}", *overrides] + ([f"train.batch_size={batch}"] if batch else [])
     )
-    dataset = open_split(cfg, cfg.data.train_split)
+    dataset = open_split(cfg, cfg.data.train_split, prepare=False)
     loader = build_train_loader(
         dataset, dataset.meta, cfg.sampler, train_augmentation(cfg), batch_size=cfg.train.batch_size, seed=0
     )
@@ -106,9 +108,17 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batch", type=int, default=None, help="crops per step (default: the preset's)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override")
+    parser.add_argument(
+        "--data", help="synthetic dataset folder (generated with --num-train images if absent)"
+    )
+    parser.add_argument("--num-train", type=int, default=32, help="images generated into --data")
     parser.add_argument("--only", choices=["with_ibs", "without_ibs"], help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.data:
+        if not Path(args.data).exists():
+            generate_dataset(args.data, scale=args.scale, num_train=args.num_train, num_val=1)
+        args.overrides = [f"data.root={args.data}", *args.overrides]
 
     if args.only:  # child process: one variant, report JSON
         result, _ = measure(

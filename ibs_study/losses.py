@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss
 
 from ibs_study.data.batch import CropTarget
-from ibs_study.models.mask_ops import mask_logits, point_sample, uncertain_point_coords
+from ibs_study.models.mask_ops import point_sample, uncertain_point_coords
 from ibs_study.models.output import UnifiedOutput
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "squared_dice_loss",
     "sigmoid_ce_loss",
     "focal_loss",
+    "focal_loss_zero_target",
     "IBSConfig",
     "IBS_PARTNER_MODES",
     "assign_partners",
@@ -101,6 +102,19 @@ def focal_loss(
 # --------------------------------------------------------------------------- Intra-Batch Supervision
 
 IBS_PARTNER_MODES = ("pair_mate", "random", "random_per_layer")
+
+
+def focal_loss_zero_target(logits: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
+    """:func:`focal_loss` against an all-zero target, in closed form: ``(1 - alpha) σ(x)^γ softplus(x)``.
+
+    Equal to torchvision's ``sigmoid_focal_loss(x, 0)`` (for target 0, ``p_t = 1 - σ(x)`` and the
+    cross-entropy is ``softplus(x)``) with three temporaries instead of about eight: the IBS
+    logits are large (every thing row over a whole partner map), so this saves memory and time.
+
+    Args:
+        logits: (N, P). Returns: (N,) loss per mask, averaged over its P pixels or points.
+    """
+    return ((1 - alpha) * torch.sigmoid(logits).pow(gamma) * F.softplus(logits)).mean(-1)
 
 
 @dataclass
@@ -217,6 +231,15 @@ def _check_partner_index(partner_index: torch.Tensor, batch_size: int) -> None:
         raise ValueError(f"partner_index pairs a crop with itself: {partner_index.tolist()}")
 
 
+def _generator_on(device: torch.device, generator: torch.Generator | None) -> torch.Generator | None:
+    """A generator on ``device`` seeded from ``generator`` (random points are drawn where the
+    logits are; drawing them on the CPU and copying them would cost more than the loss)."""
+    if generator is None or generator.device == device:
+        return generator
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    return torch.Generator(device).manual_seed(seed)
+
+
 def _ibs_layer_sum(
     output: UnifiedOutput,
     layer: int,
@@ -224,31 +247,37 @@ def _ibs_layer_sum(
     cfg: IBSConfig,
     generator: torch.Generator | None,
 ) -> torch.Tensor:
-    """Σ over crops b and thing rows t of ``thing_weight[t] · mean focal(E_b[t] · F[partner[b]], 0)``."""
-    features = output.features
+    """Σ over crops b and thing rows t of ``thing_weight[t] · mean focal(E_b[t] · F[partner[b]], 0)``.
+
+    All crops are computed at once: the thing rows are padded to (B, T_max, C) and meet
+    their partners' features in one batched product, so the cost does not grow with the
+    number of Python-level crops (and nothing waits for the device).
+    """
+    features = output.features  # (B, C, h, w)
+    batch, channels, height, width = features.shape
+    rows = [output.thing_embeddings(layer, crop) for crop in range(batch)]  # (T_b, C) each
+    counts = torch.tensor([r.shape[0] for r in rows])
     # a zero that depends on the features: the term keeps a gradient path with no thing at all
-    total = features.reshape(-1)[:1].sum() * 0.0
-    for crop in range(output.batch_size):
-        thing_embeddings = output.thing_embeddings(layer, crop)  # (T, C)
-        if thing_embeddings.shape[0] == 0:
-            continue
-        logits = mask_logits(thing_embeddings, features[int(partner_index[crop])])  # (T, h, w)
-        if cfg.point_sampling:
-            coords = uncertain_point_coords(
-                logits[:, None],
-                cfg.num_points,
-                cfg.oversample_ratio,
-                cfg.importance_sample_ratio,
-                generator=generator,
-            )  # (T, P, 2)
-            values = point_sample(logits[:, None], coords).squeeze(1)  # (T, P)
-        else:
-            values = logits.flatten(1)  # (T, h * w)
-        values = values.to(torch.promote_types(values.dtype, torch.float32))  # fp32 focal under AMP
-        per_mask = focal_loss(values, torch.zeros_like(values), alpha=cfg.alpha, gamma=cfg.gamma)  # (T,)
-        weights = output.thing_weights[layer][crop].to(per_mask)
-        total = total + (per_mask * weights).sum()
-    return total
+    zero = features.reshape(-1)[:1].sum() * 0.0
+    if int(counts.sum()) == 0:
+        return zero
+    padded = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)  # (B, T_max, C)
+    partners = features[partner_index.to(features.device)].flatten(2)  # (B, C, h * w)
+    logits = torch.bmm(padded, partners.to(padded.dtype))  # (B, T_max, h * w)
+    valid = torch.arange(padded.shape[1])[None, :] < counts[:, None]  # (B, T_max)
+    logits = logits[valid.to(logits.device)]  # (T, h * w), rows in crop order
+    if cfg.point_sampling:
+        maps = logits.reshape(-1, 1, height, width)
+        coords = uncertain_point_coords(
+            maps, cfg.num_points, cfg.oversample_ratio, cfg.importance_sample_ratio, generator=generator
+        )  # (T, P, 2)
+        values = point_sample(maps, coords).squeeze(1)  # (T, P)
+    else:
+        values = logits
+    values = values.to(torch.promote_types(values.dtype, torch.float32))  # fp32 focal under AMP
+    per_mask = focal_loss_zero_target(values, alpha=cfg.alpha, gamma=cfg.gamma)  # (T,)
+    weights = torch.cat([w.reshape(-1) for w in output.thing_weights[layer]]).to(per_mask)  # (T,)
+    return zero + (per_mask * weights).sum()
 
 
 def ibs_loss(
@@ -287,10 +316,11 @@ def ibs_loss(
             raise ValueError(f"ibs.partner={cfg.partner!r} needs a partner_index (see assign_partners)")
         _check_partner_index(partner_index, batch_size)
     terms: dict[str, torch.Tensor] = {}
+    point_generator = _generator_on(output.features.device, generator) if cfg.point_sampling else None
     for layer in output.ibs_layers:
         if cfg.partner == "random_per_layer":
             partner_index = assign_partners(batch_size, "random", generator)
-        layer_sum = _ibs_layer_sum(output, layer, partner_index, cfg, generator)
+        layer_sum = _ibs_layer_sum(output, layer, partner_index, cfg, point_generator)
         weights = torch.cat([w.reshape(-1) for w in output.thing_weights[layer]])
         normaliser = weights.detach().sum().clamp(min=1.0)  # a count: no gradient through it
         terms[f"ibs_layer{layer}"] = layer_sum / normaliser.to(layer_sum)

@@ -174,7 +174,7 @@ def test_normaliser_is_clamped_to_one() -> None:
 
 def test_point_sampling_matches_manual_points() -> None:
     """Point sampling: focal averaged over importance-sampled points of the IBS logits
-    themselves, drawn in crop order from the given generator."""
+    themselves, drawn for all thing rows of the layer at once (crop order) from the generator."""
     gen = torch.Generator().manual_seed(4)
     output = make_output(gen, [2, 1], size=(8, 12))
     cfg = IBSConfig(point_sampling=True, num_points=20, oversample_ratio=3.0, importance_sample_ratio=0.75)
@@ -183,17 +183,18 @@ def test_point_sampling_matches_manual_points() -> None:
     ]
 
     replay = torch.Generator().manual_seed(9)
-    weighted_sum, weight_total = 0.0, 0.0
-    for crop, partner in ((0, 1), (1, 0)):
-        things = output.thing_embeddings(0, crop)
-        logits = torch.einsum("nc,chw->nhw", things, output.features[partner])[:, None]
-        coords = uncertain_point_coords(logits, 20, 3.0, 0.75, generator=replay)
-        assert coords.shape == (things.shape[0], 20, 2)
-        points = point_sample(logits, coords).squeeze(1).tolist()
-        for weight, row in zip(output.thing_weights[0][crop].tolist(), points):
-            weighted_sum += weight * sum(focal_zero_target(v) for v in row) / len(row)
-            weight_total += weight
-    assert value.item() == pytest.approx(weighted_sum / max(weight_total, 1.0), rel=1e-10)
+    logits = torch.cat(
+        [
+            torch.einsum("nc,chw->nhw", output.thing_embeddings(0, crop), output.features[partner])
+            for crop, partner in ((0, 1), (1, 0))
+        ]
+    )[:, None]  # (3, 1, 8, 12)
+    coords = uncertain_point_coords(logits, 20, 3.0, 0.75, generator=replay)
+    assert coords.shape == (3, 20, 2)
+    points = point_sample(logits, coords).squeeze(1).tolist()
+    weights = output.thing_weights[0][0].tolist() + output.thing_weights[0][1].tolist()
+    weighted_sum = sum(w * sum(focal_zero_target(v) for v in row) / len(row) for w, row in zip(weights, points))
+    assert value.item() == pytest.approx(weighted_sum / max(sum(weights), 1.0), rel=1e-10)
 
 
 def test_point_sampling_on_zero_logits_equals_full_map() -> None:
@@ -401,3 +402,14 @@ def test_normaliser_carries_no_gradient() -> None:
             sum(focal_zero_target(v) for v in row) / row.numel() for row in logits.flatten(1).detach()
         ]
         assert w.grad.tolist() == pytest.approx([m / max(total, 1.0) for m in per_mask], rel=1e-9)
+
+
+def test_zero_target_focal_equals_torchvision() -> None:
+    """The closed form used by IBS equals torchvision's sigmoid focal loss with target 0."""
+    from ibs_study.losses import focal_loss, focal_loss_zero_target
+
+    logits = torch.cat([torch.linspace(-40, 40, 161), torch.randn(199, generator=torch.Generator().manual_seed(0))])
+    logits = logits.reshape(4, -1).double()
+    for alpha, gamma in ((0.25, 2.0), (0.5, 0.0), (0.1, 3.0)):
+        expected = focal_loss(logits, torch.zeros_like(logits), alpha=alpha, gamma=gamma)
+        assert torch.allclose(focal_loss_zero_target(logits, alpha, gamma), expected, rtol=1e-8, atol=0)

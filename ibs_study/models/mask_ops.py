@@ -84,7 +84,9 @@ def uncertain_point_coords(
     n = logits.shape[0]
     device = logits.device
     num_sampled = int(num_points * oversample_ratio)
-    candidates = torch.rand(n, num_sampled, 2, device=device, generator=generator)
+    # draw where the generator lives (e.g. a CPU generator for CUDA logits), then move
+    draw_device = generator.device if generator is not None else device
+    candidates = torch.rand(n, num_sampled, 2, device=draw_device, generator=generator).to(device)
     scores = uncertainty(point_sample(logits, candidates))  # (N, 1, num_sampled)
     num_uncertain = int(importance_sample_ratio * num_points)
     num_random = num_points - num_uncertain
@@ -92,6 +94,6 @@ def uncertain_point_coords(
     top = torch.topk(scores[:, 0, :], k=num_uncertain, dim=1, sorted=False).indices  # (N, num_uncertain)
     chosen = torch.gather(candidates, 1, top.unsqueeze(-1).expand(-1, -1, 2))
     if num_random > 0:
-        fresh = torch.rand(n, num_random, 2, device=device, generator=generator)
+        fresh = torch.rand(n, num_random, 2, device=draw_device, generator=generator).to(device)
         chosen = torch.cat([chosen, fresh], dim=1)
     return chosen
