@@ -177,7 +177,6 @@ def launch_training(
     Raises:
         RuntimeError: the torchrun subprocess failed (the message has its last output lines).
     """
-    from ibs_study.engine.data import open_split
     from ibs_study.engine.train import train
 
     run_dir = Path(out_dir)
@@ -190,8 +189,6 @@ def launch_training(
             _watch(run_dir, lambda: not job.done(), on_log, poll_s)
             job.result()
         return run_dir
-    # generate a missing synthetic set here: the torchrun ranks other than 0 open it without waiting
-    open_split(cfg, cfg.data.train_split)
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
     command += ["-m", "ibs_study", "train", "--preset", preset, "--out", str(run_dir), "--no-progress"]
     command += [arg for item in overrides for arg in ("--set", item)] + (["--resume"] if resume else [])

@@ -239,8 +239,11 @@ def train(
         barrier(info)
         torch.manual_seed(cfg.seed + info.rank)
         if dataset is None:
-            dataset = open_split(cfg, cfg.data.train_split, prepare=info.is_main)
-        barrier(info)
+            if info.is_main:  # generates a missing synthetic dataset once, before any rank reads it
+                dataset = open_split(cfg, cfg.data.train_split, prepare=True)
+            barrier(info)
+            if not info.is_main:
+                dataset = open_split(cfg, cfg.data.train_split, prepare=False)
 
         model = build_model(cfg.model, dataset.meta).to(device)
         optimizer = build_optimizer(model, cfg.optimizer)
