@@ -98,11 +98,12 @@ def test_sigkill_then_resume_gives_bit_identical_weights(data_root, tmp_path):
 
 
 @pytest.mark.slow
-def test_torchrun_two_cpu_processes(data_root, tmp_path):
+def test_torchrun_two_cpu_processes(tmp_path):
+    """Two gloo processes; the synthetic dataset does not exist yet (rank 0 generates it first)."""
     run_dir = tmp_path / "ddp"
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-        "-m", "ibs_study", *_train_command(data_root, run_dir, 3)[3:],
+        "-m", "ibs_study", *_train_command(tmp_path / "fresh_data", run_dir, 3)[3:],
     ]  # fmt: skip
     result = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
