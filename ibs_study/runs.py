@@ -258,6 +258,17 @@ def run_specs(
     return {spec.name: run_in_process(spec, root) for spec in tqdm(specs, desc="runs", disable=not progress)}
 
 
+def run_device(run_dir: str | os.PathLike) -> str:
+    """The device a run trained on, from its ``environment.json`` (the last start event)."""
+    path = Path(run_dir) / "environment.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no environment.json (not a started run)")
+    starts = [event for event in json.loads(path.read_text()) if event.get("event") == "start"]
+    if not starts:
+        raise ValueError(f"{path}: records no start event")
+    return str(starts[-1].get("device_name") or starts[-1].get("device"))
+
+
 def run_study(
     root: str | os.PathLike,
     rows: Sequence[Any],
@@ -295,19 +306,13 @@ def run_study(
     sweep_runs = [spec for group in (sweeps or {}).values() for spec in group]
     if train:
         run_specs([*specs, *sweep_runs], root, parallel=parallel, threads=threads, progress=progress)
-    configs = [resolve_config(preset=row.preset, overrides=overrides) for row in rows]
-    row_steps = {cfg.train.max_steps for cfg in configs} if steps is None else {steps}
-    if len(row_steps) != 1:
-        raise ValueError(
-            f"the rows' presets train for different numbers of steps {sorted(row_steps)}; pass steps="
-        )
+    device = run_device(Path(root) / f"{rows[0].key}_s{seeds[0]}")
     results = collect_results(
         root,
         rows,
         seeds,
-        steps=row_steps.pop(),
         scale=scale,
-        device=configs[0].train.device,
+        device=device,
         commit=git_commit(),
     )
     if sweeps:

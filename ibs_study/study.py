@@ -26,6 +26,7 @@ import numpy as np
 from scipy import stats
 
 from ibs_study.engine.grid import RunSpec, read_metrics
+from ibs_study.engine.run_dir import read_run_config
 from ibs_study.paper_reference import PAPER_INSTANCE, PAPER_PANOPTIC
 
 __all__ = [
@@ -171,16 +172,23 @@ def collect_results(
     rows: Sequence[StudyRow],
     seeds: Sequence[int],
     *,
-    steps: int,
     scale: str,
     device: str,
     commit: str | None,
 ) -> dict[str, Any]:
-    """Read every (row, seed) run under ``root`` into the ``synthetic_results.json`` schema."""
+    """Read every (row, seed) run under ``root`` into the ``synthetic_results.json`` schema.
+
+    A row's ``steps`` is its runs' ``train.max_steps`` (read from their ``config.yaml``);
+    seeds of one row that trained for different numbers of steps are an error.
+    """
     root = Path(root)
     out_rows = []
     for row in rows:
-        per_seed = [read_metrics(root / f"{row.key}_s{seed}") for seed in seeds]
+        run_dirs = [root / f"{row.key}_s{seed}" for seed in seeds]
+        per_seed = [read_metrics(run_dir) for run_dir in run_dirs]
+        steps = {read_run_config(run_dir).train.max_steps for run_dir in run_dirs}
+        if len(steps) != 1:
+            raise ValueError(f"{row.key}: its seeds trained for different numbers of steps {sorted(steps)}")
         flat = [_flat_metrics(m) for m in per_seed]
         metrics = {
             name: metric_summary([f[name] for f in flat])
@@ -192,7 +200,7 @@ def collect_results(
             "setting": row.setting,
             "preset": row.preset,
             "seeds": list(seeds),
-            "steps": steps,
+            "steps": steps.pop(),
             "metrics": metrics,
         }
         if all("confusion_curve" in m for m in per_seed):

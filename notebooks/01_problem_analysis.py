@@ -112,8 +112,8 @@ figure
 # histogram. At test time it must separate those of a whole image: the blue one. The printed
 # ratio is the factor between the two means. The right panel counts the most frequent class
 # only, which is where confusion happens (same class, same look). The ratio depends on the
-# share of the image a crop covers (a quarter here, as 512x1024 crops of 1024x2048 Cityscapes
-# images); notebook 04's crop-size sweep varies it.
+# share of the image a crop covers (an eighth at the CPU scale, a quarter at the paper scale, as
+# 512x1024 crops of 1024x2048 Cityscapes images); notebook 04's crop-size sweep varies it.
 
 # %% [markdown]
 # ## 3. Segment sizes: what PQ counts and what Acc^th counts

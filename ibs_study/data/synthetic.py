@@ -69,7 +69,7 @@ __all__ = [
 ]
 
 # Bump when the rendering changes: ensure_dataset then refuses to reuse older datasets.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 INFO_FILE = "synthetic.json"
 SPLITS = ("train", "val")
 _SPLIT_CODE = {"train": 0, "val": 1}
@@ -86,9 +86,14 @@ class SyntheticScale:
         height: full image height in pixels.
         width: full image width in pixels.
         crop_size: (H, W) of the training crops for this scale (a quarter of the image area,
-            as 512x1024 crops of 1024x2048 Cityscapes images).
+            as 512x1024 crops of 1024x2048 Cityscapes images, except at the CPU scale: an
+            eighth, see below).
         num_train: training images.
         num_val: validation images.
+        things_per_image: (low, high) things placed per image before occlusion removes the
+            hidden ones (inclusive).
+        depth_exponent: exponent a of the depth density p(d) ~ d^-a; larger means more far
+            (small) things relative to near (large) ones.
     """
 
     name: str
@@ -97,11 +102,20 @@ class SyntheticScale:
     crop_size: tuple[int, int]
     num_train: int
     num_val: int
+    things_per_image: tuple[int, int] = (70, 110)
+    depth_exponent: float = 0.8
 
 
+# The dense scales place Cityscapes-like crowds of things. The CPU scale, where the study runs
+# (docs/results.md), is sparser, with fewer far things, and crops an eighth of the image:
+# tiny models trained for minutes on the dense scenes stayed too weak to show any confusion,
+# while on these scenes a crop rarely holds two instances of one class, which is what makes
+# crop-trained embeddings confuse same-class instances at full resolution.
 SYNTHETIC_SCALES: dict[str, SyntheticScale] = {
     "tiny": SyntheticScale("tiny", 64, 128, (32, 64), num_train=24, num_val=8),  # smoke tests
-    "cpu": SyntheticScale("cpu", 256, 512, (128, 256), num_train=300, num_val=60),
+    "cpu": SyntheticScale(
+        "cpu", 256, 512, (128, 128), num_train=300, num_val=60, things_per_image=(12, 20), depth_exponent=0.3
+    ),
     "medium": SyntheticScale("medium", 512, 1024, (256, 512), num_train=500, num_val=100),
     "paper": SyntheticScale("paper", 1024, 2048, (512, 1024), num_train=500, num_val=100),
 }
@@ -129,13 +143,9 @@ SYNTHETIC_CATEGORIES: tuple[CategoryInfo, ...] = (
 # Smallest visible part an instance may keep, as a fraction of the image area (20 pixels at
 # 256x512, 315 at 1024x2048); instances occluded below it are dropped.
 MIN_SEGMENT_FRACTION = 1.5e-4
-# Things placed per image before occlusion removes the hidden ones.
-THINGS_PER_IMAGE = (70, 110)
 # Fraction of images with one crowd region, and its number of members.
 CROWD_PROBABILITY = 0.35
 CROWD_MEMBERS = (4, 9)
-# Exponent a of the depth density p(d) ~ d^-a: more far (small) things than near (large) ones.
-DEPTH_EXPONENT = 0.8
 # Void poles per image (inclusive range).
 VOID_POLES = (0, 3)
 # Horizon row and vanishing point column, as fractions of the image height and width.
@@ -551,9 +561,8 @@ def _lane_interval(
     return low, high
 
 
-def _sample_depth(rng: np.random.Generator, low: float, high: float) -> float:
-    """Normalised depth d with density ~ d^-DEPTH_EXPONENT on [low, high] (inverse CDF)."""
-    a = DEPTH_EXPONENT
+def _sample_depth(rng: np.random.Generator, low: float, high: float, a: float) -> float:
+    """Normalised depth d with density ~ d^-a on [low, high] (inverse CDF)."""
     q = rng.random()
     if a == 1.0:
         return float(low * (high / low) ** q)
@@ -575,13 +584,19 @@ def _jitter(rng: np.random.Generator, amount: float) -> float:
     return float(rng.uniform(1 - amount, 1 + amount))
 
 
-def _sample_things(layout: _Layout, rng: np.random.Generator, crowd_probability: float) -> list[_Thing]:
+def _sample_things(
+    layout: _Layout,
+    rng: np.random.Generator,
+    crowd_probability: float,
+    things_per_image: tuple[int, int],
+    depth_exponent: float,
+) -> list[_Thing]:
     """The things placed in a scene (before occlusion): single instances and maybe a crowd."""
     cumulative = np.cumsum([s.frequency for s in THING_STYLES])
     things = []
-    for _ in range(int(rng.integers(THINGS_PER_IMAGE[0], THINGS_PER_IMAGE[1] + 1))):
+    for _ in range(int(rng.integers(things_per_image[0], things_per_image[1] + 1))):
         style = THING_STYLES[int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))]
-        depth = _sample_depth(rng, *style.depth_range)
+        depth = _sample_depth(rng, *style.depth_range, depth_exponent)
         scale = _jitter(rng, _SIZE_JITTER)
         half_width = 0.5 * style.height_factor * style.aspect * scale
         t = rng.uniform(*_lane_interval(layout, style.lane, half_width, rng))
@@ -676,6 +691,8 @@ def render_image(
     image_id: str | int = "synthetic",
     min_segment_pixels: int | None = None,
     crowd_probability: float = CROWD_PROBABILITY,
+    things_per_image: tuple[int, int] = SYNTHETIC_SCALES["paper"].things_per_image,
+    depth_exponent: float = SYNTHETIC_SCALES["paper"].depth_exponent,
 ) -> PanopticSample:
     """Render one street scene in memory.
 
@@ -687,6 +704,8 @@ def render_image(
         min_segment_pixels: things left with fewer visible pixels are dropped (default:
             ``MIN_SEGMENT_FRACTION`` of the image area, at least 16).
         crowd_probability: chance that the image gets a crowd region (0 disables crowds).
+        things_per_image: (low, high) things placed before occlusion (inclusive).
+        depth_exponent: exponent a of the depth density p(d) ~ d^-a of the things.
 
     Returns:
         the sample: image (H, W, 3) uint8, id_map (H, W) int32, segments sorted by id.
@@ -697,7 +716,9 @@ def render_image(
         min_segment_pixels = max(16, round(MIN_SEGMENT_FRACTION * height * width))
     layout = _sample_layout(height, width, rng)
     labels, planes = _background(layout, rng)
-    things = _sample_things(layout, rng, crowd_probability)
+    if not 0 <= things_per_image[0] <= things_per_image[1]:
+        raise ValueError(f"things_per_image must be (low, high) with 0 <= low <= high, got {things_per_image}")
+    things = _sample_things(layout, rng, crowd_probability, tuple(things_per_image), depth_exponent)
     thing_ids = _new_ids(rng, len(things))
 
     # Nearest first: each thing keeps the pixels no nearer thing has taken, which is painter's
@@ -775,6 +796,8 @@ def synthetic_parameters(
         "seed": int(seed),
         "min_segment_pixels": max(16, round(MIN_SEGMENT_FRACTION * height * width)),
         "crowd_probability": CROWD_PROBABILITY,
+        "things_per_image": list(preset.things_per_image),
+        "depth_exponent": preset.depth_exponent,
     }
 
 
@@ -793,6 +816,8 @@ def _generate_one(index: int, root: Path, split: str, params: dict) -> ImageReco
         image_id=name,
         min_segment_pixels=params["min_segment_pixels"],
         crowd_probability=params["crowd_probability"],
+        things_per_image=tuple(params["things_per_image"]),
+        depth_exponent=params["depth_exponent"],
     )
     Image.fromarray(sample.image).save(root / "images" / split / f"{name}.png", compress_level=1)
     write_id_png(root / f"panoptic_{split}" / f"{name}.png", sample.id_map)
