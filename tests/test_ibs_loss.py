@@ -193,7 +193,9 @@ def test_point_sampling_matches_manual_points() -> None:
     assert coords.shape == (3, 20, 2)
     points = point_sample(logits, coords).squeeze(1).tolist()
     weights = output.thing_weights[0][0].tolist() + output.thing_weights[0][1].tolist()
-    weighted_sum = sum(w * sum(focal_zero_target(v) for v in row) / len(row) for w, row in zip(weights, points))
+    weighted_sum = sum(
+        w * sum(focal_zero_target(v) for v in row) / len(row) for w, row in zip(weights, points)
+    )
     assert value.item() == pytest.approx(weighted_sum / max(sum(weights), 1.0), rel=1e-10)
 
 
@@ -408,7 +410,9 @@ def test_zero_target_focal_equals_torchvision() -> None:
     """The closed form used by IBS equals torchvision's sigmoid focal loss with target 0."""
     from ibs_study.losses import focal_loss, focal_loss_zero_target
 
-    logits = torch.cat([torch.linspace(-40, 40, 161), torch.randn(199, generator=torch.Generator().manual_seed(0))])
+    logits = torch.cat(
+        [torch.linspace(-40, 40, 161), torch.randn(199, generator=torch.Generator().manual_seed(0))]
+    )
     logits = logits.reshape(4, -1).double()
     for alpha, gamma in ((0.25, 2.0), (0.5, 0.0), (0.1, 3.0)):
         expected = focal_loss(logits, torch.zeros_like(logits), alpha=alpha, gamma=gamma)

@@ -717,7 +717,9 @@ def render_image(
     layout = _sample_layout(height, width, rng)
     labels, planes = _background(layout, rng)
     if not 0 <= things_per_image[0] <= things_per_image[1]:
-        raise ValueError(f"things_per_image must be (low, high) with 0 <= low <= high, got {things_per_image}")
+        raise ValueError(
+            f"things_per_image must be (low, high) with 0 <= low <= high, got {things_per_image}"
+        )
     things = _sample_things(layout, rng, crowd_probability, tuple(things_per_image), depth_exponent)
     thing_ids = _new_ids(rng, len(things))
 
