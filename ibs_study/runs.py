@@ -300,7 +300,7 @@ def run_study(
         :func:`~ibs_study.study.collect_sweep` entries (only when sweeps are given).
     """
     from ibs_study.engine.run_dir import git_commit
-    from ibs_study.study import collect_results, collect_sweep, study_specs
+    from ibs_study.study import collect_results, collect_sweep, study_specs, sweep_anchors
 
     specs = study_specs(rows, seeds, steps=steps, overrides=overrides)
     sweep_runs = [spec for group in (sweeps or {}).values() for spec in group]
@@ -316,5 +316,8 @@ def run_study(
         commit=git_commit(),
     )
     if sweeps:
-        results["sweeps"] = {name: collect_sweep(root, group) for name, group in sweeps.items()}
+        results["sweeps"] = {
+            name: collect_sweep(root, [*group, *sweep_anchors(rows, seeds, group, overrides)])
+            for name, group in sweeps.items()
+        }
     return results

@@ -121,10 +121,44 @@ def sweep_specs(
                 f"sweep_{label}_{preset}_{tag}_s{seed}",
                 preset,
                 tuple(extra),
-                tags={"key": key, "value": value},
+                tags={"key": key, "value": value, "seed": seed},
             )
         )
     return specs
+
+
+def sweep_anchors(
+    rows: Sequence[StudyRow], seeds: Sequence[int], sweep: Sequence[RunSpec], overrides: Sequence[str] = ()
+) -> list[RunSpec]:
+    """The study runs that are also points of ``sweep``: a row trained with the sweep's preset at
+    the sweep's seed is the sweep at the preset's own value of the swept key (e.g. the
+    ``crop_ibs`` row at seed 0 is the lambda sweep's point at the preset's lambda), so the
+    sweep needs no second run of it.
+
+    Returns:
+        RunSpecs naming those row runs, tagged with the key and the preset's value; empty when
+        no row matches, or when a sweep run already trains that value.
+    """
+    from ibs_study.config import config_to_dict, resolve_config
+
+    if not sweep:
+        return []
+    preset, key, seed = sweep[0].preset, sweep[0].tags["key"], sweep[0].tags.get("seed")
+    anchors = []
+    for row in rows:
+        if row.preset != preset or seed not in seeds:
+            continue
+        value: Any = config_to_dict(resolve_config(preset=preset, overrides=overrides))
+        for part in key.split("."):
+            value = value[part]
+        if any(_same_value(spec.tags["value"], value) for spec in sweep):
+            continue
+        anchors.append(RunSpec(f"{row.key}_s{seed}", preset, tags={"key": key, "value": value, "seed": seed}))
+    return anchors
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    return (list(a) if isinstance(a, list | tuple) else a) == (list(b) if isinstance(b, list | tuple) else b)
 
 
 def metric_summary(values: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:

@@ -44,10 +44,15 @@ def test_run_study_writes_the_results_schema_with_sweeps(study):
         assert set(row["metrics"]) == {"pq", "pq_th", "pq_st", "acc_th", "prec_th"}
         assert len(row["metrics"]["pq"]["per_seed"]) == 2 and len(row["confusion_curve"]["per_seed"]) == 2
     assert results["scale"] == "tiny" and results["device"] == "cpu"
-    assert [(e["key"], e["value"]) for e in results["sweeps"]["lambda"]] == [
+    # The crop_ibs row at seed 0 is the sweep's point at the preset's own λ (1.0): not rerun.
+    lambdas = results["sweeps"]["lambda"]
+    assert [(e["key"], e["value"]) for e in lambdas] == [
         ("ibs.weight", 0.5),
         ("ibs.weight", 2.0),
+        ("ibs.weight", 1.0),
     ]
+    row = next(r for r in results["rows"] if r["setting"] == "crop_ibs")
+    assert lambdas[2]["metrics"]["pq"] == row["metrics"]["pq"]["per_seed"][0]
 
 
 EXPECTED_TOP_LEVEL = {
@@ -151,8 +156,8 @@ def test_figures_command_builds_from_the_results(study, tmp_path, capsys):
 
 def test_sweep_points_group_values_and_summarise_repeats():
     entries = [
-        {"value": 1.0, "metrics": {"pq": 0.2, "acc_th": 0.5}},
         {"value": 4.0, "metrics": {"pq": 0.3}},
+        {"value": 1.0, "metrics": {"pq": 0.2, "acc_th": 0.5}},
         {"value": 1.0, "metrics": {"pq": 0.4, "acc_th": 0.7}},
     ]
     points = sweep_points(entries)
@@ -160,7 +165,7 @@ def test_sweep_points_group_values_and_summarise_repeats():
     assert points[0].metrics["pq"]["mean"] == pytest.approx(0.3)
     assert points[0].metrics["pq"]["per_seed"] == [0.2, 0.4]
     assert points[0].metrics["acc_th"]["ci95"][0] < 0.6 < points[0].metrics["acc_th"]["ci95"][1]
-    assert set(points[1].metrics) == {"pq"}
+    assert set(points[1].metrics) == {"pq"}  # sorted by position, not in first-seen order
     crops = sweep_points([{"value": [32, 64], "metrics": {"pq": 0.1}}])
     assert (crops[0].label, crops[0].position) == ("32x64", 2048.0)
 

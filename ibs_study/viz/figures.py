@@ -325,7 +325,8 @@ class SweepPoint:
 
 
 def sweep_points(entries: Sequence[Mapping]) -> list[SweepPoint]:
-    """Group :func:`ibs_study.study.collect_sweep` entries by value (in first-seen order).
+    """Group :func:`ibs_study.study.collect_sweep` entries by value, in order of position
+    (first-seen order where a value has none).
 
     Numeric values get their value as position; lists (crop sizes ``[H, W]``) get ``H * W``
     and the label ``HxW``.
@@ -352,6 +353,8 @@ def sweep_points(entries: Sequence[Mapping]) -> list[SweepPoint]:
         else:
             position = None
         points.append(SweepPoint(value, label, position, summary))
+    if all(p.position is not None for p in points):
+        points.sort(key=lambda p: p.position)
     return points
 
 
