@@ -3,7 +3,7 @@
 Times ``build_train_loader`` (read PNGs, resize, crop, flip, build targets, collate) for a
 number of batches after a warm-up, for each sampler and number of DataLoader workers.
 
-    python benchmarks/loader_throughput.py                      # CPU scale: 256x512 images, 8 crops of 128x256
+    python benchmarks/loader_throughput.py                      # CPU scale: 256x512 images, 8 crops of 128x128
     python benchmarks/loader_throughput.py --preset-prefix synthetic_gpu_pfcn --batches 20   # 1024x2048, 16 crops of 512x1024
 """
 
