@@ -222,6 +222,37 @@ def _evaluate(args: argparse.Namespace) -> int:
 register("evaluate", "full-image inference of a trained run + metrics", _evaluate_arguments, _evaluate)
 
 
+def _oracle(args: argparse.Namespace) -> int:
+    from ibs_study.engine.oracle import oracle_confusion_run
+
+    result = oracle_confusion_run(
+        args.run_dir,
+        checkpoint=args.checkpoint,
+        data_root=args.data,
+        split=args.split,
+        out=args.out,
+        max_images=args.max_images,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    ratio = dict(zip(result["thresholds"], result["ratio"], strict=True))
+    print(
+        f"oracle masks of {result['num_gt_things']} GT things ({result['num_embeddings']} embeddings, "
+        f"{result['num_images']} images): leak {100 * result['leak']:.1f}%, own coverage "
+        f"{100 * result['own_coverage']:.1f}%, confused at T=0.1/0.3/0.5: "
+        + "/".join(f"{100 * ratio.get(t, float('nan')):.1f}%" for t in (0.1, 0.3, 0.5))
+    )
+    return 0
+
+
+register(
+    "oracle",
+    "confusion of the masks a trained run's embeddings give the GT things (detection left out)",
+    _evaluate_arguments,
+    _oracle,
+)
+
+
 # ---------------------------------------------------------------------------- presets
 
 
