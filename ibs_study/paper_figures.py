@@ -120,6 +120,18 @@ def _confusion_curves(results: dict, build: _Build) -> None:
         stem = build.out_dir / f"fig5_confusion_{model}"
         build.add(save_figure(confusion_curve_figure(series, title=title), stem))
         build.add(save_figure(confusion_curve_plotly(series, title=title), stem))
+    oracle_models = dict.fromkeys(r["model"] for r in results["rows"] if "oracle_confusion_curve" in r)
+    if not oracle_models:
+        build.skip("fig5_oracle", "no row has an oracle confusion curve (ibs-study oracle)")
+    for model in oracle_models:
+        series = series_from_results(results, model, curve="oracle_confusion_curve")
+        title = (
+            f"Oracle-embedding confusion, {MODEL_LABELS.get(model, model)}: masks of the GT things'\n"
+            "own embeddings covering two GT things by more than T (mean over seeds, 95 % band)"
+        )
+        stem = build.out_dir / f"fig5_oracle_{model}"
+        build.add(save_figure(confusion_curve_figure(series, title=title), stem))
+        build.add(save_figure(confusion_curve_plotly(series, title=title), stem))
 
 
 def _sweeps(results: dict, build: _Build) -> None:

@@ -258,6 +258,60 @@ def run_specs(
     return {spec.name: run_in_process(spec, root) for spec in tqdm(specs, desc="runs", disable=not progress)}
 
 
+def oracle_runs(
+    run_dirs: Sequence[str | os.PathLike],
+    *,
+    parallel: int = 2,
+    threads: int = 1,
+    progress: bool = True,
+) -> list[Path]:
+    """``ibs-study oracle`` for every run directory without an up-to-date
+    ``eval_val/oracle_confusion.json`` (older than the newest checkpoint counts as missing).
+
+    ``parallel >= 1``: that many subprocesses of ``threads`` threads; 0: in this process.
+
+    Returns:
+        the run directories it measured.
+
+    Raises:
+        RuntimeError: a subprocess failed; the message names the run and the end of its output.
+    """
+    from ibs_study.engine.checkpoint import latest_checkpoint
+    from ibs_study.engine.oracle import ORACLE_FILE, oracle_confusion_run
+
+    def stale(run_dir: Path) -> bool:
+        path, checkpoint = run_dir / "eval_val" / ORACLE_FILE, latest_checkpoint(run_dir / "checkpoints")
+        return not path.is_file() or (
+            checkpoint is not None and path.stat().st_mtime < checkpoint.stat().st_mtime
+        )
+
+    todo = [Path(d) for d in run_dirs if stale(Path(d))]
+    if parallel < 0:
+        raise ValueError(f"parallel must be >= 0, got {parallel}")
+    bar = tqdm(total=len(todo), desc="oracle confusion", unit="run", disable=not progress or not todo)
+    if parallel == 0:
+        for run_dir in todo:
+            oracle_confusion_run(run_dir, progress=False)
+            bar.update()
+        bar.close()
+        return todo
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+
+    def measure(run_dir: Path) -> None:
+        command = [sys.executable, "-m", "ibs_study", "oracle", str(run_dir), "--no-progress"]
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        bar.update()
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"ibs-study oracle {run_dir} failed (exit {done.returncode}):\n{done.stderr[-2000:]}"
+            )
+
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        list(pool.map(measure, todo))
+    bar.close()
+    return todo
+
+
 def run_device(run_dir: str | os.PathLike) -> str:
     """The device a run trained on, from its ``environment.json`` (the last start event)."""
     path = Path(run_dir) / "environment.json"
@@ -282,6 +336,7 @@ def run_study(
     threads: int = 1,
     progress: bool = True,
     train: bool = True,
+    oracle: bool = True,
 ) -> dict[str, Any]:
     """Run (or read) the study's rows x seeds and its sweeps; return the results dict.
 
@@ -294,6 +349,8 @@ def run_study(
         sweeps: sweep name -> its specs (:func:`~ibs_study.study.sweep_specs`).
         scale, parallel, threads, progress: recorded scale; see :func:`run_specs`.
         train: False only collects runs that exist (a missing one is an error naming it).
+        oracle: measure the oracle-embedding confusion (:func:`oracle_runs`) of every run that
+            lacks it, so the rows carry the ``oracle_*`` metrics and table 5.
 
     Returns:
         :func:`~ibs_study.study.collect_results` output plus ``sweeps``: name ->
@@ -306,6 +363,9 @@ def run_study(
     sweep_runs = [spec for group in (sweeps or {}).values() for spec in group]
     if train:
         run_specs([*specs, *sweep_runs], root, parallel=parallel, threads=threads, progress=progress)
+    if oracle:
+        run_dirs = [Path(root) / spec.name for spec in [*specs, *sweep_runs]]
+        oracle_runs(run_dirs, parallel=parallel, threads=threads, progress=progress)
     device = run_device(Path(root) / f"{rows[0].key}_s{seeds[0]}")
     results = collect_results(
         root,

@@ -26,6 +26,7 @@ import numpy as np
 from scipy import stats
 
 from ibs_study.engine.grid import RunSpec, read_metrics
+from ibs_study.engine.oracle import ORACLE_FILE
 from ibs_study.engine.run_dir import read_run_config
 from ibs_study.paper_reference import PAPER_INSTANCE, PAPER_PANOPTIC
 
@@ -46,6 +47,10 @@ __all__ = [
 ]
 
 PANOPTIC_METRICS = ("pq", "pq_th", "pq_st", "acc_th", "prec_th")
+# Oracle-embedding confusion (ibs_study.engine.oracle): leak and own coverage of the GT things'
+# masks, and the share of those masks covering two GT things by more than ORACLE_THRESHOLD each.
+ORACLE_METRICS = ("oracle_leak", "oracle_own_coverage", "oracle_confused")
+ORACLE_THRESHOLD = 0.5
 INSTANCE_METRICS = ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l", "acc_th", "prec_th")
 SETTINGS = ("full", "crop", "crop_ibs_random", "crop_ibs")
 MODELS = ("pfcn", "m2f", "m2f_instance")
@@ -176,17 +181,35 @@ def metric_summary(values: Sequence[float], confidence: float = 0.95) -> dict[st
     return {"mean": mean, "ci95": [mean - half, mean + half], "per_seed": array.tolist()}
 
 
-def _flat_metrics(metrics: dict[str, Any]) -> dict[str, float | None]:
-    """The study's metric names from one ``metrics.json`` (panoptic or instance)."""
+def read_oracle(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The run's ``eval_val/oracle_confusion.json`` (``ibs-study oracle``), or None."""
+    path = Path(run_dir) / "eval_val" / ORACLE_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _flat_metrics(metrics: dict[str, Any], oracle: dict[str, Any] | None = None) -> dict[str, float | None]:
+    """The study's metric names from one ``metrics.json`` (panoptic or instance), plus the
+    oracle metrics when the run has an ``oracle_confusion.json``."""
     if "all" in metrics:
-        return {
+        flat = {
             "pq": metrics["all"]["pq"],
             "pq_th": metrics["things"]["pq"],
             "pq_st": metrics["stuff"]["pq"],
             "acc_th": metrics["acc_th"],
             "prec_th": metrics["prec_th"],
         }
-    return {name: metrics.get(name) for name in INSTANCE_METRICS}
+    else:
+        flat = {name: metrics.get(name) for name in INSTANCE_METRICS}
+    if oracle is not None:
+        at = min(
+            range(len(oracle["thresholds"])), key=lambda i: abs(oracle["thresholds"][i] - ORACLE_THRESHOLD)
+        )
+        flat |= {
+            "oracle_leak": oracle["leak"],
+            "oracle_own_coverage": oracle["own_coverage"],
+            "oracle_confused": oracle["ratio"][at],
+        }
+    return flat
 
 
 def _curve_summary(curves: list[dict]) -> dict[str, Any]:
@@ -220,14 +243,15 @@ def collect_results(
     for row in rows:
         run_dirs = [root / f"{row.key}_s{seed}" for seed in seeds]
         per_seed = [read_metrics(run_dir) for run_dir in run_dirs]
+        oracles = [read_oracle(run_dir) for run_dir in run_dirs]
         steps = {read_run_config(run_dir).train.max_steps for run_dir in run_dirs}
         if len(steps) != 1:
             raise ValueError(f"{row.key}: its seeds trained for different numbers of steps {sorted(steps)}")
-        flat = [_flat_metrics(m) for m in per_seed]
+        flat = [_flat_metrics(m, o) for m, o in zip(per_seed, oracles, strict=True)]
         metrics = {
             name: metric_summary([f[name] for f in flat])
             for name in flat[0]
-            if all(f[name] is not None for f in flat)
+            if all(f.get(name) is not None for f in flat)
         }
         entry: dict[str, Any] = {
             "model": row.model,
@@ -239,6 +263,8 @@ def collect_results(
         }
         if all("confusion_curve" in m for m in per_seed):
             entry["confusion_curve"] = _curve_summary([m["confusion_curve"] for m in per_seed])
+        if all(o is not None for o in oracles):
+            entry["oracle_confusion_curve"] = _curve_summary(oracles)
         out_rows.append(entry)
     return {"scale": scale, "device": device, "commit": commit, "rows": out_rows}
 
@@ -247,7 +273,7 @@ def collect_sweep(root: str | os.PathLike, specs: Sequence[RunSpec]) -> list[dic
     """``[{"preset", "key", "value", "metrics": {name: value}}]`` for the runs of a sweep."""
     out = []
     for spec in specs:
-        flat = _flat_metrics(read_metrics(Path(root) / spec.name))
+        flat = _flat_metrics(read_metrics(Path(root) / spec.name), read_oracle(Path(root) / spec.name))
         value = spec.tags["value"]
         out.append(
             {
@@ -312,11 +338,29 @@ TABLES: dict[int, tuple[str, list[tuple[str, str, str]], tuple[str, ...], str, d
         "vistas",
         PAPER_INSTANCE,
     ),
+    5: (
+        "Oracle-embedding confusion: masks of the GT things' own embeddings (not in the paper)",
+        [
+            ("pfcn", "full", "Panoptic FCN, full image"),
+            ("pfcn", "crop", "Panoptic FCN, crop"),
+            ("pfcn", "crop_ibs_random", "Panoptic FCN, crop + IBS, random"),
+            ("pfcn", "crop_ibs", "Panoptic FCN, crop + IBS, paired"),
+            ("m2f", "crop", "Mask2Former, crop"),
+            ("m2f", "crop_ibs", "Mask2Former, crop + IBS"),
+            ("m2f_instance", "crop", "Mask2Former instance, crop"),
+            ("m2f_instance", "crop_ibs", "Mask2Former instance, crop + IBS"),
+        ],
+        ORACLE_METRICS,
+        None,
+        {},
+    ),
 }
 
 METRIC_LABELS = {
     "pq": "PQ", "pq_th": "PQ^th", "pq_st": "PQ^st", "acc_th": "Acc^th", "prec_th": "Prec^th",
     "ap": "AP", "ap50": "AP50", "ap75": "AP75", "ap_s": "AP^S", "ap_m": "AP^M", "ap_l": "AP^L",
+    "oracle_leak": "leak", "oracle_own_coverage": "own coverage",
+    "oracle_confused": f"confused (T={ORACLE_THRESHOLD})",
 }  # fmt: skip
 
 
@@ -333,13 +377,12 @@ def _find_row(results: dict[str, Any], model: str, setting: str) -> dict[str, An
 
 def results_table(results: dict[str, Any], table: int, fmt: str = "markdown") -> str:
     """Table ``table`` (1-4) analogue: measured mean ± 95 % CI half-width (percent) over seeds,
-    then the paper's numbers on real data in separate columns headed ``paper (<dataset>)``."""
+    then the paper's numbers on real data in separate columns headed ``paper (<dataset>)``.
+    Table 5 (oracle-embedding confusion) has no paper counterpart and no paper columns."""
     title, rows, metrics, dataset, reference = TABLES[table]
-    header = (
-        ["Setting"]
-        + [METRIC_LABELS[m] for m in metrics]
-        + [f"paper ({dataset}) {METRIC_LABELS[m]}" for m in metrics]
-    )
+    header = ["Setting"] + [METRIC_LABELS[m] for m in metrics]
+    if dataset is not None:
+        header += [f"paper ({dataset}) {METRIC_LABELS[m]}" for m in metrics]
     body = []
     for model, setting, label in rows:
         row = _find_row(results, model, setting)
@@ -347,7 +390,7 @@ def results_table(results: dict[str, Any], table: int, fmt: str = "markdown") ->
             continue
         measured = [format_measured(row["metrics"][m]) if m in row["metrics"] else "–" for m in metrics]
         ref = reference.get((dataset, model, setting), {})
-        paper = [f"{ref[m]:.1f}" if m in ref else "–" for m in metrics]
+        paper = [f"{ref[m]:.1f}" if m in ref else "–" for m in metrics] if dataset is not None else []
         body.append([label, *measured, *paper])
     if fmt == "csv":
         buffer = io.StringIO()
@@ -356,9 +399,12 @@ def results_table(results: dict[str, Any], table: int, fmt: str = "markdown") ->
         writer.writerows(body)
         return buffer.getvalue()
     seeds = results["rows"][0]["seeds"] if results["rows"] else []
+    scope = f"synthetic, {results['scale']} scale; measured: mean ± 95 % CI half-width over seeds {seeds}, percent"
     lines = [
-        f"**Table {table} analogue: {title}** (synthetic, {results['scale']} scale; measured: mean ± 95 % CI "
-        f"half-width over seeds {seeds}, percent; paper columns: published numbers on real {dataset}, for reference)",
+        f"**Table {table} analogue: {title}** ({scope}; paper columns: published numbers on real {dataset}, "
+        "for reference)"
+        if dataset is not None
+        else f"**{title}** ({scope})",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",

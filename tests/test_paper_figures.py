@@ -15,7 +15,15 @@ from ibs_study.config import config_hash
 from ibs_study.engine.run_dir import read_run_config
 from ibs_study.paper_figures import build_all
 from ibs_study.runs import run_study, smoke_overrides
-from ibs_study.study import load_results, results_table, save_results, study_rows, sweep_specs
+from ibs_study.study import (
+    ORACLE_METRICS,
+    load_results,
+    read_oracle,
+    results_table,
+    save_results,
+    study_rows,
+    sweep_specs,
+)
 from ibs_study.viz.figures import sweep_points, table_bar_rows
 
 SEEDS = [0, 1]
@@ -41,8 +49,12 @@ def test_run_study_writes_the_results_schema_with_sweeps(study):
     assert [(r["model"], r["setting"]) for r in results["rows"]] == [("pfcn", "crop"), ("pfcn", "crop_ibs")]
     for row in results["rows"]:
         assert row["seeds"] == SEEDS and row["steps"] == 3
-        assert set(row["metrics"]) == {"pq", "pq_th", "pq_st", "acc_th", "prec_th"}
+        assert set(row["metrics"]) == {"pq", "pq_th", "pq_st", "acc_th", "prec_th", *ORACLE_METRICS}
         assert len(row["metrics"]["pq"]["per_seed"]) == 2 and len(row["confusion_curve"]["per_seed"]) == 2
+        # oracle metrics come from each run's oracle_confusion.json
+        oracle = read_oracle(study[1] / f"pfcn_{row['setting']}_s1")
+        assert row["metrics"]["oracle_leak"]["per_seed"][1] == oracle["leak"]
+        assert row["oracle_confusion_curve"]["per_seed"][1] == oracle["ratio"]
     assert results["scale"] == "tiny" and results["device"] == "cpu"
     # The crop_ibs row at seed 0 is the sweep's point at the preset's own λ (1.0): not rerun.
     lambdas = results["sweeps"]["lambda"]
@@ -56,8 +68,9 @@ def test_run_study_writes_the_results_schema_with_sweeps(study):
 
 
 EXPECTED_TOP_LEVEL = {
-    *(f"table{n}.{ext}" for n in (1, 2, 3) for ext in ("md", "csv")),
-    *(f"{stem}.{ext}" for stem in ("bars_table1", "bars_table2", "bars_table3", "fig5_confusion_pfcn", "sweep_lambda")
+    *(f"table{n}.{ext}" for n in (1, 2, 3, 5) for ext in ("md", "csv")),
+    *(f"{stem}.{ext}" for stem in ("bars_table1", "bars_table2", "bars_table3", "bars_table5", "fig5_confusion_pfcn",
+                                   "fig5_oracle_pfcn", "sweep_lambda")
       for ext in ("png", "svg", "html")),
     "fig3_instances_per_image_vs_crop.png",
     "fig3_instances_per_image_vs_crop.svg",
@@ -98,7 +111,7 @@ def test_build_all_writes_every_expected_file(study, tmp_path):
     )
     # tables are exactly results_table's output
     results = load_results(results_path)
-    for number in (1, 2, 3):
+    for number in (1, 2, 3, 5):
         assert (out / f"table{number}.md").read_text() == results_table(results, number)
         assert (out / f"table{number}.csv").read_text() == results_table(results, number, fmt="csv")
     # provenance: the results file, the runs and their config hashes, what was skipped

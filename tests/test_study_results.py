@@ -13,7 +13,10 @@ from ibs_study.study import TABLES, load_results, results_table
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "paper_figures" / "synthetic_results.json"
-METRICS = {"pfcn": {"pq", "pq_th", "pq_st", "acc_th", "prec_th"}, "m2f": {"pq", "pq_th", "pq_st", "acc_th", "prec_th"}}
+METRICS = {
+    "pfcn": {"pq", "pq_th", "pq_st", "acc_th", "prec_th"},
+    "m2f": {"pq", "pq_th", "pq_st", "acc_th", "prec_th"},
+}
 METRICS["m2f_instance"] = {"ap", "ap_l", "acc_th", "prec_th"}
 
 

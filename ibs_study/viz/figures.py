@@ -191,19 +191,23 @@ def series_from_metrics(
 
 
 def series_from_results(
-    results: Mapping, model: str, styles: Mapping[str, tuple[str, str, str]] = SETTING_STYLE
+    results: Mapping,
+    model: str,
+    styles: Mapping[str, tuple[str, str, str]] = SETTING_STYLE,
+    curve: str = "confusion_curve",
 ) -> list[CurveSeries]:
-    """One :class:`CurveSeries` per row of ``model`` in a ``synthetic_results.json``, with its 95 % band."""
+    """One :class:`CurveSeries` per row of ``model`` in a ``synthetic_results.json``, with its
+    95 % band; ``curve="oracle_confusion_curve"`` takes the oracle-embedding curves."""
     out = []
     for row in results["rows"]:
-        if row["model"] != model or "confusion_curve" not in row:
+        if row["model"] != model or curve not in row:
             continue
         label, color, linestyle = styles.get(row["setting"], (row["setting"], None, "-"))
-        curve = row["confusion_curve"]
+        summary = row[curve]
         band = None
         if len(row["seeds"]) > 1:
-            band = ([lo for lo, _ in curve["ci95"]], [hi for _, hi in curve["ci95"]])
-        out.append(CurveSeries(label, curve["thresholds"], curve["mean"], band, color, linestyle))
+            band = ([lo for lo, _ in summary["ci95"]], [hi for _, hi in summary["ci95"]])
+        out.append(CurveSeries(label, summary["thresholds"], summary["mean"], band, color, linestyle))
     return out
 
 
@@ -219,6 +223,12 @@ class BarRow:
     means: dict[str, float]
     ci95: dict[str, tuple[float, float]]
     per_seed: dict[str, list[float]]
+
+
+def table_title(table: int) -> str:
+    """``Table n analogue: <title>`` for the paper's tables, the bare title for table 5."""
+    title, _, _, dataset, _ = TABLES[table]
+    return f"Table {table} analogue: {title}" if dataset is not None else title
 
 
 def table_bar_rows(results: Mapping, table: int) -> tuple[list[BarRow], tuple[str, ...]]:
@@ -274,7 +284,7 @@ def metric_bars_figure(results: Mapping, table: int, *, title: str | None = None
     ax.set_ylabel("percent")
     ax.set_ylim(bottom=0)
     ax.grid(axis="y", alpha=0.3)
-    ax.set_title(title or f"Table {table} analogue: {TABLES[table][0]}", fontsize=10)
+    ax.set_title(title or table_title(table), fontsize=10)
     if rows:
         ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
@@ -303,7 +313,7 @@ def metric_bars_plotly(results: Mapping, table: int, *, title: str | None = None
         )
     fig.update_layout(
         barmode="group",
-        title=title or f"Table {table} analogue: {TABLES[table][0]}",
+        title=title or table_title(table),
         yaxis_title="percent (mean, 95 % CI over seeds)",
         template="plotly_white",
     )
