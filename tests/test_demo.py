@@ -1,0 +1,52 @@
+"""The demo: findings follow the numbers, and a quick end-to-end run prints what its runs measured."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ibs_study.demo import demo_findings, demo_table, run_demo
+
+
+def _metrics(prec: float, acc: float = 0.5) -> dict:
+    curve = {"thresholds": [0.05, 0.1, 0.5], "ratio": [0.5, 0.4, 0.1]}
+    return {
+        "all": {"pq": 0.5},
+        "things": {"pq": 0.3},
+        "stuff": {"pq": 0.7},
+        "acc_th": acc,
+        "prec_th": prec,
+        "confusion_curve": curve,
+    }
+
+
+def test_findings_state_what_the_numbers_show():
+    metrics = {"full": _metrics(0.60), "crop": _metrics(0.45), "crop_ibs": _metrics(0.55, acc=0.4)}
+    oracles = {"full": {"leak": 0.30}, "crop": {"leak": 0.40}, "crop_ibs": {"leak": 0.32}}
+    text = "\n".join(demo_findings(metrics, oracles))
+    assert "crop training lowered Prec^th by 15.0 points" in text
+    assert "changed Prec^th by +10.0 and Acc^th by -10.0 points" in text
+    assert "full image 30.0%, crop 40.0%, crop + IBS (paired) 32.0%" in text
+    assert "crop training leaks more than full-image training, IBS leaks less than crop training." in text
+    reversed_ = {"full": _metrics(0.40), "crop": _metrics(0.45), "crop_ibs": _metrics(0.45)}
+    worse = {"full": {"leak": 0.5}, "crop": {"leak": 0.4}, "crop_ibs": {"leak": 0.45}}
+    text = "\n".join(demo_findings(reversed_, worse))
+    assert (
+        "did NOT lower Prec^th" in text and "does NOT leak more" in text and "IBS does NOT leak less" in text
+    )
+    table = demo_table(metrics, oracles).splitlines()
+    assert table[1].split()[-2:] == ["60.0", "30.0"] and table[3].split()[-2:] == ["55.0", "32.0"]
+
+
+@pytest.mark.slow
+def test_quick_demo_reports_the_measured_numbers(tmp_path):
+    out = tmp_path / "demo"
+    report = run_demo(out, tmp_path / "data", steps=2, parallel=2, progress=False, scale="tiny")
+    for setting, label in (("full", "full image"), ("crop", "crop"), ("crop_ibs", "crop + IBS (paired)")):
+        metrics = json.loads((out / setting / "eval_val" / "metrics.json").read_text())
+        oracle = json.loads((out / setting / "eval_val" / "oracle_confusion.json").read_text())
+        line = next(x for x in report.splitlines() if x.startswith(f"{label:22s}"))
+        assert line.split()[-2:] == [f"{100 * metrics['prec_th']:.1f}", f"{100 * oracle['leak']:.1f}"]
+    assert (out / "confusion_curve.png").stat().st_size > 1000
+    assert f"confusion curve: {out / 'confusion_curve.png'}" in report
