@@ -151,6 +151,20 @@ for model in models:
 # Each curve gives, for an overlap threshold T, the share of predicted thing segments that
 # cover more than T of the area of two or more ground-truth things; lower is better. Bands
 # are the 95 % intervals over seeds at each T. Confusion of large segments shows at high T.
+#
+# These curves count the segments the model *predicts*, so they also move with how many
+# things its detector finds and how large it draws them. Table 5 and the oracle curves below
+# leave detection out: every ground-truth thing gets the mask of its own embeddings (the
+# kernels at its centre, or the queries matched to it), and we measure how much of that mask
+# lies on other instances (leak) and how often it covers two of them (`ibs_study.engine.oracle`).
+
+# %%
+for model in models:
+    series = series_from_results(results, model, curve="oracle_confusion_curve")
+    if series:
+        figure = confusion_curve_figure(series, title=f"Oracle-embedding confusion, {model} (mean, 95 % band)")
+        save_figure(figure, out / f"fig5_oracle_{model}")
+        display(figure)
 
 # %% [markdown]
 # ## Sweeps: λ_IBS and the crop size
