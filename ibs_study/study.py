@@ -44,6 +44,10 @@ __all__ = [
     "TABLES",
     "PANOPTIC_METRICS",
     "INSTANCE_METRICS",
+    "ORACLE_METRICS",
+    "ClaimCheck",
+    "reproduction_checks",
+    "claims_table",
 ]
 
 PANOPTIC_METRICS = ("pq", "pq_th", "pq_st", "acc_th", "prec_th")
@@ -410,4 +414,136 @@ def results_table(results: dict[str, Any], table: int, fmt: str = "markdown") ->
         "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
     ]
     lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------ the paper's claims
+
+# (metric, label, higher is better): the measures every claim is checked on.
+CLAIM_MEASURES = (
+    ("prec_th", "Prec^th", True),
+    ("acc_th", "Acc^th", True),
+    ("confusion_auc", "confusion curve (mean over T)", False),
+    ("oracle_leak", "oracle leak", False),
+)
+
+
+@dataclass(frozen=True)
+class ClaimCheck:
+    """One of the paper's claims checked on one measure of a ``synthetic_results.json``.
+
+    Attributes:
+        claim: the claim in words.
+        measure: the measure's label.
+        difference: the seed-paired difference the claim is about (fractions):
+            ``{"mean", "ci95", "per_seed"}``, signed so that positive supports the claim.
+        recovered: for the recovery claim, (IBS - crop) / (full - crop) of the means.
+        verdict: ``yes`` (supported beyond the 95 % interval), ``direction only`` (the means
+            agree, the interval includes 0 or, for recovery, the share is reached only by the
+            means) or ``no``.
+    """
+
+    claim: str
+    measure: str
+    difference: dict[str, Any]
+    recovered: float | None
+    verdict: str
+
+
+def _per_seed(row: dict[str, Any], metric: str) -> dict[int, float] | None:
+    if metric == "confusion_auc":
+        curve = row.get("confusion_curve")
+        values = None if curve is None else [float(np.mean(c)) for c in curve["per_seed"]]
+    else:
+        values = row["metrics"][metric]["per_seed"] if metric in row["metrics"] else None
+    return None if values is None else dict(zip(row["seeds"], values, strict=True))
+
+
+def _paired(results: dict[str, Any], model: str, a: str, b: str, metric: str, sign: float) -> dict | None:
+    """``sign * (b - a)`` per shared seed, summarised; None when a row or the metric is absent."""
+    rows = {r["setting"]: r for r in results["rows"] if r["model"] == model}
+    if a not in rows or b not in rows:
+        return None
+    first, second = _per_seed(rows[a], metric), _per_seed(rows[b], metric)
+    if first is None or second is None:
+        return None
+    seeds = [s for s in first if s in second]
+    return metric_summary([sign * (second[s] - first[s]) for s in seeds]) if seeds else None
+
+
+def _verdict(difference: dict[str, Any], direction: bool) -> str:
+    if not direction:
+        return "no"
+    return "yes" if difference["ci95"][0] > 0 else "direction only"
+
+
+def reproduction_checks(results: dict[str, Any], model: str = "pfcn") -> list[ClaimCheck]:
+    """The claims of the paper's Table 1, Table 3 and Fig. 5, checked on ``model``'s rows.
+
+    1. crop training is worse than full-image training (Table 1: lower Prec^th);
+    2. crop + IBS (paired sampler) recovers at least half of that loss (Tables 1-3);
+    3. the paired sampler is at least as good as random pairs (Table 3).
+
+    Each is checked on every measure of :data:`CLAIM_MEASURES` the rows carry: on the
+    confusion curve's mean over thresholds, claims 1 and 2 are the ordering of Fig. 5 (crop
+    above full image, IBS below crop). Differences are paired by seed (same initialisation
+    and data order) with Student-t intervals.
+    """
+    out = []
+    for metric, label, higher in CLAIM_MEASURES:
+        better = 1.0 if higher else -1.0
+        crop_loss = _paired(results, model, "crop", "full", metric, better)  # + : crop is worse
+        if crop_loss is not None:
+            out.append(
+                ClaimCheck(
+                    "crop training is worse than full-image training",
+                    label,
+                    crop_loss,
+                    None,
+                    _verdict(crop_loss, crop_loss["mean"] > 0),
+                )
+            )
+        gain = _paired(results, model, "crop", "crop_ibs", metric, better)  # + : IBS is better
+        if gain is not None and crop_loss is not None:
+            recovered = gain["mean"] / crop_loss["mean"] if crop_loss["mean"] > 0 else None
+            reached = recovered is not None and recovered >= 0.5
+            verdict = "no" if not reached else ("yes" if gain["ci95"][0] > 0 else "direction only")
+            out.append(
+                ClaimCheck(
+                    "crop + IBS (paired) recovers at least half of the crop loss",
+                    label,
+                    gain,
+                    recovered,
+                    verdict,
+                )
+            )
+        paired = _paired(results, model, "crop_ibs_random", "crop_ibs", metric, better)
+        if paired is not None:
+            out.append(
+                ClaimCheck(
+                    "paired sampler at least as good as random pairs",
+                    label,
+                    paired,
+                    None,
+                    "yes"
+                    if paired["mean"] >= 0 and paired["ci95"][0] > 0
+                    else "direction only"
+                    if paired["mean"] >= 0
+                    else "no",
+                )
+            )
+    return out
+
+
+def claims_table(results: dict[str, Any], model: str = "pfcn") -> str:
+    """:func:`reproduction_checks` as a Markdown table (differences in points)."""
+    lines = [
+        "| claim | measure | difference, points (mean [95 % CI]; + supports the claim) | recovered | holds |",
+        "|---|---|---|---:|---|",
+    ]
+    for check in reproduction_checks(results, model):
+        d = check.difference
+        cell = f"{100 * d['mean']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]"
+        recovered = f"{100 * check.recovered:.0f} %" if check.recovered is not None else ""
+        lines.append(f"| {check.claim} | {check.measure} | {cell} | {recovered} | {check.verdict} |")
     return "\n".join(lines) + "\n"
