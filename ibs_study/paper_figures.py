@@ -9,6 +9,9 @@
 * ``fig5_confusion_{model}.png`` / ``.svg`` / ``.html``: the confusion curves of every
   setting of a model, with 95 % bands over seeds (Fig. 5);
 * ``sweep_{name}.png`` / ``.svg`` / ``.html``: each sweep of the JSON (λ_IBS, crop size);
+* ``claims_{model}.md``: the paper's claims checked on seed-paired differences
+  (:func:`~ibs_study.study.claims_table`), for each model with the rows they need;
+* ``fig5_oracle_{model}``: the oracle-embedding confusion curves, where the rows have them;
 * with ``runs_root`` (the folder of the study's run directories ``<model>_<setting>_s<seed>``),
   the figures that need predictions or data, from the runs of the rows' first seed:
   ``fig3_instances_per_image_vs_crop`` (Fig. 3, from the dataset the runs used), per model
@@ -42,7 +45,7 @@ from typing import Any
 
 import torch
 
-from ibs_study.study import TABLES, load_results, results_table
+from ibs_study.study import TABLES, claims_table, load_results, reproduction_checks, results_table
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +104,12 @@ def _tables_and_bars(results: dict, build: _Build) -> None:
         build.text(f"table{number}.csv", results_table(results, number, fmt="csv"))
         build.add(save_figure(metric_bars_figure(results, number), build.out_dir / f"bars_table{number}"))
         build.add(save_figure(metric_bars_plotly(results, number), build.out_dir / f"bars_table{number}"))
+
+
+def _claims(results: dict, build: _Build) -> None:
+    for model in dict.fromkeys(r["model"] for r in results["rows"]):
+        if reproduction_checks(results, model):
+            build.text(f"claims_{model}.md", claims_table(results, model))
 
 
 def _confusion_curves(results: dict, build: _Build) -> None:
@@ -326,6 +335,7 @@ def build_all(
     out.mkdir(parents=True, exist_ok=True)
     build = _Build(out)
     _tables_and_bars(results, build)
+    _claims(results, build)
     _confusion_curves(results, build)
     _sweeps(results, build)
     runs: dict[str, Path] = {}

@@ -52,7 +52,15 @@ from IPython.display import Markdown, display
 
 from ibs_study.analysis import setting_differences
 from ibs_study.runs import notebook_overrides, project_root, run_study
-from ibs_study.study import TABLES, results_table, save_results, study_rows, sweep_specs
+from ibs_study.study import (
+    TABLES,
+    claims_table,
+    reproduction_checks,
+    results_table,
+    save_results,
+    study_rows,
+    sweep_specs,
+)
 from ibs_study.viz.figures import (
     confusion_curve_figure,
     metric_bars_figure,
@@ -131,6 +139,11 @@ for model in models:
             diff = setting_differences(results, model, baseline, other)
             cells = [f"{name} {100 * d['mean']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]" for name, d in diff.items()]
             print(f"{model}: {other} − {baseline}: " + "; ".join(cells))
+
+# %%
+for model in models:
+    if reproduction_checks(results, model):
+        display(Markdown(f"**The paper's claims on {model}**\n\n" + claims_table(results, model)))
 
 # %% [markdown]
 # The paper's pattern is: crop training raises PQ but lowers Prec^th against full-image
