@@ -35,6 +35,7 @@ steps = None  # training steps per run (None: the presets')
 data_root = None  # dataset root (None: the presets')
 lambdas = [0.25, 1.0, 4.0, 16.0]  # λ_IBS values of the sweep (crop + IBS, paired sampler)
 crop_sizes = [[64, 128], [128, 256], [192, 384]]  # (H, W) values of the crop-size sweep (crop training)
+m2f_lambdas = []  # λ_IBS values of a Mask2Former sweep (crop + IBS, paired; needs "m2f" in models; [] = none)
 sweep_seed = 0  # seed of the sweep runs
 root = "runs/study"  # folder of all run directories
 collect_only = False  # only read finished runs (an error names a missing one)
@@ -84,6 +85,8 @@ sweeps = {
     "lambda": sweep_specs(f"{prefix}_pfcn_crop_ibs", "ibs.weight", lambdas, seed=sweep_seed, steps=steps, overrides=overrides),
     "crop_size": sweep_specs(f"{prefix}_pfcn_crop", "data.crop_size", crop_sizes, seed=sweep_seed, steps=steps, overrides=overrides),
 }
+if m2f_lambdas and "m2f" in models:
+    sweeps["m2f_lambda"] = sweep_specs(f"{prefix}_m2f_crop_ibs", "ibs.weight", m2f_lambdas, seed=sweep_seed, steps=steps, overrides=overrides)
 for row in rows:
     print(f"{row.key:28s} preset {row.preset}, seeds {seeds}")
 print(f"sweeps: {', '.join(f'{name} ({len(specs)} runs)' for name, specs in sweeps.items())}; runs in {root}")
@@ -183,7 +186,11 @@ for model in models:
 # ## Sweeps: λ_IBS and the crop size
 
 # %%
-labels = {"lambda": "λ_IBS (crop + IBS, paired sampler)", "crop_size": "crop size H x W (crop training, no IBS)"}
+labels = {
+    "lambda": "λ_IBS (crop + IBS, paired sampler)",
+    "crop_size": "crop size H x W (crop training, no IBS)",
+    "m2f_lambda": "λ_IBS, Mask2Former (crop + IBS, paired sampler)",
+}
 for name, entries in results["sweeps"].items():
     figure = sweep_figure(entries, xlabel=labels[name], title=f"Sweep of {labels[name]}, seed {sweep_seed}")
     save_figure(figure, out / f"sweep_{name}")
