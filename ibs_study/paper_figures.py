@@ -58,6 +58,8 @@ QUALITATIVE_FIGURES: dict[str, tuple[str, str]] = {
     "m2f_instance": ("fig11", "fig12"),
 }
 MODEL_LABELS = {"pfcn": "Panoptic FCN", "m2f": "Mask2Former", "m2f_instance": "Mask2Former (instance)"}
+# One copy of plotly.js beside the pages (they load it relatively, so they work offline).
+PLOTLY_JS = "plotly.min.js"
 PACKAGES = ("ibs_study", "torch", "torchvision", "numpy", "scipy", "matplotlib", "plotly", "pycocotools")
 
 
@@ -103,7 +105,19 @@ def _tables_and_bars(results: dict, build: _Build) -> None:
         build.text(f"table{number}.md", results_table(results, number))
         build.text(f"table{number}.csv", results_table(results, number, fmt="csv"))
         build.add(save_figure(metric_bars_figure(results, number), build.out_dir / f"bars_table{number}"))
-        build.add(save_figure(metric_bars_plotly(results, number), build.out_dir / f"bars_table{number}"))
+        build.add(
+            save_figure(
+                metric_bars_plotly(results, number), build.out_dir / f"bars_table{number}", plotlyjs=PLOTLY_JS
+            )
+        )
+
+
+def _write_plotly_js(build: _Build) -> None:
+    from plotly.offline import get_plotlyjs
+
+    path = build.out_dir / PLOTLY_JS
+    path.write_text(get_plotlyjs())
+    build.add([path])
 
 
 def _claims(results: dict, build: _Build) -> None:
@@ -128,19 +142,19 @@ def _confusion_curves(results: dict, build: _Build) -> None:
         title = f"Fig. 5 analogue: confusion, {MODEL_LABELS.get(model, model)}\n(mean over seeds, 95 % band)"
         stem = build.out_dir / f"fig5_confusion_{model}"
         build.add(save_figure(confusion_curve_figure(series, title=title), stem))
-        build.add(save_figure(confusion_curve_plotly(series, title=title), stem))
+        build.add(save_figure(confusion_curve_plotly(series, title=title), stem, plotlyjs=PLOTLY_JS))
     oracle_models = dict.fromkeys(r["model"] for r in results["rows"] if "oracle_confusion_curve" in r)
     if not oracle_models:
         build.skip("fig5_oracle", "no row has an oracle confusion curve (ibs-study oracle)")
     for model in oracle_models:
         series = series_from_results(results, model, curve="oracle_confusion_curve")
-        title = (
-            f"Oracle-embedding confusion, {MODEL_LABELS.get(model, model)}: masks of the GT things'\n"
-            "own embeddings covering two GT things by more than T (mean over seeds, 95 % band)"
-        )
+        title = f"Oracle-embedding confusion, {MODEL_LABELS.get(model, model)}\n(mean over seeds, 95 % band)"
+        ylabel = "GT things' masks covering 2+ GT things (%)"
         stem = build.out_dir / f"fig5_oracle_{model}"
-        build.add(save_figure(confusion_curve_figure(series, title=title), stem))
-        build.add(save_figure(confusion_curve_plotly(series, title=title), stem))
+        build.add(save_figure(confusion_curve_figure(series, title=title, ylabel=ylabel), stem))
+        build.add(
+            save_figure(confusion_curve_plotly(series, title=title, ylabel=ylabel), stem, plotlyjs=PLOTLY_JS)
+        )
 
 
 def _sweeps(results: dict, build: _Build) -> None:
@@ -157,7 +171,7 @@ def _sweeps(results: dict, build: _Build) -> None:
         title = f"Sweep of {key} ({preset})"
         stem = build.out_dir / f"sweep_{name}"
         build.add(save_figure(sweep_figure(entries, xlabel=key, title=title), stem))
-        build.add(save_figure(sweep_plotly(entries, xlabel=key, title=title), stem))
+        build.add(save_figure(sweep_plotly(entries, xlabel=key, title=title), stem, plotlyjs=PLOTLY_JS))
 
 
 # ------------------------------------------------------------------------- from the runs
@@ -182,15 +196,16 @@ def _fresh_dir(path: Path) -> Path:
     return path
 
 
-def _instance_counts_figure(run_dir: Path, build: _Build) -> None:
+def _instance_counts_figure(run_dirs: list[Path], build: _Build) -> None:
+    """Fig. 3 from the dataset and crop size of the first run that trains on crops."""
     from ibs_study.analysis import instance_counts
     from ibs_study.engine.data import open_split
     from ibs_study.engine.run_dir import read_run_config
     from ibs_study.viz.figures import instance_count_figure, save_figure
 
-    cfg = read_run_config(run_dir)
-    if cfg.data.crop_size is None:
-        build.skip("fig3", f"{run_dir} trains on full images (no crop size)")
+    cfg = next((c for c in map(read_run_config, run_dirs) if c.data.crop_size is not None), None)
+    if cfg is None:
+        build.skip("fig3", "every run trains on full images (no crop size)")
         return
     dataset = open_split(cfg, cfg.data.val_split, prepare=False)
     counts = instance_counts(dataset, cfg.data.crop_size)
@@ -242,7 +257,10 @@ def _qualitative(results: dict, runs_root: Path, build: _Build, top_k: int, thre
             explorer = ConfusionExplorer(data, threshold=threshold)
             build.add(
                 explorer.export_static(
-                    _fresh_dir(build.out_dir / f"{instances_fig}_{model}_instances"), top_k, run=0
+                    _fresh_dir(build.out_dir / f"{instances_fig}_{model}_instances"),
+                    top_k,
+                    run=0,
+                    include_plotlyjs=f"../{PLOTLY_JS}",
                 )
             )
 
@@ -334,6 +352,7 @@ def build_all(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     build = _Build(out)
+    _write_plotly_js(build)
     _tables_and_bars(results, build)
     _claims(results, build)
     _confusion_curves(results, build)
@@ -347,7 +366,7 @@ def build_all(
             raise FileNotFoundError(f"runs_root {root} is not a folder")
         runs = _study_run_dirs(results, root)
         if runs:
-            _instance_counts_figure(next(iter(runs.values())), build)
+            _instance_counts_figure(list(runs.values()), build)
         else:
             build.skip("fig3", f"no run directory of the results' rows under {root}")
         _qualitative(results, root, build, top_k, threshold)

@@ -343,7 +343,7 @@ TABLES: dict[int, tuple[str, list[tuple[str, str, str]], tuple[str, ...], str, d
         PAPER_INSTANCE,
     ),
     5: (
-        "Oracle-embedding confusion: masks of the GT things' own embeddings (not in the paper)",
+        "Oracle-embedding confusion (not in the paper)",
         [
             ("pfcn", "full", "Panoptic FCN, full image"),
             ("pfcn", "crop", "Panoptic FCN, crop"),
@@ -363,8 +363,8 @@ TABLES: dict[int, tuple[str, list[tuple[str, str, str]], tuple[str, ...], str, d
 METRIC_LABELS = {
     "pq": "PQ", "pq_th": "PQ^th", "pq_st": "PQ^st", "acc_th": "Acc^th", "prec_th": "Prec^th",
     "ap": "AP", "ap50": "AP50", "ap75": "AP75", "ap_s": "AP^S", "ap_m": "AP^M", "ap_l": "AP^L",
-    "oracle_leak": "leak", "oracle_own_coverage": "own coverage",
-    "oracle_confused": f"confused (T={ORACLE_THRESHOLD})",
+    "oracle_leak": "leak", "oracle_own_coverage": "own cov.",
+    "oracle_confused": f"confused@{ORACLE_THRESHOLD}",
 }  # fmt: skip
 
 

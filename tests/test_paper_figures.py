@@ -75,6 +75,7 @@ EXPECTED_TOP_LEVEL = {
     "fig3_instances_per_image_vs_crop.png",
     "fig3_instances_per_image_vs_crop.svg",
     "index.md",
+    "plotly.min.js",
 }  # fmt: skip
 
 
@@ -85,8 +86,12 @@ def _check_file(path: Path) -> None:
             assert image.width > 100 and image.height > 100
     elif path.suffix == ".svg":
         assert path.read_text().startswith("<?xml")
-    elif path.suffix == ".html":
-        assert "plotly" in path.read_text()[:200000].lower()
+    elif path.suffix == ".html":  # pages load the one shared copy of plotly.js, relatively
+        text = path.read_text()
+        assert "Plotly.newPlot" in text and len(text) < 1_000_000, path
+        assert 'src="plotly.min.js"' in text or 'src="../plotly.min.js"' in text, path
+    elif path.suffix == ".js":
+        assert path.stat().st_size > 1_000_000  # plotly.js itself
 
 
 @pytest.mark.slow

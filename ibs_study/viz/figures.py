@@ -115,8 +115,10 @@ def confusion_curve_figure(
     *,
     title: str = "Confusion (Fig. 5 analogue)",
     size: tuple[float, float] = (5.5, 3.6),
+    ylabel: str = "confused predicted things (%)",
 ) -> Figure:
-    """Ratio of confused predicted thing segments against the overlap threshold T (percent axes)."""
+    """Ratio of confused predicted thing segments (or, with another ``ylabel``, of any masks)
+    against the overlap threshold T (percent axes)."""
     fig = _figure(size)
     ax = fig.subplots()
     t = np.array([0.0, 100.0])
@@ -129,7 +131,7 @@ def confusion_curve_figure(
             low, high = (np.clip(100 * np.asarray(b, dtype=float), 0, 100) for b in s.band)
             ax.fill_between(t, low, high, color=line.get_color(), alpha=0.18, lw=0)
     ax.set_xlabel("overlap threshold T (% of the GT segment's area)")
-    ax.set_ylabel("confused predicted things (%)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.set_xlim(t.min(), t.max())
     ax.set_ylim(bottom=0)
@@ -140,7 +142,10 @@ def confusion_curve_figure(
 
 
 def confusion_curve_plotly(
-    series: Sequence[CurveSeries], *, title: str = "Confusion (Fig. 5 analogue)"
+    series: Sequence[CurveSeries],
+    *,
+    title: str = "Confusion (Fig. 5 analogue)",
+    ylabel: str = "confused predicted things (%)",
 ) -> go.Figure:
     """Interactive version of :func:`confusion_curve_figure` (hover shows each value)."""
     fig = go.Figure()
@@ -172,7 +177,7 @@ def confusion_curve_plotly(
     fig.update_layout(
         title=title.replace("\n", "<br>"),
         xaxis_title="overlap threshold T (% of the GT segment's area)",
-        yaxis_title="confused predicted things (%)",
+        yaxis_title=ylabel,
         template="plotly_white",
     )
     return fig
@@ -255,7 +260,10 @@ def table_bar_rows(results: Mapping, table: int) -> tuple[list[BarRow], tuple[st
     return out, metrics
 
 
-def _row_color(row: BarRow, k: int) -> str:
+def _row_color(row: BarRow, k: int, rows: Sequence[BarRow] = ()) -> str:
+    """The setting's colour, or the k-th palette colour when several rows share a setting."""
+    if sum(r.setting == row.setting for r in rows) > 1:
+        return _PALETTE[k % len(_PALETTE)]
     return SETTING_STYLE.get(row.setting, (None, _PALETTE[k % len(_PALETTE)]))[1]
 
 
@@ -263,7 +271,7 @@ def metric_bars_figure(results: Mapping, table: int, *, title: str | None = None
     """Grouped bars of Table ``table``'s metrics (percent), one bar per measured row, 95 % CI
     whiskers and the per-seed values as dots."""
     rows, metrics = table_bar_rows(results, table)
-    fig = _figure((1.2 + 1.25 * len(metrics), 3.6))
+    fig = _figure((1.2 + max(1.25, 0.28 * len(rows)) * len(metrics), 3.6))
     ax = fig.subplots()
     width = 0.8 / max(len(rows), 1)
     x = np.arange(len(metrics))
@@ -272,7 +280,7 @@ def metric_bars_figure(results: Mapping, table: int, *, title: str | None = None
         means = np.array([100 * row.means.get(m, np.nan) for m in metrics])
         low = np.array([100 * row.ci95[m][0] if m in row.ci95 else np.nan for m in metrics])
         high = np.array([100 * row.ci95[m][1] if m in row.ci95 else np.nan for m in metrics])
-        color = _row_color(row, k)
+        color = _row_color(row, k, rows)
         ax.bar(positions, means, width * 0.92, color=color, label=row.label, alpha=0.85)
         ax.errorbar(
             positions, means, yerr=[means - low, high - means], fmt="none", ecolor="black", capsize=2, lw=1
@@ -305,7 +313,7 @@ def metric_bars_plotly(results: Mapping, table: int, *, title: str | None = None
                 x=labels,
                 y=means,
                 name=row.label,
-                marker_color=_row_color(row, k),
+                marker_color=_row_color(row, k, rows),
                 error_y={"type": "data", "array": plus, "arrayminus": minus, "visible": True},
                 customdata=seeds,
                 hovertemplate="%{x}: %{y:.1f} (seeds: %{customdata})<extra>" + row.label + "</extra>",
@@ -787,15 +795,21 @@ class LiveFigure:
 
 
 def save_figure(
-    fig: Figure | go.Figure, stem: str | os.PathLike, formats: Sequence[str] = ("png", "svg"), dpi: int = 150
+    fig: Figure | go.Figure,
+    stem: str | os.PathLike,
+    formats: Sequence[str] = ("png", "svg"),
+    dpi: int = 150,
+    plotlyjs: bool | str = True,
 ) -> list[Path]:
     """Write ``stem.<format>`` for each format: matplotlib figures as PNG / SVG, plotly figures as
-    a standalone HTML page (plotly.js embedded, works offline). Returns the paths written."""
+    an HTML page. ``plotlyjs``: True embeds plotly.js (a standalone page that works offline); a
+    path ending in ``.js`` loads it from there, relative to the page (a folder of many pages
+    shares one copy). Returns the paths written."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(fig, go.Figure):
         path = stem.with_suffix(".html")
-        fig.write_html(path, include_plotlyjs=True, full_html=True)
+        fig.write_html(path, include_plotlyjs=plotlyjs, full_html=True)
         return [path]
     paths = []
     for fmt in formats:
