@@ -202,19 +202,24 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _trained_run_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of ``evaluate_run`` / ``oracle_confusion_run`` from the options of
+    :func:`_evaluate_arguments`."""
+    return {
+        "checkpoint": args.checkpoint,
+        "data_root": args.data,
+        "split": args.split,
+        "out_dir": args.out,
+        "max_images": args.max_images,
+        "device": args.device,
+        "progress": not args.no_progress,
+    }
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from ibs_study.engine.evaluate import evaluate_run, format_metrics
 
-    metrics = evaluate_run(
-        args.run_dir,
-        checkpoint=args.checkpoint,
-        data_root=args.data,
-        split=args.split,
-        out_dir=args.out,
-        max_images=args.max_images,
-        device=args.device,
-        progress=not args.no_progress,
-    )
+    metrics = evaluate_run(args.run_dir, **_trained_run_options(args))
     print(format_metrics(metrics))
     return 0
 
@@ -225,16 +230,7 @@ register("evaluate", "full-image inference of a trained run + metrics", _evaluat
 def _oracle(args: argparse.Namespace) -> int:
     from ibs_study.engine.oracle import oracle_confusion_run
 
-    result = oracle_confusion_run(
-        args.run_dir,
-        checkpoint=args.checkpoint,
-        data_root=args.data,
-        split=args.split,
-        out=args.out,
-        max_images=args.max_images,
-        device=args.device,
-        progress=not args.no_progress,
-    )
+    result = oracle_confusion_run(args.run_dir, **_trained_run_options(args))
     ratio = dict(zip(result["thresholds"], result["ratio"], strict=True))
     print(
         f"oracle masks of {result['num_gt_things']} GT things ({result['num_embeddings']} embeddings, "

@@ -168,14 +168,14 @@ def oracle_confusion_run(
     checkpoint: str | os.PathLike | None = None,
     data_root: str | os.PathLike | None = None,
     split: str | None = None,
-    out: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike | None = None,
     max_images: int | None = None,
     device: str = "auto",
     progress: bool = True,
 ) -> dict[str, Any]:
     """:func:`oracle_confusion` of a trained run (``checkpoint``, default the newest) on
     ``split`` (default ``data.val_split``) of ``data_root`` (default ``data.root``), written to
-    ``OUT/oracle_confusion.json`` (default ``RUN_DIR/eval_<split>``); ``max_images`` defaults
+    ``OUT_DIR/oracle_confusion.json`` (default ``RUN_DIR/eval_<split>``); ``max_images`` defaults
     to the config's ``eval.max_images``, as ``ibs-study evaluate``."""
     from ibs_study.engine.data import open_split
     from ibs_study.engine.evaluate import load_trained_model
@@ -192,7 +192,7 @@ def oracle_confusion_run(
     )
     result["checkpoint"] = str(checkpoint)
     result["split"] = split
-    folder = Path(out) if out is not None else Path(run_dir) / f"eval_{split}"
+    folder = Path(out_dir) if out_dir is not None else Path(run_dir) / f"eval_{split}"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / ORACLE_FILE
     tmp = path.with_suffix(".json.tmp")
