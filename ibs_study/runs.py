@@ -356,6 +356,7 @@ def run_study(
         :func:`~ibs_study.study.collect_results` output plus ``sweeps``: name ->
         :func:`~ibs_study.study.collect_sweep` entries (only when sweeps are given).
     """
+    from ibs_study.engine.checkpoint import latest_checkpoint
     from ibs_study.engine.run_dir import git_commit
     from ibs_study.study import collect_results, collect_sweep, study_specs, sweep_anchors
 
@@ -364,8 +365,10 @@ def run_study(
     if train:
         run_specs([*specs, *sweep_runs], root, parallel=parallel, threads=threads, progress=progress)
     if oracle:
+        # Runs that do not exist are left to collect_results, whose error names them.
         run_dirs = [Path(root) / spec.name for spec in [*specs, *sweep_runs]]
-        oracle_runs(run_dirs, parallel=parallel, threads=threads, progress=progress)
+        existing = [d for d in run_dirs if latest_checkpoint(d / "checkpoints") is not None]
+        oracle_runs(existing, parallel=parallel, threads=threads, progress=progress)
     device = run_device(Path(root) / f"{rows[0].key}_s{seeds[0]}")
     results = collect_results(
         root,

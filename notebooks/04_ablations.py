@@ -87,6 +87,8 @@ sweeps = {
 }
 if m2f_lambdas and "m2f" in models:
     sweeps["m2f_lambda"] = sweep_specs(f"{prefix}_m2f_crop_ibs", "ibs.weight", m2f_lambdas, seed=sweep_seed, steps=steps, overrides=overrides)
+
+# %%
 for row in rows:
     print(f"{row.key:28s} preset {row.preset}, seeds {seeds}")
 print(f"sweeps: {', '.join(f'{name} ({len(specs)} runs)' for name, specs in sweeps.items())}; runs in {root}")
