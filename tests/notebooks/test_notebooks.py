@@ -11,6 +11,7 @@ import jupytext
 import nbformat
 import papermill
 import pytest
+from jupytext.config import load_jupytext_config
 
 from ibs_study.study import load_results, results_table
 
@@ -41,7 +42,12 @@ def test_pair_in_sync_and_outputs_stripped(name):
     ipynb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
     script = jupytext.read(NOTEBOOK_DIR / f"{name}.py")
     assert _cells(ipynb) == _cells(script), f"{name}: run `jupytext --sync notebooks/{name}.py`"
-    assert ipynb.metadata["jupytext"]["formats"] == "ipynb,py:percent"
+    # the pairing lives in the project's jupytext.toml, so the .py is exactly what jupytext writes
+    assert load_jupytext_config(str(NOTEBOOK_DIR.resolve())).formats in (
+        "ipynb,py:percent",
+        ["ipynb,py:percent"],
+    )
+    assert jupytext.writes(ipynb, fmt="py:percent") == (NOTEBOOK_DIR / f"{name}.py").read_text()
     assert ipynb.metadata["kernelspec"]["name"] == "python3"
     for cell in ipynb.cells:
         if cell.cell_type == "code":
