@@ -287,7 +287,7 @@ def setting_differences(
         KeyError: a row is missing (the message lists the rows present).
         ValueError: the rows share no seed.
     """
-    from ibs_study.study import metric_summary
+    from ibs_study.study import paired_difference
 
     found = {(r["model"], r["setting"]): r for r in results["rows"]}
     for setting in (baseline, other):
@@ -299,14 +299,8 @@ def setting_differences(
         raise ValueError(
             f"rows {baseline!r} (seeds {first['seeds']}) and {other!r} (seeds {second['seeds']}) share no seed"
         )
-    out = {}
-    for metric in metrics:
-        if metric not in first["metrics"] or metric not in second["metrics"]:
-            continue
-        a = dict(zip(first["seeds"], first["metrics"][metric]["per_seed"]))
-        b = dict(zip(second["seeds"], second["metrics"][metric]["per_seed"]))
-        out[metric] = {**metric_summary([b[s] - a[s] for s in seeds]), "seeds": seeds}
-    return out
+    differences = {metric: paired_difference(first, second, metric) for metric in metrics}
+    return {metric: d for metric, d in differences.items() if d is not None}
 
 
 # --------------------------------------------------------------------- PQ vs Acc^th / Prec^th

@@ -10,6 +10,7 @@ valid keys at that level.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -294,10 +295,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, float) and value.is_integer():
             return int(value)
         if isinstance(value, str):
-            try:
+            with contextlib.suppress(ValueError):
                 return int(value)
-            except ValueError:
-                pass
         raise ConfigError(f"{key} must be an integer, got {value!r}")
     if tp is float:
         if isinstance(value, bool):
@@ -305,10 +304,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, int | float):
             return float(value)
         if isinstance(value, str):
-            try:
+            with contextlib.suppress(ValueError):
                 return float(value)
-            except ValueError:
-                pass
         raise ConfigError(f"{key} must be a number, got {value!r}")
     if tp is str:
         if isinstance(value, str | int | float) and not isinstance(value, bool):

@@ -47,6 +47,7 @@ __all__ = [
     "ORACLE_METRICS",
     "ClaimCheck",
     "reproduction_checks",
+    "paired_difference",
     "claims_table",
 ]
 
@@ -451,6 +452,8 @@ class ClaimCheck:
 
 
 def _per_seed(row: dict[str, Any], metric: str) -> dict[int, float] | None:
+    """seed -> value of ``metric`` in a results row (``confusion_auc``: the mean of the seed's
+    confusion curve over its thresholds); None when the row lacks it."""
     if metric == "confusion_auc":
         curve = row.get("confusion_curve")
         values = None if curve is None else [float(np.mean(c)) for c in curve["per_seed"]]
@@ -459,16 +462,27 @@ def _per_seed(row: dict[str, Any], metric: str) -> dict[int, float] | None:
     return None if values is None else dict(zip(row["seeds"], values, strict=True))
 
 
+def paired_difference(
+    first: dict[str, Any], second: dict[str, Any], metric: str, sign: float = 1.0
+) -> dict[str, Any] | None:
+    """``sign * (second - first)`` of ``metric`` per seed both results rows have, summarised
+    with :func:`metric_summary` plus ``seeds``; None when a row lacks the metric or they share
+    no seed."""
+    a, b = _per_seed(first, metric), _per_seed(second, metric)
+    if a is None or b is None:
+        return None
+    seeds = [s for s in a if s in b]
+    if not seeds:
+        return None
+    return {**metric_summary([sign * (b[s] - a[s]) for s in seeds]), "seeds": seeds}
+
+
 def _paired(results: dict[str, Any], model: str, a: str, b: str, metric: str, sign: float) -> dict | None:
-    """``sign * (b - a)`` per shared seed, summarised; None when a row or the metric is absent."""
+    """:func:`paired_difference` of two settings of ``model``; None when a row is absent."""
     rows = {r["setting"]: r for r in results["rows"] if r["model"] == model}
     if a not in rows or b not in rows:
         return None
-    first, second = _per_seed(rows[a], metric), _per_seed(rows[b], metric)
-    if first is None or second is None:
-        return None
-    seeds = [s for s in first if s in second]
-    return metric_summary([sign * (second[s] - first[s]) for s in seeds]) if seeds else None
+    return paired_difference(rows[a], rows[b], metric, sign)
 
 
 def _verdict(difference: dict[str, Any], direction: bool) -> str:

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,15 @@ from ibs_study.models.postprocess import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["evaluate_run", "evaluate_model", "load_trained_model", "predict_full_image", "format_metrics"]
+__all__ = [
+    "evaluate_run",
+    "evaluate_model",
+    "load_trained_model",
+    "open_trained_run",
+    "TrainedRun",
+    "predict_full_image",
+    "format_metrics",
+]
 
 
 def load_trained_model(
@@ -60,6 +69,36 @@ def load_trained_model(
     model = build_model(cfg.model, meta)
     model.load_state_dict(load_checkpoint(path, map_location="cpu")["model"])
     return model.to(dev).eval(), cfg, path
+
+
+@dataclass
+class TrainedRun:
+    """A trained run ready to evaluate: its model (eval mode), config, checkpoint, the split's
+    name and dataset, and the default output folder ``RUN_DIR/eval_<split>``."""
+
+    model: torch.nn.Module
+    cfg: ExperimentConfig
+    checkpoint: Path
+    split: str
+    dataset: PanopticDataset
+    default_out: Path
+
+
+def open_trained_run(
+    run_dir: str | os.PathLike,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    data_root: str | os.PathLike | None = None,
+    split: str | None = None,
+    device: str = "auto",
+) -> TrainedRun:
+    """The model of ``run_dir`` (``checkpoint``, default the newest) and ``split`` (default
+    ``data.val_split``) of ``data_root`` (default the config's ``data.root``)."""
+    cfg = read_run_config(run_dir)
+    split = split or cfg.data.val_split
+    dataset = open_split(cfg, split, root=data_root)
+    model, cfg, path = load_trained_model(run_dir, checkpoint, device, meta=dataset.meta)
+    return TrainedRun(model, cfg, path, split, dataset, Path(run_dir) / f"eval_{split}")
 
 
 def _test_size(height: int, width: int, short_side: int | None, max_size: int | None) -> tuple[int, int]:
@@ -186,15 +225,13 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Evaluate a run directory on full images (default: newest checkpoint, the config's val split,
     output in ``RUN_DIR/eval_<split>``)."""
-    cfg = read_run_config(run_dir)
-    split = split or cfg.data.val_split
-    dataset = open_split(cfg, split, root=data_root)
-    model, cfg, path = load_trained_model(run_dir, checkpoint, device, meta=dataset.meta)
-    out = Path(out_dir) if out_dir else Path(run_dir) / f"eval_{split}"
-    logger.info("evaluating %s (%s) on %s -> %s", run_dir, path.name, dataset, out)
+    run = open_trained_run(run_dir, checkpoint=checkpoint, data_root=data_root, split=split, device=device)
+    cfg = run.cfg
+    out = Path(out_dir) if out_dir else run.default_out
+    logger.info("evaluating %s (%s) on %s -> %s", run_dir, run.checkpoint.name, run.dataset, out)
     return evaluate_model(
-        model,
-        dataset,
+        run.model,
+        run.dataset,
         out,
         task=cfg.eval.task,
         max_images=max_images if max_images is not None else cfg.eval.max_images,

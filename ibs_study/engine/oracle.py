@@ -177,22 +177,19 @@ def oracle_confusion_run(
     ``split`` (default ``data.val_split``) of ``data_root`` (default ``data.root``), written to
     ``OUT_DIR/oracle_confusion.json`` (default ``RUN_DIR/eval_<split>``); ``max_images`` defaults
     to the config's ``eval.max_images``, as ``ibs-study evaluate``."""
-    from ibs_study.engine.data import open_split
-    from ibs_study.engine.evaluate import load_trained_model
-    from ibs_study.engine.run_dir import read_run_config
+    from ibs_study.engine.evaluate import open_trained_run
 
-    cfg = read_run_config(run_dir)
-    split = split or cfg.data.val_split
-    dataset = open_split(cfg, split, root=data_root)
-    model, cfg, checkpoint = load_trained_model(run_dir, checkpoint, device=device, meta=dataset.meta)
-    if max_images is None:
-        max_images = cfg.eval.max_images
+    run = open_trained_run(run_dir, checkpoint=checkpoint, data_root=data_root, split=split, device=device)
     result = oracle_confusion(
-        model, dataset, min_pixels=cfg.data.min_pixels, max_images=max_images, progress=progress
+        run.model,
+        run.dataset,
+        min_pixels=run.cfg.data.min_pixels,
+        max_images=max_images if max_images is not None else run.cfg.eval.max_images,
+        progress=progress,
     )
-    result["checkpoint"] = str(checkpoint)
-    result["split"] = split
-    folder = Path(out_dir) if out_dir is not None else Path(run_dir) / f"eval_{split}"
+    result["checkpoint"] = str(run.checkpoint)
+    result["split"] = run.split
+    folder = Path(out_dir) if out_dir is not None else run.default_out
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / ORACLE_FILE
     tmp = path.with_suffix(".json.tmp")

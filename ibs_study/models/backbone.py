@@ -12,6 +12,7 @@ statistics and affine parameters fixed, and ``freeze_at`` (detectron2's
 
 from __future__ import annotations
 
+import abc
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
@@ -120,7 +121,7 @@ def freeze_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
-class Backbone(nn.Module):
+class Backbone(nn.Module, abc.ABC):
     """Base class: ``forward(images_normalised: (B, 3, H, W) float) -> {"res2": .., "res5": ..}``.
 
     Attributes:
@@ -135,9 +136,9 @@ class Backbone(nn.Module):
         super().__init__()
         self.strides = dict(STRIDES)
 
+    @abc.abstractmethod
     def stem_and_stages(self) -> list[nn.Module]:
         """[stem, res2, res3, res4, res5]: the units FREEZE_AT counts."""
-        raise NotImplementedError
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """images: (B, 3, H, W) normalised. Returns maps (B, C_k, H / s_k, W / s_k) for res2..res5."""
