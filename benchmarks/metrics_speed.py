@@ -8,15 +8,19 @@ times, in one run on the same files:
 
 * ``ibs_study`` ``evaluate_panoptic_folders`` with 1 and 2 worker processes (time measured
   inside the call: JSONs, PNG decoding, computing);
-* panopticapi-lite on one core (its per-core function over all images) and as
-  ``pq_compute`` (a process per CPU core);
+* panopticapi-lite on one core (its per-core function over all images, in a fresh process),
+  with numpy's default CPU dispatch and with its AVX-512 paths off (numpy's AVX-512 sort is
+  several times slower on panopticapi's runs of equal ids on some CPUs; the faster of the
+  two is the reference for the ratios), and as ``pq_compute`` (a process per CPU core, AVX-512
+  off);
 * hotcoco ``pq_compute`` with its default threads, and with one thread (a subprocess with
   ``RAYON_NUM_THREADS=1``, timed inside it);
 * torchmetrics ``PanopticQuality`` on the first few images only (seconds per image). It has no
   crowd, so crowd regions are void for it and, on those images, for the ibs_study
   comparison;
 * the PNG-decoding floor: ``decode_id_png`` of every GT and prediction PNG, in one thread
-  and in two; and the computing alone: ``PanopticEvaluator.process`` on decoded maps.
+  and in two, and libpng (torchvision's op) in one thread for comparison; and the computing
+  alone: ``PanopticEvaluator.process`` on decoded maps.
 
 Each method runs ``--repeats`` times and its fastest run counts (the machine is shared).
 Prints per-image times, speed-ups over single-core panopticapi and the PQ each tool got.
@@ -27,8 +31,6 @@ Prints per-image times, speed-ups over single-core panopticapi and the PQ each t
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import os
 import platform
@@ -103,33 +105,62 @@ def time_ibs_study(paths: tuple, workers: int) -> tuple[float, dict]:
     return results["timing"]["total_s"], pq_table(results)
 
 
-def time_panopticapi_single_core(paths: tuple) -> tuple[float, dict]:
-    from panopticapi.evaluation import pq_compute_single_core
+# argv: gt json, gt dir, pred json, pred dir. panopticapi's per-core function over all images, timed inside.
+_PANOPTICAPI_SCRIPT = """
+import contextlib, io, json, sys, time
+from pathlib import Path
+from panopticapi.evaluation import pq_compute_single_core
+start = time.perf_counter()
+gt = json.loads(Path(sys.argv[1]).read_text())
+pred = {a["image_id"]: a for a in json.loads(Path(sys.argv[3]).read_text())["annotations"]}
+categories = {c["id"]: c for c in gt["categories"]}
+pairs = [(a, pred[a["image_id"]]) for a in gt["annotations"]]
+with contextlib.redirect_stdout(io.StringIO()):
+    stat = pq_compute_single_core(0, pairs, sys.argv[2], sys.argv[4], categories)
+seconds = time.perf_counter() - start
+results = {ref: stat.pq_average(categories, isthing=flag)[0]
+           for ref, flag in (("All", None), ("Things", True), ("Stuff", False))}
+print(json.dumps({"seconds": seconds, "results": results}))
+"""
 
-    gt_json, gt_dir, pred_json, pred_dir = paths
-    start = time.perf_counter()
-    gt = json.loads(Path(gt_json).read_text())
-    pred = {a["image_id"]: a for a in json.loads(Path(pred_json).read_text())["annotations"]}
-    categories = {c["id"]: c for c in gt["categories"]}
-    pairs = [(a, pred[a["image_id"]]) for a in gt["annotations"]]
-    with contextlib.redirect_stdout(io.StringIO()):
-        stat = pq_compute_single_core(0, pairs, str(gt_dir), str(pred_dir), categories)
-    seconds = time.perf_counter() - start
-    results = {
-        ref: stat.pq_average(categories, isthing=flag)[0]
-        for ref, flag in (("All", None), ("Things", True), ("Stuff", False))
-    }
-    return seconds, pq_table(results, ours=False)
+# numpy's AVX-512 sort (x86-simd-sort) is several times slower than its AVX2 sort on the
+# long runs of equal ids that panopticapi's np.unique sorts, on some CPUs: the peer is timed
+# both ways and its faster configuration is the reference.
+NO_AVX512 = {"NPY_DISABLE_CPU_FEATURES": "AVX512F AVX512CD AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL"}
+
+
+def _timed_script(script: str, paths: tuple, env_update: dict[str, str]) -> tuple[float, dict]:
+    """Run a timing script in a fresh process; its last stdout line is {"seconds", "results"}."""
+    run = subprocess.run(
+        [sys.executable, "-c", script, *(str(p) for p in paths)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env_update},
+        check=True,
+    )
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    return out["seconds"], pq_table(out["results"], ours=False)
+
+
+def time_panopticapi_single_core(paths: tuple, avx512: bool) -> tuple[float, dict]:
+    """panopticapi on one core, in a fresh process (``avx512=False``: numpy's AVX-512 paths off)."""
+    return _timed_script(_PANOPTICAPI_SCRIPT, paths, {} if avx512 else NO_AVX512)
+
+
+# argv: gt json, gt dir, pred json, pred dir. panopticapi's own multi-core entry point, timed inside.
+_PANOPTICAPI_MULTICORE_SCRIPT = """
+import contextlib, io, json, sys, time
+from panopticapi.evaluation import pq_compute
+start = time.perf_counter()
+with contextlib.redirect_stdout(io.StringIO()):
+    results = pq_compute(sys.argv[1], sys.argv[3], sys.argv[2], sys.argv[4])
+print(json.dumps({"seconds": time.perf_counter() - start, "results": results}))
+"""
 
 
 def time_panopticapi(paths: tuple) -> tuple[float, dict]:
-    from panopticapi.evaluation import pq_compute
-
-    gt_json, gt_dir, pred_json, pred_dir = paths
-    start = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()):
-        results = pq_compute(str(gt_json), str(pred_json), str(gt_dir), str(pred_dir))
-    return time.perf_counter() - start, pq_table(results, ours=False)
+    """panopticapi's ``pq_compute`` (a process per core), numpy's AVX-512 paths off."""
+    return _timed_script(_PANOPTICAPI_MULTICORE_SCRIPT, paths, NO_AVX512)
 
 
 # argv: gt json, gt dir, pred json, pred dir. hotcoco prints its table from Rust; the JSON line comes last.
@@ -144,26 +175,22 @@ print(json.dumps({"seconds": time.perf_counter() - start, "results": results}))
 
 def time_hotcoco(paths: tuple, threads: int | None) -> tuple[float, dict]:
     """hotcoco's pq_compute in a fresh process (``threads``: RAYON_NUM_THREADS, None = its default)."""
-    env = dict(os.environ)
-    if threads is not None:
-        env["RAYON_NUM_THREADS"] = str(threads)
-    run = subprocess.run(
-        [sys.executable, "-c", _HOTCOCO_SCRIPT, *(str(p) for p in paths)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
+    return _timed_script(
+        _HOTCOCO_SCRIPT, paths, {} if threads is None else {"RAYON_NUM_THREADS": str(threads)}
     )
-    out = json.loads(run.stdout.strip().splitlines()[-1])
-    return out["seconds"], pq_table(out["results"], ours=False)
 
 
-def time_decoding(paths: tuple, threads: int) -> float:
+def decode_with_libpng(path: Path) -> torch.Tensor:
+    """libpng through torchvision's op, to (3, H, W) uint8: the decoder ``decode_id_png`` replaced."""
+    return torch.ops.image.decode_png(torch.from_numpy(np.fromfile(path, dtype=np.uint8)), 0, False)
+
+
+def time_decoding(paths: tuple, threads: int, decode=decode_id_png) -> float:
     _, gt_dir, _, pred_dir = paths
     files = sorted(Path(gt_dir).glob("*.png")) + sorted(Path(pred_dir).glob("*.png"))
     start = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
-        for _ in pool.map(decode_id_png, files):
+        for _ in pool.map(decode, files):
             pass
     return time.perf_counter() - start
 
@@ -259,10 +286,18 @@ def main() -> None:
         for label, timed in (
             ("decode PNGs only, 1 thread", lambda: (time_decoding(paths, 1), None)),
             ("decode PNGs only, 2 threads", lambda: (time_decoding(paths, 2), None)),
+            (
+                "decode PNGs with libpng, 1 thread",
+                lambda: (time_decoding(paths, 1, decode_with_libpng), None),
+            ),
             ("ibs_study, 1 process", lambda: time_ibs_study(paths, 1)),
             ("ibs_study, 2 processes", lambda: time_ibs_study(paths, 2)),
-            ("panopticapi-lite, 1 core", lambda: time_panopticapi_single_core(paths)),
-            ("panopticapi-lite pq_compute (all cores)", lambda: time_panopticapi(paths)),
+            ("panopticapi-lite, 1 core", lambda: time_panopticapi_single_core(paths, avx512=True)),
+            (
+                "panopticapi-lite, 1 core, numpy AVX-512 off",
+                lambda: time_panopticapi_single_core(paths, avx512=False),
+            ),
+            ("panopticapi-lite pq_compute (all cores), numpy AVX-512 off", lambda: time_panopticapi(paths)),
             ("hotcoco, default threads", lambda: time_hotcoco(paths, None)),
             ("hotcoco, 1 thread", lambda: time_hotcoco(paths, 1)),
         ):
@@ -270,8 +305,11 @@ def main() -> None:
             seconds, table = min(runs, key=lambda run: run[0])
             rows.append((label, seconds / n, table))
             print(f"  {label:42s} {1000 * seconds / n:8.1f} ms/image")
-        reference = rows[4][2]
-        single = rows[4][1]
+        # the reference: panopticapi on one core in its faster configuration on this machine
+        label, single, reference = min(
+            (row for row in rows if row[0].startswith("panopticapi-lite, 1 core")), key=lambda row: row[1]
+        )
+        print(f"\nreference for the ratios: {label}")
         print(
             "\n| method | ms / image | vs panopticapi 1 core | PQ | SQ | RQ | max abs diff vs panopticapi |"
         )
