@@ -104,17 +104,64 @@ def focal_loss(
 IBS_PARTNER_MODES = ("pair_mate", "random", "random_per_layer")
 
 
+# Above this logit softplus(x) equals x to the dtype's precision: log1p(e^-t) < eps * t.
+_SOFTPLUS_IS_LINEAR_ABOVE = {
+    torch.float16: 8.0,
+    torch.bfloat16: 8.0,
+    torch.float32: 15.0,
+    torch.float64: 35.0,
+}
+
+
+def _softplus(logits: torch.Tensor, sigmoid_of_negative: torch.Tensor) -> torch.Tensor:
+    """``softplus(x) = -log σ(-x)``, from ``σ(-x)`` already at hand: one log instead of the
+    (on CPUs unvectorised) log1p of ``F.softplus``. The absolute error stays within a few
+    ulps of 1; for x < 0 the relative error grows as softplus(x) shrinks, where the focal
+    factor σ(x)^γ makes the term negligible."""
+    return torch.where(
+        logits > _SOFTPLUS_IS_LINEAR_ABOVE[logits.dtype], logits, sigmoid_of_negative.log().neg_()
+    )
+
+
+class _ZeroTargetFocal(torch.autograd.Function):
+    """Per-mask mean of ``(1 - α) σ(x)^γ softplus(x)`` with a hand-written gradient
+    ``(1 - α) σ(x)^γ (γ σ(-x) softplus(x) + σ(x)) / P``. Only the logits are kept for the
+    backward pass (σ and softplus are recomputed there): the IBS logits are the largest
+    tensors of the loss, so this saves several logit-sized buffers and autograd nodes."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
+        ctx.save_for_backward(logits)
+        ctx.alpha, ctx.gamma = alpha, gamma
+        negative = torch.sigmoid(-logits)  # σ(-x) = 1 - p, exact where p rounds to 1
+        per_pixel = torch.sigmoid(logits).pow_(gamma).mul_(_softplus(logits, negative))
+        return per_pixel.mean(-1).mul_(1 - alpha)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (logits,) = ctx.saved_tensors
+        negative = torch.sigmoid(-logits)
+        positive = torch.sigmoid(logits)
+        slope = _softplus(logits, negative).mul_(negative).mul_(ctx.gamma).add_(positive)
+        slope.mul_(positive.pow_(ctx.gamma))
+        scale = grad * ((1 - ctx.alpha) / logits.shape[-1])  # (N,)
+        return slope.mul_(scale.unsqueeze(-1)), None, None
+
+
 def focal_loss_zero_target(logits: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
     """:func:`focal_loss` against an all-zero target, in closed form: ``(1 - alpha) σ(x)^γ softplus(x)``.
 
     Equal to torchvision's ``sigmoid_focal_loss(x, 0)`` (for target 0, ``p_t = 1 - σ(x)`` and the
-    cross-entropy is ``softplus(x)``) with three temporaries instead of about eight: the IBS
-    logits are large (every thing row over a whole partner map), so this saves memory and time.
+    cross-entropy is ``softplus(x)``), with a fused gradient that keeps only the logits
+    (:class:`_ZeroTargetFocal`): the IBS logits are large (every thing row over a whole
+    partner map), so this saves memory and time.
 
     Args:
-        logits: (N, P). Returns: (N,) loss per mask, averaged over its P pixels or points.
+        logits: (N, P) float logits. Returns: (N,) loss per mask, averaged over its P pixels or points.
     """
-    return ((1 - alpha) * torch.sigmoid(logits).pow(gamma) * F.softplus(logits)).mean(-1)
+    if logits.dtype not in _SOFTPLUS_IS_LINEAR_ABOVE:
+        raise TypeError(f"focal_loss_zero_target needs floating-point logits, got {logits.dtype}")
+    return _ZeroTargetFocal.apply(logits, alpha, gamma)
 
 
 @dataclass
@@ -240,44 +287,27 @@ def _generator_on(device: torch.device, generator: torch.Generator | None) -> to
     return torch.Generator(device).manual_seed(seed)
 
 
-def _ibs_layer_sum(
-    output: UnifiedOutput,
-    layer: int,
-    partner_index: torch.Tensor,
+def _layer_partners(
+    batch_size: int,
+    num_layers: int,
+    partner_index: torch.Tensor | None,
     cfg: IBSConfig,
     generator: torch.Generator | None,
 ) -> torch.Tensor:
-    """Σ over crops b and thing rows t of ``thing_weight[t] · mean focal(E_b[t] · F[partner[b]], 0)``.
+    """(L, B) int64 on the CPU: the partner of every crop at every IBS layer."""
+    if cfg.partner == "random_per_layer":
+        return torch.stack([assign_partners(batch_size, "random", generator) for _ in range(num_layers)])
+    return partner_index.cpu().expand(num_layers, batch_size)
 
-    All crops are computed at once: the thing rows are padded to (B, T_max, C) and meet
-    their partners' features in one batched product, so the cost does not grow with the
-    number of Python-level crops (and nothing waits for the device).
-    """
-    features = output.features  # (B, C, h, w)
-    batch, channels, height, width = features.shape
-    rows = [output.thing_embeddings(layer, crop) for crop in range(batch)]  # (T_b, C) each
-    counts = torch.tensor([r.shape[0] for r in rows])
-    # a zero that depends on the features: the term keeps a gradient path with no thing at all
-    zero = features.reshape(-1)[:1].sum() * 0.0
-    if int(counts.sum()) == 0:
-        return zero
-    padded = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)  # (B, T_max, C)
-    partners = features[partner_index.to(features.device)].flatten(2)  # (B, C, h * w)
-    logits = torch.bmm(padded, partners.to(padded.dtype))  # (B, T_max, h * w)
-    valid = torch.arange(padded.shape[1])[None, :] < counts[:, None]  # (B, T_max)
-    logits = logits[valid.to(logits.device)]  # (T, h * w), rows in crop order
-    if cfg.point_sampling:
-        maps = logits.reshape(-1, 1, height, width)
-        coords = uncertain_point_coords(
-            maps, cfg.num_points, cfg.oversample_ratio, cfg.importance_sample_ratio, generator=generator
-        )  # (T, P, 2)
-        values = point_sample(maps, coords).squeeze(1)  # (T, P)
-    else:
-        values = logits
-    values = values.to(torch.promote_types(values.dtype, torch.float32))  # fp32 focal under AMP
-    per_mask = focal_loss_zero_target(values, alpha=cfg.alpha, gamma=cfg.gamma)  # (T,)
-    weights = torch.cat([w.reshape(-1) for w in output.thing_weights[layer]]).to(per_mask)  # (T,)
-    return zero + (per_mask * weights).sum()
+
+def _group_slots(row_partner: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """(R,) position of every row among the rows that meet the same partner (CPU int64)."""
+    order = torch.argsort(row_partner, stable=True)
+    sizes = torch.bincount(row_partner, minlength=batch_size)
+    starts = torch.cumsum(sizes, 0) - sizes
+    slots = torch.empty_like(row_partner)
+    slots[order] = torch.arange(len(row_partner)) - starts[row_partner[order]]
+    return slots
 
 
 def ibs_loss(
@@ -292,9 +322,15 @@ def ibs_loss(
     meet the features ``F[p(b)]`` of the partner crop; the logits ``E_b · F[p(b)]`` get a
     sigmoid focal loss against all-zero targets, averaged over every pixel of the
     partner's map or over ``cfg.num_points`` importance-sampled points. Each row is
-    weighted by ``thing_weights``; the weighted sum over the batch is divided by
-    ``max(Σ thing_weights, 1)`` (the number of ground-truth things for Panoptic FCN, of
-    thing-matched queries for Mask2Former; local to this process). Nothing is detached.
+    weighted by ``thing_weights``; a layer's weighted sum over the batch is divided by
+    ``max(Σ thing_weights, 1)`` of that layer (the number of ground-truth things for
+    Panoptic FCN, of thing-matched queries for Mask2Former; local to this process).
+    Nothing is detached.
+
+    All layers and crops are computed at once: the thing rows of every (layer, crop) are
+    grouped by the crop whose features they meet, so one batched product against the
+    features as they are (no gathered copy of them) gives every IBS logit, and the point
+    sampling, focal loss and per-layer sums run once for the whole batch.
 
     Args:
         output: the model's training output; ``features`` (B, C, h, w) and per layer and
@@ -303,29 +339,61 @@ def ibs_loss(
             when ``cfg.partner == "random_per_layer"``, which draws a new partner among the
             other crops for every IBS layer.
         cfg: the IBS settings (``weight`` is applied by :func:`weighted_ibs_loss`, not here).
-        generator: randomness for per-layer partners and point sampling.
+        generator: randomness for per-layer partners (drawn first, layer by layer) and then
+            point sampling (all rows at once, in (layer, crop, row) order).
 
     Returns:
         ``{"loss_ibs": (), the sum over IBS layers}`` plus ``"ibs_layer{l}"`` (): each
         layer's value, for logging (already included in ``loss_ibs``). Exactly 0 when the
         batch has no thing.
     """
-    batch_size = output.batch_size
+    batch_size, layers = output.batch_size, output.ibs_layers
     if cfg.partner != "random_per_layer":
         if partner_index is None:
             raise ValueError(f"ibs.partner={cfg.partner!r} needs a partner_index (see assign_partners)")
         _check_partner_index(partner_index, batch_size)
-    terms: dict[str, torch.Tensor] = {}
-    point_generator = _generator_on(output.features.device, generator) if cfg.point_sampling else None
-    for layer in output.ibs_layers:
-        if cfg.partner == "random_per_layer":
-            partner_index = assign_partners(batch_size, "random", generator)
-        layer_sum = _ibs_layer_sum(output, layer, partner_index, cfg, point_generator)
-        weights = torch.cat([w.reshape(-1) for w in output.thing_weights[layer]])
-        normaliser = weights.detach().sum().clamp(min=1.0)  # a count: no gradient through it
-        terms[f"ibs_layer{layer}"] = layer_sum / normaliser.to(layer_sum)
-    total = sum(terms.values()) if terms else output.features.reshape(-1)[:1].sum() * 0.0
-    return {"loss_ibs": total, **terms}
+    features = output.features  # (B, C, h, w)
+    height, width = features.shape[-2:]
+    # a zero that depends on the features: the term keeps a gradient path with no thing at all
+    zero = features.reshape(-1)[:1].sum() * 0.0
+    if not layers:
+        return {"loss_ibs": zero}
+    partners = _layer_partners(batch_size, len(layers), partner_index, cfg, generator)  # (L, B)
+    pairs = [(layer, crop) for layer in layers for crop in range(batch_size)]
+    counts = torch.tensor([output.thing_index[layer][crop].numel() for layer, crop in pairs])  # (L * B,)
+    if int(counts.sum()) == 0:
+        return {"loss_ibs": zero, **{f"ibs_layer{layer}": zero for layer in layers}}
+    rows = torch.cat([output.thing_embeddings(layer, crop) for layer, crop in pairs])  # (R, C)
+    weights = torch.cat([output.thing_weights[layer][crop].reshape(-1) for layer, crop in pairs])  # (R,)
+    row_partner = partners.reshape(-1).repeat_interleave(counts)  # (R,)
+    row_layer = torch.arange(len(layers)).repeat_interleave(counts.view(len(layers), batch_size).sum(1))
+    slots = _group_slots(row_partner, batch_size)
+    device = features.device
+    row_partner, slots, row_layer = row_partner.to(device), slots.to(device), row_layer.to(device)
+
+    grouped = rows.new_zeros(batch_size, int(slots.max()) + 1, rows.shape[1])  # (B, T_max, C)
+    grouped = grouped.index_put((row_partner, slots), rows)
+    logits = torch.bmm(grouped, features.flatten(2).to(grouped.dtype))  # (B, T_max, h * w)
+    logits = logits[row_partner, slots]  # (R, h * w), rows in (layer, crop) order
+    if cfg.point_sampling:
+        maps = logits.reshape(-1, 1, height, width)
+        coords = uncertain_point_coords(
+            maps,
+            cfg.num_points,
+            cfg.oversample_ratio,
+            cfg.importance_sample_ratio,
+            generator=_generator_on(device, generator),
+        )  # (R, P, 2)
+        logits = point_sample(maps, coords).squeeze(1)  # (R, P)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # fp32 focal under AMP
+    per_mask = focal_loss_zero_target(logits, alpha=cfg.alpha, gamma=cfg.gamma)  # (R,)
+    weights = weights.to(per_mask)
+    layer_sums = per_mask.new_zeros(len(layers)).index_add(0, row_layer, per_mask * weights)  # (L,)
+    # a count per layer: no gradient through it
+    normalisers = per_mask.new_zeros(len(layers)).index_add(0, row_layer, weights.detach()).clamp(min=1.0)
+    per_layer = layer_sums / normalisers
+    terms = {f"ibs_layer{layer}": per_layer[i] for i, layer in enumerate(layers)}
+    return {"loss_ibs": zero + per_layer.sum(), **terms}
 
 
 def weighted_ibs_loss(

@@ -146,6 +146,22 @@ def test_mask2former_style_value_matches_loops_per_layer() -> None:
     assert terms["loss_ibs"].item() == pytest.approx(expected[1] + expected[2], rel=1e-10)
 
 
+def test_uneven_partner_groups_over_layers_match_loops() -> None:
+    """Five crops, three IBS layers, a new random partner per layer: some crops are the partner
+    of several crops at a layer and of none at another, and one crop has no thing. Every
+    (layer, crop) pair must still meet exactly its own partner's features."""
+    gen = torch.Generator().manual_seed(11)
+    output = make_output(gen, [2, 0, 3, 1, 2], num_layers=4, ibs_layers=(1, 2, 3), kernels_per_thing=2)
+    terms = ibs_loss(output, None, IBSConfig(partner="random_per_layer"), torch.Generator().manual_seed(3))
+    replay = torch.Generator().manual_seed(3)
+    partners = {layer: assign_partners(5, "random", replay).tolist() for layer in (1, 2, 3)}
+    assert any(len(set(p)) < 5 for p in partners.values())  # a crop shared as partner somewhere
+    expected = reference_ibs(*as_lists(output), (1, 2, 3), partners)
+    for layer in (1, 2, 3):
+        assert terms[f"ibs_layer{layer}"].item() == pytest.approx(expected[layer], rel=1e-10)
+    assert terms["loss_ibs"].item() == pytest.approx(sum(expected.values()), rel=1e-10)
+
+
 def test_random_partner_value_and_alpha_gamma() -> None:
     gen = torch.Generator().manual_seed(2)
     output = make_output(gen, [1, 2, 1], kernels_per_thing=2)
@@ -417,3 +433,29 @@ def test_zero_target_focal_equals_torchvision() -> None:
     for alpha, gamma in ((0.25, 2.0), (0.5, 0.0), (0.1, 3.0)):
         expected = focal_loss(logits, torch.zeros_like(logits), alpha=alpha, gamma=gamma)
         assert torch.allclose(focal_loss_zero_target(logits, alpha, gamma), expected, rtol=1e-8, atol=0)
+
+
+def test_zero_target_focal_gradient_equals_torchvision_and_gradcheck() -> None:
+    """The hand-written backward equals autograd through torchvision's focal loss, and passes
+    gradcheck; float32 stays within a few ulps of torchvision over logits from -40 to 40."""
+    from ibs_study.losses import focal_loss, focal_loss_zero_target
+
+    base = torch.cat(
+        [torch.linspace(-40, 40, 81), torch.randn(79, generator=torch.Generator().manual_seed(1))]
+    )
+    for alpha, gamma in ((0.25, 2.0), (0.5, 0.0), (0.1, 3.0)):
+        ours = base.reshape(4, -1).double().requires_grad_()
+        theirs = ours.detach().clone().requires_grad_()
+        weights = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)
+        (focal_loss_zero_target(ours, alpha, gamma) * weights).sum().backward()
+        (focal_loss(theirs, torch.zeros_like(theirs), alpha=alpha, gamma=gamma) * weights).sum().backward()
+        assert torch.allclose(ours.grad, theirs.grad, rtol=1e-9, atol=1e-15)
+        single = base.reshape(4, -1).float()
+        expected = focal_loss(single.double(), torch.zeros_like(single.double()), alpha=alpha, gamma=gamma)
+        assert torch.allclose(focal_loss_zero_target(single, alpha, gamma).double(), expected, rtol=1e-6)
+    small = (
+        torch.randn(3, 7, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 4
+    ).requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: focal_loss_zero_target(x, 0.25, 2.0), (small,))
+    with pytest.raises(TypeError, match="floating-point logits"):
+        focal_loss_zero_target(torch.zeros(2, 3, dtype=torch.int64))
