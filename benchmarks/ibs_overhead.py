@@ -2,7 +2,8 @@
 
 For each model (Panoptic FCN, Mask2Former) the preset's crop+IBS configuration is run twice
 on identical batches (paired crops), once with ``ibs.enabled=false``; the two variants
-alternate step by step so that machine load affects both alike. Peak memory: CUDA's
+alternate step by step (which goes first alternates too) so that machine load affects both
+alike; the overhead is reported from the medians and from the per-step paired differences. Peak memory: CUDA's
 ``max_memory_allocated`` on a GPU; on a CPU each variant also runs alone in a subprocess
 and reports its peak RSS growth during the timed steps.
 
@@ -76,8 +77,11 @@ def measure(
     times = {name: [] for name in variants}
     peaks = {}
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    names = list(models)
     for step, batch_ in enumerate(batches):
-        for name, (variant, model, optimizer, scaler) in models.items():
+        # alternate which variant goes first (ABBA...), so neither always follows the other
+        for name in names if step % 2 == 0 else names[::-1]:
+            variant, model, optimizer, scaler = models[name]
             if dev.type == "cuda":
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
@@ -89,6 +93,13 @@ def measure(
             if step >= warmup:
                 times[name].append(time.perf_counter() - start)
     result = {name: {"median_s": statistics.median(t), "steps": len(t)} for name, t in times.items()}
+    if len(times) == 2:  # the same batch and step, one right after the other: paired differences
+        differences = sorted(a - b for a, b in zip(times["with_ibs"], times["without_ibs"]))
+        quarter = len(differences) // 4
+        result["paired_difference_s"] = {
+            "median": statistics.median(differences),
+            "quartiles": (differences[quarter], differences[-1 - quarter]),
+        }
     for name in result:
         if name in peaks:
             result[name]["peak_mb"] = peaks[name]
@@ -146,9 +157,16 @@ def main() -> None:
             f"\n{model} ({preset}): batch {cfg.train.batch_size} crops of {crop[0]}x{crop[1]}, "
             f"{result['with_ibs']['steps']} timed steps each, interleaved"
         )
+        paired = result["paired_difference_s"]
+        low, high = paired["quartiles"]
         print(
             f"  step time without IBS: {without_s:.4f} s   with IBS: {with_s:.4f} s   "
             f"overhead: {100 * (with_s / without_s - 1):+.1f} %"
+        )
+        print(
+            f"  per-step paired difference (with - without, same batch): median {1000 * paired['median']:.1f} ms "
+            f"= {100 * paired['median'] / without_s:+.1f} % of the step (quartiles {1000 * low:.1f} .. "
+            f"{1000 * high:.1f} ms)"
         )
         if "peak_mb" in result["with_ibs"]:
             a, b = result["without_ibs"]["peak_mb"], result["with_ibs"]["peak_mb"]

@@ -104,47 +104,39 @@ def focal_loss(
 IBS_PARTNER_MODES = ("pair_mate", "random", "random_per_layer")
 
 
-# Above this logit softplus(x) equals x to the dtype's precision: log1p(e^-t) < eps * t.
-_SOFTPLUS_IS_LINEAR_ABOVE = {
-    torch.float16: 8.0,
-    torch.bfloat16: 8.0,
-    torch.float32: 15.0,
-    torch.float64: 35.0,
-}
-
-
-def _softplus(logits: torch.Tensor, sigmoid_of_negative: torch.Tensor) -> torch.Tensor:
-    """``softplus(x) = -log σ(-x)``, from ``σ(-x)`` already at hand: one log instead of the
-    (on CPUs unvectorised) log1p of ``F.softplus``. The absolute error stays within a few
-    ulps of 1; for x < 0 the relative error grows as softplus(x) shrinks, where the focal
-    factor σ(x)^γ makes the term negligible."""
-    return torch.where(
-        logits > _SOFTPLUS_IS_LINEAR_ABOVE[logits.dtype], logits, sigmoid_of_negative.log().neg_()
-    )
+def _softplus_from(logits: torch.Tensor, sigmoid_of_negative: torch.Tensor) -> torch.Tensor:
+    """``softplus(x) = -log σ(-x)`` from ``σ(-x)``: one vectorised log instead of the log1p of
+    ``F.softplus`` (unvectorised on CPUs). Where σ(-x) underflows (x > ~87 in float32) the
+    clamp caps the log and ``max(., x)`` restores softplus(x) = x. The absolute error stays
+    within a few ulps of 1; for x < 0 the relative error grows as softplus(x) shrinks, where
+    the focal factor σ(x)^γ makes the term negligible."""
+    tiny = torch.finfo(sigmoid_of_negative.dtype).tiny
+    return torch.maximum(sigmoid_of_negative.clamp_min(tiny).log_().neg_(), logits)
 
 
 class _ZeroTargetFocal(torch.autograd.Function):
     """Per-mask mean of ``(1 - α) σ(x)^γ softplus(x)`` with a hand-written gradient
-    ``(1 - α) σ(x)^γ (γ σ(-x) softplus(x) + σ(x)) / P``. Only the logits are kept for the
-    backward pass (σ and softplus are recomputed there): the IBS logits are the largest
-    tensors of the loss, so this saves several logit-sized buffers and autograd nodes."""
+    ``(1 - α) σ(x)^γ (γ σ(-x) softplus(x) + σ(x)) / P``. Only ``σ(-x)`` is kept for the
+    backward pass, which needs nothing else (where ``σ(-x)`` underflows, the term that
+    would need softplus(x) vanishes): the IBS logits are the largest tensors of the loss, so
+    this saves several logit-sized buffers and autograd nodes."""
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
-        ctx.save_for_backward(logits)
+        negative = torch.neg(logits).sigmoid_()  # σ(-x) = 1 - σ(x), exact where σ(x) rounds to 1
+        ctx.save_for_backward(negative)
         ctx.alpha, ctx.gamma = alpha, gamma
-        negative = torch.sigmoid(-logits)  # σ(-x) = 1 - p, exact where p rounds to 1
-        per_pixel = torch.sigmoid(logits).pow_(gamma).mul_(_softplus(logits, negative))
+        per_pixel = torch.sigmoid(logits).pow_(gamma).mul_(_softplus_from(logits, negative))
         return per_pixel.mean(-1).mul_(1 - alpha)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        (logits,) = ctx.saved_tensors
-        negative = torch.sigmoid(-logits)
-        positive = torch.sigmoid(logits)
-        slope = _softplus(logits, negative).mul_(negative).mul_(ctx.gamma).add_(positive)
+        (negative,) = ctx.saved_tensors
+        positive = 1 - negative
+        tiny = torch.finfo(negative.dtype).tiny
+        slope = negative.clamp_min(tiny).log_().neg_().mul_(negative).mul_(ctx.gamma).add_(positive)
         slope.mul_(positive.pow_(ctx.gamma))
-        scale = grad * ((1 - ctx.alpha) / logits.shape[-1])  # (N,)
+        scale = grad * ((1 - ctx.alpha) / negative.shape[-1])  # (N,)
         return slope.mul_(scale.unsqueeze(-1)), None, None
 
 
@@ -159,7 +151,7 @@ def focal_loss_zero_target(logits: torch.Tensor, alpha: float = 0.25, gamma: flo
     Args:
         logits: (N, P) float logits. Returns: (N,) loss per mask, averaged over its P pixels or points.
     """
-    if logits.dtype not in _SOFTPLUS_IS_LINEAR_ABOVE:
+    if not logits.is_floating_point():
         raise TypeError(f"focal_loss_zero_target needs floating-point logits, got {logits.dtype}")
     return _ZeroTargetFocal.apply(logits, alpha, gamma)
 
