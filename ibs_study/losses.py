@@ -104,14 +104,18 @@ def focal_loss(
 IBS_PARTNER_MODES = ("pair_mate", "random", "random_per_layer")
 
 
+def _negative_log(probabilities: torch.Tensor) -> torch.Tensor:
+    """``-log(q)``, in place on a fresh copy, with ``q`` clamped at the dtype's smallest normal."""
+    return probabilities.clamp_min(torch.finfo(probabilities.dtype).tiny).log_().neg_()
+
+
 def _softplus_from(logits: torch.Tensor, sigmoid_of_negative: torch.Tensor) -> torch.Tensor:
     """``softplus(x) = -log σ(-x)`` from ``σ(-x)``: one vectorised log instead of the log1p of
     ``F.softplus`` (unvectorised on CPUs). Where σ(-x) underflows (x > ~87 in float32) the
     clamp caps the log and ``max(., x)`` restores softplus(x) = x. The absolute error stays
     within a few ulps of 1; for x < 0 the relative error grows as softplus(x) shrinks, where
     the focal factor σ(x)^γ makes the term negligible."""
-    tiny = torch.finfo(sigmoid_of_negative.dtype).tiny
-    return torch.maximum(sigmoid_of_negative.clamp_min(tiny).log_().neg_(), logits)
+    return torch.maximum(_negative_log(sigmoid_of_negative), logits)
 
 
 class _ZeroTargetFocal(torch.autograd.Function):
@@ -133,8 +137,8 @@ class _ZeroTargetFocal(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (negative,) = ctx.saved_tensors
         positive = 1 - negative
-        tiny = torch.finfo(negative.dtype).tiny
-        slope = negative.clamp_min(tiny).log_().neg_().mul_(negative).mul_(ctx.gamma).add_(positive)
+        # the capped -log σ(-x) is exact enough here: where it is capped, σ(-x) ≈ 0 multiplies it
+        slope = _negative_log(negative).mul_(negative).mul_(ctx.gamma).add_(positive)
         slope.mul_(positive.pow_(ctx.gamma))
         scale = grad * ((1 - ctx.alpha) / negative.shape[-1])  # (N,)
         return slope.mul_(scale.unsqueeze(-1)), None, None
@@ -144,8 +148,8 @@ def focal_loss_zero_target(logits: torch.Tensor, alpha: float = 0.25, gamma: flo
     """:func:`focal_loss` against an all-zero target, in closed form: ``(1 - alpha) σ(x)^γ softplus(x)``.
 
     Equal to torchvision's ``sigmoid_focal_loss(x, 0)`` (for target 0, ``p_t = 1 - σ(x)`` and the
-    cross-entropy is ``softplus(x)``), with a fused gradient that keeps only the logits
-    (:class:`_ZeroTargetFocal`): the IBS logits are large (every thing row over a whole
+    cross-entropy is ``softplus(x)``), with a fused gradient that keeps only ``σ(-x)`` for the
+    backward pass (:class:`_ZeroTargetFocal`): the IBS logits are large (every thing row over a whole
     partner map), so this saves memory and time.
 
     Args:

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from ibs_study.data.panoptic import PanopticFormatError, write_id_png
+from ibs_study.data.panoptic import PanopticFormatError, rgb_to_id, write_id_png
 from ibs_study.metrics.io import decode_id_png
 from ibs_study.metrics.png import PngError, decode_rgb8_ids, read_png_chunks
 
@@ -56,8 +56,6 @@ def encode_png(
     *,
     interlace: bool = False,
     idat_chunks: int = 1,
-    bit_depth: int = 8,
-    color_type: int = 2,
 ) -> bytes:
     """An RGB PNG of (H, W, 3) uint8 ``rgb`` with the given filter type per scanline (cycled)."""
     height, width = rgb.shape[:2]
@@ -73,7 +71,7 @@ def encode_png(
             above, index = line, index + 1
     stream = zlib.compress(bytes(scanlines), 6)
     cuts = np.linspace(0, len(stream), idat_chunks + 1).astype(int)
-    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, int(interlace))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, int(interlace))
     return (
         b"\x89PNG\r\n\x1a\n"
         + _chunk(b"IHDR", ihdr)
@@ -81,11 +79,6 @@ def encode_png(
         + b"".join(_chunk(b"IDAT", stream[a:b]) for a, b in zip(cuts[:-1], cuts[1:]))
         + _chunk(b"IEND", b"")
     )
-
-
-def _ids_of(rgb: np.ndarray) -> np.ndarray:
-    rgb = rgb.astype(np.uint32)
-    return rgb[..., 0] | (rgb[..., 1] << 8) | (rgb[..., 2] << 16)
 
 
 def _panoptic_like(rng: np.random.Generator, height: int, width: int, noise: float) -> np.ndarray:
@@ -111,7 +104,7 @@ def test_each_filter_type_decodes_exactly(filter_type):
     rgb = _panoptic_like(rng, 13, 29, noise=0.2)
     ids = decode_rgb8_ids(encode_png(rgb, [filter_type]))
     assert ids.dtype == np.uint32 and ids.shape == (13, 29)
-    np.testing.assert_array_equal(ids, _ids_of(rgb))
+    np.testing.assert_array_equal(ids, rgb_to_id(rgb))
 
 
 @settings(max_examples=40, deadline=None)
@@ -127,9 +120,9 @@ def test_mixed_filters_equal_the_encoded_image_and_libpng(height, width, noise, 
     rgb = _panoptic_like(np.random.default_rng(seed), height, width, noise)
     data = encode_png(rgb, filters, idat_chunks=idat_chunks)
     ids = decode_rgb8_ids(data)
-    np.testing.assert_array_equal(ids, _ids_of(rgb))
+    np.testing.assert_array_equal(ids, rgb_to_id(rgb))
     libpng = torch.ops.image.decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8), 0, False)
-    np.testing.assert_array_equal(ids, _ids_of(libpng.permute(1, 2, 0).numpy()))
+    np.testing.assert_array_equal(ids, rgb_to_id(libpng.permute(1, 2, 0).numpy()))
 
 
 def test_pillow_and_write_id_png_files_decode_like_pillow(tmp_path):
@@ -139,7 +132,7 @@ def test_pillow_and_write_id_png_files_decode_like_pillow(tmp_path):
         rgb = _panoptic_like(rng, 96, 160, noise=0.01)
         buffer = io.BytesIO()
         Image.fromarray(rgb, mode="RGB").save(buffer, format="PNG", compress_level=level)
-        np.testing.assert_array_equal(decode_rgb8_ids(buffer.getvalue()), _ids_of(rgb))
+        np.testing.assert_array_equal(decode_rgb8_ids(buffer.getvalue()), rgb_to_id(rgb))
     ids = rng.integers(0, 2**24, size=(40, 70))
     write_id_png(tmp_path / "ids.png", ids)
     np.testing.assert_array_equal(decode_id_png(tmp_path / "ids.png"), ids)
@@ -151,7 +144,7 @@ def test_other_png_layouts_fall_back_to_libpng(tmp_path):
     interlaced = encode_png(rgb, [0, 1, 2, 3, 4], interlace=True)
     assert decode_rgb8_ids(interlaced) is None
     (tmp_path / "adam7.png").write_bytes(interlaced)
-    np.testing.assert_array_equal(decode_id_png(tmp_path / "adam7.png"), _ids_of(rgb))
+    np.testing.assert_array_equal(decode_id_png(tmp_path / "adam7.png"), rgb_to_id(rgb))
     palette = Image.fromarray(rng.integers(0, 4, size=(8, 8), dtype=np.uint8), mode="P")
     buffer = io.BytesIO()
     palette.save(buffer, format="PNG")
