@@ -3,7 +3,9 @@
 For each model (Panoptic FCN, Mask2Former) the preset's crop+IBS configuration is run twice
 on identical batches (paired crops), once with ``ibs.enabled=false``; the two variants
 alternate step by step (which goes first alternates too) so that machine load affects both
-alike; the overhead is reported from the medians and from the per-step paired differences. Peak memory: CUDA's
+alike; the overhead is reported from the medians and from the per-step paired differences.
+The IBS term is also timed alone (forward and backward to the model outputs it reads, on the
+same batches), which a loaded machine disturbs far less than the whole step. Peak memory: CUDA's
 ``max_memory_allocated`` on a GPU; on a CPU each variant also runs alone in a subprocess
 and reports its peak RSS growth during the timed steps.
 
@@ -29,6 +31,7 @@ from ibs_study.data.synthetic import generate_dataset
 from ibs_study.engine.data import open_split
 from ibs_study.engine.optim import build_optimizer
 from ibs_study.engine.train import step_generator, train_augmentation, train_step
+from ibs_study.losses import assign_partners, weighted_ibs_loss
 from ibs_study.models.build import build_model
 from ibs_study.sampling import build_train_loader
 
@@ -57,6 +60,42 @@ def _variant(cfg, enabled: bool):
     return replace(cfg, ibs=replace(cfg.ibs, enabled=enabled))
 
 
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_ibs_term(cfg, model, batches, device: torch.device, warmup: int) -> list[float]:
+    """Seconds of the IBS term alone per batch: forward and backward to the features and
+    embeddings it reads (detached copies of the model's outputs, so the backbone's backward
+    is not counted)."""
+    from dataclasses import replace
+
+    amp = cfg.train.amp and device.type == "cuda"  # as train_step: the model and the IBS term under autocast
+    seconds = []
+    for step, batch in enumerate(batches):
+        generator = step_generator(0, 0, step)
+        partner_index = None
+        if cfg.ibs.partner != "random_per_layer":
+            partner_index = assign_partners(len(batch), cfg.ibs.partner, generator).to(device)
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            output = model(batch.images, batch.targets)
+        leaves = replace(
+            output,
+            features=output.features.detach().requires_grad_(),
+            embeddings=[[e.detach().requires_grad_() for e in layer] for layer in output.embeddings],
+        )
+        _synchronize(device)
+        start = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            term = weighted_ibs_loss(leaves, partner_index, cfg.ibs, generator)["loss_ibs"]
+        term.backward()
+        _synchronize(device)
+        if step >= warmup:
+            seconds.append(time.perf_counter() - start)
+    return seconds
+
+
 def measure(
     preset: str, device: str, steps: int, warmup: int, batch: int | None, overrides: list[str], only=None
 ):
@@ -82,8 +121,8 @@ def measure(
         # alternate which variant goes first (ABBA...), so neither always follows the other
         for name in names if step % 2 == 0 else names[::-1]:
             variant, model, optimizer, scaler = models[name]
+            _synchronize(dev)
             if dev.type == "cuda":
-                torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
             start = time.perf_counter()
             train_step(model, batch_, variant, optimizer, scaler, step, step_generator(0, 0, step))
@@ -99,6 +138,12 @@ def measure(
         result["paired_difference_s"] = {
             "median": statistics.median(differences),
             "quartiles": (differences[quarter], differences[-1 - quarter]),
+        }
+        variant, model = models["with_ibs"][:2]
+        alone = sorted(time_ibs_term(variant, model, batches, dev, warmup))
+        result["ibs_term_alone_s"] = {
+            "median": statistics.median(alone),
+            "quartiles": (alone[len(alone) // 4], alone[-1 - len(alone) // 4]),
         }
     for name in result:
         if name in peaks:
@@ -166,6 +211,13 @@ def main() -> None:
         print(
             f"  per-step paired difference (with - without, same batch): median {1000 * paired['median']:.1f} ms "
             f"= {100 * paired['median'] / without_s:+.1f} % of the step (quartiles {1000 * low:.1f} .. "
+            f"{1000 * high:.1f} ms)"
+        )
+        alone = result["ibs_term_alone_s"]
+        low, high = alone["quartiles"]
+        print(
+            f"  IBS term alone (forward + backward to the outputs it reads): median {1000 * alone['median']:.1f} ms "
+            f"= {100 * alone['median'] / without_s:+.1f} % of the step without IBS (quartiles {1000 * low:.1f} .. "
             f"{1000 * high:.1f} ms)"
         )
         if "peak_mb" in result["with_ibs"]:

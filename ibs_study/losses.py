@@ -296,14 +296,19 @@ def _layer_partners(
     return partner_index.cpu().expand(num_layers, batch_size)
 
 
-def _group_slots(row_partner: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """(R,) position of every row among the rows that meet the same partner (CPU int64)."""
+def _partner_groups(row_partner: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """Rows grouped by the crop whose features they meet.
+
+    Args:
+        row_partner: (R,) int64 on the CPU, the partner crop of every row.
+
+    Returns:
+        ``order`` (R,): the rows sorted by partner, stably (within a partner, in their given
+        order); and ``(partner, count)`` for every partner that some row meets, in crop order.
+    """
     order = torch.argsort(row_partner, stable=True)
-    sizes = torch.bincount(row_partner, minlength=batch_size)
-    starts = torch.cumsum(sizes, 0) - sizes
-    slots = torch.empty_like(row_partner)
-    slots[order] = torch.arange(len(row_partner)) - starts[row_partner[order]]
-    return slots
+    sizes = torch.bincount(row_partner, minlength=batch_size).tolist()
+    return order, [(partner, size) for partner, size in enumerate(sizes) if size]
 
 
 def ibs_loss(
@@ -324,9 +329,9 @@ def ibs_loss(
     Nothing is detached.
 
     All layers and crops are computed at once: the thing rows of every (layer, crop) are
-    grouped by the crop whose features they meet, so one batched product against the
-    features as they are (no gathered copy of them) gives every IBS logit, and the point
-    sampling, focal loss and per-layer sums run once for the whole batch.
+    grouped by the crop whose features they meet, and each group meets those features in one
+    matrix product (no gathered copy of the features, no padding to the largest group), so
+    the point sampling, focal loss and per-layer sums run once for the whole batch.
 
     Args:
         output: the model's training output; ``features`` (B, C, h, w) and per layer and
@@ -336,7 +341,8 @@ def ibs_loss(
             other crops for every IBS layer.
         cfg: the IBS settings (``weight`` is applied by :func:`weighted_ibs_loss`, not here).
         generator: randomness for per-layer partners (drawn first, layer by layer) and then
-            point sampling (all rows at once, in (layer, crop, row) order).
+            point sampling (all rows at once, grouped by partner crop in crop order; within
+            a partner in (layer, crop, row) order).
 
     Returns:
         ``{"loss_ibs": (), the sum over IBS layers}`` plus ``"ibs_layer{l}"`` (): each
@@ -363,14 +369,18 @@ def ibs_loss(
     weights = torch.cat([output.thing_weights[layer][crop].reshape(-1) for layer, crop in pairs])  # (R,)
     row_partner = partners.reshape(-1).repeat_interleave(counts)  # (R,)
     row_layer = torch.arange(len(layers)).repeat_interleave(counts.view(len(layers), batch_size).sum(1))
-    slots = _group_slots(row_partner, batch_size)
+    order, groups = _partner_groups(row_partner, batch_size)
     device = features.device
-    row_partner, slots, row_layer = row_partner.to(device), slots.to(device), row_layer.to(device)
+    order_on_device = order.to(device)
+    rows, weights = rows[order_on_device], weights[order_on_device]
+    row_layer = row_layer[order].to(device)
 
-    grouped = rows.new_zeros(batch_size, int(slots.max()) + 1, rows.shape[1])  # (B, T_max, C)
-    grouped = grouped.index_put((row_partner, slots), rows)
-    logits = torch.bmm(grouped, features.flatten(2).to(grouped.dtype))  # (B, T_max, h * w)
-    logits = logits[row_partner, slots]  # (R, h * w), rows in (layer, crop) order
+    partner_features = features.flatten(2).to(rows.dtype).unbind(0)  # B x (C, h * w)
+    products, start = [], 0
+    for partner, size in groups:
+        products.append(rows[start : start + size] @ partner_features[partner])  # (size, h * w)
+        start += size
+    logits = products[0] if len(products) == 1 else torch.cat(products)  # (R, h * w), by partner
     if cfg.point_sampling:
         maps = logits.reshape(-1, 1, height, width)
         coords = uncertain_point_coords(

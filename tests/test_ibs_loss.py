@@ -190,7 +190,8 @@ def test_normaliser_is_clamped_to_one() -> None:
 
 def test_point_sampling_matches_manual_points() -> None:
     """Point sampling: focal averaged over importance-sampled points of the IBS logits
-    themselves, drawn for all thing rows of the layer at once (crop order) from the generator."""
+    themselves, drawn for all thing rows at once from the generator, the rows grouped by the
+    partner crop they meet (partner 0's rows first: here crop 1's, then crop 0's)."""
     gen = torch.Generator().manual_seed(4)
     output = make_output(gen, [2, 1], size=(8, 12))
     cfg = IBSConfig(point_sampling=True, num_points=20, oversample_ratio=3.0, importance_sample_ratio=0.75)
@@ -202,13 +203,13 @@ def test_point_sampling_matches_manual_points() -> None:
     logits = torch.cat(
         [
             torch.einsum("nc,chw->nhw", output.thing_embeddings(0, crop), output.features[partner])
-            for crop, partner in ((0, 1), (1, 0))
+            for crop, partner in ((1, 0), (0, 1))
         ]
     )[:, None]  # (3, 1, 8, 12)
     coords = uncertain_point_coords(logits, 20, 3.0, 0.75, generator=replay)
     assert coords.shape == (3, 20, 2)
     points = point_sample(logits, coords).squeeze(1).tolist()
-    weights = output.thing_weights[0][0].tolist() + output.thing_weights[0][1].tolist()
+    weights = output.thing_weights[0][1].tolist() + output.thing_weights[0][0].tolist()
     weighted_sum = sum(
         w * sum(focal_zero_target(v) for v in row) / len(row) for w, row in zip(weights, points)
     )
