@@ -120,11 +120,11 @@ def sweep_specs(
     for value in values:
         text = json.dumps(list(value)) if isinstance(value, list | tuple) else str(value)
         tag = "x".join(str(v) for v in value) if isinstance(value, list | tuple) else str(value)
-        extra = [
+        extra = [  # the swept value last: it wins over an override of the same key
             f"seed={seed}",
-            f"{key}={text}",
             *([f"train.max_steps={steps}"] if steps else []),
             *overrides,
+            f"{key}={text}",
         ]
         specs.append(
             RunSpec(

@@ -32,8 +32,9 @@ settings = None  # rows to run (None: all of the models), e.g. a list of crop an
 seeds = [0, 1, 2]  # seeds of every row
 steps = None  # training steps per run (None: the presets')
 data_root = None  # dataset root (None: the presets')
-lambdas = [0.25, 1.0, 4.0, 16.0]  # λ_IBS values of the sweep (crop + IBS, paired sampler)
-crop_sizes = [[64, 128], [128, 256], [192, 384]]  # (H, W) values of the crop-size sweep (crop training)
+overrides = []  # extra key=value applied to every run, rows and sweeps (e.g. ["ibs.weight=0.25"])
+lambdas = [0.25, 1.0, 4.0, 16.0]  # λ_IBS values of the sweep (crop + IBS, paired sampler; [] = none)
+crop_sizes = [[64, 128], [128, 256], [192, 384]]  # (H, W) values of the crop-size sweep (crop training; [] = none)
 m2f_lambdas = []  # λ_IBS values of a Mask2Former sweep (crop + IBS, paired; needs "m2f" in models; [] = none)
 sweep_seed = 0  # seed of the sweep runs
 root = "runs/study"  # folder of all run directories
@@ -77,7 +78,7 @@ if smoke:
     torch.set_num_threads(1)
     settings, seeds, lambdas, crop_sizes, parallel = ["crop", "crop_ibs"], [0, 1], [0.5, 2.0], [[32, 64], [48, 96]], 0
     root = str(out / "runs")
-overrides = notebook_overrides(smoke=smoke, out_dir=out, data_root=data_root, steps=steps)
+overrides = notebook_overrides(smoke=smoke, out_dir=out, data_root=data_root, steps=steps, extra=overrides)
 rows = [row for row in study_rows(scale, models) if settings is None or row.setting in settings]
 prefix = "synthetic" if scale == "cpu" else "synthetic_gpu"
 sweeps = {
@@ -193,6 +194,8 @@ labels = {
     "m2f_lambda": "λ_IBS, Mask2Former (crop + IBS, paired sampler)",
 }
 for name, entries in results["sweeps"].items():
+    if not entries:  # a sweep given no values
+        continue
     figure = sweep_figure(entries, xlabel=labels[name], title=f"Sweep of {labels[name]}, seed {sweep_seed}")
     save_figure(figure, out / f"sweep_{name}")
     display(figure)
