@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ibs_study.data.png import PngError, decode_rgb8_ids
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -174,10 +176,23 @@ def id_to_rgb(id_map: np.ndarray) -> np.ndarray:
 
 
 def read_id_png(path: str | os.PathLike) -> np.ndarray:
-    """Read a panoptic PNG into an (H, W) int32 id map; the PNG must be 8-bit RGB."""
+    """Read a panoptic PNG into an (H, W) int32 id map; the PNG must be 8-bit RGB.
+
+    Non-interlaced 8-bit RGB files (what panoptic tools write) take the fast path of
+    :func:`ibs_study.data.png.decode_rgb8_ids`; any other layout goes through Pillow.
+
+    Raises:
+        PanopticFormatError: the file is missing, corrupt, or not 8-bit RGB.
+    """
     path = Path(path)
     if not path.is_file():
         raise PanopticFormatError(f"{path}: panoptic PNG not found")
+    try:
+        ids = decode_rgb8_ids(np.fromfile(path, dtype=np.uint8))
+    except PngError as err:
+        raise PanopticFormatError(f"{path}: not a readable PNG ({err})") from err
+    if ids is not None:
+        return ids.view(np.int32)  # ids < 2^24
     with Image.open(path) as png:
         if png.mode != "RGB":
             raise PanopticFormatError(

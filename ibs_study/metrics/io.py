@@ -6,7 +6,7 @@ panopticapi, :func:`ibs_study.models.postprocess.write_panoptic_predictions`): a
 in the ground truth's id space) and one RGB id PNG per image.
 
 Decoding the PNGs is the slowest step of scoring, so :func:`decode_id_png` decodes the
-8-bit RGB PNGs that panoptic tools write with :mod:`ibs_study.metrics.png` (libdeflate and
+8-bit RGB PNGs that panoptic tools write with :mod:`ibs_study.data.png` (libdeflate and
 one compiled unfilter-and-pack pass, about 9x faster than libpng), any other PNG with libpng
 through torchvision, and :func:`prefetch` decodes ahead in threads (both decoders release
 the GIL) while the caller computes.
@@ -34,7 +34,7 @@ from ibs_study.data.panoptic import (
     PanopticFormatError,
     load_panoptic_json,
 )
-from ibs_study.metrics.png import PngError, decode_rgb8_ids
+from ibs_study.data.png import PngError, decode_rgb8_ids
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def decode_id_png(path: str | os.PathLike) -> np.ndarray:
 
     Same ids as :func:`ibs_study.data.panoptic.read_id_png` (which returns int32). 8-bit RGB
     PNGs without interlacing (what every panoptic tool writes) take the fast path of
-    :func:`ibs_study.metrics.png.decode_rgb8_ids`; any other PNG is decoded by libpng (Pillow
+    :func:`ibs_study.data.png.decode_rgb8_ids`; any other PNG is decoded by libpng (Pillow
     where torchvision's libpng op is missing) and must still come out as 8-bit RGB.
     Decoding releases the GIL, so threads decode in parallel (:func:`prefetch`).
 

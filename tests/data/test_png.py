@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from ibs_study.data.panoptic import PanopticFormatError, rgb_to_id, write_id_png
+from ibs_study.data.panoptic import PanopticFormatError, read_id_png, rgb_to_id, write_id_png
+from ibs_study.data.png import PngError, decode_rgb8_ids, read_png_chunks
 from ibs_study.metrics.io import decode_id_png
-from ibs_study.metrics.png import PngError, decode_rgb8_ids, read_png_chunks
 
 # --------------------------------------------------------------------------- an encoder for the tests
 
@@ -185,3 +185,37 @@ def test_corrupt_files_are_errors_never_wrong_ids(tmp_path):
 
 def _rebuilt_ihdr(height: int, width: int) -> bytes:
     return _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+
+
+# --------------------------------------------------------------------------- the training reader
+
+
+def test_read_id_png_uses_the_fast_path_and_keeps_its_contract(tmp_path):
+    """The datasets' reader gives int32 ids equal to Pillow's for every layout it accepts,
+    and names the file and the problem for the ones it refuses."""
+    rng = np.random.default_rng(3)
+    rgb = _panoptic_like(rng, 21, 33, noise=0.05)
+    for name, data in (
+        ("paeth.png", encode_png(rgb, [4, 2])),
+        ("adam7.png", encode_png(rgb, [1], interlace=True)),
+    ):
+        (tmp_path / name).write_bytes(data)
+        ids = read_id_png(tmp_path / name)
+        assert ids.dtype == np.int32
+        np.testing.assert_array_equal(ids, rgb_to_id(rgb))
+    ids = rng.integers(0, 2**24, size=(9, 14))
+    write_id_png(tmp_path / "written.png", ids)
+    np.testing.assert_array_equal(read_id_png(tmp_path / "written.png"), ids)
+
+    Image.fromarray(rng.integers(0, 255, size=(5, 5), dtype=np.uint8), mode="L").save(tmp_path / "grey.png")
+    with pytest.raises(
+        PanopticFormatError, match=r"grey.png: panoptic PNG must be 8-bit RGB .* got mode 'L'"
+    ):
+        read_id_png(tmp_path / "grey.png")
+    corrupt = bytearray(encode_png(rgb, [0]))
+    corrupt[corrupt.index(b"IDAT") + 6] ^= 0xFF
+    (tmp_path / "corrupt.png").write_bytes(bytes(corrupt))
+    with pytest.raises(PanopticFormatError, match=r"corrupt.png: not a readable PNG \(corrupt: CRC mismatch"):
+        read_id_png(tmp_path / "corrupt.png")
+    with pytest.raises(PanopticFormatError, match="missing.png: panoptic PNG not found"):
+        read_id_png(tmp_path / "missing.png")

@@ -1,4 +1,4 @@
-"""The compiled inner loop of :mod:`ibs_study.metrics.png` (imported only when first needed:
+"""The compiled inner loop of :mod:`ibs_study.data.png` (imported only when first needed:
 importing numba costs a few hundred milliseconds)."""
 
 from __future__ import annotations

@@ -139,6 +139,6 @@ def decode_rgb8_ids(data: bytes | memoryview) -> np.ndarray | None:
 def _unfilter_kernel() -> Callable[[np.ndarray, int, int, np.ndarray], int]:
     """The compiled unfilter-and-pack pass, imported on first use (numba compiles it once and
     caches the machine code next to its module, so later processes only load it)."""
-    from ibs_study.metrics._png_kernel import unfilter_rgb8_to_ids
+    from ibs_study.data._png_kernel import unfilter_rgb8_to_ids
 
     return unfilter_rgb8_to_ids
