@@ -116,3 +116,34 @@ def test_reproduction_checks_on_hand_built_rows():
     table = claims_table(results)
     assert "| crop training is worse than full-image training | Prec^th | +18.7 [" in table
     assert "| 61 % | yes |" in table
+
+
+FOLLOWUPS = sorted((ROOT / "paper_figures").glob("followup_*/synthetic_results.json"))
+
+
+@pytest.mark.parametrize("path", FOLLOWUPS, ids=[p.parent.name for p in FOLLOWUPS])
+def test_followup_studies_match_their_tables_and_docs(path):
+    """A follow-up study (paper_figures/followup_*/): same schema; its tables, claims and the
+    numbers docs/results.md quotes from it are what its JSON produces."""
+    from ibs_study.study import claims_table
+    from ibs_study.viz.figures import table_bar_rows
+
+    followup = load_results(path)
+    assert followup["rows"] and followup["commit"] and followup["device"]
+    for row in followup["rows"]:
+        assert len(row["seeds"]) >= 3 and row["steps"] > 0
+        for summary in row["metrics"].values():
+            values = summary["per_seed"]
+            assert all(0.0 <= v <= 1.0 for v in values) and summary["mean"] == pytest.approx(
+                sum(values) / len(values)
+            )
+    docs = (ROOT / "docs" / "results.md").read_text()
+    tables = [n for n in TABLES if table_bar_rows(followup, n)[0]]
+    assert tables
+    for number in tables:
+        expected = results_table(followup, number).strip()
+        assert (path.parent / f"table{number}.md").read_text().strip() == expected
+        assert expected in docs, f"docs/results.md lacks table {number} of {path.parent.name}"
+    claims = claims_table(followup, "pfcn").strip()
+    assert (path.parent / "claims_pfcn.md").read_text().strip() == claims
+    assert claims in docs, f"docs/results.md lacks the claims table of {path.parent.name}"
