@@ -311,13 +311,20 @@ def _figures_arguments(parser: argparse.ArgumentParser) -> None:
         "--runs", default=None, help="folder of the study's run directories (qualitative figures need them)"
     )
     parser.add_argument("--top-k", type=int, default=4, help="images / predictions per qualitative figure")
+    parser.add_argument(
+        "--shared-plotly-js",
+        default=None,
+        help="plotly.min.js to load, relative to --out (e.g. ../plotly.min.js), instead of writing one there",
+    )
 
 
 def _figures(args: argparse.Namespace) -> int:
     from ibs_study.paper_figures import build_all
 
     try:
-        provenance = build_all(args.results, args.out, args.runs, top_k=args.top_k)
+        provenance = build_all(
+            args.results, args.out, args.runs, top_k=args.top_k, shared_plotly_js=args.shared_plotly_js
+        )
     except FileNotFoundError as err:
         print(f"ibs-study figures: error: {err}", file=sys.stderr)
         return 2

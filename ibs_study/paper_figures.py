@@ -74,8 +74,9 @@ def _row(results: dict, model: str, setting: str) -> dict | None:
 class _Build:
     """What one :func:`build_all` call writes and skips (for provenance and the index)."""
 
-    def __init__(self, out_dir: Path) -> None:
+    def __init__(self, out_dir: Path, plotly_js: str) -> None:
         self.out_dir = out_dir
+        self.plotly_js = plotly_js  # the path the interactive figures load plotly.js from
         self.files: list[Path] = []
         self.skipped: dict[str, str] = {}
 
@@ -107,7 +108,9 @@ def _tables_and_bars(results: dict, build: _Build) -> None:
         build.add(save_figure(metric_bars_figure(results, number), build.out_dir / f"bars_table{number}"))
         build.add(
             save_figure(
-                metric_bars_plotly(results, number), build.out_dir / f"bars_table{number}", plotlyjs=PLOTLY_JS
+                metric_bars_plotly(results, number),
+                build.out_dir / f"bars_table{number}",
+                plotlyjs=build.plotly_js,
             )
         )
 
@@ -142,7 +145,7 @@ def _confusion_curves(results: dict, build: _Build) -> None:
         title = f"Fig. 5 analogue: confusion, {MODEL_LABELS.get(model, model)}\n(mean over seeds, 95 % band)"
         stem = build.out_dir / f"fig5_confusion_{model}"
         build.add(save_figure(confusion_curve_figure(series, title=title), stem))
-        build.add(save_figure(confusion_curve_plotly(series, title=title), stem, plotlyjs=PLOTLY_JS))
+        build.add(save_figure(confusion_curve_plotly(series, title=title), stem, plotlyjs=build.plotly_js))
     oracle_models = dict.fromkeys(r["model"] for r in results["rows"] if "oracle_confusion_curve" in r)
     if not oracle_models:
         build.skip("fig5_oracle", "no row has an oracle confusion curve (ibs-study oracle)")
@@ -153,7 +156,9 @@ def _confusion_curves(results: dict, build: _Build) -> None:
         stem = build.out_dir / f"fig5_oracle_{model}"
         build.add(save_figure(confusion_curve_figure(series, title=title, ylabel=ylabel), stem))
         build.add(
-            save_figure(confusion_curve_plotly(series, title=title, ylabel=ylabel), stem, plotlyjs=PLOTLY_JS)
+            save_figure(
+                confusion_curve_plotly(series, title=title, ylabel=ylabel), stem, plotlyjs=build.plotly_js
+            )
         )
 
 
@@ -171,7 +176,7 @@ def _sweeps(results: dict, build: _Build) -> None:
         title = f"Sweep of {key} ({preset})"
         stem = build.out_dir / f"sweep_{name}"
         build.add(save_figure(sweep_figure(entries, xlabel=key, title=title), stem))
-        build.add(save_figure(sweep_plotly(entries, xlabel=key, title=title), stem, plotlyjs=PLOTLY_JS))
+        build.add(save_figure(sweep_plotly(entries, xlabel=key, title=title), stem, plotlyjs=build.plotly_js))
 
 
 # ------------------------------------------------------------------------- from the runs
@@ -260,7 +265,7 @@ def _qualitative(results: dict, runs_root: Path, build: _Build, top_k: int, thre
                     _fresh_dir(build.out_dir / f"{instances_fig}_{model}_instances"),
                     top_k,
                     run=0,
-                    include_plotlyjs=f"../{PLOTLY_JS}",
+                    include_plotlyjs=f"../{build.plotly_js}",
                 )
             )
 
@@ -325,6 +330,7 @@ def build_all(
     *,
     top_k: int = 4,
     threshold: float = 0.5,
+    shared_plotly_js: str | None = None,
 ) -> dict[str, Any]:
     """Regenerate every figure and table from ``results_json`` into ``out_dir`` (module docstring).
 
@@ -335,6 +341,9 @@ def build_all(
             predictions; None leaves those figures as they are.
         top_k: images / predictions per qualitative figure.
         threshold: confusion threshold T that ranks the qualitative examples.
+        shared_plotly_js: path, relative to ``out_dir``, of a plotly.min.js the interactive
+            figures load instead of one written into ``out_dir`` (e.g. ``"../plotly.min.js"``
+            for a follow-up study in a subfolder of paper_figures/: saves ~5 MB).
 
     Returns:
         The provenance record (also written to ``out_dir/provenance.json``).
@@ -351,8 +360,11 @@ def build_all(
     results = load_results(results_path)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    build = _Build(out)
-    _write_plotly_js(build)
+    build = _Build(out, shared_plotly_js or PLOTLY_JS)
+    if shared_plotly_js is None:
+        _write_plotly_js(build)
+    elif not (out / shared_plotly_js).is_file():
+        raise FileNotFoundError(f"shared_plotly_js {shared_plotly_js!r}: no such file relative to {out}")
     _tables_and_bars(results, build)
     _claims(results, build)
     _confusion_curves(results, build)

@@ -169,6 +169,18 @@ def test_figures_command_builds_from_the_results(study, tmp_path, capsys):
     assert (out / "provenance.json").is_file()
 
 
+def test_a_follow_up_in_a_subfolder_loads_the_shared_plotly_js(study, tmp_path, capsys):
+    build_all(study[0], tmp_path)  # writes tmp_path/plotly.min.js
+    out = tmp_path / "followup"
+    args = ["figures", "--results", str(study[0]), "--out", str(out), "--shared-plotly-js", "../plotly.min.js"]
+    assert main(args) == 0
+    assert not (out / "plotly.min.js").exists()
+    for page in ("bars_table3.html", "fig5_confusion_pfcn.html"):
+        assert 'src="../plotly.min.js"' in (out / page).read_text()
+    with pytest.raises(FileNotFoundError, match="shared_plotly_js 'none.js': no such file relative to"):
+        build_all(study[0], tmp_path / "other", shared_plotly_js="none.js")
+
+
 # ------------------------------------------------------------------------- figure helpers
 
 
