@@ -271,7 +271,8 @@ def metric_bars_figure(results: Mapping, table: int, *, title: str | None = None
     """Grouped bars of Table ``table``'s metrics (percent), one bar per measured row, 95 % CI
     whiskers and the per-seed values as dots."""
     rows, metrics = table_bar_rows(results, table)
-    fig = _figure((1.2 + max(1.25, 0.28 * len(rows)) * len(metrics), 3.6))
+    # at least 7 in wide: the legend sits right of the axes, and a few metrics still need room for labels
+    fig = _figure((max(7.0, 1.2 + max(1.25, 0.28 * len(rows)) * len(metrics)), 3.6))
     ax = fig.subplots()
     width = 0.8 / max(len(rows), 1)
     x = np.arange(len(metrics))
