@@ -30,8 +30,8 @@ from ibs_study.config import load_preset
 from ibs_study.data.synthetic import generate_dataset
 from ibs_study.engine.data import open_split
 from ibs_study.engine.optim import build_optimizer
-from ibs_study.engine.train import step_generator, train_augmentation, train_step
-from ibs_study.losses import assign_partners, weighted_ibs_loss
+from ibs_study.engine.train import step_generator, step_partner_index, train_augmentation, train_step
+from ibs_study.losses import weighted_ibs_loss
 from ibs_study.models.build import build_model
 from ibs_study.sampling import build_train_loader
 
@@ -75,9 +75,7 @@ def time_ibs_term(cfg, model, batches, device: torch.device, warmup: int) -> lis
     seconds = []
     for step, batch in enumerate(batches):
         generator = step_generator(0, 0, step)
-        partner_index = None
-        if cfg.ibs.partner != "random_per_layer":
-            partner_index = assign_partners(len(batch), cfg.ibs.partner, generator).to(device)
+        partner_index = step_partner_index(len(batch), cfg, generator, device)
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=amp):
             output = model(batch.images, batch.targets)
         leaves = replace(

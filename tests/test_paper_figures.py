@@ -172,7 +172,15 @@ def test_figures_command_builds_from_the_results(study, tmp_path, capsys):
 def test_a_follow_up_in_a_subfolder_loads_the_shared_plotly_js(study, tmp_path, capsys):
     build_all(study[0], tmp_path)  # writes tmp_path/plotly.min.js
     out = tmp_path / "followup"
-    args = ["figures", "--results", str(study[0]), "--out", str(out), "--shared-plotly-js", "../plotly.min.js"]
+    args = [
+        "figures",
+        "--results",
+        str(study[0]),
+        "--out",
+        str(out),
+        "--shared-plotly-js",
+        "../plotly.min.js",
+    ]
     assert main(args) == 0
     assert not (out / "plotly.min.js").exists()
     for page in ("bars_table3.html", "fig5_confusion_pfcn.html"):

@@ -40,6 +40,7 @@ __all__ = [
     "PanopticFormatError",
     "rgb_to_id",
     "id_to_rgb",
+    "read_fast_id_png",
     "read_id_png",
     "write_id_png",
     "segments_from_id_map",
@@ -175,22 +176,35 @@ def id_to_rgb(id_map: np.ndarray) -> np.ndarray:
     return rgb
 
 
-def read_id_png(path: str | os.PathLike) -> np.ndarray:
-    """Read a panoptic PNG into an (H, W) int32 id map; the PNG must be 8-bit RGB.
-
-    Non-interlaced 8-bit RGB files (what panoptic tools write) take the fast path of
-    :func:`ibs_study.data.png.decode_rgb8_ids`; any other layout goes through Pillow.
+def read_fast_id_png(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
+    """The fast path shared by the panoptic PNG readers: the file's bytes and, for a
+    non-interlaced 8-bit RGB PNG (what panoptic tools write), its (H, W) uint32 ids from
+    :func:`ibs_study.data.png.decode_rgb8_ids`; None for any other layout, which the caller
+    decodes another way.
 
     Raises:
-        PanopticFormatError: the file is missing, corrupt, or not 8-bit RGB.
+        PanopticFormatError: the file is missing or corrupt.
     """
     path = Path(path)
     if not path.is_file():
         raise PanopticFormatError(f"{path}: panoptic PNG not found")
+    data = np.fromfile(path, dtype=np.uint8)
     try:
-        ids = decode_rgb8_ids(np.fromfile(path, dtype=np.uint8))
+        return data, decode_rgb8_ids(data)
     except PngError as err:
         raise PanopticFormatError(f"{path}: not a readable PNG ({err})") from err
+
+
+def read_id_png(path: str | os.PathLike) -> np.ndarray:
+    """Read a panoptic PNG into an (H, W) int32 id map; the PNG must be 8-bit RGB.
+
+    The fast path (:func:`read_fast_id_png`) decodes what panoptic tools write; any other
+    layout goes through Pillow.
+
+    Raises:
+        PanopticFormatError: the file is missing, corrupt, or not 8-bit RGB.
+    """
+    _, ids = read_fast_id_png(path)
     if ids is not None:
         return ids.view(np.int32)  # ids < 2^24
     with Image.open(path) as png:

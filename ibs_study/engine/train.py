@@ -57,7 +57,15 @@ from ibs_study.sampling import build_train_loader
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["train", "train_step", "TrainResult", "step_generator", "local_batch_size", "train_augmentation"]
+__all__ = [
+    "train",
+    "train_step",
+    "step_partner_index",
+    "TrainResult",
+    "step_generator",
+    "local_batch_size",
+    "train_augmentation",
+]
 
 
 @dataclass
@@ -101,6 +109,16 @@ def train_augmentation(cfg: ExperimentConfig) -> TrainAugmentation:
     )
 
 
+def step_partner_index(
+    batch_size: int, cfg: ExperimentConfig, generator: torch.Generator, device: torch.device
+) -> torch.Tensor | None:
+    """(B,) the IBS partner of every crop of a step (:func:`~ibs_study.losses.assign_partners`),
+    or None for a single crop or when the IBS loss draws its partners per layer."""
+    if batch_size < 2 or cfg.ibs.partner == "random_per_layer":
+        return None
+    return assign_partners(batch_size, cfg.ibs.partner, generator).to(device)
+
+
 def train_step(
     model: nn.Module,
     batch: Batch,
@@ -116,9 +134,7 @@ def train_step(
         FloatingPointError: a loss term is NaN or infinite (named, with the step).
     """
     device = batch.images.device
-    partner_index = None
-    if len(batch) > 1 and cfg.ibs.partner != "random_per_layer":
-        partner_index = assign_partners(len(batch), cfg.ibs.partner, generator).to(device)
+    partner_index = step_partner_index(len(batch), cfg, generator, device)
     with torch.autocast(device.type, dtype=torch.float16, enabled=scaler is not None):
         output = model(batch.images, batch.targets)
         losses = dict(output.losses)

@@ -33,8 +33,8 @@ from ibs_study.data.panoptic import (
     PanopticAnnotations,
     PanopticFormatError,
     load_panoptic_json,
+    read_fast_id_png,
 )
-from ibs_study.data.png import PngError, decode_rgb8_ids
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def decode_id_png(path: str | os.PathLike) -> np.ndarray:
 
     Same ids as :func:`ibs_study.data.panoptic.read_id_png` (which returns int32). 8-bit RGB
     PNGs without interlacing (what every panoptic tool writes) take the fast path of
-    :func:`ibs_study.data.png.decode_rgb8_ids`; any other PNG is decoded by libpng (Pillow
+    :func:`ibs_study.data.panoptic.read_fast_id_png`; any other PNG is decoded by libpng (Pillow
     where torchvision's libpng op is missing) and must still come out as 8-bit RGB.
     Decoding releases the GIL, so threads decode in parallel (:func:`prefetch`).
 
@@ -90,13 +90,7 @@ def decode_id_png(path: str | os.PathLike) -> np.ndarray:
         PanopticFormatError: the file is missing, corrupt or not an 8-bit RGB PNG.
     """
     path = Path(path)
-    if not path.is_file():
-        raise PanopticFormatError(f"{path}: panoptic PNG not found")
-    data = np.fromfile(path, dtype=np.uint8)
-    try:
-        ids = decode_rgb8_ids(data)
-    except PngError as err:
-        raise PanopticFormatError(f"{path}: not a readable PNG ({err})") from err
+    data, ids = read_fast_id_png(path)
     if ids is not None:
         return ids
     if _DECODE_PNG is None:
