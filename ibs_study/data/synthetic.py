@@ -8,8 +8,11 @@ The set is built to show the confusion problem of crop-based training (paper Sec
 * four thing classes (person, car, truck, bicycle) with tens of instances per image, placed on
   the ground plane so that the foot row sets the size (small near the horizon, large at the
   bottom, some covering a large part of a crop), occluding each other in painter's order;
-* all instances of a class share one shape template and one colour (small brightness and
-  size jitter only), so two instances can only be told apart by position and context;
+* all instances of a class share one shape template; each draws its body colour from a few
+  colours of its class (``instance_colours``, every scale), so look-alikes are often but not
+  always told apart by colour, as cars and people are in real streets (with
+  ``instance_colours=False`` every instance of a class has one colour, up to a small
+  brightness jitter, and only position and context tell two apart);
 * optional crowd regions (a group of one thing class labelled as one ``iscrowd=1`` segment)
   and a few void poles (id 0, like Cityscapes' ignored classes).
 
@@ -69,7 +72,7 @@ __all__ = [
 ]
 
 # Bump when the rendering changes: ensure_dataset then refuses to reuse older datasets.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 INFO_FILE = "synthetic.json"
 SPLITS = ("train", "val")
 _SPLIT_CODE = {"train": 0, "val": 1}
@@ -94,6 +97,10 @@ class SyntheticScale:
             hidden ones (inclusive).
         depth_exponent: exponent a of the depth density p(d) ~ d^-a; larger means more far
             (small) things relative to near (large) ones.
+        instance_colours: every instance draws its body colour from its class's
+            ``body_colours`` (False: all instances of a class share one colour, so that
+            only position and context tell two apart; IBS then has little to learn from, see
+            docs/results.md).
     """
 
     name: str
@@ -104,13 +111,15 @@ class SyntheticScale:
     num_val: int
     things_per_image: tuple[int, int] = (70, 110)
     depth_exponent: float = 0.8
+    instance_colours: bool = True
 
 
 # The dense scales place Cityscapes-like crowds of things. The CPU scale, where the study runs
 # (docs/results.md), is sparser, with fewer far things, and crops an eighth of the image:
-# tiny models trained for minutes on the dense scenes stayed too weak to show any confusion,
-# while on these scenes a crop rarely holds two instances of one class, which is what makes
-# crop-trained embeddings confuse same-class instances at full resolution.
+# tiny models trained for minutes on the dense scenes stayed too weak to show any confusion.
+# On the cpu scale, about half of the things share their image with a thing of the same class
+# and colour, but only a quarter share a 128 x 128 crop with one (measured in docs/results.md):
+# crop training rarely has to tell such look-alikes apart, full-image inference must.
 SYNTHETIC_SCALES: dict[str, SyntheticScale] = {
     "tiny": SyntheticScale("tiny", 64, 128, (32, 64), num_train=24, num_val=8),  # smoke tests
     "cpu": SyntheticScale(
@@ -263,6 +272,8 @@ class ThingStyle:
         depth_range: allowed normalised depth d = (foot row - horizon) / (H - horizon); d > 1
             puts the foot below the image (a near instance cut by the border).
         lane: ``road``, ``sidewalk`` or ``kerb`` (either side of a road edge).
+        body_colours: the body colours an instance draws from when instances vary in colour
+            (``instance_colours``); ``palette[0]`` is among them.
     """
 
     category_id: int
@@ -273,6 +284,7 @@ class ThingStyle:
     frequency: float
     depth_range: tuple[float, float]
     lane: str
+    body_colours: tuple[tuple[int, int, int], ...] = ()
 
     @property
     def color(self) -> tuple[int, int, int]:
@@ -286,16 +298,22 @@ THING_STYLES: tuple[ThingStyle, ...] = (
     ThingStyle(
         PERSON, _person, ((170, 40, 48), (225, 185, 150), (60, 40, 30), (40, 42, 55), (20, 20, 20)),
         0.77, 0.4, 0.4, (0.05, 1.1), "sidewalk",
+        body_colours=((170, 40, 48), (40, 60, 150), (40, 120, 60), (215, 180, 40), (120, 50, 130), (230, 230, 225)),
     ),
     ThingStyle(
         CAR, _car, ((48, 82, 168), (35, 45, 60), _TAIL_LIGHT, (225, 225, 215), _TYRE),
         0.56, 1.3, 0.36, (0.05, 1.05), "road",
+        body_colours=((48, 82, 168), (175, 35, 35), (235, 235, 230), (30, 30, 34), (40, 120, 75), (225, 175, 35)),
     ),
     ThingStyle(
         TRUCK, _truck, ((228, 226, 214), (150, 150, 150), _TYRE, _TAIL_LIGHT),
         1.12, 0.85, 0.06, (0.05, 0.7), "road",
+        body_colours=((228, 226, 214), (220, 180, 40), (170, 40, 40), (50, 90, 160), (60, 120, 70), (225, 120, 40)),
     ),
-    ThingStyle(BICYCLE, _bicycle, ((236, 176, 30), (30, 25, 25)), 0.46, 1.65, 0.18, (0.05, 1.0), "kerb"),
+    ThingStyle(
+        BICYCLE, _bicycle, ((236, 176, 30), (30, 25, 25)), 0.46, 1.65, 0.18, (0.05, 1.0), "kerb",
+        body_colours=((236, 176, 30), (200, 40, 40), (40, 80, 190), (40, 150, 70), (235, 235, 235), (150, 60, 170)),
+    ),
 )  # fmt: skip
 _STYLE_OF = {s.category_id: s for s in THING_STYLES}
 # Brightness and size jitter of an instance (multiplicative, uniform in [1 - j, 1 + j]).
@@ -526,6 +544,7 @@ class _Member:
     width: float
     style: ThingStyle
     brightness: float
+    body: tuple[int, int, int]
 
 
 @dataclass(frozen=True)
@@ -571,17 +590,30 @@ def _sample_depth(rng: np.random.Generator, low: float, high: float, a: float) -
 
 
 def _member(
-    layout: _Layout, style: ThingStyle, depth: float, t: float, scale: float, brightness: float
+    layout: _Layout,
+    style: ThingStyle,
+    depth: float,
+    t: float,
+    scale: float,
+    brightness: float,
+    body: tuple[int, int, int],
 ) -> _Member:
     dy = depth * layout.ground_depth
     height = style.height_factor * dy * scale
     width = height * style.aspect
     x_centre = layout.vanish_x + t * dy
-    return _Member(layout.horizon + dy - height, x_centre - width / 2, height, width, style, brightness)
+    return _Member(layout.horizon + dy - height, x_centre - width / 2, height, width, style, brightness, body)
 
 
 def _jitter(rng: np.random.Generator, amount: float) -> float:
     return float(rng.uniform(1 - amount, 1 + amount))
+
+
+def _body_colour(style: ThingStyle, rng: np.random.Generator, instance_colours: bool) -> tuple[int, int, int]:
+    """The class's body colour, or one of its ``body_colours`` drawn per instance."""
+    if not instance_colours:
+        return style.color
+    return style.body_colours[int(rng.integers(len(style.body_colours)))]
 
 
 def _sample_things(
@@ -590,6 +622,7 @@ def _sample_things(
     crowd_probability: float,
     things_per_image: tuple[int, int],
     depth_exponent: float,
+    instance_colours: bool,
 ) -> list[_Thing]:
     """The things placed in a scene (before occlusion): single instances and maybe a crowd."""
     cumulative = np.cumsum([s.frequency for s in THING_STYLES])
@@ -600,14 +633,17 @@ def _sample_things(
         scale = _jitter(rng, _SIZE_JITTER)
         half_width = 0.5 * style.height_factor * style.aspect * scale
         t = rng.uniform(*_lane_interval(layout, style.lane, half_width, rng))
-        member = _member(layout, style, depth, t, scale, _jitter(rng, _BRIGHTNESS_JITTER))
+        brightness = _jitter(rng, _BRIGHTNESS_JITTER)
+        member = _member(
+            layout, style, depth, t, scale, brightness, _body_colour(style, rng, instance_colours)
+        )
         things.append(_Thing(style.category_id, 0, member.top + member.height, (member,)))
     if rng.random() < crowd_probability:
-        things.append(_sample_crowd(layout, rng))
+        things.append(_sample_crowd(layout, rng, instance_colours))
     return things
 
 
-def _sample_crowd(layout: _Layout, rng: np.random.Generator) -> _Thing:
+def _sample_crowd(layout: _Layout, rng: np.random.Generator, instance_colours: bool) -> _Thing:
     """A row of overlapping people on a sidewalk or parked bicycles along a kerb."""
     style = _STYLE_OF[PERSON] if rng.random() < 0.65 else _STYLE_OF[BICYCLE]
     depth = rng.uniform(0.12, 0.5)
@@ -624,6 +660,7 @@ def _sample_crowd(layout: _Layout, rng: np.random.Generator) -> _Thing:
             t0 + k * spacing + rng.uniform(-0.1, 0.1) * t_width,
             _jitter(rng, _SIZE_JITTER),
             _jitter(rng, _BRIGHTNESS_JITTER),
+            _body_colour(style, rng, instance_colours),
         )
         for k in range(count)
     ]
@@ -642,19 +679,18 @@ def _window(thing: _Thing, height: int, width: int) -> tuple[slice, slice] | Non
     return slice(top, bottom), slice(left, right)
 
 
-def _draw(thing: _Thing, window: tuple[slice, slice]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _draw(thing: _Thing, window: tuple[slice, slice]) -> tuple[np.ndarray, np.ndarray]:
     """Rasterise a thing on its window.
 
     Returns:
         mask: (h, w) bool, the thing's pixels.
-        part: (h, w) uint8 index into its class palette.
-        shade: (h, w) float32 brightness factor (instance jitter times light from above).
+        colour: (h, w, 3) float32 RGB: each member's part colours (its own body colour)
+            times its brightness jitter and the light from above.
     """
     rows, cols = window
     shape = (rows.stop - rows.start, cols.stop - cols.start)
     mask = np.zeros(shape, dtype=bool)
-    part = np.zeros(shape, dtype=np.uint8)
-    shade = np.ones(shape, dtype=np.float32)
+    colour = np.zeros((*shape, 3), dtype=np.float32)
     for m in thing.members:  # painter's order within a crowd
         r0, c0 = max(rows.start, int(np.floor(m.top))), max(cols.start, int(np.floor(m.left)))
         r1 = min(rows.stop, int(np.ceil(m.top + m.height)))
@@ -665,10 +701,11 @@ def _draw(thing: _Thing, window: tuple[slice, slice]) -> tuple[np.ndarray, np.nd
         u = ((np.arange(c0, c1, dtype=np.float32) + 0.5 - m.left) / m.width)[None, :]
         m_mask, m_part = m.style.template(u, v, m.style.aspect)
         sub = (slice(r0 - rows.start, r1 - rows.start), slice(c0 - cols.start, c1 - cols.start))
+        palette = np.asarray((m.body, *m.style.palette[1:]), dtype=np.float32)  # (parts, 3)
+        shade = np.broadcast_to(m.brightness * (1.06 - 0.14 * v), m_mask.shape)[m_mask]
         mask[sub] |= m_mask
-        part[sub][m_mask] = m_part[m_mask]
-        shade[sub][m_mask] = np.broadcast_to(m.brightness * (1.06 - 0.14 * v), m_mask.shape)[m_mask]
-    return mask, part, shade
+        colour[sub][m_mask] = palette[m_part[m_mask]] * shade[:, None]
+    return mask, colour
 
 
 def _new_ids(rng: np.random.Generator, count: int) -> list[int]:
@@ -693,6 +730,7 @@ def render_image(
     crowd_probability: float = CROWD_PROBABILITY,
     things_per_image: tuple[int, int] = SYNTHETIC_SCALES["paper"].things_per_image,
     depth_exponent: float = SYNTHETIC_SCALES["paper"].depth_exponent,
+    instance_colours: bool = SYNTHETIC_SCALES["paper"].instance_colours,
 ) -> PanopticSample:
     """Render one street scene in memory.
 
@@ -706,6 +744,7 @@ def render_image(
         crowd_probability: chance that the image gets a crowd region (0 disables crowds).
         things_per_image: (low, high) things placed before occlusion (inclusive).
         depth_exponent: exponent a of the depth density p(d) ~ d^-a of the things.
+        instance_colours: each instance draws its body colour from its class's ``body_colours``.
 
     Returns:
         the sample: image (H, W, 3) uint8, id_map (H, W) int32, segments sorted by id.
@@ -720,7 +759,9 @@ def render_image(
         raise ValueError(
             f"things_per_image must be (low, high) with 0 <= low <= high, got {things_per_image}"
         )
-    things = _sample_things(layout, rng, crowd_probability, tuple(things_per_image), depth_exponent)
+    things = _sample_things(
+        layout, rng, crowd_probability, tuple(things_per_image), depth_exponent, instance_colours
+    )
     thing_ids = _new_ids(rng, len(things))
 
     # Nearest first: each thing keeps the pixels no nearer thing has taken, which is painter's
@@ -734,16 +775,15 @@ def render_image(
         window = _window(thing, height, width)
         if window is None or int(np.count_nonzero(~taken[window])) < min_segment_pixels:
             continue  # hidden behind nearer things whatever its shape: skip drawing it
-        mask, part, shade = _draw(thing, window)
+        mask, colour = _draw(thing, window)
         visible = mask & ~taken[window]
         if int(np.count_nonzero(visible)) < min_segment_pixels:
             continue
         taken[window] |= visible
         id_map[window][visible] = seg_id
-        palette = np.asarray(_STYLE_OF[thing.category_id].palette, dtype=np.float32)
-        visible_part, visible_shade = part[visible], shade[visible]
+        visible_colour = colour[visible]  # (n, 3)
         for c in range(3):
-            planes[c][window][visible] = palette[visible_part, c] * visible_shade
+            planes[c][window][visible] = visible_colour[:, c]
         category_of[seg_id] = thing.category_id
         iscrowd_of[seg_id] = thing.iscrowd
     np.clip(planes, 0, 255, out=planes)
@@ -800,6 +840,7 @@ def synthetic_parameters(
         "crowd_probability": CROWD_PROBABILITY,
         "things_per_image": list(preset.things_per_image),
         "depth_exponent": preset.depth_exponent,
+        "instance_colours": preset.instance_colours,
     }
 
 
@@ -820,6 +861,7 @@ def _generate_one(index: int, root: Path, split: str, params: dict) -> ImageReco
         crowd_probability=params["crowd_probability"],
         things_per_image=tuple(params["things_per_image"]),
         depth_exponent=params["depth_exponent"],
+        instance_colours=params.get("instance_colours", False),
     )
     Image.fromarray(sample.image).save(root / "images" / split / f"{name}.png", compress_level=1)
     write_id_png(root / f"panoptic_{split}" / f"{name}.png", sample.id_map)
