@@ -213,7 +213,9 @@ def test_instances_of_a_class_share_a_shape_but_not_always_a_colour(cpu_scenes):
 def test_shared_colours_make_instances_of_a_class_identical_in_colour():
     """``instance_colours=False``: every instance has its class's one body colour."""
     scenes = [render_scale("cpu", np.random.default_rng(i), instance_colours=False) for i in range(10)]
-    body = {s.category_id: [s.color] + [t.color for t in S.THING_STYLES if t is not s] for s in S.THING_STYLES}
+    body = {
+        s.category_id: [s.color] + [t.color for t in S.THING_STYLES if t is not s] for s in S.THING_STYLES
+    }
     found = _nearest_body_colours(scenes, body)  # index 0: the own class's colour
     assert len(found) > 30
     assert np.mean([k == 0 for _, k, _ in found]) > 0.95 and np.median([d for *_, d in found]) < 15
