@@ -32,10 +32,10 @@ settings = None  # rows to run (None: all of the models), e.g. a list of crop an
 seeds = [0, 1, 2]  # seeds of every row
 steps = None  # training steps per run (None: the presets')
 data_root = None  # dataset root (None: the presets')
-overrides = []  # extra key=value applied to every run, rows and sweeps (e.g. ["ibs.weight=0.25"])
-lambdas = [0.25, 1.0, 4.0, 16.0]  # λ_IBS values of the sweep (crop + IBS, paired sampler; [] = none)
-crop_sizes = [[64, 128], [128, 256], [192, 384]]  # (H, W) values of the crop-size sweep (crop training; [] = none)
-m2f_lambdas = []  # λ_IBS values of a Mask2Former sweep (crop + IBS, paired; needs "m2f" in models; [] = none)
+overrides = []  # extra overrides of every run, rows and sweeps, as --set takes them (e.g. ibs.weight at 0.25)
+lambdas = [0.25, 1.0, 4.0, 16.0]  # λ_IBS values of the sweep (crop + IBS, paired sampler; empty: none)
+crop_sizes = [[64, 128], [128, 256], [192, 384]]  # (H, W) values of the crop-size sweep (crop training; empty: none)
+m2f_lambdas = []  # λ_IBS values of a Mask2Former sweep (crop + IBS, paired; needs m2f in models; empty: none)
 sweep_seed = 0  # seed of the sweep runs
 root = "runs/study"  # folder of all run directories
 collect_only = False  # only read finished runs (an error names a missing one)

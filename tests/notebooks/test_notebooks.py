@@ -63,6 +63,8 @@ def test_parameters_cell_and_short_cells(name):
     values: dict = {}
     exec(parameters[0].source, {}, values)  # plain literals only
     assert values["smoke"] is False and "out_dir" in values
+    # papermill must infer every parameter (`papermill --help-notebook`, `-p` typing)
+    assert list(papermill.inspect_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb"))) == list(values)
     for cell in notebook.cells:
         if cell.cell_type != "code":
             continue
