@@ -8,7 +8,8 @@
 * ``bars_table{n}.png`` / ``.svg`` / ``.html``: those rows as bars with 95 % intervals;
 * ``fig5_confusion_{model}.png`` / ``.svg`` / ``.html``: the confusion curves of every
   setting of a model, with 95 % bands over seeds (Fig. 5);
-* ``sweep_{name}.png`` / ``.svg`` / ``.html``: each sweep of the JSON (λ_IBS, crop size);
+* ``sweep_{name}.png`` / ``.svg`` / ``.html``: each sweep of the JSON (λ_IBS, crop size), with the
+  study row it is read against at the sweep's seed as dashed lines (:func:`~ibs_study.study.sweep_reference`);
 * ``claims_{model}.md``: the paper's claims checked on seed-paired differences
   (:func:`~ibs_study.study.claims_table`), for each model with the rows they need;
 * ``fig5_oracle_{model}``: the oracle-embedding confusion curves, where the rows have them;
@@ -45,7 +46,14 @@ from typing import Any
 
 import torch
 
-from ibs_study.study import TABLES, claims_table, load_results, reproduction_checks, results_table
+from ibs_study.study import (
+    TABLES,
+    claims_table,
+    load_results,
+    reproduction_checks,
+    results_table,
+    sweep_reference,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -175,8 +183,9 @@ def _sweeps(results: dict, build: _Build) -> None:
         key, preset = entries[0]["key"], entries[0]["preset"]
         title = f"Sweep of {key} ({preset})"
         stem = build.out_dir / f"sweep_{name}"
-        build.add(save_figure(sweep_figure(entries, xlabel=key, title=title), stem))
-        build.add(save_figure(sweep_plotly(entries, xlabel=key, title=title), stem, plotlyjs=build.plotly_js))
+        options = {"xlabel": key, "title": title, "reference": sweep_reference(results, entries)}
+        build.add(save_figure(sweep_figure(entries, **options), stem))
+        build.add(save_figure(sweep_plotly(entries, **options), stem, plotlyjs=build.plotly_js))
 
 
 # ------------------------------------------------------------------------- from the runs

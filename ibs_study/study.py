@@ -38,6 +38,8 @@ __all__ = [
     "metric_summary",
     "collect_results",
     "collect_sweep",
+    "sweep_reference",
+    "SWEEP_REFERENCE_SETTING",
     "save_results",
     "load_results",
     "results_table",
@@ -285,10 +287,47 @@ def collect_sweep(root: str | os.PathLike, specs: Sequence[RunSpec]) -> list[dic
                 "preset": spec.preset,
                 "key": spec.tags["key"],
                 "value": list(value) if isinstance(value, tuple) else value,
+                "seed": spec.tags.get("seed"),
                 "metrics": {k: v for k, v in flat.items() if v is not None},
             }
         )
     return out
+
+
+# the study row a sweep of a key is read against: crop training without IBS for λ, full-image
+# training for the crop size (the setting the swept runs should move away from or towards)
+SWEEP_REFERENCE_SETTING = {"ibs.weight": ("crop", "crop, no IBS"), "data.crop_size": ("full", "full image")}
+
+
+def sweep_reference(
+    results: dict[str, Any], entries: Sequence[dict[str, Any]]
+) -> tuple[str, dict[str, float]] | None:
+    """The reference a sweep's plot draws: the metrics of the study row of
+    :data:`SWEEP_REFERENCE_SETTING` (same model as the swept preset) at the sweep's seed.
+
+    Returns:
+        ``(label, {metric: value})``, e.g. ``("crop, no IBS (seed 0)", {"pq": 0.61, ...})``;
+        None when the key has no reference setting, the entries name no seed, or the results
+        lack that row or seed.
+    """
+    if not entries or entries[0]["key"] not in SWEEP_REFERENCE_SETTING or entries[0].get("seed") is None:
+        return None
+    setting, label = SWEEP_REFERENCE_SETTING[entries[0]["key"]]
+    seed = entries[0]["seed"]
+    model = next(
+        (
+            r.model
+            for scale in ("cpu", "paper")
+            for r in study_rows(scale)
+            if r.preset == entries[0]["preset"]
+        ),
+        None,
+    )
+    row = _find_row(results, model, setting) if model else None
+    if row is None or seed not in row["seeds"]:
+        return None
+    k = row["seeds"].index(seed)
+    return f"{label} (seed {seed})", {name: m["per_seed"][k] for name, m in row["metrics"].items()}
 
 
 def save_results(results: dict[str, Any], path: str | os.PathLike) -> None:

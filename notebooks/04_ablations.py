@@ -60,6 +60,7 @@ from ibs_study.study import (
     results_table,
     save_results,
     study_rows,
+    sweep_reference,
     sweep_specs,
 )
 from ibs_study.viz.figures import (
@@ -196,7 +197,8 @@ labels = {
 for name, entries in results["sweeps"].items():
     if not entries:  # a sweep given no values
         continue
-    figure = sweep_figure(entries, xlabel=labels[name], title=f"Sweep of {labels[name]}, seed {sweep_seed}")
+    reference = sweep_reference(results, entries)  # the crop row (λ) or full-image row (crop size), dashed
+    figure = sweep_figure(entries, xlabel=labels[name], title=f"Sweep of {labels[name]}, seed {sweep_seed}", reference=reference)
     save_figure(figure, out / f"sweep_{name}")
     display(figure)
     for entry in entries:

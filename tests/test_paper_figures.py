@@ -22,9 +22,10 @@ from ibs_study.study import (
     results_table,
     save_results,
     study_rows,
+    sweep_reference,
     sweep_specs,
 )
-from ibs_study.viz.figures import sweep_points, table_bar_rows
+from ibs_study.viz.figures import sweep_figure, sweep_plotly, sweep_points, table_bar_rows
 
 SEEDS = [0, 1]
 
@@ -65,6 +66,13 @@ def test_run_study_writes_the_results_schema_with_sweeps(study):
     ]
     row = next(r for r in results["rows"] if r["setting"] == "crop_ibs")
     assert lambdas[2]["metrics"]["pq"] == row["metrics"]["pq"]["per_seed"][0]
+    assert {e["seed"] for e in lambdas} == {0}
+    # the λ sweep is drawn against crop training without IBS at the sweep's seed
+    label, reference = sweep_reference(results, lambdas)
+    crop = next(r for r in results["rows"] if r["setting"] == "crop")
+    assert label == "crop, no IBS (seed 0)"
+    assert reference["prec_th"] == crop["metrics"]["prec_th"]["per_seed"][0]
+    assert reference["pq"] == crop["metrics"]["pq"]["per_seed"][0]
 
 
 EXPECTED_TOP_LEVEL = {
@@ -206,6 +214,53 @@ def test_sweep_points_group_values_and_summarise_repeats():
     assert set(points[1].metrics) == {"pq"}  # sorted by position, not in first-seen order
     crops = sweep_points([{"value": [32, 64], "metrics": {"pq": 0.1}}])
     assert (crops[0].label, crops[0].position) == ("32x64", 2048.0)
+
+
+def _summary(values: list[float]) -> dict:
+    return {"mean": sum(values) / len(values), "ci95": [0.0, 1.0], "per_seed": values}
+
+
+def test_sweep_reference_picks_the_row_and_seed_of_the_sweep():
+    results = {
+        "rows": [
+            {"model": "pfcn", "setting": "full", "seeds": [0, 3], "metrics": {"pq": _summary([0.5, 0.6])}},
+            {"model": "pfcn", "setting": "crop", "seeds": [0, 3], "metrics": {"pq": _summary([0.3, 0.4])}},
+            {"model": "m2f", "setting": "crop", "seeds": [3], "metrics": {"pq": _summary([0.7])}},
+        ]
+    }
+
+    def entries(preset, key, seed):
+        return [{"preset": preset, "key": key, "value": 1.0, "seed": seed, "metrics": {"pq": 0.2}}]
+
+    assert sweep_reference(results, entries("synthetic_pfcn_crop_ibs", "ibs.weight", 3)) == (
+        "crop, no IBS (seed 3)",
+        {"pq": 0.4},
+    )
+    assert sweep_reference(results, entries("synthetic_gpu_m2f_crop_ibs", "ibs.weight", 3)) == (
+        "crop, no IBS (seed 3)",
+        {"pq": 0.7},
+    )
+    assert sweep_reference(results, entries("synthetic_pfcn_crop", "data.crop_size", 0)) == (
+        "full image (seed 0)",
+        {"pq": 0.5},
+    )
+    assert sweep_reference(results, entries("synthetic_m2f_crop_ibs", "ibs.weight", 0)) is None  # no seed 0
+    assert sweep_reference(results, entries("synthetic_pfcn_crop_ibs", "train.lr", 0)) is None  # no reference
+    assert sweep_reference(results, entries("synthetic_pfcn_crop_ibs", "ibs.weight", None)) is None
+
+
+def test_sweep_figures_draw_the_reference_as_dashed_lines():
+    entries = [{"value": v, "metrics": {"pq": 0.2 + v / 10, "prec_th": 0.5}} for v in (0.5, 1.0, 4.0)]
+    reference = ("crop, no IBS (seed 0)", {"pq": 0.25, "prec_th": 0.4, "pq_st": 0.9})
+    ax = sweep_figure(entries, metrics=("pq", "prec_th"), reference=reference).axes[0]
+    dashed = [line for line in ax.lines if line.get_linestyle() == "--" and len(line.get_ydata()) == 2]
+    assert sorted(line.get_ydata()[0] for line in dashed) == pytest.approx([25.0, 40.0])  # percent
+    assert "crop, no IBS (seed 0)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    assert len(sweep_figure(entries, metrics=("pq", "prec_th")).axes[0].lines) < len(ax.lines)
+    traces = sweep_plotly(entries, metrics=("pq", "prec_th"), reference=reference).data
+    dashed_traces = [t for t in traces if t.line.dash == "dash"]
+    assert [t.y[0] for t in dashed_traces] == pytest.approx([25.0, 40.0])
+    assert list(dashed_traces[0].x) == [0.5, 4.0]
 
 
 def test_table_bar_rows_follow_the_table_and_skip_absent_rows():

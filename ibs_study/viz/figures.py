@@ -392,11 +392,14 @@ def sweep_figure(
     metrics: Sequence[str] = ("pq", "pq_th", "acc_th", "prec_th"),
     xlabel: str = "value",
     title: str = "Sweep",
+    reference: tuple[str, Mapping[str, float]] | None = None,
 ) -> Figure:
-    """Metrics (percent) against the swept value, 95 % CI bars where a value has several runs."""
+    """Metrics (percent) against the swept value, 95 % CI bars where a value has several runs;
+    ``reference`` (:func:`ibs_study.study.sweep_reference`: label, metrics) adds each metric's
+    reference value as a dashed line of its colour."""
     points = sweep_points(entries)
     xs, log_x = _sweep_axis(points)
-    fig = _figure((5.5, 3.6))
+    fig = _figure((6.8, 3.6))
     ax = fig.subplots()
     for k, metric in enumerate(metrics):
         have = [(x, p) for x, p in zip(xs, points) if metric in p.metrics]
@@ -410,6 +413,14 @@ def sweep_figure(
             px, mean, yerr=[mean - low, high - mean], marker="o", ms=4, capsize=2,
             color=_PALETTE[k % len(_PALETTE)], label=METRIC_LABELS.get(metric, metric),
         )  # fmt: skip
+        if reference and metric in reference[1]:
+            ax.axhline(
+                100 * reference[1][metric], ls="--", lw=1, alpha=0.8, color=_PALETTE[k % len(_PALETTE)]
+            )
+    if reference:
+        ax.plot(
+            [], [], ls="--", lw=1, color="0.4", label=reference[0]
+        )  # the legend entry of the dashed lines
     if log_x:
         ax.set_xscale("log")
     ax.set_xticks(xs, [p.label for p in points])
@@ -419,7 +430,7 @@ def sweep_figure(
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     if points:
-        ax.legend(fontsize=8, frameon=False)
+        ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
@@ -429,6 +440,7 @@ def sweep_plotly(
     metrics: Sequence[str] = ("pq", "pq_th", "acc_th", "prec_th"),
     xlabel: str = "value",
     title: str = "Sweep",
+    reference: tuple[str, Mapping[str, float]] | None = None,
 ) -> go.Figure:
     """Interactive version of :func:`sweep_figure`."""
     points = sweep_points(entries)
@@ -453,6 +465,16 @@ def sweep_plotly(
                 },
             )
         )
+        if reference and metric in reference[1]:
+            fig.add_trace(
+                go.Scatter(
+                    x=[min(xs), max(xs)],
+                    y=[100 * reference[1][metric]] * 2,
+                    mode="lines",
+                    name=f"{METRIC_LABELS.get(metric, metric)}, {reference[0]}",
+                    line={"color": _PALETTE[k % len(_PALETTE)], "dash": "dash", "width": 1},
+                )
+            )
     fig.update_layout(
         title=title,
         xaxis={

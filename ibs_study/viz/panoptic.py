@@ -42,6 +42,7 @@ __all__ = [
     "colorize",
     "segment_boundaries",
     "blend",
+    "greyscale",
     "label_points",
     "segment_labels",
     "default_font_size",
@@ -207,6 +208,12 @@ def segment_boundaries(id_map: np.ndarray, thickness: int = 1, *, image_border: 
     return edge
 
 
+def greyscale(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 -> (H, W, 3) uint8 grey: the ITU-R BT.601 luma in every channel."""
+    luma = np.rint(image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32))
+    return np.repeat(np.clip(luma, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
 def blend(image: np.ndarray, colored: np.ndarray, alpha: float, mask: np.ndarray | None = None) -> np.ndarray:
     """``round((1 - alpha) * image + alpha * colored)`` where ``mask`` is True, ``image`` elsewhere.
 
@@ -325,6 +332,7 @@ def render_panoptic(
     boundary_color: RGB = (255, 255, 255),
     labels: bool = True,
     font_size: int | None = None,
+    grey_void: bool = True,
 ) -> np.ndarray:
     """The colour-coded panoptic image: segment colours, boundaries and text labels.
 
@@ -336,6 +344,8 @@ def render_panoptic(
         colors: segment id -> RGB (default: :func:`segment_colors`).
         boundaries: draw segment boundaries in ``boundary_color``.
         labels: draw "class n" labels at each segment's interior point.
+        grey_void: show the image in grey (:func:`greyscale`) on void, so that an object no
+            segment covers cannot be mistaken for a segment of its own colours.
 
     Returns:
         (H, W, 3) uint8.
@@ -346,6 +356,9 @@ def render_panoptic(
         if image.shape != (*id_map.shape, 3):
             raise ValueError(f"image must be (H, W, 3) = {(*id_map.shape, 3)}, got {image.shape}")
         rgb = blend(image, rgb, alpha, mask=id_map != VOID_ID)
+        if grey_void:
+            void = id_map == VOID_ID
+            rgb[void] = greyscale(image)[void]
     if boundaries:
         rgb[segment_boundaries(id_map)] = boundary_color
     if labels and segments:

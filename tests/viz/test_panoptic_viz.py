@@ -201,6 +201,24 @@ def test_render_is_colorize_plus_blend_plus_boundaries():
     assert (labelled != render_panoptic(id_map, segments, CATEGORIES, labels=False)).any()
 
 
+def test_void_shows_the_image_in_grey_unless_asked_not_to():
+    rng = np.random.default_rng(6)
+    id_map, segments = _random_scene(rng)
+    id_map[20:30, 10:40] = 0  # an unpredicted region
+    image = rng.integers(0, 256, (*id_map.shape, 3), dtype=np.uint8)
+    void = id_map == 0
+    shown = render_panoptic(id_map, segments, CATEGORIES, image=image, boundaries=False, labels=False)
+    r, g, b = (image[..., c].astype(float) for c in range(3))
+    luma = np.rint(0.299 * r + 0.587 * g + 0.114 * b)  # ITU-R BT.601
+    for channel in range(3):
+        np.testing.assert_allclose(shown[void][:, channel], luma[void], atol=0.5)
+    colored = render_panoptic(
+        id_map, segments, CATEGORIES, image=image, boundaries=False, labels=False, grey_void=False
+    )
+    np.testing.assert_array_equal(colored[void], image[void])
+    np.testing.assert_array_equal(colored[~void], shown[~void])  # segments are untouched
+
+
 def test_draw_labels_writes_near_the_point_and_stays_inside():
     rgb = np.zeros((60, 120, 3), dtype=np.uint8)
     out = draw_labels(rgb, {(60, 30): "car 1", (118, 58): "edge"}, font_size=12)
