@@ -281,7 +281,7 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
         "--data", default="data/synthetic", help="synthetic dataset folder (generated if absent)"
     )
     parser.add_argument(
-        "--steps", type=int, default=None, help="training steps per run (default: 800, see ibs_study.demo)"
+        "--steps", type=int, default=None, help="training steps per run (default: 2000, see ibs_study.demo)"
     )
     parser.add_argument("--parallel", type=int, default=3, help="runs trained side by side")
 
@@ -365,7 +365,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
-    return int(args.run(args) or 0)
+    from ibs_study.config import ConfigError
+    from ibs_study.engine.run_dir import RunDirError
+
+    try:
+        return int(args.run(args) or 0)
+    except (ConfigError, RunDirError) as err:  # bad input: the message says what to do, no traceback
+        print(f"ibs-study {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

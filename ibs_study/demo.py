@@ -36,9 +36,10 @@ DEMO_RUNS = (
     ("crop_ibs", "synthetic_pfcn_crop_ibs"),
 )
 _LABELS = {"full": "full image", "crop": "crop", "crop_ibs": "crop + IBS (paired)"}
-# Training steps of each demo run: three runs share two cores within ~10 minutes; the presets
-# (and the study, docs/results.md) train 2000.
-DEMO_STEPS = 800
+# Training steps of each demo run: the presets' (and the study's, docs/results.md) budget; the
+# three runs share two cores in about 8 minutes (docs/benchmarks.md). At 800 steps (3.5 minutes)
+# the full-image model is still under-trained and its masks the most confused of the three.
+DEMO_STEPS = 2000
 
 
 def demo_table(metrics: dict[str, dict], oracles: dict[str, dict] | None = None) -> str:

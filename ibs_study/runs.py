@@ -30,7 +30,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ibs_study.config import resolve_config
-from ibs_study.engine.grid import RunSpec, read_metrics, run_grid, run_status
+from ibs_study.engine.grid import RunSpec, check_run_matches, read_metrics, run_grid, run_status
 
 logger = logging.getLogger(__name__)
 
@@ -226,6 +226,7 @@ def run_in_process(spec: RunSpec, root: str | os.PathLike, *, progress: bool = F
     from ibs_study.engine.train import train
 
     run_dir = Path(root) / spec.name
+    check_run_matches(spec, run_dir)
     status = run_status(run_dir, spec.split)
     if status in ("new", "partial"):
         cfg = resolve_config(preset=spec.preset, overrides=spec.overrides)

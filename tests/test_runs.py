@@ -9,6 +9,7 @@ import pytest
 
 from ibs_study.config import ConfigError
 from ibs_study.engine.grid import RunSpec
+from ibs_study.engine.run_dir import RunDirError
 from ibs_study.runs import (
     launch_training,
     notebook_overrides,
@@ -109,6 +110,18 @@ def test_run_in_process_trains_once_then_reads(tmp_path):
     assert again == {"crop": metrics} and checkpoint.stat().st_mtime_ns == stamp
     with pytest.raises(ValueError, match="parallel must be >= 0"):
         run_specs([spec], tmp_path / "runs", parallel=-1)
+    # the same folder asked for another experiment (here 3 steps, or another seed) is refused,
+    # in process and by the subprocess grid, before anything runs; nothing is touched
+    longer = RunSpec("crop", "synthetic_pfcn_crop", (*spec.overrides, "train.max_steps=3"))
+    with pytest.raises(RunDirError, match=r"train\.max_steps: 2 -> 3"):
+        run_specs([longer], tmp_path / "runs", parallel=0, progress=False)
+    reseeded = RunSpec("crop", "synthetic_pfcn_crop", (*spec.overrides, "seed=5"))
+    with pytest.raises(RunDirError, match=r"runs/crop holds a run of another config.*seed: \d+ -> 5"):
+        run_specs([reseeded], tmp_path / "runs", parallel=1, progress=False)
+    assert checkpoint.stat().st_mtime_ns == stamp
+    assert sorted(p.name for p in (tmp_path / "runs" / "crop" / "checkpoints").iterdir()) == [
+        "step_00000002.pt"
+    ]
 
 
 def test_run_study_collect_only_names_a_missing_run(tmp_path):

@@ -4,8 +4,10 @@ Each run is ``ibs-study train`` into its own run directory followed by
 ``ibs-study evaluate``; several run at once, each limited to ``threads`` CPU threads
 (on a CPU, a few single-threaded runs side by side are faster than one run using every
 core). A finished run (its ``eval_<split>/metrics.json`` exists and is newer than its
-last checkpoint) is not run again; a killed run resumes from its last checkpoint. The
-demo, the study and notebook 04 all use this.
+last checkpoint) is not run again; a killed run resumes from its last checkpoint. A run
+directory holding a run of another config (other steps, seed, preset, ...) is refused before
+anything runs, so its results are never reported as the asked run's. The demo, the study and
+notebook 04 all use this.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ibs_study.config import config_to_dict, resolve_config
 from ibs_study.engine.checkpoint import checkpoint_step, latest_checkpoint
-from ibs_study.engine.run_dir import read_run_config
+from ibs_study.engine.run_dir import RunDirError, config_differences, read_run_config
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RunSpec", "run_grid", "run_status", "read_metrics"]
+__all__ = ["RunSpec", "run_grid", "run_status", "check_run_matches", "read_metrics"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,27 @@ def run_status(run_dir: Path, split: str | None = None) -> str:
     return "new"
 
 
+def check_run_matches(spec: RunSpec, run_dir: str | os.PathLike) -> None:
+    """Refuse to reuse ``run_dir`` for ``spec`` when it holds a run of another config.
+
+    Raises:
+        RunDirError: the run directory's ``config.yaml`` differs from ``spec``'s resolved config
+            (keys and both values named; ``data.root``, ``train.device`` and
+            ``data.num_workers`` may differ, as on resume).
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        return
+    wanted = resolve_config(preset=spec.preset, overrides=spec.overrides)
+    changes = config_differences(config_to_dict(read_run_config(run_dir)), config_to_dict(wanted))
+    if changes:
+        raise RunDirError(
+            f"{run_dir} holds a run of another config than {spec.preset} with {list(spec.overrides)} "
+            f"(saved -> asked: {'; '.join(changes[:8])}); its results would be reported as this "
+            "run's, so it is not reused: remove it or choose another folder"
+        )
+
+
 def read_metrics(run_dir: str | os.PathLike, split: str | None = None) -> dict:
     """The ``metrics.json`` an evaluation wrote for ``run_dir``."""
     path = _eval_dir(Path(run_dir), split) / "metrics.json"
@@ -100,7 +124,9 @@ def run_grid(
 
     Runs that are already done are only read. A run that fails raises
     :class:`RuntimeError` naming it and its log file (``root/<name>.log``) after the
-    other runs have finished.
+    other runs have finished; an existing run directory of another config raises
+    :class:`~ibs_study.engine.run_dir.RunDirError` before anything runs
+    (:func:`check_run_matches`).
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -108,6 +134,8 @@ def run_grid(
     if len(set(names)) != len(names):
         raise ValueError(f"run names must be unique, got {names}")
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    for spec in specs:
+        check_run_matches(spec, root / spec.name)
     pending = []
     for spec in specs:
         run_dir = root / spec.name

@@ -28,7 +28,14 @@ from ibs_study.config import ExperimentConfig, config_from_dict, config_to_dict,
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RunDirError", "prepare_run_dir", "environment_info", "git_commit", "read_run_config"]
+__all__ = [
+    "RunDirError",
+    "prepare_run_dir",
+    "config_differences",
+    "environment_info",
+    "git_commit",
+    "read_run_config",
+]
 
 PACKAGES = ("ibs_study", "torch", "torchvision", "numpy", "scipy", "pillow", "pycocotools")
 # keys that may differ between the original run and its resume
@@ -98,14 +105,16 @@ def read_run_config(run_dir: str | os.PathLike) -> ExperimentConfig:
         return config_from_dict(yaml.safe_load(f))
 
 
-def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """``key: a -> b`` for every dotted key whose value differs between two config dicts
+    (:func:`~ibs_study.config.config_to_dict`), except the keys of :data:`RESUME_MAY_DIFFER`."""
     keys = sorted(set(a) | set(b))
     out = []
     for key in keys:
         full = f"{prefix}.{key}" if prefix else key
         va, vb = a.get(key), b.get(key)
         if isinstance(va, dict) and isinstance(vb, dict):
-            out += _differences(va, vb, full)
+            out += config_differences(va, vb, full)
         elif va != vb and full not in RESUME_MAY_DIFFER:
             out.append(f"{full}: {va!r} -> {vb!r}")
     return out
@@ -128,7 +137,7 @@ def prepare_run_dir(
     run_dir = Path(run_dir)
     if resume:
         saved = read_run_config(run_dir)
-        changes = _differences(config_to_dict(saved), config_to_dict(cfg))
+        changes = config_differences(config_to_dict(saved), config_to_dict(cfg))
         if changes and not force:
             raise RunDirError(
                 f"{run_dir} was started with another config; refusing to resume with changes: "

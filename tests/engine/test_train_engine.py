@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ibs_study.cli import main
 from ibs_study.config import resolve_config
 from ibs_study.data.datasets import synthetic as open_synthetic
 from ibs_study.data.panoptic import check_segments_match_png, load_panoptic_json, read_id_png
@@ -65,6 +66,19 @@ def test_existing_run_dir_is_never_overwritten(data_root, tmp_path):
     with pytest.raises(RunDirError, match=r"already exists and is not empty; pass --resume"):
         train(_cfg(data_root, "synthetic_pfcn_crop", "train.max_steps=1"), run, progress=False)
     assert (run / "notes.txt").read_text() == "mine"
+
+
+def test_cli_reports_bad_input_as_one_error_line(data_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    assert main(["train", "--preset", "synthetic_pfcn_crop", "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ibs-study train: error: ") and "already exists and is not empty" in err
+    assert "Traceback" not in err and (run / "notes.txt").read_text() == "mine"
+    assert main(["train", "--preset", "nope", "--out", str(tmp_path / "other")]) == 2
+    assert "ibs-study train: error: unknown preset 'nope'; valid presets: [" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()
 
 
 def test_resume_with_another_config_is_refused_unless_forced(data_root, tmp_path):
