@@ -280,17 +280,14 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data", default="data/synthetic", help="synthetic dataset folder (generated if absent)"
     )
-    parser.add_argument(
-        "--steps", type=int, default=None, help="training steps per run (default: 2000, see ibs_study.demo)"
-    )
+    parser.add_argument("--steps", type=int, help="training steps per run (default: the presets')")
     parser.add_argument("--parallel", type=int, default=3, help="runs trained side by side")
 
 
 def _demo(args: argparse.Namespace) -> int:
     from ibs_study.demo import run_demo
 
-    steps = {} if args.steps is None else {"steps": args.steps}
-    print(run_demo(args.out, args.data, parallel=args.parallel, **steps))
+    print(run_demo(args.out, args.data, steps=args.steps, parallel=args.parallel))
     return 0
 
 

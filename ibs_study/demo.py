@@ -22,13 +22,14 @@ from pathlib import Path
 from ibs_study.data.statistics import dataset_statistics, format_statistics
 from ibs_study.data.synthetic import SYNTHETIC_SCALES, ensure_dataset
 from ibs_study.engine.grid import RunSpec, run_grid
+from ibs_study.engine.run_dir import read_run_config
 from ibs_study.runs import oracle_runs
 from ibs_study.study import read_oracle
 from ibs_study.viz.figures import confusion_curve_figure, series_from_metrics
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEMO_RUNS", "DEMO_STEPS", "run_demo", "demo_table", "demo_findings"]
+__all__ = ["DEMO_RUNS", "run_demo", "demo_table", "demo_findings"]
 
 DEMO_RUNS = (
     ("full", "synthetic_pfcn_full"),
@@ -36,10 +37,6 @@ DEMO_RUNS = (
     ("crop_ibs", "synthetic_pfcn_crop_ibs"),
 )
 _LABELS = {"full": "full image", "crop": "crop", "crop_ibs": "crop + IBS (paired)"}
-# Training steps of each demo run: the presets' (and the study's, docs/results.md) budget; the
-# three runs share two cores in about 8 minutes (docs/benchmarks.md). At 800 steps (3.5 minutes)
-# the full-image model is still under-trained and its masks the most confused of the three.
-DEMO_STEPS = 2000
 
 
 def demo_table(metrics: dict[str, dict], oracles: dict[str, dict] | None = None) -> str:
@@ -112,20 +109,22 @@ def run_demo(
     out: str | os.PathLike = "runs/demo",
     data_root: str | os.PathLike = "data/synthetic",
     *,
-    steps: int = DEMO_STEPS,
+    steps: int | None = None,
     parallel: int = 3,
     progress: bool = True,
     scale: str = "cpu",
 ) -> str:
     """Run the demo; returns the report it prints (statistics, table, findings, plot path).
 
-    ``steps``: training steps of every run (the presets' own budget is longer, see
-    :data:`DEMO_STEPS`); ``scale`` (the synthetic size preset) is for quick checks.
+    ``steps`` (default: the presets' ``train.max_steps``, the study's budget: the three runs share
+    two cores in about 8 minutes, docs/benchmarks.md) and ``scale`` (the synthetic size preset)
+    are for quick checks.
     """
     out = Path(out)
     ensure_dataset(data_root, scale=scale)
     report = [format_statistics(dataset_statistics(data_root)), ""]
-    overrides = (f"data.root={data_root}", f"data.synthetic_scale={scale}", f"train.max_steps={steps}")
+    overrides = (f"data.root={data_root}", f"data.synthetic_scale={scale}")
+    overrides += (f"train.max_steps={steps}",) if steps else ()
     if scale != "cpu":  # the presets' crops fit the cpu scale's images only
         overrides += (f"data.crop_size={list(SYNTHETIC_SCALES[scale].crop_size)}",)
     specs = [RunSpec(setting, preset, overrides) for setting, preset in DEMO_RUNS]
@@ -135,6 +134,7 @@ def run_demo(
     figure = confusion_curve_figure(series_from_metrics(metrics), title="Confusion on the synthetic val set")
     plot = out / "confusion_curve.png"
     figure.savefig(plot, dpi=130)
+    steps = read_run_config(out / specs[0].name).train.max_steps  # what the runs were trained for
     report += [
         f"Panoptic FCN (tiny) on the synthetic benchmark, {steps} training steps per run, full-image "
         f"evaluation on the val split ({metrics['full']['num_images']} images); runs in {out}",

@@ -861,7 +861,7 @@ def _generate_one(index: int, root: Path, split: str, params: dict) -> ImageReco
         crowd_probability=params["crowd_probability"],
         things_per_image=tuple(params["things_per_image"]),
         depth_exponent=params["depth_exponent"],
-        instance_colours=params.get("instance_colours", False),
+        instance_colours=params["instance_colours"],
     )
     Image.fromarray(sample.image).save(root / "images" / split / f"{name}.png", compress_level=1)
     write_id_png(root / f"panoptic_{split}" / f"{name}.png", sample.id_map)
