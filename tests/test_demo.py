@@ -7,6 +7,7 @@ import json
 import pytest
 
 from ibs_study.demo import demo_findings, demo_table, run_demo
+from ibs_study.engine.run_dir import RunDirError
 
 
 def _metrics(prec: float, acc: float = 0.5) -> dict:
@@ -50,3 +51,7 @@ def test_quick_demo_reports_the_measured_numbers(tmp_path):
         assert line.split()[-2:] == [f"{100 * metrics['prec_th']:.1f}", f"{100 * oracle['leak']:.1f}"]
     assert (out / "confusion_curve.png").stat().st_size > 1000
     assert f"confusion curve: {out / 'confusion_curve.png'}" in report
+    assert "2 training steps per run" in report  # read back from the runs' configs
+    # run again with another budget: the folder's runs are refused, not reported as 3-step runs
+    with pytest.raises(RunDirError, match=r"train\.max_steps: 2 -> 3"):
+        run_demo(out, tmp_path / "data", steps=3, parallel=2, progress=False, scale="tiny")
