@@ -362,8 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
-    from ibs_study.config import ConfigError
-    from ibs_study.engine.run_dir import RunDirError
+    from ibs_study.errors import ConfigError, RunDirError  # torch-free: synth/stats/score stay light
 
     try:
         return int(args.run(args) or 0)

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from ibs_study.errors import ConfigError
 from ibs_study.losses import IBSConfig
 from ibs_study.models.backbone import BackboneConfig
 from ibs_study.models.mask2former import Mask2FormerConfig
@@ -50,10 +51,6 @@ __all__ = [
 ]
 
 MODEL_NAMES = ("panoptic_fcn", "mask2former")
-
-
-class ConfigError(ValueError):
-    """A configuration value, key or preset that is not valid; the message names it."""
 
 
 def _check_choice(key: str, value: Any, choices: Iterable[Any]) -> None:

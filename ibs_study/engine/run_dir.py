@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from ibs_study.config import ExperimentConfig, config_from_dict, config_to_dict, save_config
+from ibs_study.errors import RunDirError
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +41,6 @@ __all__ = [
 PACKAGES = ("ibs_study", "torch", "torchvision", "numpy", "scipy", "pillow", "pycocotools")
 # keys that may differ between the original run and its resume
 RESUME_MAY_DIFFER = ("train.device", "data.num_workers", "data.root")
-
-
-class RunDirError(RuntimeError):
-    """A run directory that may not be used as asked; the message says why and what to do."""
 
 
 def git_commit(path: str | os.PathLike | None = None) -> str | None:
