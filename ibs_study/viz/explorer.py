@@ -780,7 +780,11 @@ class ConfusionExplorer:
             self._static_figure(selection, views).savefig(path, dpi=dpi)
             fig = self._static_plotly(selection, views)
             html_parts.append(
-                fig.to_html(full_html=False, include_plotlyjs=include_plotlyjs if rank == 1 else False)
+                fig.to_html(
+                    full_html=False,
+                    include_plotlyjs=include_plotlyjs if rank == 1 else False,
+                    div_id=path.stem,  # stable ids: a re-export differs only where the content does
+                )
             )
         title = f"Most confused predictions of {self.data.runs[run_index].label} (T = {self.threshold:.2f})"
         html_path.write_text(

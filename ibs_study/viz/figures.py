@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 import plotly.graph_objects as go
 import torch
@@ -827,16 +828,19 @@ def save_figure(
     """Write ``stem.<format>`` for each format: matplotlib figures as PNG / SVG, plotly figures as
     an HTML page. ``plotlyjs``: True embeds plotly.js (a standalone page that works offline); a
     path ending in ``.js`` loads it from there, relative to the page (a folder of many pages
-    shares one copy). Returns the paths written."""
+    shares one copy). The files are reproducible: the same figure gives the same bytes (no date,
+    element ids derived from the file name), so regenerated figures only differ where the
+    content does. Returns the paths written."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(fig, go.Figure):
         path = stem.with_suffix(".html")
-        fig.write_html(path, include_plotlyjs=plotlyjs, full_html=True)
+        fig.write_html(path, include_plotlyjs=plotlyjs, full_html=True, div_id=stem.name)
         return [path]
     paths = []
     for fmt in formats:
         path = stem.with_suffix(f".{fmt}")
-        fig.savefig(path, dpi=dpi)
+        with matplotlib.rc_context({"svg.hashsalt": stem.name}):
+            fig.savefig(path, dpi=dpi, metadata={"Date": None} if fmt in ("svg", "pdf") else None)
         paths.append(path)
     return paths
