@@ -124,7 +124,7 @@ def run_demo(
     ensure_dataset(data_root, scale=scale)
     report = [format_statistics(dataset_statistics(data_root)), ""]
     overrides = (f"data.root={data_root}", f"data.synthetic_scale={scale}")
-    overrides += (f"train.max_steps={steps}",) if steps else ()
+    overrides += (f"train.max_steps={steps}",) if steps is not None else ()
     if scale != "cpu":  # the presets' crops fit the cpu scale's images only
         overrides += (f"data.crop_size={list(SYNTHETIC_SCALES[scale].crop_size)}",)
     specs = [RunSpec(setting, preset, overrides) for setting, preset in DEMO_RUNS]
