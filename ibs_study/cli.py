@@ -36,6 +36,12 @@ def _synth_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--height", type=int, default=None, help="image height (default: from --scale)")
     parser.add_argument("--width", type=int, default=None, help="image width (default: from --scale)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--colour-jitter",
+        type=float,
+        default=None,
+        help="per-instance body-colour offset, uniform in +-this many RGB levels per channel (default: 0)",
+    )
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
 
@@ -54,6 +60,7 @@ def _synth(args: argparse.Namespace) -> int:
         seed=args.seed,
         workers=args.workers,
         overwrite=args.overwrite,
+        colour_jitter=args.colour_jitter,
     )
     print(format_statistics(dataset_statistics(root)))
     return 0

@@ -68,6 +68,8 @@ class DataConfig:
         root: dataset root folder.
         synthetic_scale: scale generated when a synthetic ``root`` does not exist yet.
         synthetic_seed: seed of that generation.
+        synthetic_colour_jitter: per-instance body-colour offset (RGB levels per channel) of that
+            generation (0: the study's generator-version-4 scenes).
         train_split / val_split: split names.
         crop_size: (H, W) training crop; None trains on full images.
         resize_mode: ``scale`` (factor uniform in ``scale_range``) or ``shortest_edge``
@@ -82,6 +84,7 @@ class DataConfig:
     root: str = "data/synthetic"
     synthetic_scale: str = "cpu"
     synthetic_seed: int = 0
+    synthetic_colour_jitter: float = 0.0
     train_split: str = "train"
     val_split: str = "val"
     crop_size: tuple[int, int] | None = (128, 256)

@@ -9,11 +9,14 @@ import sys
 import pytest
 
 SCRIPT = """
+import json
+import pathlib
 import sys
 from ibs_study.cli import main
 out = sys.argv[1]
 assert main(["synth", "--out", out, "--scale", "tiny", "--num-train", "2", "--num-val", "1",
-             "--height", "64", "--width", "128", "--workers", "1"]) == 0
+             "--height", "64", "--width", "128", "--workers", "1", "--colour-jitter", "12"]) == 0
+assert json.loads((pathlib.Path(out) / "synthetic.json").read_text())["colour_jitter"] == 12.0
 assert main(["stats", out, "--split", "val"]) == 0
 try:
     main(["score", "--help"])

@@ -98,3 +98,18 @@ def test_every_preset_loads():
     for name in names:
         cfg = load_preset(name)
         assert cfg.name == name
+
+
+def test_a_synthetic_root_is_generated_and_checked_with_the_configured_colour_jitter(tmp_path):
+    from ibs_study.data.synthetic import read_generation_info
+    from ibs_study.engine.data import open_split
+
+    root = tmp_path / "synthetic"
+    overrides = [f"data.root={root}", "data.synthetic_scale=tiny", "data.synthetic_colour_jitter=8"]
+    cfg = load_preset("synthetic_pfcn_crop", overrides)
+    assert len(open_split(cfg, "val")) == 8  # generated: the tiny scale's validation split
+    assert read_generation_info(root)["colour_jitter"] == 8.0
+    plain = load_preset("synthetic_pfcn_crop", overrides[:2])
+    assert plain.data.synthetic_colour_jitter == 0.0
+    with pytest.raises(FileExistsError, match="colour_jitter: found 8.0, expected 0.0"):
+        open_split(plain, "val")

@@ -12,7 +12,9 @@ The set is built to show the confusion problem of crop-based training (paper Sec
   colours of its class (``instance_colours``, every scale), so look-alikes are often but not
   always told apart by colour, as cars and people are in real streets (with
   ``instance_colours=False`` every instance of a class has one colour, up to a small
-  brightness jitter, and only position and context tell two apart);
+  brightness jitter, and only position and context tell two apart); ``colour_jitter`` moves
+  each instance's body colour by its own uniform offset per RGB channel, so that two
+  instances of one palette colour look alike but are no longer copies of each other;
 * optional crowd regions (a group of one thing class labelled as one ``iscrowd=1`` segment)
   and a few void poles (id 0, like Cityscapes' ignored classes).
 
@@ -101,6 +103,9 @@ class SyntheticScale:
             ``body_colours`` (False: all instances of a class share one colour, so that
             only position and context tell two apart; IBS then has little to learn from, see
             docs/results.md).
+        colour_jitter: each instance's body colour moves by its own offset drawn uniformly in
+            [-colour_jitter, +colour_jitter] per RGB channel (0: none, generator version 4 as
+            the study used it).
     """
 
     name: str
@@ -112,6 +117,7 @@ class SyntheticScale:
     things_per_image: tuple[int, int] = (70, 110)
     depth_exponent: float = 0.8
     instance_colours: bool = True
+    colour_jitter: float = 0.0
 
 
 # The dense scales place Cityscapes-like crowds of things. The CPU scale, where the study runs
@@ -544,7 +550,7 @@ class _Member:
     width: float
     style: ThingStyle
     brightness: float
-    body: tuple[int, int, int]
+    body: tuple[float, float, float]
 
 
 @dataclass(frozen=True)
@@ -596,7 +602,7 @@ def _member(
     t: float,
     scale: float,
     brightness: float,
-    body: tuple[int, int, int],
+    body: tuple[float, float, float],
 ) -> _Member:
     dy = depth * layout.ground_depth
     height = style.height_factor * dy * scale
@@ -609,11 +615,26 @@ def _jitter(rng: np.random.Generator, amount: float) -> float:
     return float(rng.uniform(1 - amount, 1 + amount))
 
 
-def _body_colour(style: ThingStyle, rng: np.random.Generator, instance_colours: bool) -> tuple[int, int, int]:
-    """The class's body colour, or one of its ``body_colours`` drawn per instance."""
-    if not instance_colours:
-        return style.color
-    return style.body_colours[int(rng.integers(len(style.body_colours)))]
+def _check_colour_jitter(colour_jitter: float) -> None:
+    if not 0 <= colour_jitter <= 255:
+        raise ValueError(f"colour_jitter must be in [0, 255] (RGB levels), got {colour_jitter}")
+
+
+def _body_colour(
+    style: ThingStyle, rng: np.random.Generator, instance_colours: bool, colour_jitter: float
+) -> tuple[float, float, float]:
+    """The class's body colour, or one of its ``body_colours`` drawn per instance, moved by a
+    uniform offset in [-colour_jitter, colour_jitter] per channel (no draw when 0, so that
+    scenes without jitter are the version-4 scenes)."""
+    body = (
+        style.color
+        if not instance_colours
+        else style.body_colours[int(rng.integers(len(style.body_colours)))]
+    )
+    if colour_jitter <= 0:
+        return body
+    offset = rng.uniform(-colour_jitter, colour_jitter, size=3)
+    return tuple(float(c) for c in np.clip(np.asarray(body, dtype=np.float64) + offset, 0, 255))
 
 
 def _sample_things(
@@ -623,6 +644,7 @@ def _sample_things(
     things_per_image: tuple[int, int],
     depth_exponent: float,
     instance_colours: bool,
+    colour_jitter: float,
 ) -> list[_Thing]:
     """The things placed in a scene (before occlusion): single instances and maybe a crowd."""
     cumulative = np.cumsum([s.frequency for s in THING_STYLES])
@@ -634,16 +656,17 @@ def _sample_things(
         half_width = 0.5 * style.height_factor * style.aspect * scale
         t = rng.uniform(*_lane_interval(layout, style.lane, half_width, rng))
         brightness = _jitter(rng, _BRIGHTNESS_JITTER)
-        member = _member(
-            layout, style, depth, t, scale, brightness, _body_colour(style, rng, instance_colours)
-        )
+        body = _body_colour(style, rng, instance_colours, colour_jitter)
+        member = _member(layout, style, depth, t, scale, brightness, body)
         things.append(_Thing(style.category_id, 0, member.top + member.height, (member,)))
     if rng.random() < crowd_probability:
-        things.append(_sample_crowd(layout, rng, instance_colours))
+        things.append(_sample_crowd(layout, rng, instance_colours, colour_jitter))
     return things
 
 
-def _sample_crowd(layout: _Layout, rng: np.random.Generator, instance_colours: bool) -> _Thing:
+def _sample_crowd(
+    layout: _Layout, rng: np.random.Generator, instance_colours: bool, colour_jitter: float
+) -> _Thing:
     """A row of overlapping people on a sidewalk or parked bicycles along a kerb."""
     style = _STYLE_OF[PERSON] if rng.random() < 0.65 else _STYLE_OF[BICYCLE]
     depth = rng.uniform(0.12, 0.5)
@@ -660,7 +683,7 @@ def _sample_crowd(layout: _Layout, rng: np.random.Generator, instance_colours: b
             t0 + k * spacing + rng.uniform(-0.1, 0.1) * t_width,
             _jitter(rng, _SIZE_JITTER),
             _jitter(rng, _BRIGHTNESS_JITTER),
-            _body_colour(style, rng, instance_colours),
+            _body_colour(style, rng, instance_colours, colour_jitter),
         )
         for k in range(count)
     ]
@@ -731,6 +754,7 @@ def render_image(
     things_per_image: tuple[int, int] = SYNTHETIC_SCALES["paper"].things_per_image,
     depth_exponent: float = SYNTHETIC_SCALES["paper"].depth_exponent,
     instance_colours: bool = SYNTHETIC_SCALES["paper"].instance_colours,
+    colour_jitter: float = SYNTHETIC_SCALES["paper"].colour_jitter,
 ) -> PanopticSample:
     """Render one street scene in memory.
 
@@ -745,12 +769,14 @@ def render_image(
         things_per_image: (low, high) things placed before occlusion (inclusive).
         depth_exponent: exponent a of the depth density p(d) ~ d^-a of the things.
         instance_colours: each instance draws its body colour from its class's ``body_colours``.
+        colour_jitter: per-instance uniform offset of the body colour, per RGB channel (>= 0).
 
     Returns:
         the sample: image (H, W, 3) uint8, id_map (H, W) int32, segments sorted by id.
     """
     if height < 32 or width < 32:
         raise ValueError(f"synthetic images must be at least 32x32 pixels, got {height}x{width} (H x W)")
+    _check_colour_jitter(colour_jitter)
     if min_segment_pixels is None:
         min_segment_pixels = max(16, round(MIN_SEGMENT_FRACTION * height * width))
     layout = _sample_layout(height, width, rng)
@@ -760,7 +786,13 @@ def render_image(
             f"things_per_image must be (low, high) with 0 <= low <= high, got {things_per_image}"
         )
     things = _sample_things(
-        layout, rng, crowd_probability, tuple(things_per_image), depth_exponent, instance_colours
+        layout,
+        rng,
+        crowd_probability,
+        tuple(things_per_image),
+        depth_exponent,
+        instance_colours,
+        colour_jitter,
     )
     thing_ids = _new_ids(rng, len(things))
 
@@ -805,6 +837,7 @@ def synthetic_parameters(
     height: int | None = None,
     width: int | None = None,
     seed: int = 0,
+    colour_jitter: float | None = None,
 ) -> dict:
     """The generation parameters (what ``synthetic.json`` records); ``None`` takes the scale's value.
 
@@ -817,6 +850,8 @@ def synthetic_parameters(
     width = preset.width if width is None else int(width)
     num_train = preset.num_train if num_train is None else int(num_train)
     num_val = preset.num_val if num_val is None else int(num_val)
+    colour_jitter = preset.colour_jitter if colour_jitter is None else float(colour_jitter)
+    _check_colour_jitter(colour_jitter)
     if height < 32 or width < 32:
         raise ValueError(
             f"synthetic images must be at least 32x32 pixels, got height={height}, width={width}"
@@ -841,6 +876,7 @@ def synthetic_parameters(
         "things_per_image": list(preset.things_per_image),
         "depth_exponent": preset.depth_exponent,
         "instance_colours": preset.instance_colours,
+        "colour_jitter": colour_jitter,
     }
 
 
@@ -862,6 +898,7 @@ def _generate_one(index: int, root: Path, split: str, params: dict) -> ImageReco
         things_per_image=tuple(params["things_per_image"]),
         depth_exponent=params["depth_exponent"],
         instance_colours=params["instance_colours"],
+        colour_jitter=params["colour_jitter"],
     )
     Image.fromarray(sample.image).save(root / "images" / split / f"{name}.png", compress_level=1)
     write_id_png(root / f"panoptic_{split}" / f"{name}.png", sample.id_map)
@@ -905,6 +942,7 @@ def generate_dataset(
     seed: int = 0,
     workers: int | None = None,
     overwrite: bool = False,
+    colour_jitter: float | None = None,
 ) -> Path:
     """Generate the synthetic dataset in COCO-panoptic format (layout in the module docstring).
 
@@ -919,13 +957,14 @@ def generate_dataset(
         workers: processes (default: ``os.cpu_count()``); the files do not depend on it.
         overwrite: replace the generated files of an existing dataset in ``out`` (other files
             in the folder are left alone).
+        colour_jitter: per-instance body-colour offset per RGB channel (default: the scale's).
 
     Returns:
         the dataset root.
     """
     from tqdm.auto import tqdm
 
-    params = synthetic_parameters(scale, num_train, num_val, height, width, seed)
+    params = synthetic_parameters(scale, num_train, num_val, height, width, seed, colour_jitter)
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
@@ -963,6 +1002,10 @@ def generate_dataset(
     return root
 
 
+# Parameters added after datasets were generated without them, with the value those datasets had.
+_PARAMETERS_BEFORE_RECORDED = {"colour_jitter": 0.0}
+
+
 def read_generation_info(root: str | os.PathLike) -> dict | None:
     """The parameters in ``root/synthetic.json``, or None when the file is absent."""
     path = Path(root) / INFO_FILE
@@ -975,31 +1018,40 @@ def read_generation_info(root: str | os.PathLike) -> dict | None:
 
 
 def ensure_dataset(
-    root: str | os.PathLike, scale: str = "cpu", seed: int = 0, *, workers: int | None = None
+    root: str | os.PathLike,
+    scale: str = "cpu",
+    seed: int = 0,
+    *,
+    colour_jitter: float | None = None,
+    workers: int | None = None,
 ) -> Path:
-    """The synthetic dataset of ``scale`` and ``seed`` at ``root``: generated when ``root`` is absent
-    or empty, reused when it holds a complete generation with the same parameters.
+    """The synthetic dataset of ``scale``, ``seed`` and ``colour_jitter`` (default: the scale's)
+    at ``root``: generated when ``root`` is absent or empty, reused when it holds a complete
+    generation with the same parameters (a ``synthetic.json`` written before a parameter
+    existed counts as that parameter's old fixed value).
 
     Raises:
         FileExistsError: ``root`` holds something else, an incomplete generation (no
             ``synthetic.json``) or a generation with other parameters; the message names them.
     """
     root = Path(root)
-    expected = synthetic_parameters(scale, seed=seed)
+    expected = synthetic_parameters(scale, seed=seed, colour_jitter=colour_jitter)
     if not root.exists() or (root.is_dir() and not any(root.iterdir())):
-        return generate_dataset(root, scale=scale, seed=seed, workers=workers)
+        return generate_dataset(root, scale=scale, seed=seed, workers=workers, colour_jitter=colour_jitter)
     found = read_generation_info(root)
     if found is None:
         raise FileExistsError(
             f"{root}: not a complete synthetic dataset (no {INFO_FILE}: an interrupted generation or "
             f"other files); delete the folder or regenerate with `ibs-study synth --out {root} --overwrite`"
         )
+    found = {**_PARAMETERS_BEFORE_RECORDED, **found}
     differences = {k: (found.get(k), v) for k, v in expected.items() if found.get(k) != v}
     if differences:
         listed = ", ".join(f"{k}: found {a!r}, expected {b!r}" for k, (a, b) in differences.items())
+        jitter = f" --colour-jitter {expected['colour_jitter']:g}" if expected["colour_jitter"] else ""
         raise FileExistsError(
             f"{root}: holds a synthetic dataset with other parameters ({listed}); use another folder "
-            f"or regenerate with `ibs-study synth --out {root} --scale {scale} --seed {seed} --overwrite`"
+            f"or regenerate with `ibs-study synth --out {root} --scale {scale} --seed {seed}{jitter} --overwrite`"
         )
     for split in SPLITS:
         if expected[f"num_{split}"] and not (root / "annotations" / f"panoptic_{split}.json").is_file():

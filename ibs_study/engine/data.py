@@ -19,11 +19,17 @@ def open_split(
     """The ``split`` of ``cfg.data`` (or of ``root``).
 
     With ``prepare`` and a synthetic dataset whose root does not exist, the synthetic set
-    of ``data.synthetic_scale`` / ``data.synthetic_seed`` is generated there first.
+    of ``data.synthetic_scale`` / ``data.synthetic_seed`` / ``data.synthetic_colour_jitter`` is
+    generated there first (and an existing one must have been generated with them).
     """
     root = Path(root if root is not None else cfg.data.root)
     if cfg.data.dataset == "synthetic" and prepare:
         from ibs_study.data.synthetic import ensure_dataset
 
-        ensure_dataset(root, scale=cfg.data.synthetic_scale, seed=cfg.data.synthetic_seed)
+        ensure_dataset(
+            root,
+            scale=cfg.data.synthetic_scale,
+            seed=cfg.data.synthetic_seed,
+            colour_jitter=cfg.data.synthetic_colour_jitter,
+        )
     return open_dataset(cfg.data.dataset, root, split)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -221,6 +222,54 @@ def test_shared_colours_make_instances_of_a_class_identical_in_colour():
     assert np.mean([k == 0 for _, k, _ in found]) > 0.95 and np.median([d for *_, d in found]) < 15
 
 
+def test_no_colour_jitter_renders_the_study_scenes_bit_for_bit():
+    """``colour_jitter`` 0 (every scale's default) draws nothing extra: the scenes are the ones the
+    study's dataset was generated from (generator version 4; digest of the cpu-scale scene of
+    seed 0, image and id map, recorded when the option was added)."""
+    scale = S.SYNTHETIC_SCALES["cpu"]
+    assert all(s.colour_jitter == 0 for s in S.SYNTHETIC_SCALES.values())
+    sample = render_scale("cpu", np.random.default_rng(0))
+    digest = hashlib.sha256(sample.image.tobytes() + sample.id_map.tobytes()).hexdigest()
+    assert digest == "a4e20488bfc122053cab05603eacd8c1a38230cb9ba1799bfd2727f1a0aaf4e8"
+    assert S.GENERATOR_VERSION == 4 and scale.instance_colours
+
+
+def _same_palette_colour_distances(scenes: list) -> list[float]:
+    """Median-colour distances between two instances of one class nearest to one body colour
+    in the same scene (instances of at least 150 pixels)."""
+    body = {s.category_id: list(s.body_colours) for s in S.THING_STYLES}
+    distances = []
+    for sample in scenes:
+        groups: dict[tuple[int, int], list[np.ndarray]] = {}
+        for seg in things_of(sample):
+            if seg.area < 150:
+                continue
+            median = np.median(sample.image[sample.id_map == seg.id], axis=0)
+            nearest = int(
+                np.argmin([np.linalg.norm(median - np.array(c, float)) for c in body[seg.category_id]])
+            )
+            groups.setdefault((seg.category_id, nearest), []).append(median)
+        for medians in groups.values():
+            distances += [
+                float(np.linalg.norm(a - b)) for i, a in enumerate(medians) for b in medians[i + 1 :]
+            ]
+    return distances
+
+
+def test_colour_jitter_makes_look_alikes_differ_without_leaving_their_body_colour(cpu_scenes):
+    """Without jitter two instances of one class and body colour differ only by shading; with
+    ``colour_jitter=32`` each moves by up to 32 levels per channel, so such pairs differ clearly
+    (but stay nearer their own body colour than to the class's other ones)."""
+    jittered = [render_scale("cpu", np.random.default_rng(i), colour_jitter=32) for i in range(30)]
+    plain, spread = _same_palette_colour_distances(cpu_scenes), _same_palette_colour_distances(jittered)
+    assert len(plain) > 20 and len(spread) > 20
+    assert np.median(plain) < 12
+    assert np.median(spread) > 25 and np.median(spread) > 3 * np.median(plain)
+    body = {s.category_id: list(s.body_colours) for s in S.THING_STYLES}
+    found = _nearest_body_colours(jittered, body)
+    assert np.median([d for *_, d in found]) < 40
+
+
 def test_occlusion_bookkeeping_and_minimum_size():
     min_pixels = 30
     for seed in range(4):
@@ -293,6 +342,8 @@ def test_refuses_a_non_empty_folder_and_overwrite_replaces_only_its_files(tmp_pa
         ({"height": 16}, "at least 32x32"),
         ({"num_train": 0, "num_val": 0}, "not both 0"),
         ({"num_val": -1}, "num_val"),
+        ({"colour_jitter": -1}, "colour_jitter must be in"),
+        ({"colour_jitter": 300}, "colour_jitter must be in"),
     ],
 )
 def test_bad_parameters(tmp_path, kwargs, message):
@@ -331,6 +382,23 @@ def test_ensure_dataset_generates_reuses_and_refuses(tmp_path, monkeypatch):
     (other / "something.txt").write_text("x")
     with pytest.raises(FileExistsError, match=str(other)):
         S.ensure_dataset(other, scale="tiny")
+
+
+def test_ensure_dataset_checks_the_colour_jitter_and_reads_older_datasets_as_without(tmp_path, monkeypatch):
+    root = S.ensure_dataset(tmp_path / "jittered", scale="tiny", colour_jitter=8)
+    assert json.loads((root / S.INFO_FILE).read_text())["colour_jitter"] == 8.0
+    with pytest.raises(FileExistsError, match=r"colour_jitter: found 8.0, expected 0.0"):
+        S.ensure_dataset(root, scale="tiny")
+    assert S.ensure_dataset(root, scale="tiny", colour_jitter=8.0) == root
+
+    older = S.ensure_dataset(tmp_path / "older", scale="tiny")
+    info = json.loads((older / S.INFO_FILE).read_text())
+    del info["colour_jitter"]  # written before the parameter existed
+    (older / S.INFO_FILE).write_text(json.dumps(info))
+    monkeypatch.setattr(S, "generate_dataset", lambda *a, **k: pytest.fail("regenerated an older dataset"))
+    assert S.ensure_dataset(older, scale="tiny") == older
+    with pytest.raises(FileExistsError, match=r"found 0.0, expected 16.0.*--colour-jitter 16 --overwrite"):
+        S.ensure_dataset(older, scale="tiny", colour_jitter=16)
 
 
 def test_scales_record_their_crop_share():
