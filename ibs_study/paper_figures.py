@@ -139,6 +139,7 @@ def _claims(results: dict, build: _Build) -> None:
 
 def _confusion_curves(results: dict, build: _Build) -> None:
     from ibs_study.viz.figures import (
+        ORACLE_CURVE_YLABEL,
         confusion_curve_figure,
         confusion_curve_plotly,
         save_figure,
@@ -160,7 +161,7 @@ def _confusion_curves(results: dict, build: _Build) -> None:
     for model in oracle_models:
         series = series_from_results(results, model, curve="oracle_confusion_curve")
         title = f"Oracle-embedding confusion, {MODEL_LABELS.get(model, model)}\n(mean over seeds, 95 % band)"
-        ylabel = "GT things' masks covering 2+ GT things (%)"
+        ylabel = ORACLE_CURVE_YLABEL
         stem = build.out_dir / f"fig5_oracle_{model}"
         build.add(save_figure(confusion_curve_figure(series, title=title, ylabel=ylabel), stem))
         build.add(

@@ -49,7 +49,12 @@ from ibs_study.viz.panoptic import segment_boundaries
 
 logger = logging.getLogger(__name__)
 
+# The y label of a confusion curve over oracle masks (``oracle_confusion_curve``): the masks of
+# the embeddings a model gives the GT things, not its predicted segments.
+ORACLE_CURVE_YLABEL = "GT things' masks covering 2+ GT things (%)"
+
 __all__ = [
+    "ORACLE_CURVE_YLABEL",
     "CurveSeries",
     "SETTING_STYLE",
     "confusion_curve_figure",
