@@ -64,6 +64,7 @@ from ibs_study.study import (
     sweep_specs,
 )
 from ibs_study.viz.figures import (
+    ORACLE_CURVE_YLABEL,
     confusion_curve_figure,
     metric_bars_figure,
     save_figure,
@@ -181,7 +182,9 @@ for model in models:
 for model in models:
     series = series_from_results(results, model, curve="oracle_confusion_curve")
     if series:
-        figure = confusion_curve_figure(series, title=f"Oracle-embedding confusion, {model} (mean, 95 % band)")
+        figure = confusion_curve_figure(
+            series, title=f"Oracle-embedding confusion, {model} (mean, 95 % band)", ylabel=ORACLE_CURVE_YLABEL
+        )
         save_figure(figure, out / f"fig5_oracle_{model}")
         display(figure)
 
