@@ -177,18 +177,23 @@ def test_perspective_size_grows_with_the_foot_row(cpu_scenes):
     assert areas.min() < 0.002 * crop_area and (areas > 0.15 * crop_area).sum() >= 5
 
 
+def _median_colours(sample, colours: dict[int, list]) -> list[tuple[int, int, float, np.ndarray]]:
+    """(category, index of the nearest of ``colours[category]``, its distance, the median colour)
+    of every thing instance of at least 150 pixels in ``sample``."""
+    out = []
+    for seg in things_of(sample):
+        if seg.area < 150:
+            continue
+        median = np.median(sample.image[sample.id_map == seg.id], axis=0)
+        distances = [np.linalg.norm(median - np.array(c, dtype=float)) for c in colours[seg.category_id]]
+        out.append((seg.category_id, int(np.argmin(distances)), float(min(distances)), median))
+    return out
+
+
 def _nearest_body_colours(scenes: list, colours: dict[int, list]) -> list[tuple[int, int, float]]:
     """(category, index of the nearest of ``colours[category]``, its distance) for the median
     colour of every thing instance of at least 150 pixels."""
-    out = []
-    for sample in scenes:
-        for seg in things_of(sample):
-            if seg.area < 150:
-                continue
-            median = np.median(sample.image[sample.id_map == seg.id], axis=0)
-            distances = [np.linalg.norm(median - np.array(c, dtype=float)) for c in colours[seg.category_id]]
-            out.append((seg.category_id, int(np.argmin(distances)), float(min(distances))))
-    return out
+    return [found[:3] for sample in scenes for found in _median_colours(sample, colours)]
 
 
 def test_instances_of_a_class_share_a_shape_but_not_always_a_colour(cpu_scenes):
@@ -241,14 +246,8 @@ def _same_palette_colour_distances(scenes: list) -> list[float]:
     distances = []
     for sample in scenes:
         groups: dict[tuple[int, int], list[np.ndarray]] = {}
-        for seg in things_of(sample):
-            if seg.area < 150:
-                continue
-            median = np.median(sample.image[sample.id_map == seg.id], axis=0)
-            nearest = int(
-                np.argmin([np.linalg.norm(median - np.array(c, float)) for c in body[seg.category_id]])
-            )
-            groups.setdefault((seg.category_id, nearest), []).append(median)
+        for category, nearest, _, median in _median_colours(sample, body):
+            groups.setdefault((category, nearest), []).append(median)
         for medians in groups.values():
             distances += [
                 float(np.linalg.norm(a - b)) for i, a in enumerate(medians) for b in medians[i + 1 :]
