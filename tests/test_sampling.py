@@ -8,6 +8,7 @@ segment contains its bbox centre.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from pathlib import Path
@@ -286,6 +287,31 @@ def test_pair_classes_are_uniform_over_eligible_classes(paired: PairedCropSample
     assert chisquare(np.bincount(sky_images, minlength=NUM_IMAGES)).pvalue > 1e-3
 
 
+def test_thing_pair_classes_draw_only_thing_classes_uniformly(
+    index: SegmentIndex, dataset: PanopticDataset, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = SamplerConfig(**{**SAMPLER.__dict__, "pair_classes": "thing"})
+    with caplog.at_level(logging.WARNING, logger="ibs_study.sampling.plans"):
+        sampler = PairedCropSampler(index, cfg, AUGMENTATION, class_names=dataset.meta.class_names)
+    things = sorted(_label(dataset, name) for name in ("car", "person", "truck"))
+    assert sorted(sampler.labels.tolist()) == things  # bicycle: in one image only
+    warnings = [r.message for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "bicycle (1 image)" in warnings[0] and "tree" not in warnings[0]
+    pairs = _pairs(sampler, 1500, seed=3)
+    counts = np.bincount([a.pair_class for a, _ in pairs], minlength=8)
+    assert counts[things].sum() == 1500
+    assert chisquare(counts[things]).pvalue > 1e-3
+    assert all(a.pair_size > 0 and b.pair_size > 0 for a, b in pairs)  # thing pairs are rescaled to S
+
+
+def test_thing_pair_classes_need_a_thing_class_in_two_images(index: SegmentIndex) -> None:
+    stuff_only = dataclasses.replace(index, is_thing=np.zeros_like(index.is_thing))
+    cfg = SamplerConfig(**{**SAMPLER.__dict__, "pair_classes": "thing"})
+    with pytest.raises(ValueError, match=r"pair_classes='thing'.* thing class .* at least two images"):
+        PairedCropSampler(stuff_only, cfg, AUGMENTATION)
+    PairedCropSampler(stuff_only, SAMPLER, AUGMENTATION)  # the official pool still has stuff classes
+
+
 def test_crops_contain_the_pair_segment_bbox_centre(paired: PairedCropSampler, index: SegmentIndex) -> None:
     for a, b in _pairs(paired, 1000, seed=1):
         for plan in (a, b):
@@ -393,6 +419,10 @@ def test_config_errors() -> None:
         SamplerConfig(min_short_side=800, max_short_side=600)
     with pytest.raises(ValueError, match="sampler.pair_sizes"):
         SamplerConfig(pair_sizes=())
+    with pytest.raises(
+        ValueError, match=r"sampler.pair_classes must be one of \['all', 'thing'\], got 'stuff'"
+    ):
+        SamplerConfig(pair_classes="stuff")
     with pytest.raises(ValueError, match="sampler.stuff_resize: .*short_edges"):
         ResizeConfig(resize_mode="shortest_edge")
 

@@ -19,6 +19,7 @@ from ibs_study.sampling.loader import (
     collate_crops,
 )
 from ibs_study.sampling.plans import (
+    PAIR_CLASS_POOLS,
     SAMPLER_KINDS,
     CropPlan,
     PairedCropSampler,
@@ -41,6 +42,7 @@ __all__ = [
     "build_sampler",
     "build_train_loader",
     "collate_crops",
+    "PAIR_CLASS_POOLS",
     "SAMPLER_KINDS",
     "CropPlan",
     "PairedCropSampler",

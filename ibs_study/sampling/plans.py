@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "SAMPLER_KINDS",
+    "PAIR_CLASS_POOLS",
     "ResizeConfig",
     "SamplerConfig",
     "CropPlan",
@@ -38,6 +39,7 @@ __all__ = [
 ]
 
 SAMPLER_KINDS = ("random", "paired")
+PAIR_CLASS_POOLS = ("all", "thing")
 
 
 @dataclass
@@ -79,6 +81,9 @@ class SamplerConfig:
 
     Args:
         kind: ``"random"`` (random crops or full images) or ``"paired"`` (Sec. 4.2).
+        pair_classes: the classes a pair is drawn for: ``"all"``, uniform over thing and
+            stuff classes (official), or ``"thing"``, uniform over thing classes only (every
+            pair centred on a thing, so both crops always hold a thing of one class).
         distinct_images: the two crops of a pair come from two different images (the
             official code draws both with replacement and can pick one image twice: False).
         pair_sizes: S values; thing pairs rescale each image so that sqrt(bbox area) of the
@@ -93,6 +98,7 @@ class SamplerConfig:
     """
 
     kind: str = "random"
+    pair_classes: str = "all"
     distinct_images: bool = True
     pair_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
     min_short_side: int = 512
@@ -104,6 +110,10 @@ class SamplerConfig:
     def __post_init__(self) -> None:
         if self.kind not in SAMPLER_KINDS:
             raise ValueError(f"sampler.kind must be one of {list(SAMPLER_KINDS)}, got {self.kind!r}")
+        if self.pair_classes not in PAIR_CLASS_POOLS:
+            raise ValueError(
+                f"sampler.pair_classes must be one of {list(PAIR_CLASS_POOLS)}, got {self.pair_classes!r}"
+            )
         if not self.pair_sizes or min(self.pair_sizes) < 1:
             raise ValueError(f"sampler.pair_sizes must list positive sizes, got {self.pair_sizes}")
         if not 1 <= self.min_short_side <= self.max_short_side:
@@ -201,8 +211,8 @@ def thing_pair_resize(
 class PairedCropSampler:
     """Class-aware paired crops (Sec. 4.2); a batch is ``[A1, B1, A2, B2, ...]``.
 
-    Per pair: (1) a class uniform over the classes (thing and stuff) present in >= 2
-    images; (2) two images holding it (distinct unless ``cfg.distinct_images`` is False);
+    Per pair: (1) a class uniform over the classes present in >= 2 images (thing and
+    stuff, or thing only when ``cfg.pair_classes == "thing"``); (2) two images holding it (distinct unless ``cfg.distinct_images`` is False);
     (3) one of its non-crowd segments in each; (4) thing class: each image is rescaled so
     that sqrt(bbox area) of its segment is S (one S per pair from ``cfg.pair_sizes``,
     :func:`thing_pair_resize`); stuff class: an independent random resize per crop;
@@ -228,8 +238,9 @@ class PairedCropSampler:
             raise ValueError("sampler.kind='paired' needs a crop size (data.crop_size), not full images")
         names = self.class_names or [str(k) for k in range(self.index.num_classes)]
         counts = self.index.images_per_class()
-        self.labels = np.flatnonzero(counts >= 2)
-        excluded = np.flatnonzero(counts < 2)
+        pool = self.index.is_thing if self.cfg.pair_classes == "thing" else np.ones(len(counts), dtype=bool)
+        self.labels = np.flatnonzero(pool & (counts >= 2))
+        excluded = np.flatnonzero(pool & (counts < 2))
         if len(excluded):
             logger.warning(
                 "paired crop sampling never draws %d class(es) found in fewer than two images: %s",
@@ -237,9 +248,11 @@ class PairedCropSampler:
                 ", ".join(f"{names[k]} ({counts[k]} image{'s' if counts[k] != 1 else ''})" for k in excluded),
             )
         if not len(self.labels):
+            kind = "thing class" if self.cfg.pair_classes == "thing" else "class"
+            listed = {names[k]: int(counts[k]) for k in np.flatnonzero(pool)}
             raise ValueError(
-                "paired crop sampling needs a class with non-crowd segments in at least two images; "
-                f"this dataset has none (images per class: {dict(zip(names, counts.tolist()))})"
+                f"paired crop sampling (sampler.pair_classes={self.cfg.pair_classes!r}) needs a {kind} with "
+                f"non-crowd segments in at least two images; this dataset has none (images per {kind}: {listed})"
             )
         self._stuff_resize = (
             self.cfg.stuff_resize.augmentation() if self.cfg.stuff_resize else self.augmentation
