@@ -213,9 +213,10 @@ class PairedCropSampler:
 
     Per pair: (1) a class uniform over the classes present in >= 2 images (thing and
     stuff, or thing only when ``cfg.pair_classes == "thing"``); (2) two images holding it
-    (distinct unless ``cfg.distinct_images`` is False); (3) one of its non-crowd segments in each; (4) thing class: each image is rescaled so
-    that sqrt(bbox area) of its segment is S (one S per pair from ``cfg.pair_sizes``,
-    :func:`thing_pair_resize`); stuff class: an independent random resize per crop;
+    (distinct unless ``cfg.distinct_images`` is False); (3) one of its non-crowd segments
+    in each; (4) thing class: each image is rescaled so that sqrt(bbox area) of its segment
+    is S (one S per pair from ``cfg.pair_sizes``, :func:`thing_pair_resize`); stuff class:
+    an independent random resize per crop;
     (5) a crop of ``augmentation.crop_size`` at a uniform offset among the windows that
     contain the segment's bbox centre; then an independent flip per crop.
 
