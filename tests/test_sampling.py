@@ -63,6 +63,7 @@ CROP = (48, 64)
 SAMPLER = SamplerConfig(
     kind="paired", pair_sizes=(8, 16), min_short_side=48, max_short_side=192, max_long_side=384
 )
+THING_PAIRS = dataclasses.replace(SAMPLER, pair_classes="thing")
 AUGMENTATION = TrainAugmentation(resize_mode="scale", scale_range=(0.5, 1.5), crop_size=CROP, flip_prob=0.5)
 
 
@@ -290,9 +291,8 @@ def test_pair_classes_are_uniform_over_eligible_classes(paired: PairedCropSample
 def test_thing_pair_classes_draw_only_thing_classes_uniformly(
     index: SegmentIndex, dataset: PanopticDataset, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cfg = SamplerConfig(**{**SAMPLER.__dict__, "pair_classes": "thing"})
     with caplog.at_level(logging.WARNING, logger="ibs_study.sampling.plans"):
-        sampler = PairedCropSampler(index, cfg, AUGMENTATION, class_names=dataset.meta.class_names)
+        sampler = PairedCropSampler(index, THING_PAIRS, AUGMENTATION, class_names=dataset.meta.class_names)
     things = sorted(_label(dataset, name) for name in ("car", "person", "truck"))
     assert sorted(sampler.labels.tolist()) == things  # bicycle: in one image only
     warnings = [r.message for r in caplog.records if r.levelname == "WARNING"]
@@ -306,9 +306,8 @@ def test_thing_pair_classes_draw_only_thing_classes_uniformly(
 
 def test_thing_pair_classes_need_a_thing_class_in_two_images(index: SegmentIndex) -> None:
     stuff_only = dataclasses.replace(index, is_thing=np.zeros_like(index.is_thing))
-    cfg = SamplerConfig(**{**SAMPLER.__dict__, "pair_classes": "thing"})
     with pytest.raises(ValueError, match=r"pair_classes='thing'.* thing class .* at least two images"):
-        PairedCropSampler(stuff_only, cfg, AUGMENTATION)
+        PairedCropSampler(stuff_only, THING_PAIRS, AUGMENTATION)
     PairedCropSampler(stuff_only, SAMPLER, AUGMENTATION)  # the official pool still has stuff classes
 
 

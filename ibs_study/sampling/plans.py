@@ -239,7 +239,8 @@ class PairedCropSampler:
             raise ValueError("sampler.kind='paired' needs a crop size (data.crop_size), not full images")
         names = self.class_names or [str(k) for k in range(self.index.num_classes)]
         counts = self.index.images_per_class()
-        pool = self.index.is_thing if self.cfg.pair_classes == "thing" else np.ones(len(counts), dtype=bool)
+        things_only = self.cfg.pair_classes == "thing"
+        pool = self.index.is_thing if things_only else np.ones(len(counts), dtype=bool)
         self.labels = np.flatnonzero(pool & (counts >= 2))
         excluded = np.flatnonzero(pool & (counts < 2))
         if len(excluded):
@@ -249,7 +250,7 @@ class PairedCropSampler:
                 ", ".join(f"{names[k]} ({counts[k]} image{'s' if counts[k] != 1 else ''})" for k in excluded),
             )
         if not len(self.labels):
-            kind = "thing class" if self.cfg.pair_classes == "thing" else "class"
+            kind = "thing class" if things_only else "class"
             listed = {names[k]: int(counts[k]) for k in np.flatnonzero(pool)}
             raise ValueError(
                 f"paired crop sampling (sampler.pair_classes={self.cfg.pair_classes!r}) needs a {kind} with "
