@@ -209,6 +209,17 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _evaluate_command_arguments(parser: argparse.ArgumentParser) -> None:
+    _evaluate_arguments(parser)
+    parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help="no inference: score the predictions already in the output folder again with the current "
+        "metrics code and rewrite its metrics.json (adds metrics introduced after the evaluation; "
+        "prints any value that changed)",
+    )
+
+
 def _trained_run_options(args: argparse.Namespace) -> dict:
     """The keyword arguments of ``evaluate_run`` / ``oracle_confusion_run`` from the options of
     :func:`_evaluate_arguments`."""
@@ -224,14 +235,42 @@ def _trained_run_options(args: argparse.Namespace) -> dict:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from ibs_study.engine.evaluate import evaluate_run, format_metrics
+    from ibs_study.engine.evaluate import changed_metrics, evaluate_run, format_metrics, rescore_run
 
-    metrics = evaluate_run(args.run_dir, **_trained_run_options(args))
+    if not args.rescore:
+        metrics = evaluate_run(args.run_dir, **_trained_run_options(args))
+        print(format_metrics(metrics))
+        return 0
+    from ibs_study.data.panoptic import PanopticFormatError
+
+    for option in ("checkpoint", "max_images"):
+        if getattr(args, option) is not None:
+            print(
+                f"ibs-study evaluate: error: --{option.replace('_', '-')} has no effect with --rescore "
+                "(no inference: the stored predictions are scored as they are)",
+                file=sys.stderr,
+            )
+            return 2
+    try:
+        metrics, previous = rescore_run(
+            args.run_dir, data_root=args.data, split=args.split, out_dir=args.out, progress=not args.no_progress
+        )
+    except PanopticFormatError as err:
+        print(f"ibs-study evaluate: error: {err}", file=sys.stderr)
+        return 2
     print(format_metrics(metrics))
+    changed = changed_metrics(metrics, previous)
+    print(
+        f"values changed by rescoring: {', '.join(changed[:20])}{' ...' if len(changed) > 20 else ''}"
+        if changed
+        else "rescoring changed none of the earlier values"
+    )
     return 0
 
 
-register("evaluate", "full-image inference of a trained run + metrics", _evaluate_arguments, _evaluate)
+register(
+    "evaluate", "full-image inference of a trained run + metrics", _evaluate_command_arguments, _evaluate
+)
 
 
 def _oracle(args: argparse.Namespace) -> int:

@@ -28,6 +28,7 @@ from scipy import stats
 from ibs_study.engine.grid import RunSpec, read_metrics
 from ibs_study.engine.oracle import ORACLE_FILE
 from ibs_study.engine.run_dir import read_run_config
+from ibs_study.metrics.panoptic import GT_THING_PIXEL_FATES, PRED_THING_PIXEL_FATES
 from ibs_study.paper_reference import PAPER_INSTANCE, PAPER_PANOPTIC
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "PANOPTIC_METRICS",
     "INSTANCE_METRICS",
     "ORACLE_METRICS",
+    "THING_PIXEL_METRICS",
     "ClaimCheck",
     "reproduction_checks",
     "paired_difference",
@@ -58,6 +60,12 @@ PANOPTIC_METRICS = ("pq", "pq_th", "pq_st", "acc_th", "prec_th")
 # masks, and the share of those masks covering two GT things by more than ORACLE_THRESHOLD each.
 ORACLE_METRICS = ("oracle_leak", "oracle_own_coverage", "oracle_confused")
 ORACLE_THRESHOLD = 0.5
+# Where the thing pixels go (``thing_pixel_breakdown`` of metrics.json, ibs_study.metrics.panoptic):
+# shares of the GT thing pixels (gt_th_*) and of the predicted thing pixels (pred_th_*), each side
+# summing to 1; the matched shares are Acc^th and Prec^th.
+GT_THING_PIXEL_METRICS = tuple(f"gt_th_{fate}" for fate in GT_THING_PIXEL_FATES)
+PRED_THING_PIXEL_METRICS = tuple(f"pred_th_{fate}" for fate in PRED_THING_PIXEL_FATES)
+THING_PIXEL_METRICS = GT_THING_PIXEL_METRICS + PRED_THING_PIXEL_METRICS
 INSTANCE_METRICS = ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l", "acc_th", "prec_th")
 SETTINGS = ("full", "crop", "crop_ibs_random", "crop_ibs")
 MODELS = ("pfcn", "m2f", "m2f_instance")
@@ -207,6 +215,10 @@ def _flat_metrics(metrics: dict[str, Any], oracle: dict[str, Any] | None = None)
         }
     else:
         flat = {name: metrics.get(name) for name in INSTANCE_METRICS}
+    breakdown = metrics.get("thing_pixel_breakdown")
+    if breakdown is not None:
+        flat |= {f"gt_th_{fate}": share for fate, share in breakdown["gt"].items()}
+        flat |= {f"pred_th_{fate}": share for fate, share in breakdown["pred"].items()}
     if oracle is not None:
         at = min(
             range(len(oracle["thresholds"])), key=lambda i: abs(oracle["thresholds"][i] - ORACLE_THRESHOLD)
@@ -342,6 +354,18 @@ def load_results(path: str | os.PathLike) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------------- tables
 
+# every setting of every model, for the tables that are not in the paper
+ALL_SETTING_ROWS = [
+    ("pfcn", "full", "Panoptic FCN, full image"),
+    ("pfcn", "crop", "Panoptic FCN, crop"),
+    ("pfcn", "crop_ibs_random", "Panoptic FCN, crop + IBS, random"),
+    ("pfcn", "crop_ibs", "Panoptic FCN, crop + IBS, paired"),
+    ("m2f", "crop", "Mask2Former, crop"),
+    ("m2f", "crop_ibs", "Mask2Former, crop + IBS"),
+    ("m2f_instance", "crop", "Mask2Former instance, crop"),
+    ("m2f_instance", "crop_ibs", "Mask2Former instance, crop + IBS"),
+]
+
 # table -> (title, [(model, setting, label)], metrics, reference dataset, reference dict)
 TABLES: dict[int, tuple[str, list[tuple[str, str, str]], tuple[str, ...], str, dict]] = {
     1: (
@@ -384,17 +408,22 @@ TABLES: dict[int, tuple[str, list[tuple[str, str, str]], tuple[str, ...], str, d
     ),
     5: (
         "Oracle-embedding confusion (not in the paper)",
-        [
-            ("pfcn", "full", "Panoptic FCN, full image"),
-            ("pfcn", "crop", "Panoptic FCN, crop"),
-            ("pfcn", "crop_ibs_random", "Panoptic FCN, crop + IBS, random"),
-            ("pfcn", "crop_ibs", "Panoptic FCN, crop + IBS, paired"),
-            ("m2f", "crop", "Mask2Former, crop"),
-            ("m2f", "crop_ibs", "Mask2Former, crop + IBS"),
-            ("m2f_instance", "crop", "Mask2Former instance, crop"),
-            ("m2f_instance", "crop_ibs", "Mask2Former instance, crop + IBS"),
-        ],
+        ALL_SETTING_ROWS,
         ORACLE_METRICS,
+        None,
+        {},
+    ),
+    6: (
+        "Where the ground-truth thing pixels go (not in the paper)",
+        ALL_SETTING_ROWS,
+        GT_THING_PIXEL_METRICS,
+        None,
+        {},
+    ),
+    7: (
+        "Where the predicted thing pixels lie (not in the paper)",
+        ALL_SETTING_ROWS,
+        PRED_THING_PIXEL_METRICS,
         None,
         {},
     ),
@@ -405,6 +434,10 @@ METRIC_LABELS = {
     "ap": "AP", "ap50": "AP50", "ap75": "AP75", "ap_s": "AP^S", "ap_m": "AP^M", "ap_l": "AP^L",
     "oracle_leak": "leak", "oracle_own_coverage": "own cov.",
     "oracle_confused": f"confused@{ORACLE_THRESHOLD}",
+    "gt_th_matched": "matched (Acc^th)", "gt_th_other_instance": "other instance's mask",
+    "gt_th_unmatched_own": "own mask, unmatched", "gt_th_stuff": "stuff", "gt_th_unlabelled": "unlabelled",
+    "pred_th_matched": "matched (Prec^th)", "pred_th_other_instance": "on another instance",
+    "pred_th_unmatched_own": "own, unmatched", "pred_th_stuff": "on stuff",
 }  # fmt: skip
 
 
@@ -422,7 +455,9 @@ def _find_row(results: dict[str, Any], model: str, setting: str) -> dict[str, An
 def results_table(results: dict[str, Any], table: int, fmt: str = "markdown") -> str:
     """Table ``table`` (1-4) analogue: measured mean ± 95 % CI half-width (percent) over seeds,
     then the paper's numbers on real data in separate columns headed ``paper (<dataset>)``.
-    Table 5 (oracle-embedding confusion) has no paper counterpart and no paper columns."""
+    Tables 5-7 (oracle-embedding confusion, where the thing pixels go) have no paper counterpart
+    and no paper columns. Rows absent from ``results``, or holding none of the table's metrics
+    (results collected before a metric existed), are left out."""
     title, rows, metrics, dataset, reference = TABLES[table]
     header = ["Setting"] + [METRIC_LABELS[m] for m in metrics]
     if dataset is not None:
@@ -430,7 +465,7 @@ def results_table(results: dict[str, Any], table: int, fmt: str = "markdown") ->
     body = []
     for model, setting, label in rows:
         row = _find_row(results, model, setting)
-        if row is None:
+        if row is None or not any(m in row["metrics"] for m in metrics):
             continue
         measured = [format_measured(row["metrics"][m]) if m in row["metrics"] else "–" for m in metrics]
         ref = reference.get((dataset, model, setting), {})

@@ -17,6 +17,7 @@ from ibs_study.paper_figures import build_all
 from ibs_study.runs import run_study, smoke_overrides
 from ibs_study.study import (
     ORACLE_METRICS,
+    THING_PIXEL_METRICS,
     load_results,
     read_oracle,
     results_table,
@@ -50,7 +51,15 @@ def test_run_study_writes_the_results_schema_with_sweeps(study):
     assert [(r["model"], r["setting"]) for r in results["rows"]] == [("pfcn", "crop"), ("pfcn", "crop_ibs")]
     for row in results["rows"]:
         assert row["seeds"] == SEEDS and row["steps"] == 3
-        assert set(row["metrics"]) == {"pq", "pq_th", "pq_st", "acc_th", "prec_th", *ORACLE_METRICS}
+        assert set(row["metrics"]) == {
+            "pq", "pq_th", "pq_st", "acc_th", "prec_th", *ORACLE_METRICS, *THING_PIXEL_METRICS,
+        }  # fmt: skip
+        # the shares of the GT (predicted) thing pixels sum to 1 on every seed; matched = Acc^th (Prec^th)
+        for side, matched in (("gt_th_", "acc_th"), ("pred_th_", "prec_th")):
+            assert row["metrics"][f"{side}matched"] == row["metrics"][matched]
+            for seed in range(len(SEEDS)):
+                shares = [row["metrics"][m]["per_seed"][seed] for m in THING_PIXEL_METRICS if m.startswith(side)]
+                assert sum(shares) == pytest.approx(1.0, abs=1e-9) or not any(shares)
         assert len(row["metrics"]["pq"]["per_seed"]) == 2 and len(row["confusion_curve"]["per_seed"]) == 2
         # oracle metrics come from each run's oracle_confusion.json
         oracle = read_oracle(study[1] / f"pfcn_{row['setting']}_s1")
@@ -76,8 +85,9 @@ def test_run_study_writes_the_results_schema_with_sweeps(study):
 
 
 EXPECTED_TOP_LEVEL = {
-    *(f"table{n}.{ext}" for n in (1, 2, 3, 5) for ext in ("md", "csv")),
-    *(f"{stem}.{ext}" for stem in ("bars_table1", "bars_table2", "bars_table3", "bars_table5", "fig5_confusion_pfcn",
+    *(f"table{n}.{ext}" for n in (1, 2, 3, 5, 6, 7) for ext in ("md", "csv")),
+    *(f"{stem}.{ext}" for stem in ("bars_table1", "bars_table2", "bars_table3", "bars_table5", "bars_table6",
+                                   "bars_table7", "fig5_confusion_pfcn",
                                    "fig5_oracle_pfcn", "sweep_lambda")
       for ext in ("png", "svg", "html")),
     "fig3_instances_per_image_vs_crop.png",
@@ -124,7 +134,7 @@ def test_build_all_writes_every_expected_file(study, tmp_path):
     )
     # tables are exactly results_table's output
     results = load_results(results_path)
-    for number in (1, 2, 3, 5):
+    for number in (1, 2, 3, 5, 6, 7):
         assert (out / f"table{number}.md").read_text() == results_table(results, number)
         assert (out / f"table{number}.csv").read_text() == results_table(results, number, fmt="csv")
     # provenance: the results file, the runs and their config hashes, what was skipped

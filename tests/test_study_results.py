@@ -156,3 +156,26 @@ def test_followup_studies_match_their_tables_and_docs(path):
         claims = claims_table(followup, model).strip()
         assert (path.parent / f"claims_{model}.md").read_text().strip() == claims
         assert claims in docs, f"docs/results.md lacks the {model} claims table of {path.parent.name}"
+
+
+def test_tables_leave_out_rows_collected_before_their_metrics_existed():
+    from ibs_study.viz.figures import table_bar_rows
+
+    def summary(value: float) -> dict:
+        return {"mean": value, "ci95": [value - 0.01, value + 0.01], "per_seed": [value - 0.01, value + 0.01]}
+
+    old = {"acc_th": summary(0.4), "prec_th": summary(0.5)}
+    new = old | {name: summary(0.1) for name in ("gt_th_other_instance", "pred_th_other_instance")}
+    new |= {"gt_th_matched": summary(0.4), "pred_th_matched": summary(0.5)}
+    results = {
+        "scale": "cpu",
+        "rows": [
+            {"model": "pfcn", "setting": "full", "seeds": [0, 1], "metrics": old},
+            {"model": "pfcn", "setting": "crop", "seeds": [0, 1], "metrics": new},
+        ],
+    }
+    table = results_table(results, 6)
+    assert "Panoptic FCN, crop | 40.0 ± 1.0 | – | 10.0 ± 1.0 | – | – |" in table
+    assert "full image" not in table  # no share of the GT thing pixels: left out, not a row of dashes
+    assert [row.setting for row in table_bar_rows(results, 7)[0]] == ["crop"]
+    assert "Panoptic FCN, full image | – | – | – | 40.0 ± 1.0 |" in results_table(results, 1)  # Acc^th: table 1

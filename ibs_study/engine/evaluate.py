@@ -8,6 +8,9 @@ scores them:
   instance task ``OUT/instances.json`` (COCO instances results, RLE);
 * ``OUT/metrics.json`` in the ``ibs-study score`` format (fractions in [0, 1]);
 * ``OUT/confusion_records.jsonl``: one record per predicted thing segment.
+
+:func:`rescore_run` scores an evaluation's stored predictions again with the current metrics
+code, without inference (for metrics added after a run was evaluated).
 """
 
 from __future__ import annotations
@@ -27,15 +30,18 @@ from tqdm.auto import tqdm
 
 from ibs_study.config import ExperimentConfig
 from ibs_study.data.datasets import PanopticDataset
-from ibs_study.data.panoptic import segments_from_id_map
+from ibs_study.data.panoptic import PanopticFormatError, segments_from_id_map
 from ibs_study.engine.checkpoint import latest_checkpoint, load_checkpoint
 from ibs_study.engine.data import open_split
 from ibs_study.engine.distributed import DistInfo, resolve_device
 from ibs_study.engine.run_dir import RunDirError, read_run_config
 from ibs_study.metrics.instance import evaluate_instances, read_instance_results
+from ibs_study.metrics.io import decode_id_png, load_prediction_json
 from ibs_study.metrics.panoptic import PanopticEvaluator, format_results
 from ibs_study.models.build import build_model
 from ibs_study.models.postprocess import (
+    PREDICTIONS_JSON,
+    PREDICTIONS_PNG_DIR,
     InstancePrediction,
     InstancePredictionWriter,
     PanopticPrediction,
@@ -44,9 +50,13 @@ from ibs_study.models.postprocess import (
 
 logger = logging.getLogger(__name__)
 
+INSTANCES_JSON = "instances.json"  # the instance task's predictions (COCO results, RLE)
+
 __all__ = [
     "evaluate_run",
     "evaluate_model",
+    "rescore_run",
+    "changed_metrics",
     "load_trained_model",
     "open_trained_run",
     "TrainedRun",
@@ -179,7 +189,7 @@ def evaluate_model(
         )
         writer = PanopticPredictionWriter(out_dir, dataset.meta)
     else:
-        writer = InstancePredictionWriter(out_dir / "instances.json")
+        writer = InstancePredictionWriter(out_dir / INSTANCES_JSON)
     started = time.perf_counter()
     for index in tqdm(range(count), desc=f"evaluating {dataset.name}", disable=not progress):
         sample = dataset[index]
@@ -195,9 +205,7 @@ def evaluate_model(
     results_path = writer.close()
     if task == "panoptic":
         metrics = evaluator.summarize()
-        with open(out_dir / "confusion_records.jsonl", "w") as f:
-            for record in evaluator.records:
-                f.write(json.dumps(record.to_json()) + "\n")
+        _write_records(evaluator, out_dir)
     else:
         metrics = evaluate_instances(
             (dataset[i] for i in range(count)),
@@ -210,6 +218,105 @@ def evaluate_model(
     metrics["timing"] = {"total_s": elapsed, "per_image_s": elapsed / max(count, 1), "workers": 1}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def _write_records(evaluator: PanopticEvaluator, out_dir: Path) -> None:
+    path = out_dir / "confusion_records.jsonl"
+    tmp = path.with_suffix(".jsonl.tmp")
+    with open(tmp, "w") as f:
+        for record in evaluator.records:
+            f.write(json.dumps(record.to_json()) + "\n")
+    os.replace(tmp, path)
+
+
+def rescore_run(
+    run_dir: str | os.PathLike,
+    *,
+    data_root: str | os.PathLike | None = None,
+    split: str | None = None,
+    out_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Score the predictions an earlier ``ibs-study evaluate`` stored in ``out_dir`` (default
+    ``RUN_DIR/eval_<split>``) again with the current metrics code; no model, no inference.
+
+    Rewrites ``metrics.json`` (keeping its ``num_images`` and the ``timing`` of the evaluation
+    that made the predictions) and, for the panoptic task, ``confusion_records.jsonl``: the way
+    to add a metric introduced after the run was evaluated. Scores the same first
+    ``num_images`` images of the split as that evaluation.
+
+    Returns:
+        (the new metrics, the metrics.json it replaced); :func:`changed_metrics` lists the values
+        that differ between them.
+
+    Raises:
+        RunDirError: no ``metrics.json`` in the output folder (nothing to rescore).
+        PanopticFormatError: a prediction missing for an image the evaluation covered.
+    """
+    cfg = read_run_config(run_dir)
+    split = split or cfg.data.val_split
+    dataset = open_split(cfg, split, root=data_root)
+    out = Path(out_dir) if out_dir else Path(run_dir) / f"eval_{split}"
+    metrics_path = out / "metrics.json"
+    if not metrics_path.is_file():
+        raise RunDirError(f"{metrics_path} not found: nothing to rescore; run `ibs-study evaluate {run_dir}` first")
+    previous = json.loads(metrics_path.read_text())
+    count = int(previous["num_images"])
+    indices = tqdm(range(count), desc=f"rescoring {out}", disable=not progress)
+    if cfg.eval.task == "panoptic":
+        thresholds = cfg.eval.confusion_thresholds
+        evaluator = PanopticEvaluator(dataset.meta, **({} if thresholds is None else {"thresholds": thresholds}))
+        predictions = load_prediction_json(out / PREDICTIONS_JSON, dataset.meta.by_id())
+        by_id = {record.image_id: record for record in predictions.records}
+        for index in indices:
+            gt = dataset.records[index]
+            pred = by_id.get(gt.image_id)
+            if pred is None:
+                raise PanopticFormatError(
+                    f"{predictions.path}: no prediction for image id {gt.image_id!r}, one of the first {count} "
+                    f"images of {dataset.name} that this evaluation covered"
+                )
+            png = out / PREDICTIONS_PNG_DIR / pred.png_name
+            evaluator.process(
+                dataset.read_id_map(index),
+                gt.segments,
+                decode_id_png(png),
+                pred.segments,
+                gt.image_id,
+                gt_source=dataset.png_path(gt),
+                pred_source=png,
+            )
+        metrics = evaluator.summarize()
+        _write_records(evaluator, out)
+    else:
+        metrics = evaluate_instances(
+            (dataset[i] for i in indices),
+            read_instance_results(out / INSTANCES_JSON),
+            categories=dataset.meta.by_id(),
+            allow_missing=True,
+        )
+    metrics["num_images"] = count
+    metrics["timing"] = previous["timing"]
+    tmp = metrics_path.with_suffix(".json.tmp")  # a killed rescore leaves the old file whole
+    tmp.write_text(json.dumps(metrics, indent=2))
+    os.replace(tmp, metrics_path)
+    return metrics, previous
+
+
+def changed_metrics(new: dict[str, Any], old: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys of ``old`` whose value differs in ``new`` or is gone from it (``timing`` aside)."""
+    changed = []
+    for key, value in old.items():
+        name = f"{prefix}{key}"
+        if key == "timing" and not prefix:
+            continue
+        if key not in new:
+            changed.append(name)
+        elif isinstance(value, dict) and isinstance(new[key], dict):
+            changed += changed_metrics(new[key], value, f"{name}.")
+        elif new[key] != value:
+            changed.append(name)
+    return changed
 
 
 def evaluate_run(

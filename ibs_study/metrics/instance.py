@@ -139,7 +139,9 @@ def evaluate_instances(
 
     Returns:
         Fractions: ``ap``, ``ap50``, ``ap75``, ``ap_s``, ``ap_m``, ``ap_l`` (None where an area
-        range has no GT instance), ``acc_th``, ``prec_th``, ``num_images``, ``num_detections``.
+        range has no GT instance), ``acc_th``, ``prec_th``, ``thing_pixel_breakdown`` (of the
+        Acc^th / Prec^th map, see :func:`ibs_study.metrics.panoptic.summarize_stat`),
+        ``num_images``, ``num_detections``.
 
     Raises:
         PanopticFormatError: a prediction for an unknown image, an image without predictions
@@ -234,6 +236,7 @@ def evaluate_instances(
     results.update(
         acc_th=panoptic["acc_th"],
         prec_th=panoptic["prec_th"],
+        thing_pixel_breakdown=panoptic["thing_pixel_breakdown"],
         num_images=len(images),
         num_detections=len(detections),
     )

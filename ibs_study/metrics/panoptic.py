@@ -35,6 +35,23 @@ Acc^th and Prec^th (Sec. 3.3), summed over all images of the split before dividi
   penalised on pixels that have no instance label.
 * Both are 0 when their denominator is 0.
 
+Where the thing pixels that Acc^th and Prec^th miss go (``thing_pixel_breakdown``): every
+predicted thing segment has an *own* GT thing, its PQ match, or else the non-crowd GT thing
+it overlaps most (none if it touches no GT thing). Then
+
+* each GT thing pixel (non-crowd) is ``matched`` (covered by its PQ match: Acc^th),
+  ``unmatched_own`` (by a thing prediction whose own GT it is but that is not its match:
+  IoU <= 0.5, another class, a duplicate), ``other_instance`` (by a thing prediction whose
+  own GT is another thing: confusion), ``stuff`` (by a stuff prediction) or ``unlabelled``
+  (by no prediction);
+* each predicted thing pixel (outside GT void and crowd) lies on the prediction's own GT as
+  its match (``matched``: Prec^th) or unmatched (``unmatched_own``), on another GT thing
+  (``other_instance``: confusion) or on GT ``stuff``.
+
+The shares of each side sum to 1, so a fall in Acc^th or Prec^th splits exactly into
+confusion (``other_instance``), imprecise own masks (``unmatched_own``), bleed into or
+from stuff, and missed pixels.
+
 Confusion curve (Fig. 5 / Sec. 6.2): a predicted thing segment is *confused at T* when it
 covers more than a fraction ``T`` of the area of at least two GT thing segments (any
 thing category, crowd excluded). The curve is the fraction of all predicted thing
@@ -85,6 +102,8 @@ __all__ = [
     "OverlapTable",
     "overlap_table",
     "PanopticStat",
+    "GT_THING_PIXEL_FATES",
+    "PRED_THING_PIXEL_FATES",
     "GTOverlap",
     "ConfusionRecord",
     "PanopticEvaluator",
@@ -99,6 +118,9 @@ DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(
 COCO_IMAGE_AREA = 640 * 480
 DEFAULT_SIZE_BOUNDS: tuple[float, float] = (32**2 / COCO_IMAGE_AREA, 96**2 / COCO_IMAGE_AREA)
 SIZE_NAMES = ("S", "M", "L")
+# what covers a GT thing pixel / where a predicted thing pixel lies (module docstring)
+GT_THING_PIXEL_FATES = ("matched", "unmatched_own", "other_instance", "stuff", "unlabelled")
+PRED_THING_PIXEL_FATES = ("matched", "unmatched_own", "other_instance", "stuff")
 
 IdMap = np.ndarray | torch.Tensor
 
@@ -309,6 +331,10 @@ class PanopticStat:
         tp_thing_pixels: pixels of matched thing predictions inside their matched GT.
         gt_thing_pixels: pixels of non-crowd GT thing segments.
         pred_thing_pixels: pixels of predicted thing segments outside GT void and crowd.
+        gt_thing_fate: (5,) int64 GT thing pixels by :data:`GT_THING_PIXEL_FATES` (sums to
+            ``gt_thing_pixels``).
+        pred_thing_fate: (4,) int64 predicted thing pixels by :data:`PRED_THING_PIXEL_FATES`
+            (sums to ``pred_thing_pixels``).
         confused: (3, T) int64 predicted thing segments confused at each threshold, per size S/M/L.
         predictions: (3,) int64 predicted thing segments per size S/M/L.
         num_images: images processed.
@@ -320,6 +346,8 @@ class PanopticStat:
     fn: np.ndarray
     confused: np.ndarray
     predictions: np.ndarray
+    gt_thing_fate: np.ndarray
+    pred_thing_fate: np.ndarray
     tp_thing_pixels: int = 0
     gt_thing_pixels: int = 0
     pred_thing_pixels: int = 0
@@ -334,10 +362,12 @@ class PanopticStat:
             fn=np.zeros(num_categories, dtype=np.int64),
             confused=np.zeros((len(SIZE_NAMES), num_thresholds), dtype=np.int64),
             predictions=np.zeros(len(SIZE_NAMES), dtype=np.int64),
+            gt_thing_fate=np.zeros(len(GT_THING_PIXEL_FATES), dtype=np.int64),
+            pred_thing_fate=np.zeros(len(PRED_THING_PIXEL_FATES), dtype=np.int64),
         )
 
     def __iadd__(self, other: PanopticStat) -> PanopticStat:
-        for name in ("iou", "tp", "fp", "fn", "confused", "predictions"):
+        for name in ("iou", "tp", "fp", "fn", "confused", "predictions", "gt_thing_fate", "pred_thing_fate"):
             getattr(self, name).__iadd__(getattr(other, name))
         self.tp_thing_pixels += other.tp_thing_pixels
         self.gt_thing_pixels += other.gt_thing_pixels
@@ -440,6 +470,52 @@ def rank_images_by_confusion(records: Sequence[ConfusionRecord], threshold: floa
 
 
 # ----------------------------------------------------------------------------- evaluator
+
+
+def _thing_pixel_fates(
+    counts: np.ndarray, matched: np.ndarray, gt_thing: np.ndarray, gt_crowd: np.ndarray, pred_thing: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel counts by :data:`GT_THING_PIXEL_FATES` and :data:`PRED_THING_PIXEL_FATES` (module docstring).
+
+    Args:
+        counts: (G + 1, P + 1) overlap table, void row / column first.
+        matched: (G, P) bool PQ matches. gt_thing: (G,) bool non-crowd GT things.
+        gt_crowd: (G,) bool crowd GT segments. pred_thing: (P,) bool thing predictions.
+    """
+    inter = counts[1:, 1:]  # (G, P)
+    thing_inter = np.where(gt_thing[:, None], inter, 0)  # (G, P): only non-crowd GT things
+    # own GT of every prediction: its match, else the GT thing it overlaps most (-1: none)
+    has_match = matched.any(0)  # (P,)
+    own = np.full(inter.shape[1], -1, dtype=np.int64)
+    if len(inter):
+        own = np.where(thing_inter.any(0), thing_inter.argmax(0), own)
+        own = np.where(has_match, matched.argmax(0), own)
+    is_own = (own[None, :] == np.arange(len(inter))[:, None]) & pred_thing[None, :]  # (G, P)
+    own_match = is_own & has_match[None, :]
+    own_unmatched = is_own & ~has_match[None, :]
+    on_gt_thing = thing_inter[:, pred_thing]  # (G, P_thing)
+
+    gt_fate = np.array(
+        [
+            thing_inter[own_match].sum(),
+            thing_inter[own_unmatched].sum(),
+            thing_inter[~is_own & pred_thing[None, :]].sum(),
+            thing_inter[:, ~pred_thing].sum(),
+            counts[1:, 0][gt_thing].sum(),
+        ],
+        dtype=np.int64,
+    )
+    gt_stuff = ~gt_thing & ~gt_crowd
+    pred_fate = np.array(
+        [
+            gt_fate[0],
+            gt_fate[1],
+            on_gt_thing.sum() - gt_fate[0] - gt_fate[1],
+            inter[gt_stuff][:, pred_thing].sum(),
+        ],
+        dtype=np.int64,
+    )
+    return gt_fate, pred_fate
 
 
 def _categories_of(categories: Mapping[int, CategoryInfo] | DatasetMeta) -> list[CategoryInfo]:
@@ -599,6 +675,9 @@ class PanopticEvaluator:
         stat.gt_thing_pixels = int(gt_area[gt_thing].sum())
         on_crowd = inter[gt_crowd].sum(0)  # (P,)
         stat.pred_thing_pixels = int((pred_area - pred_void - on_crowd)[pred_thing].sum())
+        stat.gt_thing_fate, stat.pred_thing_fate = _thing_pixel_fates(
+            counts, matched, gt_thing, gt_crowd, pred_thing
+        )
 
         # Confusion: second-largest fraction of a GT thing's area that a prediction covers.
         coverage = inter[gt_thing] / gt_area[gt_thing][:, None]  # (G_thing, P)
@@ -660,7 +739,7 @@ class PanopticEvaluator:
             overlaps[k_].append(GTOverlap(gt_id, category_id, isthing, iscrowd, pixels, of_gt, of_pred))
         matched = iou[:, things] > 0.5  # (G, P_thing), at most one True per column
         has_match = matched.any(0).tolist()
-        match_row = matched.argmax(0).tolist()
+        match_row = matched.argmax(0).tolist() if len(matched) else [0] * len(things)  # an all-void GT
         for k_, p in enumerate(things.tolist()):
             row = match_row[k_] if has_match[k_] else None
             self.records.append(
@@ -716,7 +795,9 @@ def summarize_stat(
         Fractions in [0, 1], keys: ``all`` / ``things`` / ``stuff`` (``pq``, ``sq``, ``rq``, ``n``),
         ``per_class`` (by name: ``pq``, ``sq``, ``rq``, ``isthing``, ``category_id``, ``tp``, ``fp``,
         ``fn``), ``acc_th``, ``prec_th``, ``pixels`` (``tp_th``, ``gt_th``, ``pred_th``),
-        ``confusion_curve`` (``thresholds``, ``ratio``, ``num_predictions``, ``size_bounds``,
+        ``thing_pixel_breakdown`` (``gt``: {fate: share of the GT thing pixels} over
+        :data:`GT_THING_PIXEL_FATES`, ``pred``: likewise over :data:`PRED_THING_PIXEL_FATES`,
+        ``gt_pixels`` / ``pred_pixels``: the pixel counts), ``confusion_curve`` (``thresholds``, ``ratio``, ``num_predictions``, ``size_bounds``,
         ``by_size`` = {S/M/L: ``ratio``, ``num_predictions``}), ``num_images``.
     """
     is_thing = np.array([c.isthing for c in categories], dtype=bool)
@@ -740,6 +821,16 @@ def summarize_stat(
     results["acc_th"] = tp_px / gt_px if gt_px else 0.0
     results["prec_th"] = tp_px / pred_px if pred_px else 0.0
     results["pixels"] = {"tp_th": int(tp_px), "gt_th": int(gt_px), "pred_th": int(pred_px)}
+
+    def shares(fate: np.ndarray, names: Sequence[str], total: int) -> dict[str, float]:
+        return {name: int(n) / total if total else 0.0 for name, n in zip(names, fate, strict=True)}
+
+    results["thing_pixel_breakdown"] = {
+        "gt": shares(stat.gt_thing_fate, GT_THING_PIXEL_FATES, gt_px),
+        "pred": shares(stat.pred_thing_fate, PRED_THING_PIXEL_FATES, pred_px),
+        "gt_pixels": dict(zip(GT_THING_PIXEL_FATES, stat.gt_thing_fate.tolist(), strict=True)),
+        "pred_pixels": dict(zip(PRED_THING_PIXEL_FATES, stat.pred_thing_fate.tolist(), strict=True)),
+    }
 
     def ratio(confused: np.ndarray, total: int) -> list[float]:
         return (confused / total).tolist() if total else [0.0] * len(confused)
@@ -913,6 +1004,12 @@ def format_results(results: dict, *, curve_thresholds: Sequence[float] = (0.1, 0
             f"{label:10s}|{100 * group['pq']:7.1f}{100 * group['sq']:7.1f}{100 * group['rq']:7.1f}{group['n']:5d}"
         )
     lines += ["", f"Acc^th  {100 * results['acc_th']:5.1f}", f"Prec^th {100 * results['prec_th']:5.1f}", ""]
+    breakdown = results.get("thing_pixel_breakdown")
+    if breakdown is not None:
+        for side, label in (("gt", "GT thing pixels"), ("pred", "predicted thing pixels")):
+            shares = ", ".join(f"{name} {100 * share:.1f}" for name, share in breakdown[side].items())
+            lines.append(f"{label}: {shares}")
+        lines.append("")
     curve = results["confusion_curve"]
     by_size = curve["by_size"]
     lines.append(

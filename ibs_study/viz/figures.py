@@ -237,21 +237,22 @@ class BarRow:
 
 
 def table_title(table: int) -> str:
-    """``Table n analogue: <title>`` for the paper's tables, the bare title for table 5."""
+    """``Table n analogue: <title>`` for the paper's tables, the bare title for the others (5-7)."""
     title, _, _, dataset, _ = TABLES[table]
     return f"Table {table} analogue: {title}" if dataset is not None else title
 
 
 def table_bar_rows(results: Mapping, table: int) -> tuple[list[BarRow], tuple[str, ...]]:
-    """The measured rows of Table ``table`` (1-4) in ``results`` and the table's metrics.
+    """The measured rows of Table ``table`` in ``results`` and the table's metrics.
 
-    Rows absent from ``results`` are left out; a metric a row lacks is absent from its dicts.
+    Rows absent from ``results`` or holding none of the table's metrics are left out; a metric
+    a row lacks is absent from its dicts.
     """
     _, rows, metrics, _, _ = TABLES[table]
     out = []
     for model, setting, label in rows:
         row = next((r for r in results["rows"] if r["model"] == model and r["setting"] == setting), None)
-        if row is None:
+        if row is None or not any(m in row["metrics"] for m in metrics):
             continue
         present = [m for m in metrics if m in row["metrics"]]
         out.append(

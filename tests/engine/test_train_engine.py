@@ -13,7 +13,7 @@ from ibs_study.config import resolve_config
 from ibs_study.data.datasets import synthetic as open_synthetic
 from ibs_study.data.panoptic import check_segments_match_png, load_panoptic_json, read_id_png
 from ibs_study.engine.checkpoint import latest_checkpoint, load_checkpoint
-from ibs_study.engine.evaluate import evaluate_run
+from ibs_study.engine.evaluate import evaluate_run, rescore_run
 from ibs_study.engine.optim import lr_factor
 from ibs_study.engine.run_dir import RunDirError
 from ibs_study.engine.train import train
@@ -156,6 +156,32 @@ def test_evaluate_writes_valid_predictions_and_metrics(data_root, tmp_path):
         check_segments_match_png(read_id_png(png), record.segments, png_path=png, image_id=record.image_id)
     assert json.loads((out / "metrics.json").read_text())["num_images"] == 3
     assert (out / "confusion_records.jsonl").is_file()
+    assert metrics["thing_pixel_breakdown"]["gt"]["matched"] == metrics["acc_th"]
+
+
+def test_rescore_adds_new_metrics_from_stored_predictions_and_changes_nothing_else(data_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    train(_cfg(data_root, "synthetic_pfcn_crop", "train.max_steps=2"), run, progress=False)
+    evaluated = evaluate_run(run, max_images=3, progress=False)
+    out = run / "eval_val"
+    records = (out / "confusion_records.jsonl").read_text()
+    older = {k: v for k, v in evaluated.items() if k != "thing_pixel_breakdown"}  # as evaluated before it existed
+    (out / "metrics.json").write_text(json.dumps(older))
+    (run / "checkpoints").rename(run / "no_checkpoints")  # no model is needed
+    assert main(["evaluate", str(run), "--rescore", "--no-progress"]) == 0
+    assert "rescoring changed none of the earlier values" in capsys.readouterr().out
+    assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(evaluated))
+    assert (out / "confusion_records.jsonl").read_text() == records
+    # bad input: inference options, a missing prediction, nothing evaluated
+    assert main(["evaluate", str(run), "--rescore", "--max-images", "2"]) == 2
+    assert "--max-images has no effect with --rescore" in capsys.readouterr().err
+    predictions = json.loads((out / "predictions.json").read_text())
+    missing = predictions["annotations"].pop(1)["image_id"]
+    (out / "predictions.json").write_text(json.dumps(predictions))
+    assert main(["evaluate", str(run), "--rescore", "--no-progress"]) == 2
+    assert f"no prediction for image id {missing!r}" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--rescore", "--out", str(tmp_path / "nowhere")]) == 2
+    assert "nothing to rescore" in capsys.readouterr().err
 
 
 def test_mask2former_instance_preset_trains_and_evaluates(data_root, tmp_path):
@@ -163,8 +189,10 @@ def test_mask2former_instance_preset_trains_and_evaluates(data_root, tmp_path):
     cfg = _cfg(data_root, "synthetic_m2f_instance_crop_ibs", "train.max_steps=2")
     train(cfg, run, progress=False)
     metrics = evaluate_run(run, max_images=2, progress=False)
-    assert {"ap", "ap50", "ap_l", "acc_th", "prec_th"} <= set(metrics)
+    assert {"ap", "ap50", "ap_l", "acc_th", "prec_th", "thing_pixel_breakdown"} <= set(metrics)
     assert (run / "eval_val" / "instances.json").is_file()
+    rescored, previous = rescore_run(run, progress=False)
+    assert rescored == previous == json.loads(json.dumps(metrics))
     assert torch.isfinite(
         torch.tensor(json.loads((run / "log.jsonl").read_text().splitlines()[-1])["loss_ibs"])
     )

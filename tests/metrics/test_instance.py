@@ -63,6 +63,10 @@ def test_a_higher_scored_false_positive_halves_ap(categories):
     assert result["ap_s"] is None and result["ap_l"] is None
     # pixels: TP 2500 of 2500 GT; predicted 2500 + 2000
     assert result["acc_th"] == 1.0 and result["prec_th"] == pytest.approx(2500 / 4500, abs=1e-12)
+    # the 2000 pixels Prec^th misses are the false positive's, on road
+    assert result["thing_pixel_breakdown"]["pred_pixels"] == {
+        "matched": 2500, "unmatched_own": 0, "other_instance": 0, "stuff": 2000,
+    }  # fmt: skip
 
 
 def overlap_case():

@@ -15,7 +15,13 @@ from hypothesis import strategies as st
 
 from ibs_study.data.datasets import CITYSCAPES_META
 from ibs_study.data.panoptic import Segment
-from ibs_study.metrics.panoptic import DEFAULT_THRESHOLDS, PanopticEvaluator, evaluate_panoptic_folders
+from ibs_study.metrics.panoptic import (
+    DEFAULT_THRESHOLDS,
+    GT_THING_PIXEL_FATES,
+    PRED_THING_PIXEL_FATES,
+    PanopticEvaluator,
+    evaluate_panoptic_folders,
+)
 from ibs_study.metrics.simulate import perturb_prediction, street_scene
 
 CATEGORIES = CITYSCAPES_META.by_id()
@@ -106,10 +112,11 @@ def test_two_workers_equal_one(random_split):
     assert one_records == two_records
     for key in ("all", "things", "stuff"):
         assert two[key] == pytest.approx(one[key], abs=1e-12)
-    assert (two["acc_th"], two["prec_th"], two["confusion_curve"]) == (
+    assert (two["acc_th"], two["prec_th"], two["confusion_curve"], two["thing_pixel_breakdown"]) == (
         one["acc_th"],
         one["prec_th"],
         one["confusion_curve"],
+        one["thing_pixel_breakdown"],
     )
     assert two["timing"]["workers"] == 2 and one["num_images"] == two["num_images"] == 40
 
@@ -178,6 +185,71 @@ def test_acc_prec_and_curve_equal_brute_force():
     assert result["prec_th"] == pytest.approx(prec, abs=1e-12)
     assert result["confusion_curve"]["ratio"] == pytest.approx(curve, abs=1e-12)
     assert max(curve) > 0 and 0 < acc < 1 and 0 < prec < 1
+
+
+def brute_force_fates(cases: list[tuple]) -> tuple[dict[str, int], dict[str, int]]:
+    """GT and predicted thing pixels by fate, pixel by pixel from boolean masks (module docstring
+    of ibs_study.metrics.panoptic): each thing prediction's own GT is its match, else the
+    earliest-listed non-crowd GT thing it shares the most pixels with."""
+    gt_fate = dict.fromkeys(GT_THING_PIXEL_FATES, 0)
+    pred_fate = dict.fromkeys(PRED_THING_PIXEL_FATES, 0)
+    for gt, gt_segs, pred, pred_segs in cases:
+        void = gt == 0
+        is_thing = {s.id: CATEGORIES[s.category_id].isthing for s in (*gt_segs, *pred_segs)}
+        gt_things = [g for g in gt_segs if is_thing[g.id] and not g.iscrowd]
+        own, matched = {}, {}
+        for p in pred_segs:
+            p_mask = pred == p.id
+            for g in gt_segs:
+                g_mask = gt == g.id
+                union = int((g_mask | p_mask).sum()) - int((p_mask & void).sum())
+                inter = int((g_mask & p_mask).sum())
+                if not g.iscrowd and g.category_id == p.category_id and inter / union > 0.5:
+                    matched[p.id] = g.id
+            best = max(gt_things, key=lambda g: int(((gt == g.id) & p_mask).sum()), default=None)
+            if p.id in matched:
+                own[p.id] = matched[p.id]
+            elif best is not None and ((gt == best.id) & p_mask).any():
+                own[p.id] = best.id
+        thing_gt_ids = {g.id for g in gt_things}
+        stuff_gt_ids = {g.id for g in gt_segs if not is_thing[g.id] and not g.iscrowd}
+        for g_id, p_id in zip(gt.ravel().tolist(), pred.ravel().tolist()):
+            p_thing = p_id != 0 and is_thing[p_id]
+            if g_id in thing_gt_ids:
+                if p_id == 0:
+                    gt_fate["unlabelled"] += 1
+                elif not p_thing:
+                    gt_fate["stuff"] += 1
+                elif own.get(p_id) == g_id:
+                    gt_fate["matched" if p_id in matched else "unmatched_own"] += 1
+                else:
+                    gt_fate["other_instance"] += 1
+            if p_thing and g_id in thing_gt_ids:
+                if own.get(p_id) == g_id:
+                    pred_fate["matched" if p_id in matched else "unmatched_own"] += 1
+                else:
+                    pred_fate["other_instance"] += 1
+            elif p_thing and g_id in stuff_gt_ids:
+                pred_fate["stuff"] += 1
+    return gt_fate, pred_fate
+
+
+def test_thing_pixel_breakdown_equals_brute_force():
+    cases = [random_case(300 + seed, 16, 32, merge_prob=0.5, split_prob=0.3) for seed in range(20)]
+    evaluator = PanopticEvaluator(CATEGORIES)
+    for case in cases:
+        evaluator.process(*case)
+    result = evaluator.summarize()
+    breakdown = result["thing_pixel_breakdown"]
+    gt_fate, pred_fate = brute_force_fates(cases)
+    assert breakdown["gt_pixels"] == gt_fate and breakdown["pred_pixels"] == pred_fate
+    assert sum(gt_fate.values()) == result["pixels"]["gt_th"]
+    assert sum(pred_fate.values()) == result["pixels"]["pred_th"]
+    assert breakdown["gt"]["matched"] == result["acc_th"] and breakdown["pred"]["matched"] == result["prec_th"]
+    assert sum(breakdown["gt"].values()) == pytest.approx(1.0, abs=1e-12)
+    assert sum(breakdown["pred"].values()) == pytest.approx(1.0, abs=1e-12)
+    assert all(gt_fate[name] > 0 for name in GT_THING_PIXEL_FATES)  # the cases exercise every fate
+    assert all(pred_fate[name] > 0 for name in PRED_THING_PIXEL_FATES)
 
 
 # --------------------------------------------------------------------------- torchmetrics

@@ -86,6 +86,11 @@ def test_merge_of_two_instances(categories):
     assert result["acc_th"] == pytest.approx(2 / 3, abs=1e-15)
     assert result["prec_th"] == pytest.approx(2 / 3, abs=1e-15)
     assert result["pixels"] == {"tp_th": 24, "gt_th": 36, "pred_th": 36}
+    # what Acc^th and Prec^th miss is B, covered by C whose own instance is A: confusion
+    breakdown = result["thing_pixel_breakdown"]
+    assert breakdown["gt_pixels"] == {"matched": 24, "unmatched_own": 0, "other_instance": 12, "stuff": 0, "unlabelled": 0}
+    assert breakdown["pred_pixels"] == {"matched": 24, "unmatched_own": 0, "other_instance": 12, "stuff": 0}
+    assert breakdown["gt"]["other_instance"] == pytest.approx(1 / 3, abs=1e-15)
     # C covers all of A and all of B: confused at every threshold; 36 of 40 pixels makes it large.
     curve = result["confusion_curve"]
     assert curve["ratio"] == [1.0] * len(DEFAULT_THRESHOLDS)
@@ -121,6 +126,58 @@ def test_merge_moves_pq_little_and_acc_much(categories):
     assert curve["by_size"]["M"] == {"ratio": [0.0] * 19, "num_predictions": 0}
     assert curve["by_size"]["L"] == {"ratio": [1.0] * 19, "num_predictions": 1}
     assert curve["size_bounds"] == [0.02, 0.2]
+
+
+def test_thing_pixel_breakdown_of_fragments_wrong_class_stuff_and_void(categories):
+    # GT (16 wide): car A cols 0-7 (32 px), person B cols 8-11 (16 px), road cols 12-15.
+    gt = columns(16, {1: (0, 7), 2: (8, 11), 3: (12, 15)})
+    gt_segs = segments(gt, {1: CAR, 2: PERSON, 3: ROAD})
+    # car 4: cols 0-2 (IoU 12/32: a fragment of A), car 5: cols 3-7 + col 12 (IoU 20/36 > 0.5:
+    # A's match, 4 px on road), road 6: cols 8 and 13-15 (4 px of B), B's cols 9-10 void,
+    # car 7: col 11 (B's pixels, wrong class: own instance B, unmatched)
+    pred = columns(16, {4: (0, 2), 5: (3, 7), 6: (13, 15), 7: (11, 11)})
+    pred[:, 12] = 5
+    pred[:, 8] = 6
+    result = score(categories, gt, gt_segs, pred, segments(pred, {4: CAR, 5: CAR, 6: ROAD, 7: CAR}))
+    assert result["pixels"] == {"tp_th": 20, "gt_th": 48, "pred_th": 40}
+    breakdown = result["thing_pixel_breakdown"]
+    assert breakdown["gt_pixels"] == {
+        "matched": 20, "unmatched_own": 12 + 4, "other_instance": 0, "stuff": 4, "unlabelled": 8,
+    }  # fmt: skip
+    assert breakdown["pred_pixels"] == {"matched": 20, "unmatched_own": 16, "other_instance": 0, "stuff": 4}
+    assert breakdown["gt"] == pytest.approx(
+        {"matched": 20 / 48, "unmatched_own": 16 / 48, "other_instance": 0.0, "stuff": 4 / 48, "unlabelled": 8 / 48},
+        abs=1e-15,
+    )
+    assert breakdown["pred"]["matched"] == result["prec_th"] == pytest.approx(0.5, abs=1e-15)
+
+
+def test_thing_pixel_breakdown_of_an_unmatched_merge_and_a_prediction_on_stuff_only(categories):
+    # GT: car A cols 0-3, car B cols 4-5, road cols 6-11. Car 5 covers A, B and col 6 (IoU with
+    # A 16/28: matched, own A); car 6 lies on road only (no own instance, all stuff).
+    gt = columns(12, {1: (0, 3), 2: (4, 5), 3: (6, 11)})
+    gt_segs = segments(gt, {1: CAR, 2: CAR, 3: ROAD})
+    pred = columns(12, {5: (0, 6), 6: (9, 10), 7: (7, 8)})
+    pred[:, 11] = 7
+    result = score(categories, gt, gt_segs, pred, segments(pred, {5: CAR, 6: CAR, 7: ROAD}))
+    breakdown = result["thing_pixel_breakdown"]
+    assert breakdown["gt_pixels"] == {"matched": 16, "unmatched_own": 0, "other_instance": 8, "stuff": 0, "unlabelled": 0}
+    assert breakdown["pred_pixels"] == {"matched": 16, "unmatched_own": 0, "other_instance": 8, "stuff": 4 + 8}
+
+
+def test_thing_pixel_breakdown_without_ground_truth_things(categories):
+    gt = columns(8, {1: (0, 7)})
+    pred = columns(8, {2: (0, 3), 3: (4, 7)})
+    result = score(categories, gt, segments(gt, {1: ROAD}), pred, segments(pred, {2: CAR, 3: ROAD}))
+    assert result["thing_pixel_breakdown"]["gt"] == dict.fromkeys(result["thing_pixel_breakdown"]["gt"], 0.0)
+    assert result["thing_pixel_breakdown"]["pred_pixels"]["stuff"] == 16
+    empty = score(categories, np.zeros((4, 8), np.int32), [], np.zeros((4, 8), np.int32), [])
+    assert empty["thing_pixel_breakdown"]["pred_pixels"] == dict.fromkeys(empty["thing_pixel_breakdown"]["pred"], 0)
+    # an all-void GT image with a thing prediction: a record without match, nothing counted
+    evaluator = PanopticEvaluator(categories)
+    evaluator.process(np.zeros((4, 8), np.int32), [], pred, segments(pred, {2: CAR, 3: ROAD}), image_id="void")
+    assert [(r.segment_id, r.matched_gt_id, r.void_pixels) for r in evaluator.records] == [(2, None, 16)]
+    assert evaluator.summarize()["pixels"] == {"tp_th": 0, "gt_th": 0, "pred_th": 0}
 
 
 def test_iou_of_exactly_half_does_not_match(categories):

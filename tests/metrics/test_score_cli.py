@@ -58,6 +58,7 @@ def test_score_writes_json_and_csv(folders, tmp_path, capsys):
         "acc_th",
         "prec_th",
         "confusion_curve",
+        "thing_pixel_breakdown",
         "num_images",
         "timing",
     }
@@ -78,6 +79,10 @@ def test_score_writes_json_and_csv(folders, tmp_path, capsys):
     # the table prints percentages of the same numbers
     assert f"{100 * results['all']['pq']:7.1f}" in printed.splitlines()[2]
     assert f"Acc^th  {100 * results['acc_th']:5.1f}" in printed
+    breakdown = results["thing_pixel_breakdown"]
+    assert set(breakdown["gt"]) == {"matched", "unmatched_own", "other_instance", "stuff", "unlabelled"}
+    assert set(breakdown["pred"]) == {"matched", "unmatched_own", "other_instance", "stuff"}
+    assert f"other_instance {100 * breakdown['pred']['other_instance']:.1f}" in printed
     assert "4 images in" in printed
 
     with open(out_csv) as f:
