@@ -253,7 +253,11 @@ def _evaluate(args: argparse.Namespace) -> int:
             return 2
     try:
         metrics, previous = rescore_run(
-            args.run_dir, data_root=args.data, split=args.split, out_dir=args.out, progress=not args.no_progress
+            args.run_dir,
+            data_root=args.data,
+            split=args.split,
+            out_dir=args.out,
+            progress=not args.no_progress,
         )
     except PanopticFormatError as err:
         print(f"ibs-study evaluate: error: {err}", file=sys.stderr)

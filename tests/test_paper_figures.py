@@ -58,7 +58,9 @@ def test_run_study_writes_the_results_schema_with_sweeps(study):
         for side, matched in (("gt_th_", "acc_th"), ("pred_th_", "prec_th")):
             assert row["metrics"][f"{side}matched"] == row["metrics"][matched]
             for seed in range(len(SEEDS)):
-                shares = [row["metrics"][m]["per_seed"][seed] for m in THING_PIXEL_METRICS if m.startswith(side)]
+                shares = [
+                    row["metrics"][m]["per_seed"][seed] for m in THING_PIXEL_METRICS if m.startswith(side)
+                ]
                 assert sum(shares) == pytest.approx(1.0, abs=1e-9) or not any(shares)
         assert len(row["metrics"]["pq"]["per_seed"]) == 2 and len(row["confusion_curve"]["per_seed"]) == 2
         # oracle metrics come from each run's oracle_confusion.json

@@ -178,4 +178,6 @@ def test_tables_leave_out_rows_collected_before_their_metrics_existed():
     assert "Panoptic FCN, crop | 40.0 ± 1.0 | – | 10.0 ± 1.0 | – | – |" in table
     assert "full image" not in table  # no share of the GT thing pixels: left out, not a row of dashes
     assert [row.setting for row in table_bar_rows(results, 7)[0]] == ["crop"]
-    assert "Panoptic FCN, full image | – | – | – | 40.0 ± 1.0 |" in results_table(results, 1)  # Acc^th: table 1
+    assert "Panoptic FCN, full image | – | – | – | 40.0 ± 1.0 |" in results_table(
+        results, 1
+    )  # Acc^th: table 1

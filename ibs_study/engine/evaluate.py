@@ -259,13 +259,17 @@ def rescore_run(
     out = Path(out_dir) if out_dir else Path(run_dir) / f"eval_{split}"
     metrics_path = out / "metrics.json"
     if not metrics_path.is_file():
-        raise RunDirError(f"{metrics_path} not found: nothing to rescore; run `ibs-study evaluate {run_dir}` first")
+        raise RunDirError(
+            f"{metrics_path} not found: nothing to rescore; run `ibs-study evaluate {run_dir}` first"
+        )
     previous = json.loads(metrics_path.read_text())
     count = int(previous["num_images"])
     indices = tqdm(range(count), desc=f"rescoring {out}", disable=not progress)
     if cfg.eval.task == "panoptic":
         thresholds = cfg.eval.confusion_thresholds
-        evaluator = PanopticEvaluator(dataset.meta, **({} if thresholds is None else {"thresholds": thresholds}))
+        evaluator = PanopticEvaluator(
+            dataset.meta, **({} if thresholds is None else {"thresholds": thresholds})
+        )
         predictions = load_prediction_json(out / PREDICTIONS_JSON, dataset.meta.by_id())
         by_id = {record.image_id: record for record in predictions.records}
         for index in indices:

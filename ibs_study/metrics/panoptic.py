@@ -473,7 +473,11 @@ def rank_images_by_confusion(records: Sequence[ConfusionRecord], threshold: floa
 
 
 def _thing_pixel_fates(
-    counts: np.ndarray, matched: np.ndarray, gt_thing: np.ndarray, gt_crowd: np.ndarray, pred_thing: np.ndarray
+    counts: np.ndarray,
+    matched: np.ndarray,
+    gt_thing: np.ndarray,
+    gt_crowd: np.ndarray,
+    pred_thing: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pixel counts by :data:`GT_THING_PIXEL_FATES` and :data:`PRED_THING_PIXEL_FATES` (module docstring).
 

@@ -159,13 +159,17 @@ def test_evaluate_writes_valid_predictions_and_metrics(data_root, tmp_path):
     assert metrics["thing_pixel_breakdown"]["gt"]["matched"] == metrics["acc_th"]
 
 
-def test_rescore_adds_new_metrics_from_stored_predictions_and_changes_nothing_else(data_root, tmp_path, capsys):
+def test_rescore_adds_new_metrics_from_stored_predictions_and_changes_nothing_else(
+    data_root, tmp_path, capsys
+):
     run = tmp_path / "run"
     train(_cfg(data_root, "synthetic_pfcn_crop", "train.max_steps=2"), run, progress=False)
     evaluated = evaluate_run(run, max_images=3, progress=False)
     out = run / "eval_val"
     records = (out / "confusion_records.jsonl").read_text()
-    older = {k: v for k, v in evaluated.items() if k != "thing_pixel_breakdown"}  # as evaluated before it existed
+    older = {
+        k: v for k, v in evaluated.items() if k != "thing_pixel_breakdown"
+    }  # as evaluated before it existed
     (out / "metrics.json").write_text(json.dumps(older))
     (run / "checkpoints").rename(run / "no_checkpoints")  # no model is needed
     assert main(["evaluate", str(run), "--rescore", "--no-progress"]) == 0

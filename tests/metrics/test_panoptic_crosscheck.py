@@ -245,7 +245,9 @@ def test_thing_pixel_breakdown_equals_brute_force():
     assert breakdown["gt_pixels"] == gt_fate and breakdown["pred_pixels"] == pred_fate
     assert sum(gt_fate.values()) == result["pixels"]["gt_th"]
     assert sum(pred_fate.values()) == result["pixels"]["pred_th"]
-    assert breakdown["gt"]["matched"] == result["acc_th"] and breakdown["pred"]["matched"] == result["prec_th"]
+    assert (
+        breakdown["gt"]["matched"] == result["acc_th"] and breakdown["pred"]["matched"] == result["prec_th"]
+    )
     assert sum(breakdown["gt"].values()) == pytest.approx(1.0, abs=1e-12)
     assert sum(breakdown["pred"].values()) == pytest.approx(1.0, abs=1e-12)
     assert all(gt_fate[name] > 0 for name in GT_THING_PIXEL_FATES)  # the cases exercise every fate

@@ -88,7 +88,13 @@ def test_merge_of_two_instances(categories):
     assert result["pixels"] == {"tp_th": 24, "gt_th": 36, "pred_th": 36}
     # what Acc^th and Prec^th miss is B, covered by C whose own instance is A: confusion
     breakdown = result["thing_pixel_breakdown"]
-    assert breakdown["gt_pixels"] == {"matched": 24, "unmatched_own": 0, "other_instance": 12, "stuff": 0, "unlabelled": 0}
+    assert breakdown["gt_pixels"] == {
+        "matched": 24,
+        "unmatched_own": 0,
+        "other_instance": 12,
+        "stuff": 0,
+        "unlabelled": 0,
+    }
     assert breakdown["pred_pixels"] == {"matched": 24, "unmatched_own": 0, "other_instance": 12, "stuff": 0}
     assert breakdown["gt"]["other_instance"] == pytest.approx(1 / 3, abs=1e-15)
     # C covers all of A and all of B: confused at every threshold; 36 of 40 pixels makes it large.
@@ -146,7 +152,13 @@ def test_thing_pixel_breakdown_of_fragments_wrong_class_stuff_and_void(categorie
     }  # fmt: skip
     assert breakdown["pred_pixels"] == {"matched": 20, "unmatched_own": 16, "other_instance": 0, "stuff": 4}
     assert breakdown["gt"] == pytest.approx(
-        {"matched": 20 / 48, "unmatched_own": 16 / 48, "other_instance": 0.0, "stuff": 4 / 48, "unlabelled": 8 / 48},
+        {
+            "matched": 20 / 48,
+            "unmatched_own": 16 / 48,
+            "other_instance": 0.0,
+            "stuff": 4 / 48,
+            "unlabelled": 8 / 48,
+        },
         abs=1e-15,
     )
     assert breakdown["pred"]["matched"] == result["prec_th"] == pytest.approx(0.5, abs=1e-15)
@@ -161,8 +173,19 @@ def test_thing_pixel_breakdown_of_an_unmatched_merge_and_a_prediction_on_stuff_o
     pred[:, 11] = 7
     result = score(categories, gt, gt_segs, pred, segments(pred, {5: CAR, 6: CAR, 7: ROAD}))
     breakdown = result["thing_pixel_breakdown"]
-    assert breakdown["gt_pixels"] == {"matched": 16, "unmatched_own": 0, "other_instance": 8, "stuff": 0, "unlabelled": 0}
-    assert breakdown["pred_pixels"] == {"matched": 16, "unmatched_own": 0, "other_instance": 8, "stuff": 4 + 8}
+    assert breakdown["gt_pixels"] == {
+        "matched": 16,
+        "unmatched_own": 0,
+        "other_instance": 8,
+        "stuff": 0,
+        "unlabelled": 0,
+    }
+    assert breakdown["pred_pixels"] == {
+        "matched": 16,
+        "unmatched_own": 0,
+        "other_instance": 8,
+        "stuff": 4 + 8,
+    }
 
 
 def test_thing_pixel_breakdown_without_ground_truth_things(categories):
@@ -172,10 +195,14 @@ def test_thing_pixel_breakdown_without_ground_truth_things(categories):
     assert result["thing_pixel_breakdown"]["gt"] == dict.fromkeys(result["thing_pixel_breakdown"]["gt"], 0.0)
     assert result["thing_pixel_breakdown"]["pred_pixels"]["stuff"] == 16
     empty = score(categories, np.zeros((4, 8), np.int32), [], np.zeros((4, 8), np.int32), [])
-    assert empty["thing_pixel_breakdown"]["pred_pixels"] == dict.fromkeys(empty["thing_pixel_breakdown"]["pred"], 0)
+    assert empty["thing_pixel_breakdown"]["pred_pixels"] == dict.fromkeys(
+        empty["thing_pixel_breakdown"]["pred"], 0
+    )
     # an all-void GT image with a thing prediction: a record without match, nothing counted
     evaluator = PanopticEvaluator(categories)
-    evaluator.process(np.zeros((4, 8), np.int32), [], pred, segments(pred, {2: CAR, 3: ROAD}), image_id="void")
+    evaluator.process(
+        np.zeros((4, 8), np.int32), [], pred, segments(pred, {2: CAR, 3: ROAD}), image_id="void"
+    )
     assert [(r.segment_id, r.matched_gt_id, r.void_pixels) for r in evaluator.records] == [(2, None, 16)]
     assert evaluator.summarize()["pixels"] == {"tp_th": 0, "gt_th": 0, "pred_th": 0}
 
