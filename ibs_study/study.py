@@ -499,6 +499,8 @@ CLAIM_MEASURES = (
     ("prec_th", "Prec^th", True),
     ("acc_th", "Acc^th", True),
     ("confusion_auc", "confusion curve (mean over T)", False),
+    # end-to-end confusion in pixels: the share of predicted thing pixels on another GT instance
+    ("pred_th_other_instance", "predicted thing pixels on other instances", False),
     ("oracle_leak", "oracle leak", False),
 )
 
