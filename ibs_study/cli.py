@@ -212,6 +212,14 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 def _evaluate_command_arguments(parser: argparse.ArgumentParser) -> None:
     _evaluate_arguments(parser)
     parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an inference setting (repeatable; keys under model.panoptic_fcn., model.mask2former., eval.), "
+        "e.g. model.panoptic_fcn.thing_score_threshold=0.1; needs --out",
+    )
+    parser.add_argument(
         "--rescore",
         action="store_true",
         help="no inference: score the predictions already in the output folder again with the current "
@@ -238,13 +246,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     from ibs_study.engine.evaluate import changed_metrics, evaluate_run, format_metrics, rescore_run
 
     if not args.rescore:
-        metrics = evaluate_run(args.run_dir, **_trained_run_options(args))
+        metrics = evaluate_run(args.run_dir, overrides=args.set, **_trained_run_options(args))
         print(format_metrics(metrics))
         return 0
     from ibs_study.data.panoptic import PanopticFormatError
 
-    for option in ("checkpoint", "max_images"):
-        if getattr(args, option) is not None:
+    for option in ("checkpoint", "max_images", "set"):
+        if getattr(args, option):
             print(
                 f"ibs-study evaluate: error: --{option.replace('_', '-')} has no effect with --rescore "
                 "(no inference: the stored predictions are scored as they are)",
@@ -296,6 +304,60 @@ register(
     "confusion of the masks a trained run's embeddings give the GT things (detection left out)",
     _evaluate_arguments,
     _oracle,
+)
+
+
+def _operating_curve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="run directory written by `ibs-study train`")
+    parser.add_argument(
+        "--key",
+        default="model.panoptic_fcn.thing_score_threshold",
+        help="the inference setting to sweep (default: Panoptic FCN's thing score threshold)",
+    )
+    parser.add_argument(
+        "--values", type=float, nargs="+", required=True, help="its values, one evaluation each"
+    )
+    parser.add_argument("--out", help="output folder (default: RUN_DIR/eval_<split>_operating/<key>)")
+    parser.add_argument("--data", help="dataset root (default: the run config's data.root)")
+    parser.add_argument("--split", help="split (default: the run config's data.val_split)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _operating_curve(args: argparse.Namespace) -> int:
+    from ibs_study.operating import operating_curve
+    from ibs_study.study import METRIC_LABELS
+
+    try:
+        curve = operating_curve(
+            args.run_dir,
+            args.key,
+            args.values,
+            out_dir=args.out,
+            data_root=args.data,
+            split=args.split,
+            device=args.device,
+            progress=not args.no_progress,
+        )
+    except ValueError as err:
+        print(f"ibs-study operating-curve: error: {err}", file=sys.stderr)
+        return 2
+    names = [
+        n
+        for n in ("pq_th", "ap", "acc_th", "prec_th", "pred_th_other_instance")
+        if n in curve["points"][0]["metrics"]
+    ]
+    print(f"{args.key.split('.')[-1]:>24s}" + "".join(f"{METRIC_LABELS[n]:>20s}" for n in names))
+    for point in curve["points"]:
+        print(f"{point['value']:24g}" + "".join(f"{100 * point['metrics'][n]:20.1f}" for n in names))
+    return 0
+
+
+register(
+    "operating-curve",
+    "evaluate a trained run at several values of one inference setting (Acc^th against Prec^th)",
+    _operating_curve_arguments,
+    _operating_curve,
 )
 
 

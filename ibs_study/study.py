@@ -37,6 +37,7 @@ __all__ = [
     "study_specs",
     "sweep_specs",
     "metric_summary",
+    "flat_metrics",
     "collect_results",
     "collect_sweep",
     "sweep_reference",
@@ -202,7 +203,7 @@ def read_oracle(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _flat_metrics(metrics: dict[str, Any], oracle: dict[str, Any] | None = None) -> dict[str, float | None]:
+def flat_metrics(metrics: dict[str, Any], oracle: dict[str, Any] | None = None) -> dict[str, float | None]:
     """The study's metric names from one ``metrics.json`` (panoptic or instance), plus the
     oracle metrics when the run has an ``oracle_confusion.json``."""
     if "all" in metrics:
@@ -266,7 +267,7 @@ def collect_results(
         steps = {read_run_config(run_dir).train.max_steps for run_dir in run_dirs}
         if len(steps) != 1:
             raise ValueError(f"{row.key}: its seeds trained for different numbers of steps {sorted(steps)}")
-        flat = [_flat_metrics(m, o) for m, o in zip(per_seed, oracles, strict=True)]
+        flat = [flat_metrics(m, o) for m, o in zip(per_seed, oracles, strict=True)]
         metrics = {
             name: metric_summary([f[name] for f in flat])
             for name in flat[0]
@@ -292,7 +293,7 @@ def collect_sweep(root: str | os.PathLike, specs: Sequence[RunSpec]) -> list[dic
     """``[{"preset", "key", "value", "metrics": {name: value}}]`` for the runs of a sweep."""
     out = []
     for spec in specs:
-        flat = _flat_metrics(read_metrics(Path(root) / spec.name), read_oracle(Path(root) / spec.name))
+        flat = flat_metrics(read_metrics(Path(root) / spec.name), read_oracle(Path(root) / spec.name))
         value = spec.tags["value"]
         out.append(
             {

@@ -37,6 +37,7 @@ lambdas = [0.25, 1.0, 4.0, 16.0]  # λ_IBS values of the sweep (crop + IBS, pair
 crop_sizes = [[64, 128], [128, 256], [192, 384]]  # (H, W) values of the crop-size sweep (crop training; empty: none)
 m2f_lambdas = []  # λ_IBS values of a Mask2Former sweep (crop + IBS, paired; needs m2f in models; empty: none)
 sweep_seed = 0  # seed of the sweep runs
+score_thresholds = [0.05, 0.1, 0.15, 0.2, 0.3, 0.4]  # Panoptic FCN thing score thresholds of the operating curves (empty: none)
 root = "runs/study"  # folder of all run directories
 collect_only = False  # only read finished runs (an error names a missing one)
 parallel = 2  # runs trained side by side (0: one after the other in this process)
@@ -52,6 +53,7 @@ import torch
 from IPython.display import Markdown, display
 
 from ibs_study.analysis import setting_differences
+from ibs_study.operating import PFCN_SCORE_THRESHOLD, collect_operating_curves, setting_value
 from ibs_study.runs import notebook_overrides, project_root, run_study
 from ibs_study.study import (
     TABLES,
@@ -67,6 +69,7 @@ from ibs_study.viz.figures import (
     ORACLE_CURVE_YLABEL,
     confusion_curve_figure,
     metric_bars_figure,
+    operating_curve_figure,
     save_figure,
     series_from_results,
     sweep_figure,
@@ -187,6 +190,29 @@ for model in models:
         )
         save_figure(figure, out / f"fig5_oracle_{model}")
         display(figure)
+
+# %% [markdown]
+# ## Operating curves: is a change in Acc^th / Prec^th only a change of scores?
+#
+# Panoptic FCN pastes a thing only if its score reaches a threshold (0.2, the official value).
+# A training change that merely lowers the scores trades Acc^th for Prec^th along the same
+# curve; one that separates instances better lifts the curve. Each trained run is evaluated
+# again at every threshold below (`ibs_study.operating`; each point a full evaluation in
+# `RUN_DIR/eval_val_operating/`, reused when present), and the curves are averaged over seeds.
+
+# %%
+pfcn_rows = [row for row in rows if row.model == "pfcn"]
+if score_thresholds and pfcn_rows:
+    curves = collect_operating_curves(root, pfcn_rows, seeds, PFCN_SCORE_THRESHOLD, score_thresholds)
+    save_results(curves, out / "operating_curves_pfcn.json")
+    preset_value = setting_value(f"{root}/{pfcn_rows[0].key}_s{seeds[0]}", PFCN_SCORE_THRESHOLD)
+    figure = operating_curve_figure(curves, default=preset_value)
+    save_figure(figure, out / "operating_curve_pfcn")
+    display(figure)
+
+# %% [markdown]
+# Read the curves at equal Acc^th: a row whose curve lies above another's gives more precise
+# thing pixels for the same share of thing pixels found, whatever threshold it was evaluated at.
 
 # %% [markdown]
 # ## Sweeps: λ_IBS and the crop size

@@ -288,3 +288,26 @@ def test_table_bar_rows_follow_the_table_and_skip_absent_rows():
     assert [r.setting for r in rows] == ["full", "crop_ibs"]  # table order, crop rows absent
     assert set(rows[0].means) == {"pq", "acc_th"} and rows[1].ci95["pq"] == (0.4, 0.6)
     assert table_bar_rows(results, 4)[0] == []
+
+
+def test_operating_curves_of_study_rows_summarise_each_seeds_curve(study, tmp_path):
+    from ibs_study.operating import collect_operating_curves, operating_curve
+    from ibs_study.viz.figures import operating_curve_figure
+
+    _, runs_root = study
+    rows = [row for row in study_rows("cpu", ["pfcn"]) if row.setting in ("crop", "crop_ibs")]
+    key, values = "model.panoptic_fcn.thing_score_threshold", [0.1, 0.3]
+    curves = collect_operating_curves(runs_root, rows, SEEDS, key, values, device="cpu", progress=False)
+    assert curves["key"] == key and curves["values"] == values and curves["seeds"] == SEEDS
+    assert [(r["model"], r["setting"]) for r in curves["rows"]] == [("pfcn", "crop"), ("pfcn", "crop_ibs")]
+    for row in curves["rows"]:
+        seeds = [operating_curve(runs_root / f"pfcn_{row['setting']}_s{s}", key, values) for s in SEEDS]
+        for k, point in enumerate(row["points"]):
+            per_seed = [curve["points"][k]["metrics"]["prec_th"] for curve in seeds]
+            assert point["value"] == values[k] and point["metrics"]["prec_th"]["per_seed"] == per_seed
+            assert point["metrics"]["prec_th"]["mean"] == pytest.approx(sum(per_seed) / len(per_seed))
+    fig = operating_curve_figure(curves, default=0.2)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "Acc^th (%)" and ax.get_ylabel() == "Prec^th (%)"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["crop", "crop + IBS (paired sampler)"]
+    assert sorted(t.get_text() for t in ax.texts) == ["0.1", "0.1", "0.3", "0.3"]  # every point labelled

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,13 +29,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ibs_study.config import ExperimentConfig
+from ibs_study.config import ExperimentConfig, apply_overrides, config_from_dict, config_to_dict
 from ibs_study.data.datasets import PanopticDataset
 from ibs_study.data.panoptic import PanopticFormatError, segments_from_id_map
 from ibs_study.engine.checkpoint import latest_checkpoint, load_checkpoint
 from ibs_study.engine.data import open_split
 from ibs_study.engine.distributed import DistInfo, resolve_device
 from ibs_study.engine.run_dir import RunDirError, read_run_config
+from ibs_study.errors import ConfigError
 from ibs_study.metrics.instance import evaluate_instances, read_instance_results
 from ibs_study.metrics.io import decode_id_png, load_prediction_json
 from ibs_study.metrics.panoptic import PanopticEvaluator, format_results
@@ -58,6 +60,8 @@ __all__ = [
     "rescore_run",
     "changed_metrics",
     "load_trained_model",
+    "inference_config",
+    "INFERENCE_SECTIONS",
     "open_trained_run",
     "TrainedRun",
     "predict_full_image",
@@ -65,11 +69,39 @@ __all__ = [
 ]
 
 
-def load_trained_model(
-    run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None, device: str = "auto", meta=None
-) -> tuple[torch.nn.Module, ExperimentConfig, Path]:
-    """The model of ``run_dir`` with weights from ``checkpoint`` (default: the newest), in eval mode."""
+# config sections whose keys only change how a trained model predicts, not its parameters
+INFERENCE_SECTIONS = ("model.panoptic_fcn.", "model.mask2former.", "eval.")
+
+
+def inference_config(run_dir: str | os.PathLike, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """The run's config with ``key=value`` ``overrides`` of its inference settings (keys under
+    :data:`INFERENCE_SECTIONS`, e.g. ``model.panoptic_fcn.thing_score_threshold=0.1``).
+
+    Raises:
+        ConfigError: a key outside those sections, unknown or ill-typed.
+    """
     cfg = read_run_config(run_dir)
+    if not overrides:
+        return cfg
+    for item in overrides:
+        if not item.strip().startswith(INFERENCE_SECTIONS):
+            raise ConfigError(
+                f"evaluation override {item!r}: only inference settings can change after training, keys "
+                f"under {', '.join(INFERENCE_SECTIONS)} (the data root and split have their own options)"
+            )
+    return config_from_dict(apply_overrides(config_to_dict(cfg), overrides))
+
+
+def load_trained_model(
+    run_dir: str | os.PathLike,
+    checkpoint: str | os.PathLike | None = None,
+    device: str = "auto",
+    meta=None,
+    overrides: Sequence[str] = (),
+) -> tuple[torch.nn.Module, ExperimentConfig, Path]:
+    """The model of ``run_dir`` with weights from ``checkpoint`` (default: the newest), in eval mode,
+    built with the run's config and the inference ``overrides`` (:func:`inference_config`)."""
+    cfg = inference_config(run_dir, overrides)
     path = Path(checkpoint) if checkpoint else latest_checkpoint(Path(run_dir) / "checkpoints")
     if path is None:
         raise RunDirError(f"{run_dir}: no checkpoint in {Path(run_dir) / 'checkpoints'}; train first")
@@ -77,7 +109,15 @@ def load_trained_model(
     if meta is None:
         meta = open_split(cfg, cfg.data.val_split).meta
     model = build_model(cfg.model, meta)
-    model.load_state_dict(load_checkpoint(path, map_location="cpu")["model"])
+    try:
+        model.load_state_dict(load_checkpoint(path, map_location="cpu")["model"])
+    except RuntimeError as err:
+        if not overrides:
+            raise
+        raise ConfigError(
+            f"{path}: the weights do not fit the model built with {list(overrides)}; those keys change "
+            f"its parameters, not only how it predicts ({str(err).splitlines()[0]})"
+        ) from None
     return model.to(dev).eval(), cfg, path
 
 
@@ -101,13 +141,15 @@ def open_trained_run(
     data_root: str | os.PathLike | None = None,
     split: str | None = None,
     device: str = "auto",
+    overrides: Sequence[str] = (),
 ) -> TrainedRun:
-    """The model of ``run_dir`` (``checkpoint``, default the newest) and ``split`` (default
-    ``data.val_split``) of ``data_root`` (default the config's ``data.root``)."""
+    """The model of ``run_dir`` (``checkpoint``, default the newest; inference ``overrides``, see
+    :func:`inference_config`) and ``split`` (default ``data.val_split``) of ``data_root`` (default
+    the config's ``data.root``)."""
     cfg = read_run_config(run_dir)
     split = split or cfg.data.val_split
     dataset = open_split(cfg, split, root=data_root)
-    model, cfg, path = load_trained_model(run_dir, checkpoint, device, meta=dataset.meta)
+    model, cfg, path = load_trained_model(run_dir, checkpoint, device, meta=dataset.meta, overrides=overrides)
     return TrainedRun(model, cfg, path, split, dataset, Path(run_dir) / f"eval_{split}")
 
 
@@ -172,13 +214,15 @@ def evaluate_model(
     thresholds: tuple[float, ...] | None = None,
     test_short_side: int | None = None,
     test_max_size: int | None = None,
+    inference_overrides: Sequence[str] = (),
     progress: bool = True,
 ) -> dict[str, Any]:
     """Predict and score ``dataset`` at full resolution; write predictions and metrics to ``out_dir``.
 
     Returns:
         The metrics dict (also written to ``out_dir/metrics.json``): the ``ibs-study score``
-        format for the panoptic task; AP family plus Acc^th / Prec^th for the instance task.
+        format for the panoptic task; AP family plus Acc^th / Prec^th for the instance task; plus
+        ``inference_overrides`` when the model was built with some (recorded, not applied here).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -216,6 +260,8 @@ def evaluate_model(
     elapsed = time.perf_counter() - started
     metrics["num_images"] = count
     metrics["timing"] = {"total_s": elapsed, "per_image_s": elapsed / max(count, 1), "workers": 1}
+    if inference_overrides:
+        metrics["inference_overrides"] = list(inference_overrides)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
@@ -332,15 +378,28 @@ def evaluate_run(
     out_dir: str | os.PathLike | None = None,
     max_images: int | None = None,
     device: str = "auto",
+    overrides: Sequence[str] = (),
     progress: bool = True,
 ) -> dict[str, Any]:
     """Evaluate a run directory on full images (default: newest checkpoint, the config's val split,
-    output in ``RUN_DIR/eval_<split>``)."""
-    run = open_trained_run(run_dir, checkpoint=checkpoint, data_root=data_root, split=split, device=device)
+    output in ``RUN_DIR/eval_<split>``).
+
+    ``overrides`` change inference settings (:func:`inference_config`); they need an ``out_dir``
+    of their own (the run's own evaluation stays what the run as trained gives) and are recorded
+    in the metrics as ``inference_overrides``.
+    """
+    if overrides and out_dir is None:
+        raise ConfigError(
+            f"evaluating {run_dir} with {list(overrides)} needs an output folder of its own (--out): "
+            "RUN_DIR/eval_<split> holds the evaluation of the run as trained"
+        )
+    run = open_trained_run(
+        run_dir, checkpoint=checkpoint, data_root=data_root, split=split, device=device, overrides=overrides
+    )
     cfg = run.cfg
     out = Path(out_dir) if out_dir else run.default_out
     logger.info("evaluating %s (%s) on %s -> %s", run_dir, run.checkpoint.name, run.dataset, out)
-    return evaluate_model(
+    metrics = evaluate_model(
         run.model,
         run.dataset,
         out,
@@ -349,8 +408,10 @@ def evaluate_run(
         thresholds=cfg.eval.confusion_thresholds,
         test_short_side=cfg.eval.test_short_side,
         test_max_size=cfg.eval.test_max_size,
+        inference_overrides=overrides,
         progress=progress,
     )
+    return metrics
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:

@@ -69,6 +69,7 @@ __all__ = [
     "sweep_points",
     "sweep_figure",
     "sweep_plotly",
+    "operating_curve_figure",
     "instance_count_figure",
     "segment_size_figure",
     "shared_class_figure",
@@ -497,6 +498,65 @@ def sweep_plotly(
 
 
 # ----------------------------------------------------------------------- problem analysis
+
+
+def operating_curve_figure(
+    curves: Mapping,
+    *,
+    x: str = "acc_th",
+    y: str = "prec_th",
+    title: str | None = None,
+    default: float | None = None,
+) -> Figure:
+    """Operating curves (:func:`ibs_study.operating.collect_operating_curves`): ``y`` against ``x``
+    (percent) over the swept values, one line per row, 95 % intervals in both directions, each
+    point labelled with its value; ``default`` (the presets' value) is drawn as a larger marker."""
+    fig = _figure((6.8, 4.6))
+    ax = fig.subplots()
+    for k, row in enumerate(curves["rows"]):
+        label, color, style = SETTING_STYLE.get(
+            row["setting"], (row["setting"], _PALETTE[k % len(_PALETTE)], "-")
+        )
+        points = [p for p in row["points"] if x in p["metrics"] and y in p["metrics"]]
+        if not points:
+            continue
+        mx = np.array([100 * p["metrics"][x]["mean"] for p in points])
+        my = np.array([100 * p["metrics"][y]["mean"] for p in points])
+        ex = [
+            mx - [100 * p["metrics"][x]["ci95"][0] for p in points],
+            [100 * p["metrics"][x]["ci95"][1] for p in points] - mx,
+        ]
+        ey = [
+            my - [100 * p["metrics"][y]["ci95"][0] for p in points],
+            [100 * p["metrics"][y]["ci95"][1] for p in points] - my,
+        ]
+        ax.errorbar(mx, my, xerr=ex, yerr=ey, color=color, ls=style, marker="o", ms=3.5, capsize=1.5, lw=1.3,
+                    elinewidth=0.7, alpha=0.9, label=label)  # fmt: skip
+        for px, py, p in zip(mx, my, points):
+            is_default = default is not None and abs(p["value"] - default) < 1e-12
+            if is_default:
+                ax.plot(px, py, "o", ms=8, mfc="none", mec=color, mew=1.5)
+            ax.annotate(
+                f"{p['value']:g}",
+                (px, py),
+                xytext=(3, 3),
+                textcoords="offset points",
+                fontsize=6.5,
+                color=color,
+            )
+    key = curves.get("key", "")
+    ax.set_xlabel(f"{METRIC_LABELS.get(x, x)} (%)")
+    ax.set_ylabel(f"{METRIC_LABELS.get(y, y)} (%)")
+    seeds = curves.get("seeds", [])
+    ax.set_title(
+        title
+        or f"Operating curves over {key.split('.')[-1]} (mean of {len(seeds)} seeds, 95 % CI)"
+        + ("; circled: the presets' value" if default is not None else ""),
+        fontsize=9,
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig
 
 
 def _integer_bins(*arrays: np.ndarray) -> np.ndarray:

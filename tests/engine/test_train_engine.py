@@ -17,6 +17,7 @@ from ibs_study.engine.evaluate import evaluate_run, rescore_run
 from ibs_study.engine.optim import lr_factor
 from ibs_study.engine.run_dir import RunDirError
 from ibs_study.engine.train import train
+from ibs_study.errors import ConfigError
 
 TINY = [
     "data.synthetic_scale=tiny",
@@ -200,3 +201,73 @@ def test_mask2former_instance_preset_trains_and_evaluates(data_root, tmp_path):
     assert torch.isfinite(
         torch.tensor(json.loads((run / "log.jsonl").read_text().splitlines()[-1])["loss_ibs"])
     )
+
+
+@pytest.fixture(scope="module")
+def trained_pfcn(data_root, tmp_path_factory) -> Path:
+    """A tiny Panoptic FCN crop run (4 steps), shared by the inference-setting tests."""
+    run = tmp_path_factory.mktemp("trained") / "run"
+    train(_cfg(data_root, "synthetic_pfcn_crop", "train.max_steps=4"), run, progress=False)
+    return run
+
+
+SCORE_KEY = "model.panoptic_fcn.thing_score_threshold"
+
+
+def test_inference_overrides_need_their_own_folder_and_inference_keys(trained_pfcn, tmp_path, capsys):
+    with pytest.raises(ConfigError, match="needs an output folder of its own"):
+        evaluate_run(trained_pfcn, overrides=[f"{SCORE_KEY}=0.1"], progress=False)
+    with pytest.raises(ConfigError, match="only inference settings can change after training"):
+        evaluate_run(trained_pfcn, out_dir=tmp_path / "e", overrides=["train.max_steps=3"], progress=False)
+    with pytest.raises(ConfigError, match="the weights do not fit the model built with"):
+        evaluate_run(
+            trained_pfcn,
+            out_dir=tmp_path / "e",
+            overrides=["model.panoptic_fcn.kernel_channels=8"],
+            progress=False,
+        )
+    assert not (trained_pfcn / "eval_val").exists()  # nothing was written for the refused calls
+    assert main(["evaluate", str(trained_pfcn), "--set", f"{SCORE_KEY}=0.1", "--no-progress"]) == 2
+    assert "needs an output folder of its own (--out)" in capsys.readouterr().err
+    out = tmp_path / "low"
+    args = [
+        "evaluate",
+        str(trained_pfcn),
+        "--set",
+        f"{SCORE_KEY}=0.1",
+        "--out",
+        str(out),
+        "--max-images",
+        "2",
+    ]
+    assert main([*args, "--no-progress"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["inference_overrides"] == [f"{SCORE_KEY}=0.1"]
+
+
+def test_operating_curve_pastes_fewer_thing_pixels_as_the_score_threshold_rises(
+    trained_pfcn, tmp_path, capsys
+):
+    from ibs_study.operating import OPERATING_FILE, operating_curve
+
+    values = [0.0, 0.05, 0.2, 0.6, 1.01]
+    out = tmp_path / "curve"
+    curve = operating_curve(trained_pfcn, SCORE_KEY, values, out_dir=out, device="cpu", progress=False)
+    assert [p["value"] for p in curve["points"]] == values
+    assert json.loads((out / OPERATING_FILE).read_text()) == curve
+    pasted = [json.loads((out / repr(v) / "metrics.json").read_text())["pixels"]["pred_th"] for v in values]
+    # things are pasted in descending score order: a lower threshold only adds things on free pixels
+    assert pasted == sorted(pasted, reverse=True) and pasted[0] > 0
+    assert pasted[-1] == 0 and curve["points"][-1]["metrics"]["acc_th"] == 0.0  # no score reaches 1.01
+    # each point is the evaluation with that setting, and a second call reads it instead of redoing it
+    stamps = [(out / repr(v) / "metrics.json").stat().st_mtime_ns for v in values]
+    assert operating_curve(trained_pfcn, SCORE_KEY, values, out_dir=out, progress=False) == curve
+    assert [(out / repr(v) / "metrics.json").stat().st_mtime_ns for v in values] == stamps
+    with pytest.raises(ValueError, match="values of .* repeat"):
+        operating_curve(trained_pfcn, SCORE_KEY, [0.1, 0.1], out_dir=out)
+    assert main(["operating-curve", str(trained_pfcn), "--values", "0.2", "0.6", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "thing_score_threshold" in printed and "Prec^th" in printed and len(printed.strip().splitlines()) == 3
+    )
+    assert main(["operating-curve", str(trained_pfcn), "--key", "data.root", "--values", "1"]) == 2
+    assert "only inference settings" in capsys.readouterr().err

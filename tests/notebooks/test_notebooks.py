@@ -182,8 +182,13 @@ def test_04_ablations(tmp_path):
     for number in (1, 2, 3):
         assert (out / f"table{number}.md").read_text() == results_table(results, number)
         assert (out / f"bars_table{number}.png").is_file()
-    for stem in ("fig5_confusion_pfcn", "sweep_lambda", "sweep_crop_size"):
+    for stem in ("fig5_confusion_pfcn", "sweep_lambda", "sweep_crop_size", "operating_curve_pfcn"):
         assert (out / f"{stem}.png").is_file()
+    curves = load_results(out / "operating_curves_pfcn.json")
+    assert [p["value"] for p in curves["rows"][0]["points"]] == [0.05, 0.1, 0.15, 0.2, 0.3, 0.4]
+    # at the presets' threshold the curve's point is the run's own evaluation
+    at_default = curves["rows"][1]["points"][3]["metrics"]["prec_th"]["per_seed"]
+    assert at_default == next(r for r in results["rows"] if r["setting"] == "crop_ibs")["metrics"]["prec_th"]["per_seed"]
 
 
 @pytest.mark.slow
