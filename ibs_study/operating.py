@@ -6,7 +6,9 @@ only lowers the scores trades Acc^th for Prec^th along the same curve, while one
 instances better moves the curve. :func:`operating_curve` evaluates one run once per value of a
 setting (any key :func:`~ibs_study.engine.evaluate.inference_config` accepts);
 :func:`collect_operating_curves` summarises the curves of a study's rows over seeds (mean and
-95 % interval per value), which :func:`~ibs_study.viz.figures.operating_curve_figure` draws.
+95 % interval per value), which :func:`~ibs_study.viz.figures.operating_curve_figure` draws and
+:func:`~ibs_study.paper_figures.build_all` redraws from ``operating_curves_<model>.json`` beside
+the study's results.
 
 Each point is a full evaluation in ``OUT/<value>/`` (predictions, ``metrics.json`` with its
 ``inference_overrides``); a point whose folder already holds that evaluation is read, not
@@ -132,8 +134,9 @@ def collect_operating_curves(
     computed where missing (:func:`operating_curve`), summarised over seeds per value.
 
     Returns:
-        ``{"key", "values", "seeds", "rows": [{"model", "setting", "points": [{"value",
-        "metrics": {name: {"mean", "ci95", "per_seed"}}}]}]}``; a metric some seed lacks is left out.
+        ``{"key", "values", "seeds", "default", "rows": [{"model", "setting", "points": [{"value",
+        "metrics": {name: {"mean", "ci95", "per_seed"}}}]}]}``, ``default`` being the value the
+        first run was trained (and evaluated) with; a metric some seed lacks is left out.
     """
     out_rows = []
     for row in rows:
@@ -151,4 +154,11 @@ def collect_operating_curves(
                 }
             )
         out_rows.append({"model": row.model, "setting": row.setting, "points": points})
-    return {"key": key, "values": [float(v) for v in values], "seeds": list(seeds), "rows": out_rows}
+    default = setting_value(Path(root) / f"{rows[0].key}_s{seeds[0]}", key) if rows and seeds else None
+    return {
+        "key": key,
+        "values": [float(v) for v in values],
+        "seeds": list(seeds),
+        "default": default,
+        "rows": out_rows,
+    }

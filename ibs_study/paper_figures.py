@@ -13,6 +13,8 @@
 * ``claims_{model}.md``: the paper's claims checked on seed-paired differences
   (:func:`~ibs_study.study.claims_table`), for each model with the rows they need;
 * ``fig5_oracle_{model}``: the oracle-embedding confusion curves, where the rows have them;
+* ``operating_curve_{model}.png`` / ``.svg``: Acc^th against Prec^th over an inference threshold
+  (:mod:`ibs_study.operating`), for each ``operating_curves_{model}.json`` beside the results;
 * with ``runs_root`` (the folder of the study's run directories ``<model>_<setting>_s<seed>``),
   the figures that need predictions or data, from the runs of the rows' first seed:
   ``fig3_instances_per_image_vs_crop`` (Fig. 3, from the dataset the runs used), per model
@@ -333,6 +335,18 @@ def _index(build: _Build) -> str:
 # ---------------------------------------------------------------------------------- entry
 
 
+def _operating_curves(folder: Path, build: _Build) -> None:
+    from ibs_study.viz.figures import operating_curve_figure, save_figure
+
+    paths = sorted(folder.glob("operating_curves_*.json"))
+    if not paths:
+        build.skip("operating curves", f"no operating_curves_<model>.json beside the results in {folder}")
+    for path in paths:
+        model = path.stem.removeprefix("operating_curves_")
+        figure = operating_curve_figure(load_results(path))
+        build.add(save_figure(figure, build.out_dir / f"operating_curve_{model}"))
+
+
 def build_all(
     results_json: str | os.PathLike = "paper_figures/synthetic_results.json",
     out_dir: str | os.PathLike = "paper_figures",
@@ -379,6 +393,7 @@ def build_all(
     _claims(results, build)
     _confusion_curves(results, build)
     _sweeps(results, build)
+    _operating_curves(results_path.parent, build)
     runs: dict[str, Path] = {}
     if runs_root is None:
         build.skip("qualitative figures (fig3, fig7-fig12)", "no runs_root given")

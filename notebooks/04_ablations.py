@@ -53,7 +53,7 @@ import torch
 from IPython.display import Markdown, display
 
 from ibs_study.analysis import setting_differences
-from ibs_study.operating import PFCN_SCORE_THRESHOLD, collect_operating_curves, setting_value
+from ibs_study.operating import PFCN_SCORE_THRESHOLD, collect_operating_curves
 from ibs_study.runs import notebook_overrides, project_root, run_study
 from ibs_study.study import (
     TABLES,
@@ -205,8 +205,7 @@ pfcn_rows = [row for row in rows if row.model == "pfcn"]
 if score_thresholds and pfcn_rows:
     curves = collect_operating_curves(root, pfcn_rows, seeds, PFCN_SCORE_THRESHOLD, score_thresholds)
     save_results(curves, out / "operating_curves_pfcn.json")
-    preset_value = setting_value(f"{root}/{pfcn_rows[0].key}_s{seeds[0]}", PFCN_SCORE_THRESHOLD)
-    figure = operating_curve_figure(curves, default=preset_value)
+    figure = operating_curve_figure(curves)
     save_figure(figure, out / "operating_curve_pfcn")
     display(figure)
 

@@ -147,7 +147,12 @@ def test_build_all_writes_every_expected_file(study, tmp_path):
     assert set(stored["run_dirs"]) == runs
     for name, path in stored["run_dirs"].items():
         assert stored["config_hashes"][name] == config_hash(read_run_config(path))
-    assert set(stored["skipped"]) == {"table 4", "fig9/fig10 (m2f)", "fig11/fig12 (m2f_instance)"}
+    assert set(stored["skipped"]) == {
+        "table 4",
+        "fig9/fig10 (m2f)",
+        "fig11/fig12 (m2f_instance)",
+        "operating curves",
+    }
     assert stored["packages"]["torch"] and stored["date"] and "git_commit" in stored
     assert stored["results"] == {"scale": "tiny", "device": "cpu", "commit": results["commit"]}
 
@@ -306,8 +311,18 @@ def test_operating_curves_of_study_rows_summarise_each_seeds_curve(study, tmp_pa
             per_seed = [curve["points"][k]["metrics"]["prec_th"] for curve in seeds]
             assert point["value"] == values[k] and point["metrics"]["prec_th"]["per_seed"] == per_seed
             assert point["metrics"]["prec_th"]["mean"] == pytest.approx(sum(per_seed) / len(per_seed))
-    fig = operating_curve_figure(curves, default=0.2)
+    trained = read_run_config(runs_root / "pfcn_crop_s0").model.panoptic_fcn.thing_score_threshold
+    assert curves["default"] == trained  # the value the runs were trained and evaluated with
+    fig = operating_curve_figure(curves)
     ax = fig.axes[0]
     assert ax.get_xlabel() == "Acc^th (%)" and ax.get_ylabel() == "Prec^th (%)"
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["crop", "crop + IBS (paired sampler)"]
     assert sorted(t.get_text() for t in ax.texts) == ["0.1", "0.1", "0.3", "0.3"]  # every point labelled
+    # build_all redraws it from operating_curves_<model>.json beside the results
+    folder = tmp_path / "stored"
+    folder.mkdir()
+    (folder / "synthetic_results.json").write_bytes(study[0].read_bytes())
+    save_results(curves, folder / "operating_curves_pfcn.json")
+    provenance = build_all(folder / "synthetic_results.json", folder / "figures")
+    assert {"operating_curve_pfcn.png", "operating_curve_pfcn.svg"} <= set(provenance["files"])
+    assert "operating curves" not in provenance["skipped"]

@@ -506,11 +506,12 @@ def operating_curve_figure(
     x: str = "acc_th",
     y: str = "prec_th",
     title: str | None = None,
-    default: float | None = None,
 ) -> Figure:
     """Operating curves (:func:`ibs_study.operating.collect_operating_curves`): ``y`` against ``x``
     (percent) over the swept values, one line per row, 95 % intervals in both directions, each
-    point labelled with its value; ``default`` (the presets' value) is drawn as a larger marker."""
+    point labelled with its value; the curves' ``default`` (the value the runs were trained and
+    evaluated with) is circled."""
+    default = curves.get("default")
     fig = _figure((6.8, 4.6))
     ax = fig.subplots()
     for k, row in enumerate(curves["rows"]):
