@@ -317,7 +317,7 @@ def test_operating_curves_of_study_rows_summarise_each_seeds_curve(study, tmp_pa
     ax = fig.axes[0]
     assert ax.get_xlabel() == "Acc^th (%)" and ax.get_ylabel() == "Prec^th (%)"
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["crop", "crop + IBS (paired sampler)"]
-    assert sorted(t.get_text() for t in ax.texts) == ["0.1", "0.1", "0.3", "0.3"]  # every point labelled
+    assert sorted(t.get_text() for t in ax.texts) == ["0.1", "0.1", "0.3", "0.3"]  # both ends of each curve
     # build_all redraws it from operating_curves_<model>.json beside the results
     folder = tmp_path / "stored"
     folder.mkdir()

@@ -533,26 +533,28 @@ def operating_curve_figure(
         ]
         ax.errorbar(mx, my, xerr=ex, yerr=ey, color=color, ls=style, marker="o", ms=3.5, capsize=1.5, lw=1.3,
                     elinewidth=0.7, alpha=0.9, label=label)  # fmt: skip
-        for px, py, p in zip(mx, my, points):
+        for k, (px, py, p) in enumerate(zip(mx, my, points)):
             is_default = default is not None and abs(p["value"] - default) < 1e-12
             if is_default:
                 ax.plot(px, py, "o", ms=8, mfc="none", mec=color, mew=1.5)
-            ax.annotate(
-                f"{p['value']:g}",
-                (px, py),
-                xytext=(3, 3),
-                textcoords="offset points",
-                fontsize=6.5,
-                color=color,
-            )
+            if is_default or k in (0, len(points) - 1):  # the ends and the default: the rest lie between
+                ax.annotate(
+                    f"{p['value']:g}",
+                    (px, py),
+                    xytext=(4, 3),
+                    textcoords="offset points",
+                    fontsize=7,
+                    color=color,
+                )
     key = curves.get("key", "")
     ax.set_xlabel(f"{METRIC_LABELS.get(x, x)} (%)")
     ax.set_ylabel(f"{METRIC_LABELS.get(y, y)} (%)")
     seeds = curves.get("seeds", [])
+    circled = "; circled: the runs' own value" if default is not None else ""
     ax.set_title(
         title
-        or f"Operating curves over {key.split('.')[-1]} (mean of {len(seeds)} seeds, 95 % CI)"
-        + ("; circled: the presets' value" if default is not None else ""),
+        or f"Operating curves over {key.split('.')[-1]}\n(mean of {len(seeds)} seeds, 95 % CI; labelled: the "
+        f"end values{circled})",
         fontsize=9,
     )
     ax.grid(alpha=0.3)
