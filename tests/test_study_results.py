@@ -181,3 +181,22 @@ def test_tables_leave_out_rows_collected_before_their_metrics_existed():
     assert "Panoptic FCN, full image | – | – | – | 40.0 ± 1.0 |" in results_table(
         results, 1
     )  # Acc^th: table 1
+
+
+CURVES = sorted((ROOT / "paper_figures").rglob("operating_curves_*.json"))
+
+
+@pytest.mark.parametrize("path", CURVES, ids=[str(p.relative_to(ROOT / "paper_figures")) for p in CURVES])
+def test_stored_operating_curves_meet_the_results_at_the_runs_own_threshold(path):
+    """At the value the runs were trained and evaluated with, each curve's point is the row of the
+    results file beside it (the same evaluation), seed by seed; the figure is drawn from it."""
+    curves = load_results(path)
+    results = load_results(path.parent / "synthetic_results.json")
+    at = curves["values"].index(curves["default"])
+    for row in curves["rows"]:
+        stored = next(r for r in results["rows"] if (r["model"], r["setting"]) == (row["model"], row["setting"]))
+        assert curves["seeds"] == stored["seeds"]
+        for metric in ("acc_th", "prec_th", "pq_th"):
+            assert row["points"][at]["metrics"][metric]["per_seed"] == stored["metrics"][metric]["per_seed"]
+    model = path.stem.removeprefix("operating_curves_")
+    assert (path.parent / f"operating_curve_{model}.png").is_file()
