@@ -74,3 +74,12 @@ def test_effective_ibs_multipliers_match_the_official_code():
         "cityscapes_m2f_crop_ibs": 50.0,
         "vistas_m2f_crop_ibs": 100.0,
     }
+
+
+def test_only_the_real_data_panoptic_fcn_crops_are_centred_on_things():
+    """Official Panoptic FCN crops hold a random instance's bbox centre (RandomCropWithInstance);
+    Mask2Former's are uniform; the synthetic presets keep the study's uniform crops."""
+    for name in list_presets():
+        cfg = load_preset(name)
+        official_pfcn = name.startswith(("cityscapes_pfcn", "vistas_pfcn"))
+        assert cfg.sampler.random_crop_centre == ("thing" if official_pfcn else "uniform"), name

@@ -608,3 +608,60 @@ def test_paired_crops_share_thing_classes_far_more_often(dataset: PanopticDatase
     # images with one of three thing classes rarely do
     assert paired_fraction > 0.5
     assert paired_fraction > 2 * random_fraction
+
+
+# --------------------------------------------------------------------------- thing-centred random crops
+
+
+def test_thing_boxes_by_image_are_the_non_crowd_thing_segments(
+    dataset: PanopticDataset, index: SegmentIndex
+) -> None:
+    is_thing = {c.id: c.isthing for c in CATEGORIES}
+    boxes = index.thing_boxes_by_image()
+    assert len(boxes) == len(dataset.records)
+    for record, found in zip(dataset.records, boxes, strict=True):
+        expected = sorted(tuple(s.bbox) for s in record.segments if is_thing[s.category_id] and not s.iscrowd)
+        assert sorted(map(tuple, found.tolist())) == expected
+    assert sum(len(b) for b in boxes) > len(boxes)  # several things per image somewhere
+
+
+def _contains_a_thing_centre(plan: CropPlan, boxes: np.ndarray, image_hw: np.ndarray) -> bool:
+    height, width = image_hw[plan.image_index]
+    top, left, crop_h, crop_w = plan.crop_box
+    cy = (boxes[:, 1] + boxes[:, 3] / 2) * plan.resize_hw[0] / height
+    cx = (boxes[:, 0] + boxes[:, 2] / 2) * plan.resize_hw[1] / width
+    return bool(((top <= cy) & (cy < top + crop_h) & (left <= cx) & (cx < left + crop_w)).any())
+
+
+def test_thing_centred_random_crops_always_hold_a_thing_centre(index: SegmentIndex) -> None:
+    boxes = index.thing_boxes_by_image()
+    centred = RandomCropSampler(index.image_hw, AUGMENTATION, thing_boxes=boxes)
+    uniform = RandomCropSampler(index.image_hw, AUGMENTATION)
+    rng_a, rng_b = np.random.default_rng(11), np.random.default_rng(11)
+    plans = [centred.plan_crop(rng_a) for _ in range(1500)]
+    assert all(_contains_a_thing_centre(p, boxes[p.image_index], index.image_hw) for p in plans)
+    assert all(p.crop_box[2:] == CROP for p in plans)
+    misses = sum(
+        not _contains_a_thing_centre(uniform.plan_crop(rng_b), boxes[p.image_index], index.image_hw)
+        for p in plans
+    )
+    assert misses > 100  # uniform offsets often miss every thing: the option is what makes the difference
+
+
+def test_thing_centred_random_crops_config_and_errors(
+    dataset: PanopticDataset, index: SegmentIndex, tmp_path: Path
+) -> None:
+    from ibs_study.sampling.loader import build_sampler
+
+    with pytest.raises(
+        ValueError, match=r"sampler.random_crop_centre must be one of \['uniform', 'thing'\], got 'any'"
+    ):
+        SamplerConfig(random_crop_centre="any")
+    cfg = SamplerConfig(kind="random", random_crop_centre="thing", cache_dir=str(tmp_path))
+    sampler = build_sampler(dataset, dataset.meta, cfg, AUGMENTATION)
+    assert isinstance(sampler, RandomCropSampler) and len(sampler.thing_boxes) == len(dataset.records)
+    full_images = build_sampler(dataset, dataset.meta, cfg, TrainAugmentation(crop_size=None))
+    assert full_images.thing_boxes is None  # full images: nothing to centre
+    no_things = [np.zeros((0, 4), dtype=np.int64)] * len(index.image_hw)
+    with pytest.raises(ValueError, match="no image of this dataset has a non-crowd thing segment"):
+        RandomCropSampler(index.image_hw, AUGMENTATION, thing_boxes=no_things)

@@ -20,6 +20,7 @@ from ibs_study.sampling.loader import (
 )
 from ibs_study.sampling.plans import (
     PAIR_CLASS_POOLS,
+    RANDOM_CROP_CENTRES,
     SAMPLER_KINDS,
     CropPlan,
     PairedCropSampler,
@@ -43,6 +44,7 @@ __all__ = [
     "build_train_loader",
     "collate_crops",
     "PAIR_CLASS_POOLS",
+    "RANDOM_CROP_CENTRES",
     "SAMPLER_KINDS",
     "CropPlan",
     "PairedCropSampler",

@@ -127,6 +127,17 @@ class SegmentIndex:
         """Segment rows of one (class, image) entry."""
         return range(int(self.entry_ptr[entry]), int(self.entry_ptr[entry + 1]))
 
+    def thing_boxes_by_image(self) -> list[np.ndarray]:
+        """Per image, the (n_i, 4) int64 (x, y, w, h) boxes of its non-crowd thing segments."""
+        entry_class = np.repeat(np.arange(self.num_classes), np.diff(self.class_ptr))  # (E,)
+        row_entry = np.repeat(np.arange(len(self.entry_image)), np.diff(self.entry_ptr))  # (S,)
+        thing_rows = np.flatnonzero(self.is_thing[entry_class[row_entry]])
+        row_image = self.entry_image[row_entry[thing_rows]]
+        order = np.argsort(row_image, kind="stable")
+        bounds = np.searchsorted(row_image[order], np.arange(self.num_images + 1))
+        boxes = self.segment_bbox[thing_rows[order]]
+        return [boxes[bounds[i] : bounds[i + 1]] for i in range(self.num_images)]
+
     # ------------------------------------------------------------------ building
 
     @classmethod

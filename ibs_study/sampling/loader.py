@@ -168,10 +168,14 @@ def build_sampler(
     sampler_cfg: SamplerConfig,
     augmentation: TrainAugmentation,
 ) -> RandomCropSampler | PairedCropSampler:
-    """The crop sampler ``sampler_cfg.kind`` names (the paired one builds or loads the index)."""
+    """The crop sampler ``sampler_cfg.kind`` names (the paired one, and random crops centred on
+    things, build or load the segment index)."""
     if sampler_cfg.kind == "paired":
         index = SegmentIndex.for_dataset(dataset, meta, cache_dir=sampler_cfg.cache_dir)
         return PairedCropSampler(index, sampler_cfg, augmentation, class_names=meta.class_names)
+    if sampler_cfg.random_crop_centre == "thing" and augmentation.crop_size is not None:
+        index = SegmentIndex.for_dataset(dataset, meta, cache_dir=sampler_cfg.cache_dir)
+        return RandomCropSampler(index.image_hw, augmentation, thing_boxes=index.thing_boxes_by_image())
     return RandomCropSampler(image_sizes(dataset.records, str(dataset.json_path)), augmentation)
 
 

@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "SAMPLER_KINDS",
     "PAIR_CLASS_POOLS",
+    "RANDOM_CROP_CENTRES",
     "ResizeConfig",
     "SamplerConfig",
     "CropPlan",
@@ -40,6 +41,7 @@ __all__ = [
 
 SAMPLER_KINDS = ("random", "paired")
 PAIR_CLASS_POOLS = ("all", "thing")
+RANDOM_CROP_CENTRES = ("uniform", "thing")
 
 
 @dataclass
@@ -81,6 +83,10 @@ class SamplerConfig:
 
     Args:
         kind: ``"random"`` (random crops or full images) or ``"paired"`` (Sec. 4.2).
+        random_crop_centre: where a random crop lies: ``"uniform"`` (a uniform offset) or
+            ``"thing"`` (a uniform offset among the windows that contain the bbox centre of one
+            non-crowd thing of the image, drawn uniformly; images without things: uniform), the
+            official Panoptic FCN crop baseline (RandomCropWithInstance, CROP.MINIMUM_INST_AREA=1).
         pair_classes: the classes a pair is drawn for: ``"all"``, uniform over thing and
             stuff classes (official), or ``"thing"``, uniform over thing classes only (every
             pair centred on a thing, so both crops always hold a thing of one class).
@@ -98,6 +104,7 @@ class SamplerConfig:
     """
 
     kind: str = "random"
+    random_crop_centre: str = "uniform"
     pair_classes: str = "all"
     distinct_images: bool = True
     pair_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
@@ -110,6 +117,11 @@ class SamplerConfig:
     def __post_init__(self) -> None:
         if self.kind not in SAMPLER_KINDS:
             raise ValueError(f"sampler.kind must be one of {list(SAMPLER_KINDS)}, got {self.kind!r}")
+        if self.random_crop_centre not in RANDOM_CROP_CENTRES:
+            raise ValueError(
+                f"sampler.random_crop_centre must be one of {list(RANDOM_CROP_CENTRES)}, got "
+                f"{self.random_crop_centre!r}"
+            )
         if self.pair_classes not in PAIR_CLASS_POOLS:
             raise ValueError(
                 f"sampler.pair_classes must be one of {list(PAIR_CLASS_POOLS)}, got {self.pair_classes!r}"
@@ -164,15 +176,32 @@ class RandomCropSampler:
     uniform crop offset and a random flip; full images when ``augmentation.crop_size`` is None.
 
     Random draws follow :meth:`TrainAugmentation.__call__`'s order, so a plan drawn with a
-    generator describes what the augmentation would do with that generator.
+    generator describes what the augmentation would do with that generator. With
+    ``thing_boxes`` (``sampler.random_crop_centre: thing``) the window instead contains the bbox
+    centre of one of the image's things, drawn uniformly (a draw the augmentation does not make).
 
     Args:
         image_hw: (I, 2) (height, width) of every image.
         augmentation: resize, crop size and flip probability.
+        thing_boxes: per image, (n_i, 4) (x, y, w, h) boxes of its non-crowd things
+            (:meth:`SegmentIndex.thing_boxes_by_image`); None: uniform offsets.
     """
 
     image_hw: np.ndarray
     augmentation: TrainAugmentation
+    thing_boxes: list[np.ndarray] | None = None
+
+    def __post_init__(self) -> None:
+        if self.thing_boxes is not None:
+            if len(self.thing_boxes) != len(self.image_hw):
+                raise ValueError(
+                    f"thing_boxes has {len(self.thing_boxes)} images, image_hw {len(self.image_hw)}"
+                )
+            if not any(len(boxes) for boxes in self.thing_boxes):
+                raise ValueError(
+                    "sampler.random_crop_centre='thing' centres crops on things, but no image of this dataset "
+                    "has a non-crowd thing segment"
+                )
 
     def plan_crop(self, rng: np.random.Generator) -> CropPlan:
         image = int(rng.integers(len(self.image_hw)))
@@ -182,9 +211,22 @@ class RandomCropSampler:
         if crop_hw is None:
             box = (0, 0, *out_hw)
         else:
-            box = (*random_crop_box(out_hw, crop_hw, rng), *crop_hw)
+            box = (
+                *random_crop_box(out_hw, crop_hw, rng, contain_point=self._thing_centre(image, out_hw, rng)),
+                *crop_hw,
+            )
         flip = bool(rng.random() < self.augmentation.flip_prob)
         return CropPlan(image_index=image, resize_hw=out_hw, crop_box=box, flip=flip)
+
+    def _thing_centre(
+        self, image: int, out_hw: tuple[int, int], rng: np.random.Generator
+    ) -> tuple[float, float] | None:
+        """The resized bbox centre (y, x) of a uniformly drawn thing of ``image``; None for uniform crops."""
+        if self.thing_boxes is None or not len(self.thing_boxes[image]):
+            return None
+        x, y, w, h = (int(v) for v in self.thing_boxes[image][rng.integers(len(self.thing_boxes[image]))])
+        height, width = (int(v) for v in self.image_hw[image])
+        return (y + h / 2) * out_hw[0] / height, (x + w / 2) * out_hw[1] / width
 
     def plan_batch(self, rng: np.random.Generator, batch_size: int) -> list[CropPlan]:
         return [self.plan_crop(rng) for _ in range(batch_size)]
