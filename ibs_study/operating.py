@@ -26,6 +26,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ibs_study.engine.evaluate import evaluate_run, inference_config
+from ibs_study.engine.run_dir import read_run_config
 from ibs_study.study import StudyRow, flat_metrics, metric_summary
 
 __all__ = [
@@ -44,7 +45,7 @@ PFCN_SCORE_THRESHOLD = "model.panoptic_fcn.thing_score_threshold"
 
 def setting_value(run_dir: str | os.PathLike, key: str) -> Any:
     """The value of the dotted config ``key`` the run was trained with (e.g. its default threshold)."""
-    node: Any = inference_config(run_dir)
+    node: Any = read_run_config(run_dir)
     for part in key.split("."):
         node = getattr(node, part)
     return node
@@ -52,7 +53,7 @@ def setting_value(run_dir: str | os.PathLike, key: str) -> Any:
 
 def operating_curve_dir(run_dir: str | os.PathLike, key: str, split: str | None = None) -> Path:
     """Default folder of a run's curve over ``key``: ``RUN_DIR/eval_<split>_operating/<key>``."""
-    split = split or inference_config(run_dir).data.val_split
+    split = split or read_run_config(run_dir).data.val_split
     return Path(run_dir) / f"eval_{split}_operating" / key
 
 

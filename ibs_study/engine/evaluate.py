@@ -399,7 +399,7 @@ def evaluate_run(
     cfg = run.cfg
     out = Path(out_dir) if out_dir else run.default_out
     logger.info("evaluating %s (%s) on %s -> %s", run_dir, run.checkpoint.name, run.dataset, out)
-    metrics = evaluate_model(
+    return evaluate_model(
         run.model,
         run.dataset,
         out,
@@ -411,7 +411,6 @@ def evaluate_run(
         inference_overrides=overrides,
         progress=progress,
     )
-    return metrics
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:
