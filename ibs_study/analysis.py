@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -42,6 +43,7 @@ __all__ = [
     "SAMPLER_PAIRINGS",
     "shared_class_fractions",
     "setting_differences",
+    "run_differences",
     "score_prediction",
     "merge_instances",
     "MergeOutcome",
@@ -301,6 +303,57 @@ def setting_differences(
         )
     differences = {metric: paired_difference(first, second, metric) for metric in metrics}
     return {metric: d for metric, d in differences.items() if d is not None}
+
+
+def run_differences(
+    baseline_runs: str | os.PathLike,
+    other_runs: str | os.PathLike,
+    seeds: Sequence[int],
+    metrics: Sequence[str] | None = None,
+) -> dict[str, dict]:
+    """``other - baseline`` per metric between two sets of evaluated runs in any folders, paired
+    by seed: the runs ``<prefix>_s<seed>`` of two prefixes (e.g. ``runs/study/pfcn_crop`` against
+    ``runs/exp_thingcrop/pfcn_crop``), so a side experiment reads against the study's rows.
+
+    Args:
+        baseline_runs, other_runs: run-directory prefixes.
+        seeds: the seeds, each with a run under both prefixes.
+        metrics: names of :func:`~ibs_study.study.flat_metrics` or ``confusion_auc`` (the mean of
+            the confusion curve); None: every metric both have, then ``confusion_auc``.
+
+    Returns:
+        metric -> ``{"mean", "ci95", "per_seed", "seeds", "baseline", "other"}``: the summary of
+        the differences (:func:`~ibs_study.study.metric_summary`, fractions) and the two means.
+
+    Raises:
+        RunDirError: a run directory is missing or not evaluated (names it).
+        ValueError: the two sets trained for different numbers of steps.
+    """
+    from ibs_study.study import paired_difference, row_from_runs
+
+    rows = [
+        row_from_runs([f"{prefix}_s{seed}" for seed in seeds], seeds)
+        for prefix in (baseline_runs, other_runs)
+    ]
+    if rows[0]["steps"] != rows[1]["steps"]:
+        raise ValueError(
+            f"{baseline_runs} trained {rows[0]['steps']} steps, {other_runs} {rows[1]['steps']}: not one budget"
+        )
+    if metrics is None:
+        metrics = [m for m in rows[0]["metrics"] if m in rows[1]["metrics"]] + ["confusion_auc"]
+    out = {}
+    for metric in metrics:
+        difference = paired_difference(rows[0], rows[1], metric)
+        if difference is None:
+            continue
+        means = [
+            float(np.mean([np.mean(c) for c in row["confusion_curve"]["per_seed"]]))
+            if metric == "confusion_auc"
+            else row["metrics"][metric]["mean"]
+            for row in rows
+        ]
+        out[metric] = {**difference, "baseline": means[0], "other": means[1]}
+    return out
 
 
 # --------------------------------------------------------------------- PQ vs Acc^th / Prec^th

@@ -353,6 +353,50 @@ def _operating_curve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("baseline", help="run-directory prefix of the baseline, e.g. runs/study/pfcn_crop")
+    parser.add_argument(
+        "other", help="run-directory prefix compared with it, e.g. runs/exp_thingcrop/pfcn_crop"
+    )
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", required=True, help="seeds: runs PREFIX_s<seed> under both prefixes"
+    )
+    parser.add_argument("--metrics", nargs="+", help="study metric names (default: all both sets have)")
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from ibs_study.analysis import run_differences
+    from ibs_study.study import METRIC_LABELS
+
+    try:
+        differences = run_differences(args.baseline, args.other, args.seeds, args.metrics)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"ibs-study compare: error: {err}", file=sys.stderr)
+        return 2
+    print(f"other - baseline, paired by seed (seeds {args.seeds}), percent: {args.other} - {args.baseline}")
+    print(f"{'metric':40s}{'baseline':>10s}{'other':>10s}{'difference [95 % CI]':>28s}{'seeds up':>10s}")
+    for metric, d in differences.items():
+        side = {"gt_th_": "GT thing px: ", "pred_th_": "pred. thing px: "}.get(
+            metric[: metric.find("_th_") + 4], ""
+        )
+        label = side + METRIC_LABELS.get(
+            metric, "confusion curve (mean)" if metric == "confusion_auc" else metric
+        )
+        interval = f"{100 * d['mean']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]"
+        up = sum(v > 0 for v in d["per_seed"])
+        print(
+            f"{label:40s}{100 * d['baseline']:10.1f}{100 * d['other']:10.1f}{interval:>28s}{up:>6d} / {len(d['per_seed'])}"
+        )
+    return 0
+
+
+register(
+    "compare",
+    "seed-paired differences between two sets of evaluated runs (any folders), mean and 95 % interval",
+    _compare_arguments,
+    _compare,
+)
+
 register(
     "operating-curve",
     "evaluate a trained run at several values of one inference setting (Acc^th against Prec^th)",

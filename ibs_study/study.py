@@ -39,6 +39,7 @@ __all__ = [
     "metric_summary",
     "flat_metrics",
     "collect_results",
+    "row_from_runs",
     "collect_sweep",
     "sweep_reference",
     "SWEEP_REFERENCE_SETTING",
@@ -259,34 +260,52 @@ def collect_results(
     seeds of one row that trained for different numbers of steps are an error.
     """
     root = Path(root)
-    out_rows = []
-    for row in rows:
-        run_dirs = [root / f"{row.key}_s{seed}" for seed in seeds]
-        per_seed = [read_metrics(run_dir) for run_dir in run_dirs]
-        oracles = [read_oracle(run_dir) for run_dir in run_dirs]
-        steps = {read_run_config(run_dir).train.max_steps for run_dir in run_dirs}
-        if len(steps) != 1:
-            raise ValueError(f"{row.key}: its seeds trained for different numbers of steps {sorted(steps)}")
-        flat = [flat_metrics(m, o) for m, o in zip(per_seed, oracles, strict=True)]
-        metrics = {
-            name: metric_summary([f[name] for f in flat])
-            for name in flat[0]
-            if all(f.get(name) is not None for f in flat)
-        }
-        entry: dict[str, Any] = {
+    out_rows = [
+        {
             "model": row.model,
             "setting": row.setting,
             "preset": row.preset,
-            "seeds": list(seeds),
-            "steps": steps.pop(),
-            "metrics": metrics,
+            **row_from_runs([root / f"{row.key}_s{seed}" for seed in seeds], seeds),
         }
-        if all("confusion_curve" in m for m in per_seed):
-            entry["confusion_curve"] = _curve_summary([m["confusion_curve"] for m in per_seed])
-        if all(o is not None for o in oracles):
-            entry["oracle_confusion_curve"] = _curve_summary(oracles)
-        out_rows.append(entry)
+        for row in rows
+    ]
     return {"scale": scale, "device": device, "commit": commit, "rows": out_rows}
+
+
+def row_from_runs(run_dirs: Sequence[str | os.PathLike], seeds: Sequence[int]) -> dict[str, Any]:
+    """One results row from evaluated run directories, ``run_dirs[k]`` trained with ``seeds[k]``:
+    ``seeds``, ``steps``, ``metrics`` (:func:`metric_summary` of each :func:`flat_metrics` name all
+    runs have) and the confusion curves (``confusion_curve``, ``oracle_confusion_curve``) where
+    every run has them. Rows of any folders can be compared with :func:`paired_difference`.
+
+    Raises:
+        ValueError: ``run_dirs`` and ``seeds`` differ in length, or the runs trained for
+            different numbers of steps.
+    """
+    if len(run_dirs) != len(seeds) or not seeds:
+        raise ValueError(f"row_from_runs: {len(run_dirs)} run directories for seeds {list(seeds)}")
+    per_seed = [read_metrics(run_dir) for run_dir in run_dirs]
+    oracles = [read_oracle(run_dir) for run_dir in run_dirs]
+    steps = {read_run_config(run_dir).train.max_steps for run_dir in run_dirs}
+    if len(steps) != 1:
+        raise ValueError(
+            f"{Path(run_dirs[0]).name} ...: these runs trained for different numbers of steps {sorted(steps)}"
+        )
+    flat = [flat_metrics(m, o) for m, o in zip(per_seed, oracles, strict=True)]
+    entry: dict[str, Any] = {
+        "seeds": list(seeds),
+        "steps": steps.pop(),
+        "metrics": {
+            name: metric_summary([f[name] for f in flat])
+            for name in flat[0]
+            if all(f.get(name) is not None for f in flat)
+        },
+    }
+    if all("confusion_curve" in m for m in per_seed):
+        entry["confusion_curve"] = _curve_summary([m["confusion_curve"] for m in per_seed])
+    if all(o is not None for o in oracles):
+        entry["oracle_confusion_curve"] = _curve_summary(oracles)
+    return entry
 
 
 def collect_sweep(root: str | os.PathLike, specs: Sequence[RunSpec]) -> list[dict[str, Any]]:

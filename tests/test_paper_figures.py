@@ -326,3 +326,32 @@ def test_operating_curves_of_study_rows_summarise_each_seeds_curve(study, tmp_pa
     provenance = build_all(folder / "synthetic_results.json", folder / "figures")
     assert {"operating_curve_pfcn.png", "operating_curve_pfcn.svg"} <= set(provenance["files"])
     assert "operating curves" not in provenance["skipped"]
+
+
+def test_run_differences_across_folders_equal_the_results_rows(study, capsys):
+    """Two sets of runs compared by folder prefix give the seed-paired differences the study's
+    results give for the same two rows; the compare command prints them."""
+    from ibs_study.analysis import run_differences, setting_differences
+
+    results_path, runs_root = study
+    differences = run_differences(runs_root / "pfcn_crop", runs_root / "pfcn_crop_ibs", SEEDS)
+    expected = setting_differences(
+        load_results(results_path),
+        "pfcn",
+        "crop",
+        "crop_ibs",
+        metrics=("pq", "acc_th", "prec_th", "oracle_leak"),
+    )
+    for metric, d in expected.items():
+        assert differences[metric]["per_seed"] == d["per_seed"] and differences[metric]["seeds"] == SEEDS
+    assert "confusion_auc" in differences and "pred_th_other_instance" in differences
+    row = next(r for r in load_results(results_path)["rows"] if r["setting"] == "crop")
+    assert differences["prec_th"]["baseline"] == row["metrics"]["prec_th"]["mean"]
+    args = ["compare", str(runs_root / "pfcn_crop"), str(runs_root / "pfcn_crop_ibs"), "--seeds", "0", "1"]
+    assert main([*args, "--metrics", "prec_th", "acc_th"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 4 and lines[2].startswith("Prec^th") and lines[2].rstrip().endswith("/ 2")
+    assert (
+        main(["compare", str(runs_root / "pfcn_crop"), str(runs_root / "pfcn_nothing"), "--seeds", "0"]) == 2
+    )
+    assert "pfcn_nothing_s0/eval_val/metrics.json not found: no such run directory" in capsys.readouterr().err

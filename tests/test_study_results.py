@@ -194,7 +194,9 @@ def test_stored_operating_curves_meet_the_results_at_the_runs_own_threshold(path
     results = load_results(path.parent / "synthetic_results.json")
     at = curves["values"].index(curves["default"])
     for row in curves["rows"]:
-        stored = next(r for r in results["rows"] if (r["model"], r["setting"]) == (row["model"], row["setting"]))
+        stored = next(
+            r for r in results["rows"] if (r["model"], r["setting"]) == (row["model"], row["setting"])
+        )
         assert curves["seeds"] == stored["seeds"]
         for metric in ("acc_th", "prec_th", "pq_th"):
             assert row["points"][at]["metrics"][metric]["per_seed"] == stored["metrics"][metric]["per_seed"]

@@ -91,8 +91,15 @@ def check_run_matches(spec: RunSpec, run_dir: str | os.PathLike) -> None:
 
 
 def read_metrics(run_dir: str | os.PathLike, split: str | None = None) -> dict:
-    """The ``metrics.json`` an evaluation wrote for ``run_dir``."""
+    """The ``metrics.json`` an evaluation wrote for ``run_dir``.
+
+    Raises:
+        RunDirError: there is none (the run is missing, or was not evaluated).
+    """
     path = _eval_dir(Path(run_dir), split) / "metrics.json"
+    if not path.is_file():
+        what = "no such run directory" if not Path(run_dir).is_dir() else "not evaluated yet"
+        raise RunDirError(f"{path} not found: {what} (`ibs-study evaluate {run_dir}`)")
     with open(path) as f:
         return json.load(f)
 
