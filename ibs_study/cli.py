@@ -223,8 +223,13 @@ def _evaluate_command_arguments(parser: argparse.ArgumentParser) -> None:
         "--rescore",
         action="store_true",
         help="no inference: score the predictions already in the output folder again with the current "
-        "metrics code and rewrite its metrics.json (adds metrics introduced after the evaluation; "
-        "prints any value that changed)",
+        "metrics code and rewrite its metrics.json (adds metrics introduced after the evaluation); "
+        "refused if an earlier value would change, unless --force",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="with --rescore: replace the metrics even if earlier values change",
     )
 
 
@@ -246,6 +251,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     from ibs_study.engine.evaluate import changed_metrics, evaluate_run, format_metrics, rescore_run
 
     if not args.rescore:
+        if args.force:
+            print("ibs-study evaluate: error: --force only applies with --rescore", file=sys.stderr)
+            return 2
         metrics = evaluate_run(args.run_dir, overrides=args.set, **_trained_run_options(args))
         print(format_metrics(metrics))
         return 0
@@ -265,6 +273,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             data_root=args.data,
             split=args.split,
             out_dir=args.out,
+            force=args.force,
             progress=not args.no_progress,
         )
     except PanopticFormatError as err:

@@ -281,6 +281,7 @@ def rescore_run(
     data_root: str | os.PathLike | None = None,
     split: str | None = None,
     out_dir: str | os.PathLike | None = None,
+    force: bool = False,
     progress: bool = True,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Score the predictions an earlier ``ibs-study evaluate`` stored in ``out_dir`` (default
@@ -289,14 +290,17 @@ def rescore_run(
     Rewrites ``metrics.json`` (keeping its ``num_images`` and the ``timing`` of the evaluation
     that made the predictions) and, for the panoptic task, ``confusion_records.jsonl``: the way
     to add a metric introduced after the run was evaluated. Scores the same first
-    ``num_images`` images of the split as that evaluation.
+    ``num_images`` images of the split as that evaluation. If an earlier value would change (the
+    ground truth or the metrics code is no longer what the evaluation met), nothing is written
+    unless ``force``.
 
     Returns:
         (the new metrics, the metrics.json it replaced); :func:`changed_metrics` lists the values
-        that differ between them.
+        that differ between them (empty unless ``force``).
 
     Raises:
-        RunDirError: no ``metrics.json`` in the output folder (nothing to rescore).
+        RunDirError: no ``metrics.json`` in the output folder (nothing to rescore), or earlier
+            values would change without ``force`` (names the first of them).
         PanopticFormatError: a prediction missing for an image the evaluation covered.
     """
     cfg = read_run_config(run_dir)
@@ -337,7 +341,6 @@ def rescore_run(
                 pred_source=png,
             )
         metrics = evaluator.summarize()
-        _write_records(evaluator, out)
     else:
         metrics = evaluate_instances(
             (dataset[i] for i in indices),
@@ -347,6 +350,15 @@ def rescore_run(
         )
     metrics["num_images"] = count
     metrics["timing"] = previous["timing"]
+    changed = changed_metrics(metrics, previous)
+    if changed and not force:
+        raise RunDirError(
+            f"{metrics_path}: rescoring would change {len(changed)} earlier value(s), e.g. "
+            f"{', '.join(changed[:4])}: the stored predictions no longer meet this ground truth or this "
+            "metrics code the way they did; nothing written (force / --force replaces them)"
+        )
+    if cfg.eval.task == "panoptic":
+        _write_records(evaluator, out)
     tmp = metrics_path.with_suffix(".json.tmp")  # a killed rescore leaves the old file whole
     tmp.write_text(json.dumps(metrics, indent=2))
     os.replace(tmp, metrics_path)

@@ -177,6 +177,15 @@ def test_rescore_adds_new_metrics_from_stored_predictions_and_changes_nothing_el
     assert "rescoring changed none of the earlier values" in capsys.readouterr().out
     assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(evaluated))
     assert (out / "confusion_records.jsonl").read_text() == records
+    # values that would change (here: a tampered Acc^th) are kept unless forced
+    tampered = {**evaluated, "acc_th": evaluated["acc_th"] + 0.25}
+    (out / "metrics.json").write_text(json.dumps(tampered))
+    assert main(["evaluate", str(run), "--rescore", "--no-progress"]) == 2
+    assert "would change 1 earlier value(s), e.g. acc_th" in capsys.readouterr().err
+    assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(tampered))
+    assert main(["evaluate", str(run), "--rescore", "--force", "--no-progress"]) == 0
+    assert "values changed by rescoring: acc_th" in capsys.readouterr().out
+    assert json.loads((out / "metrics.json").read_text())["acc_th"] == evaluated["acc_th"]
     # bad input: inference options, a missing prediction, nothing evaluated
     assert main(["evaluate", str(run), "--rescore", "--max-images", "2"]) == 2
     assert "--max-images has no effect with --rescore" in capsys.readouterr().err
