@@ -329,7 +329,7 @@ def run_differences(
         RunDirError: a run directory is missing or not evaluated (names it).
         ValueError: the two sets trained for different numbers of steps.
     """
-    from ibs_study.study import paired_difference, row_from_runs
+    from ibs_study.study import paired_difference, per_seed_values, row_from_runs
 
     rows = [
         row_from_runs([f"{prefix}_s{seed}" for seed in seeds], seeds)
@@ -346,12 +346,7 @@ def run_differences(
         difference = paired_difference(rows[0], rows[1], metric)
         if difference is None:
             continue
-        means = [
-            float(np.mean([np.mean(c) for c in row["confusion_curve"]["per_seed"]]))
-            if metric == "confusion_auc"
-            else row["metrics"][metric]["mean"]
-            for row in rows
-        ]
+        means = [float(np.mean(list(per_seed_values(row, metric).values()))) for row in rows]
         out[metric] = {**difference, "baseline": means[0], "other": means[1]}
     return out
 

@@ -379,18 +379,16 @@ def _compare(args: argparse.Namespace) -> int:
 
     try:
         differences = run_differences(args.baseline, args.other, args.seeds, args.metrics)
-    except (ValueError, FileNotFoundError) as err:
+    except ValueError as err:
         print(f"ibs-study compare: error: {err}", file=sys.stderr)
         return 2
     print(f"other - baseline, paired by seed (seeds {args.seeds}), percent: {args.other} - {args.baseline}")
     print(f"{'metric':40s}{'baseline':>10s}{'other':>10s}{'difference [95 % CI]':>28s}{'seeds up':>10s}")
     for metric, d in differences.items():
-        side = {"gt_th_": "GT thing px: ", "pred_th_": "pred. thing px: "}.get(
-            metric[: metric.find("_th_") + 4], ""
-        )
-        label = side + METRIC_LABELS.get(
-            metric, "confusion curve (mean)" if metric == "confusion_auc" else metric
-        )
+        # the thing-pixel shares carry the same labels on both sides: name the side
+        side = "GT thing px: " if metric.startswith("gt_th_") else ""
+        side = "pred. thing px: " if metric.startswith("pred_th_") else side
+        label = side + METRIC_LABELS.get(metric, metric)
         interval = f"{100 * d['mean']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]"
         up = sum(v > 0 for v in d["per_seed"])
         print(

@@ -48,6 +48,7 @@ __all__ = [
     "config_to_dict",
     "config_from_dict",
     "config_hash",
+    "config_value",
 ]
 
 MODEL_NAMES = ("panoptic_fcn", "mask2former")
@@ -361,6 +362,15 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
         return value
 
     return plain(cfg, type(cfg), type(cfg).__name__)
+
+
+def config_value(data: Mapping[str, Any], key: str) -> Any:
+    """The value at dotted ``key`` (e.g. ``model.panoptic_fcn.thing_score_threshold``) of a config
+    dict (:func:`config_to_dict`)."""
+    value: Any = data
+    for part in key.split("."):
+        value = value[part]
+    return value
 
 
 def config_hash(

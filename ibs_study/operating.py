@@ -25,6 +25,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from ibs_study.config import config_to_dict, config_value
 from ibs_study.engine.evaluate import evaluate_run, inference_config
 from ibs_study.engine.run_dir import read_run_config
 from ibs_study.study import StudyRow, flat_metrics, metric_summary
@@ -45,10 +46,7 @@ PFCN_SCORE_THRESHOLD = "model.panoptic_fcn.thing_score_threshold"
 
 def setting_value(run_dir: str | os.PathLike, key: str) -> Any:
     """The value of the dotted config ``key`` the run was trained with (e.g. its default threshold)."""
-    node: Any = read_run_config(run_dir)
-    for part in key.split("."):
-        node = getattr(node, part)
-    return node
+    return config_value(config_to_dict(read_run_config(run_dir)), key)
 
 
 def operating_curve_dir(run_dir: str | os.PathLike, key: str, split: str | None = None) -> Path:

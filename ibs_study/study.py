@@ -54,6 +54,7 @@ __all__ = [
     "ClaimCheck",
     "reproduction_checks",
     "paired_difference",
+    "per_seed_values",
     "claims_table",
 ]
 
@@ -161,7 +162,7 @@ def sweep_anchors(
         RunSpecs naming those row runs, tagged with the key and the preset's value; empty when
         no row matches, or when a sweep run already trains that value.
     """
-    from ibs_study.config import config_to_dict, resolve_config
+    from ibs_study.config import config_to_dict, config_value, resolve_config
 
     if not sweep:
         return []
@@ -170,9 +171,7 @@ def sweep_anchors(
     for row in rows:
         if row.preset != preset or seed not in seeds:
             continue
-        value: Any = config_to_dict(resolve_config(preset=preset, overrides=overrides))
-        for part in key.split("."):
-            value = value[part]
+        value = config_value(config_to_dict(resolve_config(preset=preset, overrides=overrides)), key)
         if any(_same_value(spec.tags["value"], value) for spec in sweep):
             continue
         anchors.append(RunSpec(f"{row.key}_s{seed}", preset, tags={"key": key, "value": value, "seed": seed}))
@@ -453,7 +452,7 @@ METRIC_LABELS = {
     "pq": "PQ", "pq_th": "PQ^th", "pq_st": "PQ^st", "acc_th": "Acc^th", "prec_th": "Prec^th",
     "ap": "AP", "ap50": "AP50", "ap75": "AP75", "ap_s": "AP^S", "ap_m": "AP^M", "ap_l": "AP^L",
     "oracle_leak": "leak", "oracle_own_coverage": "own cov.",
-    "oracle_confused": f"confused@{ORACLE_THRESHOLD}",
+    "oracle_confused": f"confused@{ORACLE_THRESHOLD}", "confusion_auc": "confusion curve (mean over T)",
     "gt_th_matched": "matched (Acc^th)", "gt_th_other_instance": "other instance's mask",
     "gt_th_unmatched_own": "own mask, unmatched", "gt_th_stuff": "stuff", "gt_th_unlabelled": "unlabelled",
     "pred_th_matched": "matched (Prec^th)", "pred_th_other_instance": "on another instance",
@@ -547,7 +546,7 @@ class ClaimCheck:
     verdict: str
 
 
-def _per_seed(row: dict[str, Any], metric: str) -> dict[int, float] | None:
+def per_seed_values(row: dict[str, Any], metric: str) -> dict[int, float] | None:
     """seed -> value of ``metric`` in a results row (``confusion_auc``: the mean of the seed's
     confusion curve over its thresholds); None when the row lacks it."""
     if metric == "confusion_auc":
@@ -564,7 +563,7 @@ def paired_difference(
     """``sign * (second - first)`` of ``metric`` per seed both results rows have, summarised
     with :func:`metric_summary` plus ``seeds``; None when a row lacks the metric or they share
     no seed."""
-    a, b = _per_seed(first, metric), _per_seed(second, metric)
+    a, b = per_seed_values(first, metric), per_seed_values(second, metric)
     if a is None or b is None:
         return None
     seeds = [s for s in a if s in b]

@@ -228,9 +228,7 @@ def evaluate_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     count = len(dataset) if max_images is None else min(max_images, len(dataset))
     if task == "panoptic":
-        evaluator = PanopticEvaluator(
-            dataset.meta, **({} if thresholds is None else {"thresholds": thresholds})
-        )
+        evaluator = _panoptic_evaluator(dataset, thresholds)
         writer = PanopticPredictionWriter(out_dir, dataset.meta)
     else:
         writer = InstancePredictionWriter(out_dir / INSTANCES_JSON)
@@ -264,6 +262,11 @@ def evaluate_model(
         metrics["inference_overrides"] = list(inference_overrides)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def _panoptic_evaluator(dataset: PanopticDataset, thresholds: Sequence[float] | None) -> PanopticEvaluator:
+    """The evaluator of ``dataset`` with ``eval.confusion_thresholds`` (None: the default curve)."""
+    return PanopticEvaluator(dataset.meta, **({} if thresholds is None else {"thresholds": thresholds}))
 
 
 def _write_records(evaluator: PanopticEvaluator, out_dir: Path) -> None:
@@ -316,10 +319,7 @@ def rescore_run(
     count = int(previous["num_images"])
     indices = tqdm(range(count), desc=f"rescoring {out}", disable=not progress)
     if cfg.eval.task == "panoptic":
-        thresholds = cfg.eval.confusion_thresholds
-        evaluator = PanopticEvaluator(
-            dataset.meta, **({} if thresholds is None else {"thresholds": thresholds})
-        )
+        evaluator = _panoptic_evaluator(dataset, cfg.eval.confusion_thresholds)
         predictions = load_prediction_json(out / PREDICTIONS_JSON, dataset.meta.by_id())
         by_id = {record.image_id: record for record in predictions.records}
         for index in indices:

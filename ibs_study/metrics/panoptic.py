@@ -497,7 +497,6 @@ def _thing_pixel_fates(
     is_own = (own[None, :] == np.arange(len(inter))[:, None]) & pred_thing[None, :]  # (G, P)
     own_match = is_own & has_match[None, :]
     own_unmatched = is_own & ~has_match[None, :]
-    on_gt_thing = thing_inter[:, pred_thing]  # (G, P_thing)
 
     gt_fate = np.array(
         [
@@ -514,7 +513,7 @@ def _thing_pixel_fates(
         [
             gt_fate[0],
             gt_fate[1],
-            on_gt_thing.sum() - gt_fate[0] - gt_fate[1],
+            gt_fate[2],  # the same pixels seen from the other side: thing predictions on others' GT
             inter[gt_stuff][:, pred_thing].sum(),
         ],
         dtype=np.int64,

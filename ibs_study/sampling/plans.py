@@ -165,6 +165,15 @@ class CropPlan:
     pair_size: float = 0.0
 
 
+def _resized_bbox_centre(
+    bbox: np.ndarray, image_hw: tuple[int, int], resize_hw: tuple[int, int]
+) -> tuple[float, float]:
+    """(y, x) of the centre of an (x, y, w, h) ``bbox`` of an ``image_hw`` image once resized to
+    ``resize_hw``; it lies inside the resized image (y + h / 2 < height)."""
+    x, y, w, h = (int(v) for v in bbox)
+    return (y + h / 2) * resize_hw[0] / image_hw[0], (x + w / 2) * resize_hw[1] / image_hw[1]
+
+
 def step_rng(seed: int, rank: int, step: int) -> np.random.Generator:
     """The generator of the plans of training step ``step`` on rank ``rank``."""
     return np.random.default_rng([seed, rank, step])
@@ -224,9 +233,8 @@ class RandomCropSampler:
         """The resized bbox centre (y, x) of a uniformly drawn thing of ``image``; None for uniform crops."""
         if self.thing_boxes is None or not len(self.thing_boxes[image]):
             return None
-        x, y, w, h = (int(v) for v in self.thing_boxes[image][rng.integers(len(self.thing_boxes[image]))])
-        height, width = (int(v) for v in self.image_hw[image])
-        return (y + h / 2) * out_hw[0] / height, (x + w / 2) * out_hw[1] / width
+        box = self.thing_boxes[image][rng.integers(len(self.thing_boxes[image]))]
+        return _resized_bbox_centre(box, tuple(self.image_hw[image]), out_hw)
 
     def plan_batch(self, rng: np.random.Generator, batch_size: int) -> list[CropPlan]:
         return [self.plan_crop(rng) for _ in range(batch_size)]
@@ -319,13 +327,14 @@ class PairedCropSampler:
         row = rows[int(rng.integers(len(rows)))]
         image = int(self.index.entry_image[entry])
         height, width = (int(v) for v in self.index.image_hw[image])
-        x, y, w, h = (int(v) for v in self.index.segment_bbox[row])
+        bbox = self.index.segment_bbox[row]
         if pair_size is not None:
-            out_h, out_w = thing_pair_resize((height, width), (w, h), pair_size, self.cfg)
+            out_h, out_w = thing_pair_resize(
+                (height, width), (int(bbox[2]), int(bbox[3])), pair_size, self.cfg
+            )
         else:
             out_h, out_w = self._stuff_resize.output_size(height, width, rng)
-        # bbox centre in resized pixel coordinates; y + h / 2 < height, so it lies inside
-        centre = ((y + h / 2) * out_h / height, (x + w / 2) * out_w / width)
+        centre = _resized_bbox_centre(bbox, (height, width), (out_h, out_w))
         crop_hw = self.augmentation.crop_size
         top, left = random_crop_box((out_h, out_w), crop_hw, rng, contain_point=centre)
         return CropPlan(
