@@ -42,6 +42,11 @@ def _synth_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="per-instance body-colour offset, uniform in +-this many RGB levels per channel (default: 0)",
     )
+    parser.add_argument(
+        "--colour-classes",
+        action="store_true",
+        help="one thing class per (shape, body colour): 24 thing classes instead of 4",
+    )
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
 
@@ -61,6 +66,7 @@ def _synth(args: argparse.Namespace) -> int:
         workers=args.workers,
         overwrite=args.overwrite,
         colour_jitter=args.colour_jitter,
+        colour_classes=args.colour_classes,
     )
     print(format_statistics(dataset_statistics(root)))
     return 0

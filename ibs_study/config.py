@@ -71,6 +71,8 @@ class DataConfig:
         synthetic_seed: seed of that generation.
         synthetic_colour_jitter: per-instance body-colour offset (RGB levels per channel) of that
             generation (0: the study's generator-version-4 scenes).
+        synthetic_colour_classes: that generation makes one thing class per (shape, body
+            colour), 24 instead of 4 (False: the study's classes).
         train_split / val_split: split names.
         crop_size: (H, W) training crop; None trains on full images.
         resize_mode: ``scale`` (factor uniform in ``scale_range``) or ``shortest_edge``
@@ -86,6 +88,7 @@ class DataConfig:
     synthetic_scale: str = "cpu"
     synthetic_seed: int = 0
     synthetic_colour_jitter: float = 0.0
+    synthetic_colour_classes: bool = False
     train_split: str = "train"
     val_split: str = "val"
     crop_size: tuple[int, int] | None = (128, 256)

@@ -16,7 +16,12 @@ from ibs_study.cli import main
 out = sys.argv[1]
 assert main(["synth", "--out", out, "--scale", "tiny", "--num-train", "2", "--num-val", "1",
              "--height", "64", "--width", "128", "--workers", "1", "--colour-jitter", "12"]) == 0
-assert json.loads((pathlib.Path(out) / "synthetic.json").read_text())["colour_jitter"] == 12.0
+info = json.loads((pathlib.Path(out) / "synthetic.json").read_text())
+assert info["colour_jitter"] == 12.0 and info["colour_classes"] is False
+assert main(["synth", "--out", out + "_classes", "--scale", "tiny", "--num-train", "1", "--num-val", "1",
+             "--workers", "1", "--colour-classes"]) == 0
+classes = json.loads((pathlib.Path(out + "_classes") / "annotations" / "panoptic_val.json").read_text())
+assert sum(c["isthing"] for c in classes["categories"]) == 24
 assert main(["stats", out, "--split", "val"]) == 0
 try:
     main(["score", "--help"])

@@ -113,3 +113,17 @@ def test_a_synthetic_root_is_generated_and_checked_with_the_configured_colour_ji
     assert plain.data.synthetic_colour_jitter == 0.0
     with pytest.raises(FileExistsError, match="colour_jitter: found 8.0, expected 0.0"):
         open_split(plain, "val")
+
+
+def test_a_synthetic_root_is_generated_with_the_configured_colour_classes(tmp_path):
+    from ibs_study.engine.data import open_split
+
+    overrides = [f"data.root={tmp_path / 'synthetic'}", "data.synthetic_scale=tiny"]
+    cfg = load_preset("synthetic_pfcn_crop", [*overrides, "data.synthetic_colour_classes=true"])
+    assert cfg.data.synthetic_colour_classes is True
+    dataset = open_split(cfg, "val")
+    assert dataset.meta.num_classes == 29 and sum(dataset.meta.is_thing) == 24
+    with pytest.raises(FileExistsError, match="colour_classes: found True, expected False"):
+        open_split(load_preset("synthetic_pfcn_crop", overrides), "val")
+    with pytest.raises(ConfigError, match="data.synthetic_colour_classes"):
+        load_preset("synthetic_pfcn_crop", ["data.synthetic_colour_classes=several"])

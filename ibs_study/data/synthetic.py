@@ -15,6 +15,10 @@ The set is built to show the confusion problem of crop-based training (paper Sec
   brightness jitter, and only position and context tell two apart); ``colour_jitter`` moves
   each instance's body colour by its own uniform offset per RGB channel, so that two
   instances of one palette colour look alike but are no longer copies of each other;
+* ``colour_classes`` makes every (shape, body colour) pair its own thing class (24 thing
+  classes instead of 4, :func:`synthetic_categories`): look-alikes are then always of one
+  class, and two random crops rarely share a thing class, as on datasets with many thing
+  classes (Mapillary Vistas has 37);
 * optional crowd regions (a group of one thing class labelled as one ``iscrowd=1`` segment)
   and a few void poles (id 0, like Cityscapes' ignored classes).
 
@@ -64,6 +68,9 @@ __all__ = [
     "SyntheticScale",
     "SYNTHETIC_SCALES",
     "SYNTHETIC_CATEGORIES",
+    "synthetic_categories",
+    "colour_class_id",
+    "COLOUR_CLASS_BASE",
     "ThingStyle",
     "THING_STYLES",
     "synthetic_parameters",
@@ -322,6 +329,42 @@ THING_STYLES: tuple[ThingStyle, ...] = (
     ),
 )  # fmt: skip
 _STYLE_OF = {s.category_id: s for s in THING_STYLES}
+
+# First category id of the colour classes: id = COLOUR_CLASS_BASE + 10 * style index + colour index.
+COLOUR_CLASS_BASE = 40
+
+
+def colour_class_id(style: ThingStyle, colour_index: int) -> int:
+    """The category id of ``style``'s body colour ``colour_index`` when colours are classes."""
+    if not 0 <= colour_index < len(style.body_colours):
+        raise ValueError(
+            f"category {style.category_id} has {len(style.body_colours)} body colours, not index {colour_index}"
+        )
+    return COLOUR_CLASS_BASE + 10 * THING_STYLES.index(style) + colour_index
+
+
+def synthetic_categories(colour_classes: bool = False) -> tuple[CategoryInfo, ...]:
+    """The dataset's categories: :data:`SYNTHETIC_CATEGORIES`, or with ``colour_classes`` the
+    five stuff classes and one thing class per (shape, body colour), named ``"car 2"`` (the
+    shape's name and the colour's index in its ``body_colours``) and drawn in that colour."""
+    if not colour_classes:
+        return SYNTHETIC_CATEGORIES
+    by_id = {c.id: c for c in SYNTHETIC_CATEGORIES}
+    stuff = tuple(c for c in SYNTHETIC_CATEGORIES if not c.isthing)
+    things = tuple(
+        CategoryInfo(
+            colour_class_id(style, k),
+            f"{by_id[style.category_id].name} {k}",
+            True,
+            colour,
+            by_id[style.category_id].supercategory,
+        )
+        for style in THING_STYLES
+        for k, colour in enumerate(style.body_colours)
+    )
+    return stuff + things
+
+
 # Brightness and size jitter of an instance (multiplicative, uniform in [1 - j, 1 + j]).
 _BRIGHTNESS_JITTER = 0.05
 _SIZE_JITTER = 0.07
@@ -621,20 +664,34 @@ def _check_colour_jitter(colour_jitter: float) -> None:
 
 
 def _body_colour(
-    style: ThingStyle, rng: np.random.Generator, instance_colours: bool, colour_jitter: float
-) -> tuple[float, float, float]:
-    """The class's body colour, or one of its ``body_colours`` drawn per instance, moved by a
-    uniform offset in [-colour_jitter, colour_jitter] per channel (no draw when 0, so that
-    scenes without jitter are the version-4 scenes)."""
-    body = (
-        style.color
-        if not instance_colours
-        else style.body_colours[int(rng.integers(len(style.body_colours)))]
-    )
+    style: ThingStyle,
+    rng: np.random.Generator,
+    instance_colours: bool,
+    colour_jitter: float,
+    colour_index: int | None = None,
+) -> tuple[int, tuple[float, float, float]]:
+    """The index into ``style.body_colours`` (``palette[0]`` without ``instance_colours``: -1)
+    and the body colour: the class's one colour, or one of its ``body_colours`` (drawn per
+    instance unless ``colour_index`` is given), moved by a uniform offset in
+    [-colour_jitter, colour_jitter] per channel (no draw when 0, so that scenes without jitter
+    are the version-4 scenes)."""
+    if not instance_colours:
+        index, body = -1, style.color
+    else:
+        index = int(rng.integers(len(style.body_colours))) if colour_index is None else colour_index
+        body = style.body_colours[index]
     if colour_jitter <= 0:
-        return body
+        return index, body
     offset = rng.uniform(-colour_jitter, colour_jitter, size=3)
-    return tuple(float(c) for c in np.clip(np.asarray(body, dtype=np.float64) + offset, 0, 255))
+    return index, tuple(float(c) for c in np.clip(np.asarray(body, dtype=np.float64) + offset, 0, 255))
+
+
+def _check_colour_classes(colour_classes: bool, instance_colours: bool) -> None:
+    if colour_classes and not instance_colours:
+        raise ValueError(
+            "colour_classes needs instance_colours: without per-instance body colours every "
+            "shape has one colour, so there are no colour classes to make"
+        )
 
 
 def _sample_things(
@@ -645,6 +702,7 @@ def _sample_things(
     depth_exponent: float,
     instance_colours: bool,
     colour_jitter: float,
+    colour_classes: bool,
 ) -> list[_Thing]:
     """The things placed in a scene (before occlusion): single instances and maybe a crowd."""
     cumulative = np.cumsum([s.frequency for s in THING_STYLES])
@@ -656,19 +714,26 @@ def _sample_things(
         half_width = 0.5 * style.height_factor * style.aspect * scale
         t = rng.uniform(*_lane_interval(layout, style.lane, half_width, rng))
         brightness = _jitter(rng, _BRIGHTNESS_JITTER)
-        body = _body_colour(style, rng, instance_colours, colour_jitter)
+        colour_index, body = _body_colour(style, rng, instance_colours, colour_jitter)
         member = _member(layout, style, depth, t, scale, brightness, body)
-        things.append(_Thing(style.category_id, 0, member.top + member.height, (member,)))
+        category = colour_class_id(style, colour_index) if colour_classes else style.category_id
+        things.append(_Thing(category, 0, member.top + member.height, (member,)))
     if rng.random() < crowd_probability:
-        things.append(_sample_crowd(layout, rng, instance_colours, colour_jitter))
+        things.append(_sample_crowd(layout, rng, instance_colours, colour_jitter, colour_classes))
     return things
 
 
 def _sample_crowd(
-    layout: _Layout, rng: np.random.Generator, instance_colours: bool, colour_jitter: float
+    layout: _Layout,
+    rng: np.random.Generator,
+    instance_colours: bool,
+    colour_jitter: float,
+    colour_classes: bool,
 ) -> _Thing:
-    """A row of overlapping people on a sidewalk or parked bicycles along a kerb."""
+    """A row of overlapping people on a sidewalk or parked bicycles along a kerb (with
+    ``colour_classes``, all of one body colour: a crowd segment has one class)."""
     style = _STYLE_OF[PERSON] if rng.random() < 0.65 else _STYLE_OF[BICYCLE]
+    crowd_colour = int(rng.integers(len(style.body_colours))) if colour_classes else None
     depth = rng.uniform(0.12, 0.5)
     count = int(rng.integers(CROWD_MEMBERS[0], CROWD_MEMBERS[1] + 1))
     t_width = style.height_factor * style.aspect
@@ -683,12 +748,13 @@ def _sample_crowd(
             t0 + k * spacing + rng.uniform(-0.1, 0.1) * t_width,
             _jitter(rng, _SIZE_JITTER),
             _jitter(rng, _BRIGHTNESS_JITTER),
-            _body_colour(style, rng, instance_colours, colour_jitter),
+            _body_colour(style, rng, instance_colours, colour_jitter, crowd_colour)[1],
         )
         for k in range(count)
     ]
     members.sort(key=lambda m: m.top + m.height)  # far first inside the group
-    return _Thing(style.category_id, 1, members[-1].top + members[-1].height, tuple(members))
+    category = colour_class_id(style, crowd_colour) if colour_classes else style.category_id
+    return _Thing(category, 1, members[-1].top + members[-1].height, tuple(members))
 
 
 def _window(thing: _Thing, height: int, width: int) -> tuple[slice, slice] | None:
@@ -755,6 +821,7 @@ def render_image(
     depth_exponent: float = SYNTHETIC_SCALES["paper"].depth_exponent,
     instance_colours: bool = SYNTHETIC_SCALES["paper"].instance_colours,
     colour_jitter: float = SYNTHETIC_SCALES["paper"].colour_jitter,
+    colour_classes: bool = False,
 ) -> PanopticSample:
     """Render one street scene in memory.
 
@@ -770,6 +837,8 @@ def render_image(
         depth_exponent: exponent a of the depth density p(d) ~ d^-a of the things.
         instance_colours: each instance draws its body colour from its class's ``body_colours``.
         colour_jitter: per-instance uniform offset of the body colour, per RGB channel (>= 0).
+        colour_classes: label each thing with its (shape, body colour) class
+            (:func:`synthetic_categories`); needs ``instance_colours``.
 
     Returns:
         the sample: image (H, W, 3) uint8, id_map (H, W) int32, segments sorted by id.
@@ -777,6 +846,7 @@ def render_image(
     if height < 32 or width < 32:
         raise ValueError(f"synthetic images must be at least 32x32 pixels, got {height}x{width} (H x W)")
     _check_colour_jitter(colour_jitter)
+    _check_colour_classes(colour_classes, instance_colours)
     if min_segment_pixels is None:
         min_segment_pixels = max(16, round(MIN_SEGMENT_FRACTION * height * width))
     layout = _sample_layout(height, width, rng)
@@ -793,6 +863,7 @@ def render_image(
         depth_exponent,
         instance_colours,
         colour_jitter,
+        colour_classes,
     )
     thing_ids = _new_ids(rng, len(things))
 
@@ -838,6 +909,7 @@ def synthetic_parameters(
     width: int | None = None,
     seed: int = 0,
     colour_jitter: float | None = None,
+    colour_classes: bool = False,
 ) -> dict:
     """The generation parameters (what ``synthetic.json`` records); ``None`` takes the scale's value.
 
@@ -852,6 +924,7 @@ def synthetic_parameters(
     num_val = preset.num_val if num_val is None else int(num_val)
     colour_jitter = preset.colour_jitter if colour_jitter is None else float(colour_jitter)
     _check_colour_jitter(colour_jitter)
+    _check_colour_classes(bool(colour_classes), preset.instance_colours)
     if height < 32 or width < 32:
         raise ValueError(
             f"synthetic images must be at least 32x32 pixels, got height={height}, width={width}"
@@ -877,6 +950,7 @@ def synthetic_parameters(
         "depth_exponent": preset.depth_exponent,
         "instance_colours": preset.instance_colours,
         "colour_jitter": colour_jitter,
+        "colour_classes": bool(colour_classes),
     }
 
 
@@ -899,6 +973,7 @@ def _generate_one(index: int, root: Path, split: str, params: dict) -> ImageReco
         depth_exponent=params["depth_exponent"],
         instance_colours=params["instance_colours"],
         colour_jitter=params["colour_jitter"],
+        colour_classes=params["colour_classes"],
     )
     Image.fromarray(sample.image).save(root / "images" / split / f"{name}.png", compress_level=1)
     write_id_png(root / f"panoptic_{split}" / f"{name}.png", sample.id_map)
@@ -943,6 +1018,7 @@ def generate_dataset(
     workers: int | None = None,
     overwrite: bool = False,
     colour_jitter: float | None = None,
+    colour_classes: bool = False,
 ) -> Path:
     """Generate the synthetic dataset in COCO-panoptic format (layout in the module docstring).
 
@@ -958,13 +1034,16 @@ def generate_dataset(
         overwrite: replace the generated files of an existing dataset in ``out`` (other files
             in the folder are left alone).
         colour_jitter: per-instance body-colour offset per RGB channel (default: the scale's).
+        colour_classes: one thing class per (shape, body colour) (:func:`synthetic_categories`).
 
     Returns:
         the dataset root.
     """
     from tqdm.auto import tqdm
 
-    params = synthetic_parameters(scale, num_train, num_val, height, width, seed, colour_jitter)
+    params = synthetic_parameters(
+        scale, num_train, num_val, height, width, seed, colour_jitter, colour_classes
+    )
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
@@ -992,7 +1071,7 @@ def generate_dataset(
         write_panoptic_json(
             root / "annotations" / f"panoptic_{split}.json",
             records,
-            SYNTHETIC_CATEGORIES,
+            synthetic_categories(params["colour_classes"]),
             info={"description": f"ibs_study synthetic street scenes, {split} split", "generator": params},
         )
     info_path = root / INFO_FILE
@@ -1003,7 +1082,7 @@ def generate_dataset(
 
 
 # Parameters added after datasets were generated without them, with the value those datasets had.
-_PARAMETERS_BEFORE_RECORDED = {"colour_jitter": 0.0}
+_PARAMETERS_BEFORE_RECORDED = {"colour_jitter": 0.0, "colour_classes": False}
 
 
 def read_generation_info(root: str | os.PathLike) -> dict | None:
@@ -1023,10 +1102,11 @@ def ensure_dataset(
     seed: int = 0,
     *,
     colour_jitter: float | None = None,
+    colour_classes: bool = False,
     workers: int | None = None,
 ) -> Path:
-    """The synthetic dataset of ``scale``, ``seed`` and ``colour_jitter`` (default: the scale's)
-    at ``root``: generated when ``root`` is absent or empty, reused when it holds a complete
+    """The synthetic dataset of ``scale``, ``seed``, ``colour_jitter`` (default: the scale's) and
+    ``colour_classes`` at ``root``: generated when ``root`` is absent or empty, reused when it holds a complete
     generation with the same parameters (a ``synthetic.json`` written before a parameter
     existed counts as that parameter's old fixed value).
 
@@ -1035,9 +1115,18 @@ def ensure_dataset(
             ``synthetic.json``) or a generation with other parameters; the message names them.
     """
     root = Path(root)
-    expected = synthetic_parameters(scale, seed=seed, colour_jitter=colour_jitter)
+    expected = synthetic_parameters(
+        scale, seed=seed, colour_jitter=colour_jitter, colour_classes=colour_classes
+    )
     if not root.exists() or (root.is_dir() and not any(root.iterdir())):
-        return generate_dataset(root, scale=scale, seed=seed, workers=workers, colour_jitter=colour_jitter)
+        return generate_dataset(
+            root,
+            scale=scale,
+            seed=seed,
+            workers=workers,
+            colour_jitter=colour_jitter,
+            colour_classes=colour_classes,
+        )
     found = read_generation_info(root)
     if found is None:
         raise FileExistsError(
@@ -1049,6 +1138,7 @@ def ensure_dataset(
     if differences:
         listed = ", ".join(f"{k}: found {a!r}, expected {b!r}" for k, (a, b) in differences.items())
         jitter = f" --colour-jitter {expected['colour_jitter']:g}" if expected["colour_jitter"] else ""
+        jitter += " --colour-classes" if expected["colour_classes"] else ""
         raise FileExistsError(
             f"{root}: holds a synthetic dataset with other parameters ({listed}); use another folder "
             f"or regenerate with `ibs-study synth --out {root} --scale {scale} --seed {seed}{jitter} --overwrite`"

@@ -19,8 +19,8 @@ def open_split(
     """The ``split`` of ``cfg.data`` (or of ``root``).
 
     With ``prepare`` and a synthetic dataset whose root does not exist, the synthetic set
-    of ``data.synthetic_scale`` / ``data.synthetic_seed`` / ``data.synthetic_colour_jitter`` is
-    generated there first (and an existing one must have been generated with them).
+    of ``data.synthetic_scale`` / ``data.synthetic_seed`` / ``data.synthetic_colour_jitter`` /
+    ``data.synthetic_colour_classes`` is generated there first (and an existing one must have been generated with them).
     """
     root = Path(root if root is not None else cfg.data.root)
     if cfg.data.dataset == "synthetic" and prepare:
@@ -31,5 +31,6 @@ def open_split(
             scale=cfg.data.synthetic_scale,
             seed=cfg.data.synthetic_seed,
             colour_jitter=cfg.data.synthetic_colour_jitter,
+            colour_classes=cfg.data.synthetic_colour_classes,
         )
     return open_dataset(cfg.data.dataset, root, split)

@@ -43,7 +43,12 @@ def render_scale(name: str, rng: np.random.Generator, **kwargs):
 
 
 def things_of(sample) -> list:
-    return [s for s in sample.segments if s.category_id in THING_IDS and not s.iscrowd]
+    """Non-crowd thing segments (of the four shape classes or of the colour classes)."""
+    return [
+        s
+        for s in sample.segments
+        if (s.category_id in THING_IDS or s.category_id >= S.COLOUR_CLASS_BASE) and not s.iscrowd
+    ]
 
 
 # ------------------------------------------------------------------------------ the format
@@ -227,6 +232,79 @@ def test_shared_colours_make_instances_of_a_class_identical_in_colour():
     assert np.mean([k == 0 for _, k, _ in found]) > 0.95 and np.median([d for *_, d in found]) < 15
 
 
+def test_colour_classes_relabel_the_same_scene_by_shape_and_body_colour():
+    """``colour_classes`` draws nothing extra outside crowds: without crowds the scene is pixel
+    for pixel the plain one, and each thing's class is its shape's colour class whose colour is
+    the nearest to the instance's median colour."""
+    categories = S.synthetic_categories(colour_classes=True)
+    things = [c for c in categories if c.isthing]
+    assert len(categories) == 29 and len(things) == 24 and len({c.id for c in categories}) == 29
+    assert [c.id for c in categories if not c.isthing] == [
+        S.ROAD,
+        S.SIDEWALK,
+        S.BUILDING,
+        S.VEGETATION,
+        S.SKY,
+    ]
+    assert max(c.id for c in categories) < 256
+    car = S._STYLE_OF[S.CAR]
+    car_2 = next(c for c in things if c.id == S.colour_class_id(car, 2))
+    assert (car_2.name, car_2.color, car_2.supercategory) == ("car 2", car.body_colours[2], "vehicle")
+    shape_of = {
+        S.colour_class_id(s, k): s.category_id for s in S.THING_STYLES for k in range(len(s.body_colours))
+    }
+    colours_of = {S.colour_class_id(s, k): [c] for s in S.THING_STYLES for k, c in enumerate(s.body_colours)}
+    body = {s.category_id: list(s.body_colours) for s in S.THING_STYLES}
+
+    found, distances = 0, []
+    for seed in range(12):
+        plain = render_scale("cpu", np.random.default_rng(seed), crowd_probability=0.0)
+        relabelled = render_scale(
+            "cpu", np.random.default_rng(seed), crowd_probability=0.0, colour_classes=True
+        )
+        np.testing.assert_array_equal(plain.image, relabelled.image)
+        np.testing.assert_array_equal(plain.id_map, relabelled.id_map)
+        category_in_plain = {seg.id: seg.category_id for seg in plain.segments}
+        for seg in relabelled.segments:
+            expected = category_in_plain[seg.id]
+            assert shape_of.get(seg.category_id, seg.category_id) == expected
+        # The colour class is the body colour the instance shows (median, >= 150 pixels).
+        for (shape, nearest, _, _), seg in zip(
+            _median_colours(plain, body), [s for s in things_of(relabelled) if s.area >= 150]
+        ):
+            assert seg.category_id == S.colour_class_id(S._STYLE_OF[shape], nearest)
+            found += 1
+        distances += [distance for _, _, distance, _ in _median_colours(relabelled, colours_of)]
+    assert found > 100 and len(distances) == found
+    assert np.median(distances) < 15
+
+
+def test_a_crowd_of_colour_classes_is_one_body_colour():
+    crowds = []
+    for seed in range(16):
+        sample = S.render_image(
+            128, 256, np.random.default_rng(seed), crowd_probability=1.0, colour_classes=True
+        )
+        crowds += [(sample, s) for s in sample.segments if s.iscrowd]
+    assert len(crowds) >= 10
+    shapes = {S.colour_class_id(s, k): s for s in S.THING_STYLES for k in range(len(s.body_colours))}
+    for sample, segment in crowds:
+        style = shapes[segment.category_id]
+        assert style.category_id in (S.PERSON, S.BICYCLE)
+        colours = np.asarray(style.body_colours, dtype=float)
+        pixels = sample.image[sample.id_map == segment.id].astype(float)
+        nearest = np.argmin(np.linalg.norm(pixels[:, None, :] - colours[None], axis=2), axis=1)
+        # Most pixels are body pixels, all near the crowd's one colour (faces, tyres: other parts).
+        assert np.mean(nearest == segment.category_id - S.colour_class_id(style, 0)) > 0.5
+
+
+def test_colour_classes_need_instance_colours():
+    with pytest.raises(ValueError, match="colour_classes needs instance_colours"):
+        S.render_image(64, 128, np.random.default_rng(0), instance_colours=False, colour_classes=True)
+    with pytest.raises(ValueError, match="index 6"):
+        S.colour_class_id(S.THING_STYLES[0], 6)
+
+
 def test_no_colour_jitter_renders_the_study_scenes_bit_for_bit():
     """``colour_jitter`` 0 (every scale's default) draws nothing extra: the scenes are the ones the
     study's dataset was generated from (generator version 4; digest of the cpu-scale scene of
@@ -398,6 +476,28 @@ def test_ensure_dataset_checks_the_colour_jitter_and_reads_older_datasets_as_wit
     assert S.ensure_dataset(older, scale="tiny") == older
     with pytest.raises(FileExistsError, match=r"found 0.0, expected 16.0.*--colour-jitter 16 --overwrite"):
         S.ensure_dataset(older, scale="tiny", colour_jitter=16)
+
+
+def test_ensure_dataset_checks_the_colour_classes_and_writes_their_categories(tmp_path, monkeypatch):
+    root = S.ensure_dataset(tmp_path / "classes", scale="tiny", colour_classes=True)
+    assert json.loads((root / S.INFO_FILE).read_text())["colour_classes"] is True
+    dataset = synthetic(root, "train")
+    assert dataset.meta.num_classes == 29 and sum(dataset.meta.is_thing) == 24
+    used = {s.category_id for record in dataset.records for s in record.segments}
+    assert used & {c.id for c in S.synthetic_categories(True) if c.isthing}
+    assert not used & THING_IDS
+    with pytest.raises(FileExistsError, match=r"colour_classes: found True, expected False"):
+        S.ensure_dataset(root, scale="tiny")
+    assert S.ensure_dataset(root, scale="tiny", colour_classes=True) == root
+
+    older = S.ensure_dataset(tmp_path / "older", scale="tiny")
+    info = json.loads((older / S.INFO_FILE).read_text())
+    del info["colour_classes"]  # written before the parameter existed
+    (older / S.INFO_FILE).write_text(json.dumps(info))
+    monkeypatch.setattr(S, "generate_dataset", lambda *a, **k: pytest.fail("regenerated an older dataset"))
+    assert S.ensure_dataset(older, scale="tiny") == older
+    with pytest.raises(FileExistsError, match=r"found False, expected True.*--colour-classes --overwrite"):
+        S.ensure_dataset(older, scale="tiny", colour_classes=True)
 
 
 def test_scales_record_their_crop_share():
