@@ -461,24 +461,15 @@ def test_ensure_dataset_generates_reuses_and_refuses(tmp_path, monkeypatch):
         S.ensure_dataset(other, scale="tiny")
 
 
-def test_ensure_dataset_checks_the_colour_jitter_and_reads_older_datasets_as_without(tmp_path, monkeypatch):
+def test_ensure_dataset_checks_the_colour_jitter(tmp_path):
     root = S.ensure_dataset(tmp_path / "jittered", scale="tiny", colour_jitter=8)
     assert json.loads((root / S.INFO_FILE).read_text())["colour_jitter"] == 8.0
     with pytest.raises(FileExistsError, match=r"colour_jitter: found 8.0, expected 0.0"):
         S.ensure_dataset(root, scale="tiny")
     assert S.ensure_dataset(root, scale="tiny", colour_jitter=8.0) == root
 
-    older = S.ensure_dataset(tmp_path / "older", scale="tiny")
-    info = json.loads((older / S.INFO_FILE).read_text())
-    del info["colour_jitter"]  # written before the parameter existed
-    (older / S.INFO_FILE).write_text(json.dumps(info))
-    monkeypatch.setattr(S, "generate_dataset", lambda *a, **k: pytest.fail("regenerated an older dataset"))
-    assert S.ensure_dataset(older, scale="tiny") == older
-    with pytest.raises(FileExistsError, match=r"found 0.0, expected 16.0.*--colour-jitter 16 --overwrite"):
-        S.ensure_dataset(older, scale="tiny", colour_jitter=16)
 
-
-def test_ensure_dataset_checks_the_colour_classes_and_writes_their_categories(tmp_path, monkeypatch):
+def test_ensure_dataset_checks_the_colour_classes_and_writes_their_categories(tmp_path):
     root = S.ensure_dataset(tmp_path / "classes", scale="tiny", colour_classes=True)
     assert json.loads((root / S.INFO_FILE).read_text())["colour_classes"] is True
     dataset = synthetic(root, "train")
@@ -490,14 +481,25 @@ def test_ensure_dataset_checks_the_colour_classes_and_writes_their_categories(tm
         S.ensure_dataset(root, scale="tiny")
     assert S.ensure_dataset(root, scale="tiny", colour_classes=True) == root
 
+
+@pytest.mark.parametrize(
+    ("parameter", "other", "message"),
+    [
+        ("colour_jitter", 16, r"found 0.0, expected 16.0.*--colour-jitter 16 --overwrite"),
+        ("colour_classes", True, r"found False, expected True.*--colour-classes --overwrite"),
+    ],
+)
+def test_ensure_dataset_reads_a_dataset_older_than_a_parameter_as_without_it(
+    tmp_path, monkeypatch, parameter, other, message
+):
     older = S.ensure_dataset(tmp_path / "older", scale="tiny")
     info = json.loads((older / S.INFO_FILE).read_text())
-    del info["colour_classes"]  # written before the parameter existed
+    del info[parameter]  # written before the parameter existed
     (older / S.INFO_FILE).write_text(json.dumps(info))
     monkeypatch.setattr(S, "generate_dataset", lambda *a, **k: pytest.fail("regenerated an older dataset"))
     assert S.ensure_dataset(older, scale="tiny") == older
-    with pytest.raises(FileExistsError, match=r"found False, expected True.*--colour-classes --overwrite"):
-        S.ensure_dataset(older, scale="tiny", colour_classes=True)
+    with pytest.raises(FileExistsError, match=message):
+        S.ensure_dataset(older, scale="tiny", **{parameter: other})
 
 
 def test_scales_record_their_crop_share():
