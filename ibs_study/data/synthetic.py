@@ -1137,11 +1137,11 @@ def ensure_dataset(
     differences = {k: (found.get(k), v) for k, v in expected.items() if found.get(k) != v}
     if differences:
         listed = ", ".join(f"{k}: found {a!r}, expected {b!r}" for k, (a, b) in differences.items())
-        jitter = f" --colour-jitter {expected['colour_jitter']:g}" if expected["colour_jitter"] else ""
-        jitter += " --colour-classes" if expected["colour_classes"] else ""
+        options = f" --colour-jitter {expected['colour_jitter']:g}" if expected["colour_jitter"] else ""
+        options += " --colour-classes" if expected["colour_classes"] else ""
         raise FileExistsError(
             f"{root}: holds a synthetic dataset with other parameters ({listed}); use another folder "
-            f"or regenerate with `ibs-study synth --out {root} --scale {scale} --seed {seed}{jitter} --overwrite`"
+            f"or regenerate with `ibs-study synth --out {root} --scale {scale} --seed {seed}{options} --overwrite`"
         )
     for split in SPLITS:
         if expected[f"num_{split}"] and not (root / "annotations" / f"panoptic_{split}.json").is_file():

@@ -20,7 +20,8 @@ def open_split(
 
     With ``prepare`` and a synthetic dataset whose root does not exist, the synthetic set
     of ``data.synthetic_scale`` / ``data.synthetic_seed`` / ``data.synthetic_colour_jitter`` /
-    ``data.synthetic_colour_classes`` is generated there first (and an existing one must have been generated with them).
+    ``data.synthetic_colour_classes`` is generated there first (and an existing one must have
+    been generated with them).
     """
     root = Path(root if root is not None else cfg.data.root)
     if cfg.data.dataset == "synthetic" and prepare:
