@@ -11,6 +11,7 @@ and reports its peak RSS growth during the timed steps.
 
     python benchmarks/ibs_overhead.py                       # tiny CPU models, CPU-scale crops
     python benchmarks/ibs_overhead.py --scale paper --device cuda   # ResNet-50, 512x1024 crops
+    python benchmarks/ibs_overhead.py --scale paper --device cuda --set train.float32_matmul_precision=high
 """
 
 from __future__ import annotations
@@ -30,7 +31,13 @@ from ibs_study.config import load_preset
 from ibs_study.data.synthetic import generate_dataset
 from ibs_study.engine.data import open_split
 from ibs_study.engine.optim import build_optimizer
-from ibs_study.engine.train import step_generator, step_partner_index, train_augmentation, train_step
+from ibs_study.engine.train import (
+    set_matmul_precision,
+    step_generator,
+    step_partner_index,
+    train_augmentation,
+    train_step,
+)
 from ibs_study.losses import weighted_ibs_loss
 from ibs_study.models.build import build_model
 from ibs_study.sampling import build_train_loader
@@ -47,6 +54,7 @@ def _setup(preset: str, device: str, batch: int | None, overrides: list[str]):
     cfg = load_preset(
         preset, [f"train.device={device}", *overrides] + ([f"train.batch_size={batch}"] if batch else [])
     )
+    set_matmul_precision(cfg, torch.device(device))
     dataset = open_split(cfg, cfg.data.train_split, prepare=False)
     loader = build_train_loader(
         dataset, dataset.meta, cfg.sampler, train_augmentation(cfg), batch_size=cfg.train.batch_size, seed=0
@@ -199,6 +207,12 @@ def main() -> None:
         print(
             f"\n{model} ({preset}): batch {cfg.train.batch_size} crops of {crop[0]}x{crop[1]}, "
             f"{result['with_ibs']['steps']} timed steps each, interleaved"
+            + (
+                f"; AMP {'on' if cfg.train.amp else 'off'}, float32 matmul precision "
+                f"{cfg.train.float32_matmul_precision}"
+                if args.device.startswith("cuda")
+                else ""
+            )
         )
         paired = result["paired_difference_s"]
         low, high = paired["quartiles"]

@@ -174,6 +174,11 @@ class TrainConfig:
         device: ``auto`` (CUDA if available), ``cpu``, ``cuda`` or ``cuda:N``.
         amp: mixed precision on CUDA (ignored on CPU).
         log_every: steps between JSONL/TensorBoard records.
+        float32_matmul_precision: how CUDA computes float32 matrix products, such as the
+            mask and IBS logits (``torch.set_float32_matmul_precision``): ``highest``, true
+            float32 (PyTorch's default, under which the official runs trained); ``high``,
+            TF32 tensor cores (Ampere and later); ``medium``, bfloat16. Convolutions follow
+            cuDNN's own setting (TF32 by default). Ignored on CPU.
     """
 
     max_steps: int = 500
@@ -182,11 +187,15 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     log_every: int = 10
+    float32_matmul_precision: str = "highest"
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "checkpoint_every", "log_every"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name}={getattr(self, name)} must be a positive integer")
+        _check_choice(
+            "train.float32_matmul_precision", self.float32_matmul_precision, ("highest", "high", "medium")
+        )
 
 
 @dataclass

@@ -65,6 +65,11 @@ def test_cross_field_validation():
         resolve_config(overrides=["ibs.weight=-1"])
     with pytest.raises(ConfigError, match=r"model.name='maskrcnn' is not valid"):
         resolve_config(overrides=["model.name=maskrcnn"])
+    with pytest.raises(
+        ConfigError,
+        match=r"train.float32_matmul_precision='tf32' is not valid; choose one of \['highest', 'high', 'medium'\]",
+    ):
+        resolve_config(overrides=["train.float32_matmul_precision=tf32"])
 
 
 def test_contract_keys_exist():

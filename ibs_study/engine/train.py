@@ -2,7 +2,7 @@
 
 Recipe of :func:`train`:
 
-1. join the process group (torchrun) and pick the device;
+1. join the process group (torchrun), pick the device and its float32 matmul precision;
 2. prepare the run directory (config, environment; refuses to overwrite);
 3. open the training split (a missing synthetic dataset is generated first);
 4. build the model, optimiser, poly schedule and AMP scaler;
@@ -107,6 +107,13 @@ def train_augmentation(cfg: ExperimentConfig) -> TrainAugmentation:
         crop_size=data.crop_size,
         flip_prob=data.flip_prob,
     )
+
+
+def set_matmul_precision(cfg: ExperimentConfig, device: torch.device) -> None:
+    """Apply ``train.float32_matmul_precision`` for this process when it trains on CUDA
+    (process-wide, as ``torch.set_float32_matmul_precision``); leave the CPU untouched."""
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision(cfg.train.float32_matmul_precision)
 
 
 def step_partner_index(
@@ -249,6 +256,7 @@ def train(
     info: DistInfo = init_distributed(device_kind)
     try:
         device = resolve_device(cfg.train.device, info)
+        set_matmul_precision(cfg, device)
         run_dir = Path(run_dir)
         if info.is_main:
             prepare_run_dir(run_dir, cfg, device, resume=resume, force=force)

@@ -16,7 +16,7 @@ from ibs_study.engine.checkpoint import latest_checkpoint, load_checkpoint
 from ibs_study.engine.evaluate import evaluate_run, rescore_run
 from ibs_study.engine.optim import lr_factor
 from ibs_study.engine.run_dir import RunDirError
-from ibs_study.engine.train import train
+from ibs_study.engine.train import set_matmul_precision, train
 from ibs_study.errors import ConfigError
 
 TINY = [
@@ -123,6 +123,25 @@ def test_nan_loss_stops_with_step_and_term_and_keeps_last_checkpoint(data_root, 
 def test_paired_sampler_needs_an_even_batch(data_root):
     with pytest.raises(ValueError, match=r"train.batch_size=5 must be even"):
         _cfg(data_root, "synthetic_pfcn_crop_ibs", "train.batch_size=5")
+
+
+@pytest.fixture
+def matmul_precision():
+    """Restore torch's process-wide float32 matmul precision after the test."""
+    before = torch.get_float32_matmul_precision()
+    yield
+    torch.set_float32_matmul_precision(before)
+
+
+def test_matmul_precision_is_set_for_cuda_training_only(matmul_precision):
+    torch.set_float32_matmul_precision("highest")
+    tf32 = resolve_config(overrides=["train.float32_matmul_precision=high"])
+    set_matmul_precision(tf32, torch.device("cpu"))
+    assert torch.get_float32_matmul_precision() == "highest"
+    set_matmul_precision(tf32, torch.device("cuda", 0))  # sets the flag; needs no GPU
+    assert torch.get_float32_matmul_precision() == "high"
+    set_matmul_precision(resolve_config(), torch.device("cuda", 0))  # the default: true float32
+    assert torch.get_float32_matmul_precision() == "highest"
 
 
 def test_lr_schedule_warmup_then_poly():
