@@ -520,7 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, add_arguments, run) in COMMANDS.items():
-        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        # argparse %-formats an action's help (not a description): "95 %" must read "95 %%" there
+        command_parser = sub.add_parser(name, help=help_text.replace("%", "%%"), description=help_text)
         add_arguments(command_parser)
         command_parser.set_defaults(run=run)
     return parser
