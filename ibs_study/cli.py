@@ -516,7 +516,12 @@ register(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ibs-study", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="ibs-study",
+        description="Intra-Batch Supervision study: synthetic data, training, full-image evaluation, "
+        "confusion measures and the paper's figures.",
+        epilog="`ibs-study COMMAND --help` describes one command; `python -m ibs_study` is the same.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, add_arguments, run) in COMMANDS.items():
