@@ -176,9 +176,9 @@ class TrainConfig:
         log_every: steps between JSONL/TensorBoard records.
         float32_matmul_precision: how CUDA computes float32 matrix products, such as the
             mask and IBS logits (``torch.set_float32_matmul_precision``): ``highest``, true
-            float32 (PyTorch's default, under which the official runs trained); ``high``,
-            TF32 tensor cores (Ampere and later); ``medium``, bfloat16. Convolutions follow
-            cuDNN's own setting (TF32 by default). Ignored on CPU.
+            float32 (PyTorch's default since 1.12); ``high``, TF32 tensor cores (Ampere and
+            later); ``medium``, bfloat16. Convolutions follow cuDNN's own setting (TF32 by
+            default). Ignored on CPU.
     """
 
     max_steps: int = 500
