@@ -23,5 +23,7 @@ def test_top_level_help_lists_every_command_with_its_text(capsys):
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
-def test_every_command_has_a_help_page(command, capsys):
-    assert COMMANDS[command][0].split()[0] in _help([command, "--help"], capsys)
+def test_every_command_has_a_help_page_that_describes_it(command, capsys):
+    page = " ".join(_help([command, "--help"], capsys).split())
+    assert page.startswith(f"usage: ibs-study {command} ")
+    assert " ".join(COMMANDS[command][0].split()) in page

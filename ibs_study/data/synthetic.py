@@ -338,7 +338,8 @@ def colour_class_id(style: ThingStyle, colour_index: int) -> int:
     """The category id of ``style``'s body colour ``colour_index`` when colours are classes."""
     if not 0 <= colour_index < len(style.body_colours):
         raise ValueError(
-            f"category {style.category_id} has {len(style.body_colours)} body colours, not index {colour_index}"
+            f"category {style.category_id} has {len(style.body_colours)} body colours, "
+            f"not index {colour_index}"
         )
     return COLOUR_CLASS_BASE + 10 * THING_STYLES.index(style) + colour_index
 
@@ -670,11 +671,10 @@ def _body_colour(
     colour_jitter: float,
     colour_index: int | None = None,
 ) -> tuple[int, tuple[float, float, float]]:
-    """The index into ``style.body_colours`` (``palette[0]`` without ``instance_colours``: -1)
-    and the body colour: the class's one colour, or one of its ``body_colours`` (drawn per
-    instance unless ``colour_index`` is given), moved by a uniform offset in
-    [-colour_jitter, colour_jitter] per channel (no draw when 0, so that scenes without jitter
-    are the version-4 scenes)."""
+    """``(index, colour)``: the class's one colour (index -1) without ``instance_colours``,
+    else one of its ``body_colours`` and its index (drawn per instance unless ``colour_index``
+    is given); the colour moved by a uniform offset in [-colour_jitter, colour_jitter] per
+    channel (no draw when 0, so that scenes without jitter are the version-4 scenes)."""
     if not instance_colours:
         index, body = -1, style.color
     else:
@@ -1106,9 +1106,9 @@ def ensure_dataset(
     workers: int | None = None,
 ) -> Path:
     """The synthetic dataset of ``scale``, ``seed``, ``colour_jitter`` (default: the scale's) and
-    ``colour_classes`` at ``root``: generated when ``root`` is absent or empty, reused when it holds a complete
-    generation with the same parameters (a ``synthetic.json`` written before a parameter
-    existed counts as that parameter's old fixed value).
+    ``colour_classes`` at ``root``: generated when ``root`` is absent or empty, reused when it
+    holds a complete generation with the same parameters (a ``synthetic.json`` written before a
+    parameter existed counts as that parameter's old fixed value).
 
     Raises:
         FileExistsError: ``root`` holds something else, an incomplete generation (no
@@ -1141,7 +1141,8 @@ def ensure_dataset(
         options += " --colour-classes" if expected["colour_classes"] else ""
         raise FileExistsError(
             f"{root}: holds a synthetic dataset with other parameters ({listed}); use another folder "
-            f"or regenerate with `ibs-study synth --out {root} --scale {scale} --seed {seed}{options} --overwrite`"
+            f"or regenerate with "
+            f"`ibs-study synth --out {root} --scale {scale} --seed {seed}{options} --overwrite`"
         )
     for split in SPLITS:
         if expected[f"num_{split}"] and not (root / "annotations" / f"panoptic_{split}.json").is_file():
