@@ -83,7 +83,7 @@ def time_ibs_term(cfg, model, batches, device: torch.device, warmup: int) -> lis
     seconds = []
     for step, batch in enumerate(batches):
         generator = step_generator(0, 0, step)
-        partner_index = step_partner_index(len(batch), cfg, generator, device)
+        partner_index = step_partner_index(len(batch), cfg, generator)
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=amp):
             output = model(batch.images, batch.targets)
         leaves = replace(

@@ -290,25 +290,21 @@ def _layer_partners(
     cfg: IBSConfig,
     generator: torch.Generator | None,
 ) -> torch.Tensor:
-    """(L, B) int64 on the CPU: the partner of every crop at every IBS layer."""
+    """(L, B) int64 on the CPU: the partner of every crop at every IBS layer (``partner_index``
+    on the CPU)."""
     if cfg.partner == "random_per_layer":
         return torch.stack([assign_partners(batch_size, "random", generator) for _ in range(num_layers)])
-    return partner_index.cpu().expand(num_layers, batch_size)
+    return partner_index.expand(num_layers, batch_size)
 
 
-def _partner_groups(row_partner: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-    """Rows grouped by the crop whose features they meet.
-
-    Args:
-        row_partner: (R,) int64 on the CPU, the partner crop of every row.
-
-    Returns:
-        ``order`` (R,): the rows sorted by partner, stably (within a partner, in their given
-        order); and ``(partner, count)`` for every partner that some row meets, in crop order.
-    """
-    order = torch.argsort(row_partner, stable=True)
-    sizes = torch.bincount(row_partner, minlength=batch_size).tolist()
-    return order, [(partner, size) for partner, size in enumerate(sizes) if size]
+def _to_device(values: list[int], device: torch.device) -> torch.Tensor:
+    """(N,) int64 ``values`` on ``device``, without waiting for the device: a CUDA copy goes
+    from pinned memory, asynchronously (a copy from pageable memory would first wait for every
+    queued kernel, stalling the step)."""
+    tensor = torch.tensor(values, dtype=torch.int64)
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def ibs_loss(
@@ -336,9 +332,10 @@ def ibs_loss(
     Args:
         output: the model's training output; ``features`` (B, C, h, w) and per layer and
             crop ``embeddings`` (N_b, C), ``thing_index`` (T_b,), ``thing_weights`` (T_b,).
-        partner_index: (B,) int64, the partner crop of every crop; ignored (may be None)
-            when ``cfg.partner == "random_per_layer"``, which draws a new partner among the
-            other crops for every IBS layer.
+        partner_index: (B,) int64, the partner crop of every crop, best on the CPU (on a GPU,
+            reading it waits for the queued kernels); ignored (may be None) when
+            ``cfg.partner == "random_per_layer"``, which draws a new partner among the other
+            crops for every IBS layer.
         cfg: the IBS settings (``weight`` is applied by :func:`weighted_ibs_loss`, not here).
         generator: randomness for per-layer partners (drawn first, layer by layer) and then
             point sampling (all rows at once, grouped by partner crop in crop order; within
@@ -353,6 +350,7 @@ def ibs_loss(
     if cfg.partner != "random_per_layer":
         if partner_index is None:
             raise ValueError(f"ibs.partner={cfg.partner!r} needs a partner_index (see assign_partners)")
+        partner_index = partner_index.cpu()
         _check_partner_index(partner_index, batch_size)
     features = output.features  # (B, C, h, w)
     height, width = features.shape[-2:]
@@ -360,24 +358,33 @@ def ibs_loss(
     zero = features.reshape(-1)[:1].sum() * 0.0
     if not layers:
         return {"loss_ibs": zero}
-    partners = _layer_partners(batch_size, len(layers), partner_index, cfg, generator)  # (L, B)
-    pairs = [(layer, crop) for layer in layers for crop in range(batch_size)]
-    counts = torch.tensor([output.thing_index[layer][crop].numel() for layer, crop in pairs])  # (L * B,)
-    if int(counts.sum()) == 0:
+    partners = _layer_partners(batch_size, len(layers), partner_index, cfg, generator).tolist()  # [L][B]
+    # every (layer, crop) with a thing, stably sorted by the crop whose features it meets, so
+    # that the rows meeting one partner are contiguous (sorted in Python: no gather on the device)
+    pairs = [
+        (position, layer, crop)
+        for position, layer in enumerate(layers)
+        for crop in range(batch_size)
+        if output.thing_index[layer][crop].numel()
+    ]
+    if not pairs:
         return {"loss_ibs": zero, **{f"ibs_layer{layer}": zero for layer in layers}}
-    rows = torch.cat([output.thing_embeddings(layer, crop) for layer, crop in pairs])  # (R, C)
-    weights = torch.cat([output.thing_weights[layer][crop].reshape(-1) for layer, crop in pairs])  # (R,)
-    row_partner = partners.reshape(-1).repeat_interleave(counts)  # (R,)
-    row_layer = torch.arange(len(layers)).repeat_interleave(counts.view(len(layers), batch_size).sum(1))
-    order, groups = _partner_groups(row_partner, batch_size)
+    pairs.sort(key=lambda pair: partners[pair[0]][pair[2]])
+    counts = [output.thing_index[layer][crop].numel() for _, layer, crop in pairs]
+    rows = torch.cat([output.thing_embeddings(layer, crop) for _, layer, crop in pairs])  # (R, C)
+    weights = torch.cat([output.thing_weights[layer][crop].reshape(-1) for _, layer, crop in pairs])  # (R,)
     device = features.device
-    order_on_device = order.to(device)
-    rows, weights = rows[order_on_device], weights[order_on_device]
-    row_layer = row_layer[order].to(device)
+    row_layer = _to_device(
+        [position for (position, _, _), count in zip(pairs, counts) for _ in range(count)], device
+    )  # (R,) the position in ``layers`` of every row's layer
+    group_sizes: dict[int, int] = {}  # partner crop -> its rows, in crop order (pairs are sorted)
+    for (position, _, crop), count in zip(pairs, counts):
+        partner = partners[position][crop]
+        group_sizes[partner] = group_sizes.get(partner, 0) + count
 
     partner_features = features.flatten(2).to(rows.dtype).unbind(0)  # B x (C, h * w)
     products, start = [], 0
-    for partner, size in groups:
+    for partner, size in group_sizes.items():
         products.append(rows[start : start + size] @ partner_features[partner])  # (size, h * w)
         start += size
     logits = products[0] if len(products) == 1 else torch.cat(products)  # (R, h * w), by partner

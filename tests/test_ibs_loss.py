@@ -7,6 +7,7 @@ focal loss for a zero target spelled out: ``FL(x) = (1 - alpha) * sigmoid(x)**ga
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -280,6 +281,28 @@ def test_no_thing_gives_exact_zero_with_gradient_path() -> None:
         loss.backward()
         assert torch.equal(features.grad, torch.zeros_like(features))
         features.grad = None
+
+
+def test_reads_no_value_of_the_model_tensors() -> None:
+    """The loss never copies a value of the model's tensors to the host (which, on a GPU, waits
+    for every queued kernel): on the meta device, which holds no values, any such read raises."""
+    cpu = make_output(torch.Generator().manual_seed(6), [2, 0, 3, 1], num_layers=3, ibs_layers=(1, 2))
+    for cfg in (IBSConfig(), IBSConfig(point_sampling=True, num_points=5)):
+        features = cpu.features.to("meta").requires_grad_()
+        embeddings = [[e.to("meta").requires_grad_() for e in layer] for layer in cpu.embeddings]
+        output = replace(
+            cpu,
+            features=features,
+            embeddings=embeddings,
+            thing_index=[[i.to("meta") for i in layer] for layer in cpu.thing_index],
+            thing_weights=[[w.to("meta") for w in layer] for layer in cpu.thing_weights],
+        )
+        terms = ibs_loss(output, torch.tensor([1, 0, 3, 2]), cfg)
+        assert sorted(terms) == ["ibs_layer1", "ibs_layer2", "loss_ibs"]
+        assert all(t.device.type == "meta" and t.shape == () for t in terms.values())
+        terms["loss_ibs"].backward()
+        assert features.grad.shape == features.shape
+        assert embeddings[2][2].grad.shape == embeddings[2][2].shape
 
 
 def test_weighted_loss_applies_lambda_and_mask_weight_once() -> None:

@@ -117,13 +117,14 @@ def set_matmul_precision(cfg: ExperimentConfig, device: torch.device) -> None:
 
 
 def step_partner_index(
-    batch_size: int, cfg: ExperimentConfig, generator: torch.Generator, device: torch.device
+    batch_size: int, cfg: ExperimentConfig, generator: torch.Generator
 ) -> torch.Tensor | None:
     """(B,) the IBS partner of every crop of a step (:func:`~ibs_study.losses.assign_partners`),
-    or None for a single crop or when the IBS loss draws its partners per layer."""
+    or None for a single crop or when the IBS loss draws its partners per layer. It stays on
+    the CPU, where the loss and the logged statistics read it, even when training on a GPU."""
     if batch_size < 2 or cfg.ibs.partner == "random_per_layer":
         return None
-    return assign_partners(batch_size, cfg.ibs.partner, generator).to(device)
+    return assign_partners(batch_size, cfg.ibs.partner, generator)
 
 
 def train_step(
@@ -141,32 +142,34 @@ def train_step(
         FloatingPointError: a loss term is NaN or infinite (named, with the step).
     """
     device = batch.images.device
-    partner_index = step_partner_index(len(batch), cfg, generator, device)
+    partner_index = step_partner_index(len(batch), cfg, generator)
     with torch.autocast(device.type, dtype=torch.float16, enabled=scaler is not None):
         output = model(batch.images, batch.targets)
         losses = dict(output.losses)
         if cfg.ibs.enabled:
             losses.update(weighted_ibs_loss(output, partner_index, cfg.ibs, generator))
     total = sum(losses.values())
-    values = {name: float(value.detach()) for name, value in losses.items()}
+    optimizer.zero_grad(set_to_none=True)
+    (scaler.scale(total) if scaler is not None else total).backward()
+    # every term in one device-to-host copy, once the backward pass is queued (a copy per term,
+    # before it, would make a GPU wait for the host between the forward and backward passes)
+    read = torch.stack([value.detach().float() for value in [*losses.values(), total]]).tolist()
+    values = dict(zip(losses, read[:-1]))
     bad = [name for name, value in values.items() if not math.isfinite(value)]
-    if bad or not math.isfinite(float(total.detach())):
+    if bad or not math.isfinite(read[-1]):
         raise FloatingPointError(
             f"step {step}: non-finite loss term(s) {bad or ['total']}; all terms: {values}. "
-            "The run stopped; the last checkpoint holds the last good state."
+            "The run stopped before the optimiser step; the last checkpoint holds the last good state."
         )
-    optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
-        scaler.scale(total).backward()
         scaler.unscale_(optimizer)
         clip_gradients(model, cfg.optimizer)
         scaler.step(optimizer)
         scaler.update()
     else:
-        total.backward()
         clip_gradients(model, cfg.optimizer)
         optimizer.step()
-    values["loss_total"] = float(total.detach())
+    values["loss_total"] = read[-1]
     values.update(output.stats)
     if partner_index is not None:
         values["ibs_pairs_share_thing_class"] = shared_thing_class_fraction(batch.targets, partner_index)

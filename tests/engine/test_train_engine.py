@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -13,11 +14,14 @@ from ibs_study.config import resolve_config
 from ibs_study.data.datasets import synthetic as open_synthetic
 from ibs_study.data.panoptic import check_segments_match_png, load_panoptic_json, read_id_png
 from ibs_study.engine.checkpoint import latest_checkpoint, load_checkpoint
+from ibs_study.engine.data import open_split
 from ibs_study.engine.evaluate import evaluate_run, rescore_run
-from ibs_study.engine.optim import lr_factor
+from ibs_study.engine.optim import build_optimizer, lr_factor
 from ibs_study.engine.run_dir import RunDirError
-from ibs_study.engine.train import set_matmul_precision, train
+from ibs_study.engine.train import set_matmul_precision, step_generator, train, train_augmentation, train_step
 from ibs_study.errors import ConfigError
+from ibs_study.models.build import build_model
+from ibs_study.sampling import build_train_loader
 
 TINY = [
     "data.synthetic_scale=tiny",
@@ -118,6 +122,41 @@ def test_nan_loss_stops_with_step_and_term_and_keeps_last_checkpoint(data_root, 
         train(_cfg(data_root, "synthetic_pfcn_crop", "train.max_steps=6"), run, progress=False)
     assert latest_checkpoint(run / "checkpoints").name == "step_00000002.pt"
     assert load_checkpoint(run / "checkpoints" / "step_00000002.pt")["step"] == 2
+
+
+def test_non_finite_step_changes_no_weight_and_no_optimiser_state(data_root):
+    """The finiteness check runs after the backward pass (one host read per step) but before
+    the optimiser: a failing step leaves the model and the optimiser as they were."""
+    cfg = _cfg(data_root, "synthetic_m2f_crop_ibs")
+    dataset = open_split(cfg, cfg.data.train_split)
+    loader = build_train_loader(
+        dataset, dataset.meta, cfg.sampler, train_augmentation(cfg), batch_size=cfg.train.batch_size, seed=0
+    )
+    batches = iter(loader)
+    model = build_model(cfg.model, dataset.meta).train()
+    optimizer = build_optimizer(model, cfg.optimizer)
+    values = train_step(model, next(batches), cfg, optimizer, None, 0, step_generator(0, 0, 0))
+    terms = [v for k, v in values.items() if k.startswith("loss_") and k != "loss_total"]
+    assert "loss_ibs" in values and values["loss_total"] == pytest.approx(sum(terms), rel=1e-5)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    moments = copy.deepcopy(optimizer.state_dict())
+    forward = model.forward
+
+    def forward_with_inf(images, targets):
+        output = forward(images, targets)
+        output.losses["loss_dice"] = output.losses["loss_dice"] * float("inf")
+        return output
+
+    model.forward = forward_with_inf
+    with pytest.raises(
+        FloatingPointError, match=r"step 1: non-finite loss term\(s\) \['loss_dice'\].*before the"
+    ):
+        train_step(model, next(batches), cfg, optimizer, None, 1, step_generator(0, 0, 1))
+    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+    after = optimizer.state_dict()
+    assert after["state"].keys() == moments["state"].keys()
+    for key, state in moments["state"].items():
+        assert all(torch.equal(state[name], after["state"][key][name]) for name in state)
 
 
 def test_paired_sampler_needs_an_even_batch(data_root):
