@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The GPU measurements of docs/benchmarks.md in one run, for a machine lent for a few minutes:
+# the device, the IBS overhead of both paper-scale presets with float32 matrix products at
+# PyTorch's default precision and with TF32, a short `ibs-study train` of the tiny Mask2Former
+# with IBS and AMP on the device, and the CUDA-only tests. Each part's output goes to a file in
+# $OUT (default /tmp/gpu_checks) and to the terminal.
+#
+#     bash benchmarks/gpu_checks.sh                           # about 6 minutes on an H100 or H200
+#     DEVICE=cpu SCALE=cpu STEPS=4 WARMUP=1 bash benchmarks/gpu_checks.sh   # the same steps on a CPU
+#
+# Needs only the packages the training code imports (the package itself is found through
+# PYTHONPATH, so nothing has to be installed on the machine).
+set -euo pipefail
+
+OUT=${OUT:-/tmp/gpu_checks}
+DEVICE=${DEVICE:-cuda}
+SCALE=${SCALE:-paper}
+DATA=${DATA:-/tmp/synth_${SCALE}}
+STEPS=${STEPS:-8}
+WARMUP=${WARMUP:-3}
+PYTHON=${PYTHON:-python3}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+mkdir -p "$OUT"
+
+{
+    date -u +%Y-%m-%dT%H:%M:%SZ
+    git rev-parse HEAD 2>/dev/null || echo "commit: not a git checkout"
+    if command -v nvidia-smi > /dev/null; then
+        nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+    fi
+    "$PYTHON" -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'threads', torch.get_num_threads())"
+} 2>&1 | tee "$OUT/device.txt"
+
+for precision in highest high; do
+    "$PYTHON" benchmarks/ibs_overhead.py --scale "$SCALE" --device "$DEVICE" --data "$DATA" --num-train 16 \
+        --steps "$STEPS" --warmup "$WARMUP" --set "train.float32_matmul_precision=$precision" \
+        2>&1 | tee "$OUT/ibs_overhead_matmul_${precision}.txt"
+done
+
+run=$(mktemp -d)/m2f_crop_ibs
+amp=$([ "$DEVICE" = cuda ] && echo true || echo false)
+"$PYTHON" -m ibs_study train --preset synthetic_m2f_crop_ibs --out "$run" --no-progress \
+    --set "data.root=${DATA}_cpu_scale" --set "train.device=$DEVICE" --set "train.amp=$amp" \
+    --set train.max_steps=40 --set train.checkpoint_every=20 2>&1 | tee "$OUT/train_m2f_crop_ibs.txt"
+tail -n 1 "$run/log.jsonl" | tee -a "$OUT/train_m2f_crop_ibs.txt"
+
+if [ "$DEVICE" = cuda ]; then
+    "$PYTHON" -m pytest -q -p no:cacheprovider -m gpu tests/metrics/test_panoptic_hand.py \
+        2>&1 | tee "$OUT/cuda_tests.txt"
+fi
