@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The GPU measurements of docs/benchmarks.md in one run, for a machine lent for a few minutes:
-# the device, the IBS overhead of both paper-scale presets with float32 matrix products at
-# PyTorch's default precision and with TF32, a short `ibs-study train` of the tiny Mask2Former
-# with IBS and AMP on the device, and the CUDA-only tests. Each part's output goes to a file in
-# $OUT (default /tmp/gpu_checks) and to the terminal.
+# the device; the IBS overhead of both paper-scale presets with float32 matrix products at
+# PyTorch's default precision and with TF32, each with the IBS term's 15 costliest kernels; a
+# short `ibs-study train` of the tiny Mask2Former with IBS and AMP on the device; the CUDA-only
+# tests. Each part's output goes to a file in $OUT (default /tmp/gpu_checks) and to the terminal.
 #
-#     bash benchmarks/gpu_checks.sh                           # about 6 minutes on an H100 or H200
+#     bash benchmarks/gpu_checks.sh                           # on the GPU machine
 #     DEVICE=cpu SCALE=cpu STEPS=4 WARMUP=1 bash benchmarks/gpu_checks.sh   # the same steps on a CPU
 #
 # Needs only the packages the training code imports (the package itself is found through
@@ -33,7 +33,7 @@ mkdir -p "$OUT"
 
 for precision in highest high; do
     "$PYTHON" benchmarks/ibs_overhead.py --scale "$SCALE" --device "$DEVICE" --data "$DATA" --num-train 16 \
-        --steps "$STEPS" --warmup "$WARMUP" --set "train.float32_matmul_precision=$precision" \
+        --steps "$STEPS" --warmup "$WARMUP" --set "train.float32_matmul_precision=$precision" --profile 15 \
         2>&1 | tee "$OUT/ibs_overhead_matmul_${precision}.txt"
 done
 

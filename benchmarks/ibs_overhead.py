@@ -12,6 +12,7 @@ and reports its peak RSS growth during the timed steps.
     python benchmarks/ibs_overhead.py                       # tiny CPU models, CPU-scale crops
     python benchmarks/ibs_overhead.py --scale paper --device cuda   # ResNet-50, 512x1024 crops
     python benchmarks/ibs_overhead.py --scale paper --device cuda --set train.float32_matmul_precision=high
+    python benchmarks/ibs_overhead.py --profile 15          # plus the IBS term's 15 costliest operators
 """
 
 from __future__ import annotations
@@ -73,39 +74,76 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def _ibs_term_inputs(cfg, model, batch, step: int, device: torch.device):
+    """The model's output on ``batch`` with its features and embeddings as fresh leaves, the
+    step's partner index and generator, and whether the step runs under autocast."""
+    from dataclasses import replace
+
+    amp = cfg.train.amp and device.type == "cuda"  # as train_step: the model and the IBS term under autocast
+    generator = step_generator(0, 0, step)
+    partner_index = step_partner_index(len(batch), cfg, generator)
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+        output = model(batch.images, batch.targets)
+    leaves = replace(
+        output,
+        features=output.features.detach().requires_grad_(),
+        embeddings=[[e.detach().requires_grad_() for e in layer] for layer in output.embeddings],
+    )
+    return leaves, partner_index, generator, amp
+
+
+def _ibs_term(cfg, leaves, partner_index, generator, amp: bool, device: torch.device) -> None:
+    with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+        term = weighted_ibs_loss(leaves, partner_index, cfg.ibs, generator)["loss_ibs"]
+    term.backward()
+
+
 def time_ibs_term(cfg, model, batches, device: torch.device, warmup: int) -> list[float]:
     """Seconds of the IBS term alone per batch: forward and backward to the features and
     embeddings it reads (detached copies of the model's outputs, so the backbone's backward
     is not counted)."""
-    from dataclasses import replace
-
-    amp = cfg.train.amp and device.type == "cuda"  # as train_step: the model and the IBS term under autocast
     seconds = []
     for step, batch in enumerate(batches):
-        generator = step_generator(0, 0, step)
-        partner_index = step_partner_index(len(batch), cfg, generator)
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-            output = model(batch.images, batch.targets)
-        leaves = replace(
-            output,
-            features=output.features.detach().requires_grad_(),
-            embeddings=[[e.detach().requires_grad_() for e in layer] for layer in output.embeddings],
-        )
+        inputs = _ibs_term_inputs(cfg, model, batch, step, device)
         _synchronize(device)
         start = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-            term = weighted_ibs_loss(leaves, partner_index, cfg.ibs, generator)["loss_ibs"]
-        term.backward()
+        _ibs_term(cfg, *inputs, device)
         _synchronize(device)
         if step >= warmup:
             seconds.append(time.perf_counter() - start)
     return seconds
 
 
+def profile_ibs_term(cfg, model, batches, device: torch.device, warmup: int, rows: int) -> str:
+    """torch.profiler's table of the IBS term alone over the timed batches: the ``rows``
+    operators with the most self time on the device (CUDA kernels on a GPU, else CPU)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    inputs = [_ibs_term_inputs(cfg, model, batch, step, device) for step, batch in enumerate(batches)]
+    for args in inputs[:warmup]:
+        _ibs_term(cfg, *args, device)
+    _synchronize(device)
+    with profile(activities=activities) as prof:
+        for args in inputs[warmup:]:
+            _ibs_term(cfg, *args, device)
+        _synchronize(device)
+    sort_by = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=sort_by, row_limit=rows)
+
+
 def measure(
-    preset: str, device: str, steps: int, warmup: int, batch: int | None, overrides: list[str], only=None
+    preset: str,
+    device: str,
+    steps: int,
+    warmup: int,
+    batch: int | None,
+    overrides: list[str],
+    only=None,
+    profile_rows: int = 0,
 ):
-    """Median step seconds (and CUDA peak MB) per variant; ``only`` runs one variant."""
+    """Median step seconds (and CUDA peak MB) per variant; ``only`` runs one variant;
+    ``profile_rows`` > 0 adds the profiler table of the IBS term alone (``"ibs_term_profile"``)."""
     torch.manual_seed(0)
     cfg, dataset, loader = _setup(preset, device, batch, overrides)
     dev = torch.device(device)
@@ -151,6 +189,8 @@ def measure(
             "median": statistics.median(alone),
             "quartiles": (alone[len(alone) // 4], alone[-1 - len(alone) // 4]),
         }
+        if profile_rows:
+            result["ibs_term_profile"] = profile_ibs_term(variant, model, batches, dev, warmup, profile_rows)
     for name in result:
         if name in peaks:
             result[name]["peak_mb"] = peaks[name]
@@ -174,6 +214,13 @@ def main() -> None:
         "--data", help="synthetic dataset folder (generated with --num-train images if absent)"
     )
     parser.add_argument("--num-train", type=int, default=32, help="images generated into --data")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="ROWS",
+        help="also print the ROWS operators of the IBS term alone with the most device time (torch.profiler)",
+    )
     parser.add_argument("--only", choices=["with_ibs", "without_ibs"], help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -201,7 +248,15 @@ def main() -> None:
     )
     for model in args.models:
         preset = PRESETS[(args.scale, model)]
-        result, cfg = measure(preset, args.device, args.steps, args.warmup, args.batch, args.overrides)
+        result, cfg = measure(
+            preset,
+            args.device,
+            args.steps,
+            args.warmup,
+            args.batch,
+            args.overrides,
+            profile_rows=args.profile,
+        )
         crop = cfg.data.crop_size
         with_s, without_s = result["with_ibs"]["median_s"], result["without_ibs"]["median_s"]
         print(
@@ -232,6 +287,9 @@ def main() -> None:
             f"= {100 * alone['median'] / without_s:+.1f} % of the step without IBS (quartiles {1000 * low:.1f} .. "
             f"{1000 * high:.1f} ms)"
         )
+        if "ibs_term_profile" in result:
+            print("  IBS term alone, by operator (torch.profiler, the timed batches):")
+            print(result["ibs_term_profile"])
         if "peak_mb" in result["with_ibs"]:
             a, b = result["without_ibs"]["peak_mb"], result["with_ibs"]["peak_mb"]
             print(
