@@ -8,8 +8,11 @@
 #     bash benchmarks/gpu_checks.sh                           # on the GPU machine
 #     DEVICE=cpu SCALE=cpu STEPS=4 WARMUP=1 bash benchmarks/gpu_checks.sh   # the same steps on a CPU
 #
-# Needs only the packages the training code imports (the package itself is found through
-# PYTHONPATH, so nothing has to be installed on the machine).
+# Needs the packages the training code imports; ibs_study itself is found through PYTHONPATH
+# (no install). On a machine that cannot download packages and lacks some
+# of them, put their wheels into .whl/ first (the command is in docs/benchmarks.md, "IBS
+# overhead"): if a package is missing they are installed into /tmp/site, and a package still
+# missing then stops the run.
 set -euo pipefail
 
 OUT=${OUT:-/tmp/gpu_checks}
@@ -21,6 +24,23 @@ WARMUP=${WARMUP:-3}
 PYTHON=${PYTHON:-python3}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
+
+missing_packages() {
+    "$PYTHON" -c "
+import importlib.util
+needed = ['torch', 'torchvision', 'numpy', 'scipy', 'PIL', 'yaml', 'tqdm', 'numba', 'deflate', 'pycocotools', 'tensorboard']
+print(' '.join(name for name in needed if importlib.util.find_spec(name) is None))"
+}
+missing=$(missing_packages)
+if [ -n "$missing" ] && compgen -G ".whl/*.whl" > /dev/null; then
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH="/tmp/site:$PYTHONPATH"
+    missing=$(missing_packages)
+fi
+if [ -n "$missing" ]; then
+    echo "gpu_checks.sh: Python packages missing: $missing (put their wheels into .whl/, see docs/benchmarks.md)" >&2
+    exit 2
+fi
 
 {
     date -u +%Y-%m-%dT%H:%M:%SZ
