@@ -36,12 +36,11 @@ from ibs_study.engine.train import (
     set_matmul_precision,
     step_generator,
     step_partner_index,
-    train_augmentation,
+    train_loader,
     train_step,
 )
 from ibs_study.losses import weighted_ibs_loss
 from ibs_study.models.build import build_model
-from ibs_study.sampling import build_train_loader
 
 PRESETS = {
     ("cpu", "pfcn"): "synthetic_pfcn_crop_ibs",
@@ -57,10 +56,7 @@ def _setup(preset: str, device: str, batch: int | None, overrides: list[str]):
     )
     set_matmul_precision(cfg, torch.device(device))
     dataset = open_split(cfg, cfg.data.train_split, prepare=False)
-    loader = build_train_loader(
-        dataset, dataset.meta, cfg.sampler, train_augmentation(cfg), batch_size=cfg.train.batch_size, seed=0
-    )
-    return cfg, dataset, loader
+    return cfg, dataset, train_loader(cfg, dataset)
 
 
 def _variant(cfg, enabled: bool):

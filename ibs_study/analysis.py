@@ -239,8 +239,7 @@ def shared_class_fractions(
         label -> (batches,) float64 fractions in [0, 1].
     """
     from ibs_study.engine.data import open_split
-    from ibs_study.engine.train import step_generator, train_augmentation
-    from ibs_study.sampling import build_train_loader
+    from ibs_study.engine.train import step_generator, train_loader
 
     if batches < 1:
         raise ValueError(f"batches must be >= 1, got {batches}")
@@ -248,14 +247,8 @@ def shared_class_fractions(
         dataset = open_split(cfg, cfg.data.train_split)
     out = {}
     for label, (kind, partner) in pairings.items():
-        loader = build_train_loader(
-            dataset,
-            dataset.meta,
-            dataclasses.replace(cfg.sampler, kind=kind),
-            train_augmentation(cfg),
-            batch_size=cfg.train.batch_size,
-            seed=cfg.seed,
-            min_pixels=cfg.data.min_pixels,
+        loader = train_loader(
+            dataclasses.replace(cfg, sampler=dataclasses.replace(cfg.sampler, kind=kind)), dataset
         )
         values = []
         for step, batch in zip(range(batches), loader):

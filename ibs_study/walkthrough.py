@@ -45,22 +45,6 @@ def _open_train_split(cfg: ExperimentConfig, dataset: PanopticDataset | None) ->
     return dataset if dataset is not None else open_split(cfg, cfg.data.train_split)
 
 
-def _loader(cfg: ExperimentConfig, dataset: PanopticDataset, start_step: int):
-    from ibs_study.engine.train import train_augmentation
-    from ibs_study.sampling import build_train_loader
-
-    return build_train_loader(
-        dataset,
-        dataset.meta,
-        cfg.sampler,
-        train_augmentation(cfg),
-        batch_size=cfg.train.batch_size,
-        seed=cfg.seed,
-        start_step=start_step,
-        min_pixels=cfg.data.min_pixels,
-    )
-
-
 def _partner_rule(cfg: ExperimentConfig) -> str:
     """``random_per_layer`` draws per layer inside the loss; one draw per batch shows the same idea."""
     return "random" if cfg.ibs.partner == "random_per_layer" else cfg.ibs.partner
@@ -75,9 +59,9 @@ def training_batch(cfg: ExperimentConfig, step: int = 0, dataset: PanopticDatase
     Returns:
         A :class:`Batch`: ``images`` (B, 3, H, W) uint8, B targets, ``partner_index`` (B,).
     """
-    from ibs_study.engine.train import step_generator
+    from ibs_study.engine.train import step_generator, train_loader
 
-    batch = next(iter(_loader(cfg, _open_train_split(cfg, dataset), step)))
+    batch = next(iter(train_loader(cfg, _open_train_split(cfg, dataset), start_step=step)))
     batch.partner_index = assign_partners(len(batch), _partner_rule(cfg), step_generator(cfg.seed, 0, step))
     return batch
 
@@ -200,7 +184,7 @@ def ibs_training_trace(
         An :class:`IBSTrace`.
     """
     from ibs_study.engine.optim import build_optimizer, build_scheduler
-    from ibs_study.engine.train import step_generator, train_step
+    from ibs_study.engine.train import step_generator, train_loader, train_step
 
     if steps < 1 or record_every < 1:
         raise ValueError(f"steps and record_every must be >= 1, got {steps} and {record_every}")
@@ -217,7 +201,7 @@ def ibs_training_trace(
     optimizer = build_optimizer(model, cfg.optimizer)
     scheduler = build_scheduler(optimizer, cfg.optimizer, steps)
     _measure(model, trace, 0, {})
-    loader = _loader(cfg, dataset, 0)
+    loader = train_loader(cfg, dataset)
     for step, batch in tqdm(zip(range(steps), loader), total=steps, desc="IBS trace", disable=not progress):
         losses = train_step(model, batch, cfg, optimizer, None, step, step_generator(cfg.seed, 0, step))
         scheduler.step()

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ibs_study.config import ExperimentConfig, config_to_dict
@@ -61,6 +62,7 @@ __all__ = [
     "train",
     "train_step",
     "step_partner_index",
+    "train_loader",
     "TrainResult",
     "step_generator",
     "local_batch_size",
@@ -106,6 +108,33 @@ def train_augmentation(cfg: ExperimentConfig) -> TrainAugmentation:
         max_size=data.max_size,
         crop_size=data.crop_size,
         flip_prob=data.flip_prob,
+    )
+
+
+def train_loader(
+    cfg: ExperimentConfig,
+    dataset: PanopticDataset,
+    *,
+    start_step: int = 0,
+    info: DistInfo | None = None,
+    num_workers: int = 0,
+) -> DataLoader:
+    """The training batches of ``cfg`` over ``dataset`` (:func:`~ibs_study.sampling.build_train_loader`),
+    from ``start_step`` on: process ``info``'s local batch (one process when None), crops
+    augmented as ``train_augmentation(cfg)``, loaded by ``num_workers`` worker processes."""
+    info = info or DistInfo()
+    return build_train_loader(
+        dataset,
+        dataset.meta,
+        cfg.sampler,
+        train_augmentation(cfg),
+        batch_size=local_batch_size(cfg, info),
+        seed=cfg.seed,
+        start_step=start_step,
+        num_workers=num_workers,
+        rank=info.rank,
+        world_size=info.world_size,
+        min_pixels=cfg.data.min_pixels,
     )
 
 
@@ -299,18 +328,8 @@ def train(
             )
         model.train()
 
-        loader = build_train_loader(
-            dataset,
-            dataset.meta,
-            cfg.sampler,
-            train_augmentation(cfg),
-            batch_size=local_batch_size(cfg, info),
-            seed=cfg.seed,
-            start_step=start_step,
-            num_workers=cfg.data.num_workers,
-            rank=info.rank,
-            world_size=info.world_size,
-            min_pixels=cfg.data.min_pixels,
+        loader = train_loader(
+            cfg, dataset, start_step=start_step, info=info, num_workers=cfg.data.num_workers
         )
         log = _RunLog(run_dir, enabled=info.is_main, start_step=start_step)
         last_checkpoint = latest_checkpoint(run_dir / "checkpoints")

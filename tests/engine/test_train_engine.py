@@ -18,10 +18,9 @@ from ibs_study.engine.data import open_split
 from ibs_study.engine.evaluate import evaluate_run, rescore_run
 from ibs_study.engine.optim import build_optimizer, lr_factor
 from ibs_study.engine.run_dir import RunDirError
-from ibs_study.engine.train import set_matmul_precision, step_generator, train, train_augmentation, train_step
+from ibs_study.engine.train import set_matmul_precision, step_generator, train, train_loader, train_step
 from ibs_study.errors import ConfigError
 from ibs_study.models.build import build_model
-from ibs_study.sampling import build_train_loader
 
 TINY = [
     "data.synthetic_scale=tiny",
@@ -129,10 +128,7 @@ def test_non_finite_step_changes_no_weight_and_no_optimiser_state(data_root):
     the optimiser: a failing step leaves the model and the optimiser as they were."""
     cfg = _cfg(data_root, "synthetic_m2f_crop_ibs")
     dataset = open_split(cfg, cfg.data.train_split)
-    loader = build_train_loader(
-        dataset, dataset.meta, cfg.sampler, train_augmentation(cfg), batch_size=cfg.train.batch_size, seed=0
-    )
-    batches = iter(loader)
+    batches = iter(train_loader(cfg, dataset))
     model = build_model(cfg.model, dataset.meta).train()
     optimizer = build_optimizer(model, cfg.optimizer)
     values = train_step(model, next(batches), cfg, optimizer, None, 0, step_generator(0, 0, 0))
