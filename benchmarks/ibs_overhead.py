@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -60,8 +61,6 @@ def _setup(preset: str, device: str, batch: int | None, overrides: list[str]):
 
 
 def _variant(cfg, enabled: bool):
-    from dataclasses import replace
-
     return replace(cfg, ibs=replace(cfg.ibs, enabled=enabled))
 
 
@@ -73,8 +72,6 @@ def _synchronize(device: torch.device) -> None:
 def _ibs_term_inputs(cfg, model, batch, step: int, device: torch.device):
     """The model's output on ``batch`` with its features and embeddings as fresh leaves, the
     step's partner index and generator, and whether the step runs under autocast."""
-    from dataclasses import replace
-
     amp = cfg.train.amp and device.type == "cuda"  # as train_step: the model and the IBS term under autocast
     generator = step_generator(0, 0, step)
     partner_index = step_partner_index(len(batch), cfg, generator)
