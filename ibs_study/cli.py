@@ -537,11 +537,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
-    from ibs_study.errors import ConfigError, RunDirError  # torch-free: synth/stats/score stay light
+    from ibs_study.errors import InputError  # torch-free: synth/stats/score stay light
 
     try:
         return int(args.run(args) or 0)
-    except (ConfigError, RunDirError) as err:  # bad input: the message says what to do, no traceback
+    except InputError as err:  # bad input: the message says what to do, no traceback
+        if args.verbose:
+            logging.getLogger("ibs_study").exception("input error")
         print(f"ibs-study {args.command}: error: {err}", file=sys.stderr)
         return 2
 
