@@ -72,6 +72,16 @@ def test_figure_provenance_names_this_json(results):
     assert provenance["results_sha256"] == hashlib.sha256(RESULTS.read_bytes()).hexdigest()
 
 
+def test_results_page_is_short_and_states_at_most_ten_findings():
+    """docs/results.md is read at once: at most 250 lines, a findings list of one to ten bullets;
+    the history lives in docs/experiments.md."""
+    text = (ROOT / "docs" / "results.md").read_text()
+    assert len(text.splitlines()) <= 250
+    findings = text.split("## Findings\n", 1)[1].split("\n## ", 1)[0]
+    assert 1 <= sum(line.startswith("* ") for line in findings.splitlines()) <= 10
+    assert "(experiments.md)" in text and (ROOT / "docs" / "experiments.md").is_file()
+
+
 def _row(setting: str, prec: list[float], curve_level: list[float]) -> dict:
     summary = {"mean": sum(prec) / len(prec), "ci95": [0, 1], "per_seed": prec}
     curves = [[level, level / 2] for level in curve_level]
@@ -126,7 +136,8 @@ FOLLOWUPS = sorted((ROOT / "paper_figures").glob("followup_*/synthetic_results.j
 @pytest.mark.parametrize("path", FOLLOWUPS, ids=[p.parent.name for p in FOLLOWUPS])
 def test_followup_studies_match_their_tables_and_docs(path):
     """A follow-up study (paper_figures/followup_*/): same schema; its tables and claims, and the
-    ablation, oracle and claims tables docs/results.md quotes from it, are what its JSON produces."""
+    ablation, oracle and claims tables the docs (results.md or experiments.md) quote from it, are
+    what its JSON produces."""
     from ibs_study.study import claims_table, reproduction_checks
     from ibs_study.viz.figures import table_bar_rows
 
@@ -139,7 +150,7 @@ def test_followup_studies_match_their_tables_and_docs(path):
             assert all(0.0 <= v <= 1.0 for v in values) and summary["mean"] == pytest.approx(
                 sum(values) / len(values)
             )
-    docs = (ROOT / "docs" / "results.md").read_text()
+    docs = "\n".join((ROOT / "docs" / name).read_text() for name in ("results.md", "experiments.md"))
     tables = [n for n in TABLES if table_bar_rows(followup, n)[0]]
     assert tables
     # docs quote the ablation table (or, for a follow-up without its rows, Table 2) and the
@@ -149,13 +160,13 @@ def test_followup_studies_match_their_tables_and_docs(path):
         expected = results_table(followup, number).strip()
         assert (path.parent / f"table{number}.md").read_text().strip() == expected
         if number in quoted:
-            assert expected in docs, f"docs/results.md lacks table {number} of {path.parent.name}"
+            assert expected in docs, f"docs lack table {number} of {path.parent.name}"
     for model in dict.fromkeys(row["model"] for row in followup["rows"]):
         if not reproduction_checks(followup, model):
             continue
         claims = claims_table(followup, model).strip()
         assert (path.parent / f"claims_{model}.md").read_text().strip() == claims
-        assert claims in docs, f"docs/results.md lacks the {model} claims table of {path.parent.name}"
+        assert claims in docs, f"docs lack the {model} claims table of {path.parent.name}"
 
 
 def test_tables_leave_out_rows_collected_before_their_metrics_existed():
