@@ -2,15 +2,17 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Exact versions of everything `make setup` installs (pip-compile of pyproject.toml, all extras).
+LOCK := constraints.txt
 
-.PHONY: setup test demo lint figures test-browser explore clean
+.PHONY: setup test demo lint figures test-browser explore clean lock
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c $(LOCK) --upgrade pip
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[dev]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 > /dev/null
 	touch $(STAMP)
 
@@ -39,6 +41,15 @@ explore: setup
 # run directories> adds the qualitative figures).
 figures: setup
 	$(BIN)/ibs-study figures $(if $(RUNS),--runs $(RUNS))
+
+# Refresh $(LOCK) from pyproject.toml with pip-tools, installed into a throwaway venv. Versions
+# already in $(LOCK) are kept where pyproject.toml still allows them; UPGRADE=1 takes the newest.
+lock:
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(PYTHON) -m venv "$$tmp" && "$$tmp/bin/python" -m pip install --quiet pip-tools && \
+	echo pip | CUSTOM_COMPILE_COMMAND="make lock" "$$tmp/bin/pip-compile" --quiet --all-extras \
+	    --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links \
+	    $(if $(UPGRADE),--upgrade) --output-file $(LOCK) pyproject.toml -
 
 clean:
 	rm -rf $(VENV) build *.egg-info
