@@ -467,6 +467,7 @@ class _CropKernels:
         thing_kernels: (N_th, C_k), rows ordered by level, thing, then rank k.
         thing_weights: (N_th,) normalised centre scores, summing to 1 per (thing, level).
         thing_groups: per level with things: (number of things, k, (things, h4, w4) target masks).
+        thing_segments: (N_th,) int64 index of each row's thing among the crop target's segments.
         stuff_kernels: (N_st, C_k), one per (level, present region class).
         stuff_targets: (N_st, h4, w4) soft semantic targets.
     """
@@ -474,6 +475,7 @@ class _CropKernels:
     thing_kernels: torch.Tensor
     thing_weights: torch.Tensor
     thing_groups: list[tuple[int, int, torch.Tensor]]
+    thing_segments: torch.Tensor
     stuff_kernels: torch.Tensor
     stuff_targets: torch.Tensor
 
@@ -534,6 +536,11 @@ class PanopticFCN(nn.Module):
             max_things=cfg.tensor_dim,
         )
 
+    @property
+    def thing_embedding_bias(self) -> torch.Tensor:
+        """(C,) the thing projection's bias: the part of every thing embedding that no kernel sets."""
+        return self.thing_projection.bias
+
     # ------------------------------------------------------------------------- features
 
     def _preprocess(self, images: torch.Tensor) -> torch.Tensor:
@@ -573,7 +580,8 @@ class PanopticFCN(nn.Module):
             :class:`UnifiedOutput` with one layer: ``embeddings[0][b]`` (N_b, C) are crop b's
             gathered kernels (things, then stuff), ``thing_index[0][b]`` the thing rows (all
             ``pos_num`` rows of every (thing, level) assignment), ``thing_weights[0][b]`` their
-            normalised centre scores (summing to 1 per assignment), ``features`` the encoder
+            normalised centre scores (summing to 1 per assignment), ``thing_segments[0][b]``
+            the index of each thing row's segment in ``targets[b]``, ``features`` the encoder
             output, ``losses`` the four weighted terms.
         """
         if len(targets) != images.shape[0]:
@@ -612,7 +620,8 @@ class PanopticFCN(nn.Module):
     def _gather_kernels(self, heads: HeadOutputs, targets: CropTargets, crop: int) -> _CropKernels:
         """Training kernels of one crop: top-``pos_num`` centre-score positions per thing and
         level, and one region kernel per region class present on a level."""
-        thing_kernels, thing_weights, thing_groups, stuff_kernels, stuff_targets = [], [], [], [], []
+        thing_kernels, thing_weights, thing_groups, thing_segments = [], [], [], []
+        stuff_kernels, stuff_targets = [], []
         for level in range(len(HEAD_LEVELS)):
             kernel_map = heads.kernel_maps[level][crop].flatten(1)  # (C_k, h * w)
             things = targets.things[level]
@@ -624,6 +633,7 @@ class PanopticFCN(nn.Module):
                 thing_kernels.append(kernel_map[:, positions.flatten()].T)  # (N * k, C_k)
                 thing_weights.append((scores / scores.sum(1, keepdim=True).clamp(min=1e-8)).flatten())
                 thing_groups.append((len(things), k, things.masks))
+                thing_segments.append(things.segments.repeat_interleave(k))
             region_scores = targets.region_scores[level]  # (R, h, w)
             present = region_scores.flatten(1).sum(1) > 0
             if present.any():
@@ -636,6 +646,7 @@ class PanopticFCN(nn.Module):
             torch.cat(thing_kernels) if thing_kernels else empty,
             torch.cat(thing_weights) if thing_weights else empty.new_zeros(0),
             thing_groups,
+            torch.cat(thing_segments) if thing_segments else empty.new_zeros(0, dtype=torch.int64),
             torch.cat(stuff_kernels) if stuff_kernels else empty,
             torch.cat(stuff_targets) if stuff_targets else empty.new_zeros((0, *encoder_size)),
         )
@@ -647,10 +658,11 @@ class PanopticFCN(nn.Module):
         thing_dice = sum(p.sum() for p in self.thing_projection.parameters()) * 0.0
         stuff_dice = sum(p.sum() for p in self.stuff_projection.parameters()) * 0.0
         num_things = num_stuff = 0
-        embeddings, thing_index, thing_weights, thing_kernels = [], [], [], []
+        embeddings, thing_index, thing_weights, thing_kernels, thing_segments = [], [], [], [], []
         for crop, targets in enumerate(crop_targets):
             kernels = self._gather_kernels(heads, targets, crop)
             thing_kernels.append(kernels.thing_kernels)
+            thing_segments.append(kernels.thing_segments)
             thing_embeddings = self.thing_projection(kernels.thing_kernels)
             stuff_embeddings = self.stuff_projection(kernels.stuff_kernels)
             crop_embeddings = torch.cat([thing_embeddings, stuff_embeddings])  # (N_th + N_st, C)
@@ -693,6 +705,7 @@ class PanopticFCN(nn.Module):
             mask_loss_weight=cfg.segment_weight,
             losses=losses,
             stats={"num_things": float(num_things), "num_stuff": float(num_stuff)},
+            thing_segments=[thing_segments],
             bias_detached_thing_embeddings=bias_detached_thing_embeddings,
         )
 
