@@ -200,7 +200,7 @@ def _scale(metric: str) -> float:
 
 
 def _label(metric: str) -> str:
-    return METRIC_LABELS.get(metric, metric) + (" (logit)" if metric in LOGIT_METRICS else "")
+    return METRIC_LABELS.get(metric, metric) + (" (logit)" if metric.startswith("logit_") else "")
 
 
 def rows_table(results: dict[str, Any], metrics: Sequence[str], model: str = "pfcn") -> str:
@@ -242,7 +242,8 @@ def comparisons_table(
     how many seeds are above 0 and, for a comparison with a ``loss``, the share of the crop loss
     recovered (of the means, fraction metrics). Comparisons whose rows are absent are left out."""
     lines = [
-        "| comparison | measure | difference (mean [95 % CI]) | seeds above 0 | share of the crop loss |",
+        "| comparison | measure | difference (mean [95 % CI]; points, logits and norms as they are) "
+        "| seeds above 0 | share of the crop loss |",
         "|---|---|---|---:|---:|",
     ]
     for comparison in comparisons:

@@ -497,9 +497,9 @@ METRIC_LABELS = {
     "pred_th_unmatched_own": "own, unmatched", "pred_th_stuff": "on stuff",
     "logit_own": "logit on own thing", "logit_lookalike": "logit on look-alike",
     "logit_background": "logit on background", "logit_gap": "own - look-alike logit",
-    "logit_gap_per_norm": "(own - look-alike) / |E|", "logit_bias_own": "bias part on own thing",
+    "logit_gap_per_norm": "(own - look-alike) / ‖E‖", "logit_bias_own": "bias part on own thing",
     "logit_bias_lookalike": "bias part on look-alike", "logit_bias_background": "bias part on background",
-    "embedding_norm": "embedding norm |E|",
+    "embedding_norm": "embedding norm ‖E‖",
 }  # fmt: skip
 
 

@@ -582,7 +582,7 @@ def operating_curve_figure(
 LOGIT_PANELS = (
     ("mean logit E·F of the GT things' embeddings", ("logit_own", "logit_lookalike", "logit_background")),
     ("separation: own - look-alike", ("logit_gap", "logit_gap_per_norm")),
-    ("magnitude: bias part b·F and |E|", ("logit_bias_own", "logit_bias_background", "embedding_norm")),
+    ("magnitude: bias part b·F and ‖E‖", ("logit_bias_own", "logit_bias_background", "embedding_norm")),
 )
 
 

@@ -129,6 +129,10 @@ def test_unified_output_shapes_dtypes_and_rows():
     assert weights.shape == (num_things * 7,) and weights.dtype == torch.float32
     assert rows.shape[0] > num_things * 7  # stuff rows follow the thing rows
     torch.testing.assert_close(weights.view(num_things, 7).sum(1), torch.ones(num_things))
+    # each thing row names its GT segment among the target's segments, 7 rows per thing
+    things = torch.nonzero(targets[0].is_thing).flatten().tolist()
+    assert out.thing_segments[0][0].tolist() == [t for t in things for _ in range(7)] and len(things) == 3
+    assert out.thing_segments[0][1].shape == (0,) and out.thing_segments[0][2].dtype == torch.int64
     # crop 1: stuff only; crop 2: nothing at all
     assert out.thing_index[0][1].shape == (0,) and out.thing_weights[0][1].shape == (0,)
     assert out.embeddings[0][1].shape[0] > 0 and out.thing_embeddings(0, 1).shape == (0, 32)
