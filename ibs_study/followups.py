@@ -9,7 +9,8 @@ each run, and writes into one folder:
 
 * ``synthetic_results.json``: the study's schema, each row with its ``variant``;
 * ``rows.md`` and ``logits.md``: every row's means with 95 % intervals;
-* ``comparisons.md``: the follow-up's seed-paired differences (Student-t 95 % intervals);
+* ``comparisons.md``: what the follow-up asks, then its seed-paired differences (Student-t 95 %
+  intervals);
 * ``claims_pfcn.md`` and ``claims_pfcn_<variant>.md``: the paper's claims checked on the
   study's rows and on each variant that has the full, crop and crop + IBS rows;
 * ``fig5_confusion_pfcn``, ``fig5_oracle_pfcn`` (confusion curves of every row) and
@@ -32,6 +33,7 @@ from ibs_study.study import (
     METRIC_LABELS,
     StudyRow,
     claims_table,
+    find_row,
     format_measured,
     paired_difference,
     row_variant,
@@ -97,8 +99,8 @@ class Comparison:
         label: what the difference measures, in words.
         baseline, other: ``(setting, variant)``; variant "" is the study's own row.
         loss: optional ``(crop, full)`` rows whose difference ``full - crop`` is the crop loss the
-            comparison is read against: the table then gives ``recovered`` = difference / loss
-            (of the means) for the fraction metrics.
+            comparison is read against: the table then gives the share of it recovered,
+            difference / loss (of the means), for the fraction metrics.
     """
 
     label: str
@@ -109,7 +111,8 @@ class Comparison:
 
 @dataclass(frozen=True)
 class FollowUp:
-    """A named follow-up: its rows (model ``model``) and the comparisons it was made for."""
+    """A named follow-up: what it asks (``description``, heading its ``comparisons.md``), its rows
+    (model ``model``) and the comparisons it was made for."""
 
     name: str
     description: str
@@ -183,17 +186,6 @@ FOLLOWUPS: dict[str, FollowUp] = {SIGNED_FEATURES.name: SIGNED_FEATURES}
 # --------------------------------------------------------------------------------- tables
 
 
-def _find(results: dict[str, Any], model: str, setting: str, variant: str) -> dict[str, Any] | None:
-    return next(
-        (
-            r
-            for r in results["rows"]
-            if r["model"] == model and r["setting"] == setting and row_variant(r) == variant
-        ),
-        None,
-    )
-
-
 def _scale(metric: str) -> float:
     """Fractions in percent (points), logits as they are."""
     return 1.0 if metric in LOGIT_METRICS else 100.0
@@ -247,8 +239,8 @@ def comparisons_table(
         "|---|---|---|---:|---:|",
     ]
     for comparison in comparisons:
-        baseline = _find(results, model, *comparison.baseline)
-        other = _find(results, model, *comparison.other)
+        baseline = find_row(results, model, *comparison.baseline)
+        other = find_row(results, model, *comparison.other)
         if baseline is None or other is None:
             continue
         for metric in metrics:
@@ -261,7 +253,7 @@ def comparisons_table(
             above = f"{sum(v > 0 for v in difference['per_seed'])} / {len(difference['per_seed'])}"
             share = ""
             if comparison.loss is not None and metric not in LOGIT_METRICS:
-                crop, full = (_find(results, model, *key) for key in comparison.loss)
+                crop, full = (find_row(results, model, *key) for key in comparison.loss)
                 loss = paired_difference(crop, full, metric) if crop and full else None
                 if loss is not None and loss["mean"] != 0:
                     share = f"{100 * difference['mean'] / loss['mean']:.0f} %"
@@ -339,7 +331,8 @@ def run_followup(
     model = followup.model
     (out / "rows.md").write_text(rows_table(results, ROW_METRICS, model))
     (out / "logits.md").write_text(rows_table(results, LOGIT_METRICS, model))
-    (out / "comparisons.md").write_text(comparisons_table(results, followup.comparisons, model=model))
+    comparisons = comparisons_table(results, followup.comparisons, model=model)
+    (out / "comparisons.md").write_text(f"{followup.description}\n\n{comparisons}")
     for variant in ["", *followup.variants()]:
         table = claims_table(results, model, variant)
         if table.count("\n") > 2:  # a header and at least one claim

@@ -35,6 +35,7 @@ __all__ = [
     "StudyRow",
     "row_variant",
     "row_key",
+    "find_row",
     "study_rows",
     "study_specs",
     "sweep_specs",
@@ -392,7 +393,7 @@ def sweep_reference(
         ),
         None,
     )
-    row = _find_row(results, model, setting) if model else None
+    row = find_row(results, model, setting) if model else None
     if row is None or seed not in row["seeds"]:
         return None
     k = row["seeds"].index(seed)
@@ -510,7 +511,8 @@ def format_measured(summary: dict[str, Any]) -> str:
     return f"{mean:.1f} ± {half:.1f}" if len(summary["per_seed"]) > 1 else f"{mean:.1f}"
 
 
-def _find_row(results: dict[str, Any], model: str, setting: str, variant: str = "") -> dict[str, Any] | None:
+def find_row(results: dict[str, Any], model: str, setting: str, variant: str = "") -> dict[str, Any] | None:
+    """The results row of ``model``, ``setting`` and ``variant`` ("": the study's own), or None."""
     return next(
         (
             r
@@ -533,7 +535,7 @@ def results_table(results: dict[str, Any], table: int, fmt: str = "markdown") ->
         header += [f"paper ({dataset}) {METRIC_LABELS[m]}" for m in metrics]
     body = []
     for model, setting, label in rows:
-        row = _find_row(results, model, setting)
+        row = find_row(results, model, setting)
         if row is None or not any(m in row["metrics"] for m in metrics):
             continue
         measured = [format_measured(row["metrics"][m]) if m in row["metrics"] else "–" for m in metrics]
