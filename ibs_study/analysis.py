@@ -268,7 +268,8 @@ def setting_differences(
     other: str,
     metrics: Sequence[str] = ("pq", "pq_th", "pq_st", "acc_th", "prec_th"),
 ) -> dict[str, dict]:
-    """``other - baseline`` per metric for one model of a ``synthetic_results.json``, paired by seed.
+    """``other - baseline`` per metric for one model of a ``synthetic_results.json``, paired by seed
+    (the study's own rows, not variants).
 
     Runs with the same seed share the initialisation seed and the data order, so the
     difference is taken per seed and summarised with :func:`ibs_study.study.metric_summary`
@@ -282,9 +283,9 @@ def setting_differences(
         KeyError: a row is missing (the message lists the rows present).
         ValueError: the rows share no seed.
     """
-    from ibs_study.study import paired_difference
+    from ibs_study.study import paired_difference, row_variant
 
-    found = {(r["model"], r["setting"]): r for r in results["rows"]}
+    found = {(r["model"], r["setting"]): r for r in results["rows"] if not row_variant(r)}
     for setting in (baseline, other):
         if (model, setting) not in found:
             raise KeyError(f"no row ({model!r}, {setting!r}) in the results; rows: {sorted(found)}")

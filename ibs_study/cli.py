@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
 
@@ -300,9 +301,29 @@ register(
 )
 
 
-def _oracle(args: argparse.Namespace) -> int:
-    from ibs_study.engine.oracle import oracle_confusion_run
+def _oracle_arguments(parser: argparse.ArgumentParser) -> None:
+    _evaluate_arguments(parser)
+    parser.add_argument(
+        "--logits",
+        action="store_true",
+        help="also the mean logits of the GT things' embeddings on their own thing, their nearest "
+        "same-class look-alike and the background, the embedding bias's part and |E| "
+        "(Panoptic FCN; written to oracle_logits.json)",
+    )
 
+
+def _oracle(args: argparse.Namespace) -> int:
+    from ibs_study.engine.oracle import LOGIT_METRICS, oracle_confusion_run, oracle_logits_run
+
+    if args.logits:
+        logits = oracle_logits_run(args.run_dir, **_trained_run_options(args))
+        value = {name: logits.get(name, math.nan) for name in LOGIT_METRICS}
+        print(
+            f"oracle logits of {logits['num_gt_things']} GT things ({logits['num_with_lookalike']} with a "
+            f"look-alike): own {value['logit_own']:+.2f}, look-alike {value['logit_lookalike']:+.2f}, "
+            f"background {value['logit_background']:+.2f}, bias part on own {value['logit_bias_own']:+.2f}, "
+            f"|E| {value['embedding_norm']:.2f}"
+        )
     result = oracle_confusion_run(args.run_dir, **_trained_run_options(args))
     ratio = dict(zip(result["thresholds"], result["ratio"], strict=True))
     print(
@@ -317,7 +338,7 @@ def _oracle(args: argparse.Namespace) -> int:
 register(
     "oracle",
     "confusion of the masks a trained run's embeddings give the GT things (detection left out)",
-    _evaluate_arguments,
+    _oracle_arguments,
     _oracle,
 )
 
@@ -381,6 +402,7 @@ def _compare_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _compare(args: argparse.Namespace) -> int:
     from ibs_study.analysis import run_differences
+    from ibs_study.engine.oracle import LOGIT_METRICS
     from ibs_study.study import METRIC_LABELS
 
     try:
@@ -388,17 +410,22 @@ def _compare(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"ibs-study compare: error: {err}", file=sys.stderr)
         return 2
-    print(f"other - baseline, paired by seed (seeds {args.seeds}), percent: {args.other} - {args.baseline}")
+    print(
+        f"other - baseline, paired by seed (seeds {args.seeds}), percent (logits as they are): "
+        f"{args.other} - {args.baseline}"
+    )
     print(f"{'metric':40s}{'baseline':>10s}{'other':>10s}{'difference [95 % CI]':>28s}{'seeds up':>10s}")
     for metric, d in differences.items():
         # the thing-pixel shares carry the same labels on both sides: name the side
         side = "GT thing px: " if metric.startswith("gt_th_") else ""
         side = "pred. thing px: " if metric.startswith("pred_th_") else side
         label = side + METRIC_LABELS.get(metric, metric)
-        interval = f"{100 * d['mean']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]"
+        scale = 1 if metric in LOGIT_METRICS else 100  # logits as they are, shares in percent
+        label += " (logit)" if metric in LOGIT_METRICS else ""
+        interval = f"{scale * d['mean']:+.1f} [{scale * d['ci95'][0]:+.1f}, {scale * d['ci95'][1]:+.1f}]"
         up = sum(v > 0 for v in d["per_seed"])
         print(
-            f"{label:40s}{100 * d['baseline']:10.1f}{100 * d['other']:10.1f}{interval:>28s}{up:>6d} / {len(d['per_seed'])}"
+            f"{label:40s}{scale * d['baseline']:10.1f}{scale * d['other']:10.1f}{interval:>28s}{up:>6d} / {len(d['per_seed'])}"
         )
     return 0
 
@@ -408,6 +435,56 @@ register(
     "seed-paired differences between two sets of evaluated runs (any folders), mean and 95 % interval",
     _compare_arguments,
     _compare,
+)
+
+
+def _followup_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", help="the follow-up (ibs_study.followups.FOLLOWUPS), e.g. signed_features")
+    parser.add_argument(
+        "--root",
+        default="runs/study",
+        help="folder of the run directories; the study's folder reuses its runs (default: runs/study)",
+    )
+    parser.add_argument("--out", help="results, tables and figures (default: runs/followups/NAME)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(8)), help="default: 0 to 7")
+    parser.add_argument("--rows", nargs="+", help="only these row keys, e.g. pfcn_crop_ibs_signed_features")
+    parser.add_argument("--steps", type=int, help="training steps per run (default: the presets')")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override of every run (repeatable)"
+    )
+    parser.add_argument("--parallel", type=int, default=2, help="runs side by side (0: in this process)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--collect-only", action="store_true", help="train nothing; read the finished runs")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _followup(args: argparse.Namespace) -> int:
+    from ibs_study.followups import run_followup
+
+    results = run_followup(
+        args.name,
+        root=args.root,
+        out_dir=args.out,
+        seeds=args.seeds,
+        rows=args.rows,
+        steps=args.steps,
+        overrides=args.set,
+        parallel=args.parallel,
+        threads=args.threads,
+        train=not args.collect_only,
+        progress=not args.no_progress,
+    )
+    out = args.out or f"runs/followups/{args.name}"
+    print(f"{len(results['rows'])} rows x {len(args.seeds)} seeds: results, tables and figures in {out}")
+    return 0
+
+
+register(
+    "followup",
+    "train, evaluate and summarise a follow-up study: its rows x seeds, oracle confusion and logits, "
+    "tables of seed-paired differences, figures",
+    _followup_arguments,
+    _followup,
 )
 
 register(

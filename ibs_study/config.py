@@ -247,6 +247,11 @@ class ExperimentConfig:
             raise ConfigError("sampler.kind='paired' needs data.crop_size (paired crops), not full images")
         if self.ibs.enabled and self.train.batch_size < 2:
             raise ConfigError("ibs.enabled needs train.batch_size >= 2 (a partner crop in the batch)")
+        if self.ibs.detach_bias and self.model.name != "panoptic_fcn":
+            raise ConfigError(
+                f"ibs.detach_bias applies to model.name=panoptic_fcn (its thing projection's bias), "
+                f"not {self.model.name!r}: set ibs.detach_bias=false"
+            )
 
 
 # ----------------------------------------------------------------------- type coercion

@@ -180,6 +180,9 @@ class IBSConfig:
         importance_sample_ratio: fraction of the points chosen by uncertainty.
         alpha: focal-loss alpha (weight of positives; zero targets weigh ``1 - alpha``).
         gamma: focal-loss focusing exponent.
+        detach_bias: the IBS term reaches no bias of the projection that makes the thing
+            embeddings (it reads ``UnifiedOutput.bias_detached_thing_embeddings``; Panoptic FCN:
+            the thing projection's bias); the model's own losses still train that bias.
     """
 
     enabled: bool = False
@@ -192,6 +195,7 @@ class IBSConfig:
     importance_sample_ratio: float = 0.75
     alpha: float = 0.25
     gamma: float = 2.0
+    detach_bias: bool = False
 
     def __post_init__(self) -> None:
         if self.weight < 0:
@@ -322,7 +326,8 @@ def ibs_loss(
     weighted by ``thing_weights``; a layer's weighted sum over the batch is divided by
     ``max(Σ thing_weights, 1)`` of that layer (the number of ground-truth things for
     Panoptic FCN, of thing-matched queries for Mask2Former; local to this process).
-    Nothing is detached.
+    Nothing is detached, unless ``cfg.detach_bias``: then the rows come from
+    ``output.bias_detached_thing_embeddings`` (same values, no gradient into the projection bias).
 
     All layers and crops are computed at once: the thing rows of every (layer, crop) are
     grouped by the crop whose features they meet, and each group meets those features in one
@@ -371,7 +376,12 @@ def ibs_loss(
         return {"loss_ibs": zero, **{f"ibs_layer{layer}": zero for layer in layers}}
     pairs.sort(key=lambda pair: partners[pair[0]][pair[2]])
     counts = [output.thing_index[layer][crop].numel() for _, layer, crop in pairs]
-    rows = torch.cat([output.thing_embeddings(layer, crop) for _, layer, crop in pairs])  # (R, C)
+    thing_rows = output.thing_embeddings
+    if cfg.detach_bias:
+        if output.bias_detached_thing_embeddings is None:
+            raise ValueError("ibs.detach_bias needs a model whose output has bias_detached_thing_embeddings")
+        thing_rows = output.bias_detached_thing_embeddings
+    rows = torch.cat([thing_rows(layer, crop) for _, layer, crop in pairs])  # (R, C)
     weights = torch.cat([output.thing_weights[layer][crop].reshape(-1) for _, layer, crop in pairs])  # (R,)
     device = features.device
     row_layer = _to_device(

@@ -54,6 +54,8 @@ from ibs_study.study import (
     load_results,
     reproduction_checks,
     results_table,
+    row_key,
+    row_variant,
     sweep_reference,
 )
 
@@ -78,7 +80,15 @@ def _sha256(path: Path) -> str:
 
 
 def _row(results: dict, model: str, setting: str) -> dict | None:
-    return next((r for r in results["rows"] if r["model"] == model and r["setting"] == setting), None)
+    """The study's own row (not a variant) of ``model`` and ``setting``."""
+    return next(
+        (
+            r
+            for r in results["rows"]
+            if r["model"] == model and r["setting"] == setting and not row_variant(r)
+        ),
+        None,
+    )
 
 
 class _Build:
@@ -199,7 +209,7 @@ def _study_run_dirs(results: dict, runs_root: Path) -> dict[str, Path]:
     out = {}
     for row in results["rows"]:
         for seed in row["seeds"]:
-            name = f"{row['model']}_{row['setting']}_s{seed}"
+            name = f"{row_key(row)}_s{seed}"
             if (runs_root / name / "config.yaml").is_file():
                 out[name] = runs_root / name
     return out
@@ -303,9 +313,7 @@ def _provenance(results_path: Path, results: dict, build: _Build, runs: dict[str
         "results_file": str(results_path),
         "results_sha256": _sha256(results_path),
         "results": {key: results.get(key) for key in ("scale", "device", "commit")},
-        "rows": [
-            f"{r['model']}_{r['setting']} (seeds {r['seeds']}, {r['steps']} steps)" for r in results["rows"]
-        ],
+        "rows": [f"{row_key(r)} (seeds {r['seeds']}, {r['steps']} steps)" for r in results["rows"]],
         "run_dirs": {name: str(path) for name, path in sorted(runs.items())},
         "config_hashes": {name: config_hash(read_run_config(path)) for name, path in sorted(runs.items())},
         "git_commit": git_commit(),

@@ -265,9 +265,11 @@ def oracle_runs(
     parallel: int = 2,
     threads: int = 1,
     progress: bool = True,
+    logits: bool = False,
 ) -> list[Path]:
     """``ibs-study oracle`` for every run directory without an up-to-date
-    ``eval_val/oracle_confusion.json`` (older than the newest checkpoint counts as missing).
+    ``eval_val/oracle_confusion.json`` (older than the newest checkpoint counts as missing);
+    ``logits``: ``ibs-study oracle --logits``, also where ``oracle_logits.json`` is not up to date.
 
     ``parallel >= 1``: that many subprocesses of ``threads`` threads; 0: in this process.
 
@@ -278,12 +280,22 @@ def oracle_runs(
         RuntimeError: a subprocess failed; the message names the run and the end of its output.
     """
     from ibs_study.engine.checkpoint import latest_checkpoint
-    from ibs_study.engine.oracle import ORACLE_FILE, oracle_confusion_run
+    from ibs_study.engine.oracle import (
+        ORACLE_FILE,
+        ORACLE_LOGITS_FILE,
+        oracle_confusion_run,
+        oracle_logits_run,
+    )
+
+    names = (ORACLE_FILE, ORACLE_LOGITS_FILE) if logits else (ORACLE_FILE,)
 
     def stale(run_dir: Path) -> bool:
-        path, checkpoint = run_dir / "eval_val" / ORACLE_FILE, latest_checkpoint(run_dir / "checkpoints")
-        return not path.is_file() or (
-            checkpoint is not None and path.stat().st_mtime < checkpoint.stat().st_mtime
+        checkpoint = latest_checkpoint(run_dir / "checkpoints")
+        paths = [run_dir / "eval_val" / name for name in names]
+        return any(
+            not path.is_file()
+            or (checkpoint is not None and path.stat().st_mtime < checkpoint.stat().st_mtime)
+            for path in paths
         )
 
     todo = [Path(d) for d in run_dirs if stale(Path(d))]
@@ -292,6 +304,8 @@ def oracle_runs(
     bar = tqdm(total=len(todo), desc="oracle confusion", unit="run", disable=not progress or not todo)
     if parallel == 0:
         for run_dir in todo:
+            if logits:
+                oracle_logits_run(run_dir, progress=False)
             oracle_confusion_run(run_dir, progress=False)
             bar.update()
         bar.close()
@@ -300,6 +314,7 @@ def oracle_runs(
 
     def measure(run_dir: Path) -> None:
         command = [sys.executable, "-m", "ibs_study", "oracle", str(run_dir), "--no-progress"]
+        command += ["--logits"] if logits else []
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         bar.update()
         if done.returncode != 0:
@@ -338,6 +353,7 @@ def run_study(
     progress: bool = True,
     train: bool = True,
     oracle: bool = True,
+    logits: bool = False,
 ) -> dict[str, Any]:
     """Run (or read) the study's rows x seeds and its sweeps; return the results dict.
 
@@ -352,6 +368,8 @@ def run_study(
         train: False only collects runs that exist (a missing one is an error naming it).
         oracle: measure the oracle-embedding confusion (:func:`oracle_runs`) of every run that
             lacks it, so the rows carry the ``oracle_*`` metrics and table 5.
+        logits: also the oracle logit analysis (``ibs-study oracle --logits``), so the rows
+            carry the ``logit_*`` metrics and ``embedding_norm``.
 
     Returns:
         :func:`~ibs_study.study.collect_results` output plus ``sweeps``: name ->
@@ -369,7 +387,7 @@ def run_study(
         # Runs that do not exist are left to collect_results, whose error names them.
         run_dirs = [Path(root) / spec.name for spec in [*specs, *sweep_runs]]
         existing = [d for d in run_dirs if latest_checkpoint(d / "checkpoints") is not None]
-        oracle_runs(existing, parallel=parallel, threads=threads, progress=progress)
+        oracle_runs(existing, parallel=parallel, threads=threads, progress=progress, logits=logits)
     device = run_device(Path(root) / f"{rows[0].key}_s{seeds[0]}")
     results = collect_results(
         root,

@@ -26,13 +26,16 @@ import numpy as np
 from scipy import stats
 
 from ibs_study.engine.grid import RunSpec, read_metrics
-from ibs_study.engine.oracle import ORACLE_FILE
+from ibs_study.engine.oracle import LOGIT_METRICS, ORACLE_FILE, ORACLE_LOGITS_FILE
 from ibs_study.engine.run_dir import read_run_config
 from ibs_study.metrics.panoptic import GT_THING_PIXEL_FATES, PRED_THING_PIXEL_FATES
 from ibs_study.paper_reference import PAPER_INSTANCE, PAPER_PANOPTIC
 
 __all__ = [
     "StudyRow",
+    "row_variant",
+    "row_key",
+    "find_row",
     "study_rows",
     "study_specs",
     "sweep_specs",
@@ -77,15 +80,33 @@ _PRESET_MODEL = {"pfcn": "pfcn", "m2f": "m2f", "m2f_instance": "m2f_instance"}
 
 @dataclass(frozen=True)
 class StudyRow:
-    """One row of the study: a model, a training setting and the preset that trains it."""
+    """One row of the study: a model, a training setting and the preset that trains it.
+
+    A *variant* row trains the setting with ``overrides`` on top of the preset (e.g.
+    ``signed_features``: ``model.panoptic_fcn.feature_activation=none``); the study's own rows
+    have none (``variant`` empty). Rows are told apart by (model, setting, variant).
+    """
 
     model: str
     setting: str
     preset: str
+    variant: str = ""
+    overrides: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
-        return f"{self.model}_{self.setting}"
+        """``<model>_<setting>[_<variant>]``: the run directories are ``<key>_s<seed>``."""
+        return f"{self.model}_{self.setting}" + (f"_{self.variant}" if self.variant else "")
+
+
+def row_variant(row: dict[str, Any]) -> str:
+    """The ``variant`` of a results row ("" for the study's own rows and results without variants)."""
+    return row.get("variant", "")
+
+
+def row_key(row: dict[str, Any]) -> str:
+    """:attr:`StudyRow.key` of a results row."""
+    return f"{row['model']}_{row['setting']}" + (f"_{row_variant(row)}" if row_variant(row) else "")
 
 
 def study_rows(scale: str = "cpu", models: Iterable[str] = MODELS) -> list[StudyRow]:
@@ -106,11 +127,16 @@ def study_specs(
     steps: int | None = None,
     overrides: Sequence[str] = (),
 ) -> list[RunSpec]:
-    """One run per (row, seed), named ``<model>_<setting>_s<seed>``."""
+    """One run per (row, seed), named ``<row.key>_s<seed>``; a row's own overrides come last."""
     specs = []
     for row in rows:
         for seed in seeds:
-            extra = [f"seed={seed}", *([f"train.max_steps={steps}"] if steps else []), *overrides]
+            extra = [
+                f"seed={seed}",
+                *([f"train.max_steps={steps}"] if steps else []),
+                *overrides,
+                *row.overrides,
+            ]
             specs.append(
                 RunSpec(f"{row.key}_s{seed}", row.preset, tuple(extra), tags={"row": row.key, "seed": seed})
             )
@@ -169,7 +195,7 @@ def sweep_anchors(
     preset, key, seed = sweep[0].preset, sweep[0].tags["key"], sweep[0].tags.get("seed")
     anchors = []
     for row in rows:
-        if row.preset != preset or seed not in seeds:
+        if row.variant or row.preset != preset or seed not in seeds:
             continue
         value = config_value(config_to_dict(resolve_config(preset=preset, overrides=overrides)), key)
         if any(_same_value(spec.tags["value"], value) for spec in sweep):
@@ -197,15 +223,20 @@ def metric_summary(values: Sequence[float], confidence: float = 0.95) -> dict[st
     return {"mean": mean, "ci95": [mean - half, mean + half], "per_seed": array.tolist()}
 
 
-def read_oracle(run_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """The run's ``eval_val/oracle_confusion.json`` (``ibs-study oracle``), or None."""
-    path = Path(run_dir) / "eval_val" / ORACLE_FILE
+def read_oracle(run_dir: str | os.PathLike, name: str = ORACLE_FILE) -> dict[str, Any] | None:
+    """The run's ``eval_val/oracle_confusion.json`` (``ibs-study oracle``; ``name``
+    ``oracle_logits.json``: ``ibs-study oracle --logits``), or None."""
+    path = Path(run_dir) / "eval_val" / name
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def flat_metrics(metrics: dict[str, Any], oracle: dict[str, Any] | None = None) -> dict[str, float | None]:
+def flat_metrics(
+    metrics: dict[str, Any], oracle: dict[str, Any] | None = None, logits: dict[str, Any] | None = None
+) -> dict[str, float | None]:
     """The study's metric names from one ``metrics.json`` (panoptic or instance), plus the
-    oracle metrics when the run has an ``oracle_confusion.json``."""
+    oracle metrics when the run has an ``oracle_confusion.json`` and the
+    :data:`~ibs_study.engine.oracle.LOGIT_METRICS` (logits, not fractions) it has in an
+    ``oracle_logits.json``."""
     if "all" in metrics:
         flat = {
             "pq": metrics["all"]["pq"],
@@ -229,6 +260,8 @@ def flat_metrics(metrics: dict[str, Any], oracle: dict[str, Any] | None = None) 
             "oracle_own_coverage": oracle["own_coverage"],
             "oracle_confused": oracle["ratio"][at],
         }
+    if logits is not None:
+        flat |= {name: logits[name] for name in LOGIT_METRICS if name in logits}
     return flat
 
 
@@ -256,13 +289,15 @@ def collect_results(
     """Read every (row, seed) run under ``root`` into the ``synthetic_results.json`` schema.
 
     A row's ``steps`` is its runs' ``train.max_steps`` (read from their ``config.yaml``);
-    seeds of one row that trained for different numbers of steps are an error.
+    seeds of one row that trained for different numbers of steps are an error. Each row
+    records its ``variant`` ("" for the study's own rows).
     """
     root = Path(root)
     out_rows = [
         {
             "model": row.model,
             "setting": row.setting,
+            "variant": row.variant,
             "preset": row.preset,
             **row_from_runs([root / f"{row.key}_s{seed}" for seed in seeds], seeds),
         }
@@ -285,12 +320,13 @@ def row_from_runs(run_dirs: Sequence[str | os.PathLike], seeds: Sequence[int]) -
         raise ValueError(f"row_from_runs: {len(run_dirs)} run directories for seeds {list(seeds)}")
     per_seed = [read_metrics(run_dir) for run_dir in run_dirs]
     oracles = [read_oracle(run_dir) for run_dir in run_dirs]
+    logits = [read_oracle(run_dir, ORACLE_LOGITS_FILE) for run_dir in run_dirs]
     steps = {read_run_config(run_dir).train.max_steps for run_dir in run_dirs}
     if len(steps) != 1:
         raise ValueError(
             f"{Path(run_dirs[0]).name} ...: these runs trained for different numbers of steps {sorted(steps)}"
         )
-    flat = [flat_metrics(m, o) for m, o in zip(per_seed, oracles, strict=True)]
+    flat = [flat_metrics(m, o, g) for m, o, g in zip(per_seed, oracles, logits, strict=True)]
     entry: dict[str, Any] = {
         "seeds": list(seeds),
         "steps": steps.pop(),
@@ -311,7 +347,10 @@ def collect_sweep(root: str | os.PathLike, specs: Sequence[RunSpec]) -> list[dic
     """``[{"preset", "key", "value", "metrics": {name: value}}]`` for the runs of a sweep."""
     out = []
     for spec in specs:
-        flat = flat_metrics(read_metrics(Path(root) / spec.name), read_oracle(Path(root) / spec.name))
+        run_dir = Path(root) / spec.name
+        flat = flat_metrics(
+            read_metrics(run_dir), read_oracle(run_dir), read_oracle(run_dir, ORACLE_LOGITS_FILE)
+        )
         value = spec.tags["value"]
         out.append(
             {
@@ -354,7 +393,7 @@ def sweep_reference(
         ),
         None,
     )
-    row = _find_row(results, model, setting) if model else None
+    row = find_row(results, model, setting) if model else None
     if row is None or seed not in row["seeds"]:
         return None
     k = row["seeds"].index(seed)
@@ -457,6 +496,11 @@ METRIC_LABELS = {
     "gt_th_unmatched_own": "own mask, unmatched", "gt_th_stuff": "stuff", "gt_th_unlabelled": "unlabelled",
     "pred_th_matched": "matched (Prec^th)", "pred_th_other_instance": "on another instance",
     "pred_th_unmatched_own": "own, unmatched", "pred_th_stuff": "on stuff",
+    "logit_own": "logit on own thing", "logit_lookalike": "logit on look-alike",
+    "logit_background": "logit on background", "logit_gap": "own - look-alike logit",
+    "logit_gap_per_norm": "(own - look-alike) / ‖E‖", "logit_bias_own": "bias part on own thing",
+    "logit_bias_lookalike": "bias part on look-alike", "logit_bias_background": "bias part on background",
+    "embedding_norm": "embedding norm ‖E‖",
 }  # fmt: skip
 
 
@@ -467,8 +511,16 @@ def format_measured(summary: dict[str, Any]) -> str:
     return f"{mean:.1f} ± {half:.1f}" if len(summary["per_seed"]) > 1 else f"{mean:.1f}"
 
 
-def _find_row(results: dict[str, Any], model: str, setting: str) -> dict[str, Any] | None:
-    return next((r for r in results["rows"] if r["model"] == model and r["setting"] == setting), None)
+def find_row(results: dict[str, Any], model: str, setting: str, variant: str = "") -> dict[str, Any] | None:
+    """The results row of ``model``, ``setting`` and ``variant`` ("": the study's own), or None."""
+    return next(
+        (
+            r
+            for r in results["rows"]
+            if r["model"] == model and r["setting"] == setting and row_variant(r) == variant
+        ),
+        None,
+    )
 
 
 def results_table(results: dict[str, Any], table: int, fmt: str = "markdown") -> str:
@@ -483,7 +535,7 @@ def results_table(results: dict[str, Any], table: int, fmt: str = "markdown") ->
         header += [f"paper ({dataset}) {METRIC_LABELS[m]}" for m in metrics]
     body = []
     for model, setting, label in rows:
-        row = _find_row(results, model, setting)
+        row = find_row(results, model, setting)
         if row is None or not any(m in row["metrics"] for m in metrics):
             continue
         measured = [format_measured(row["metrics"][m]) if m in row["metrics"] else "–" for m in metrics]
@@ -572,9 +624,11 @@ def paired_difference(
     return {**metric_summary([sign * (b[s] - a[s]) for s in seeds]), "seeds": seeds}
 
 
-def _paired(results: dict[str, Any], model: str, a: str, b: str, metric: str, sign: float) -> dict | None:
-    """:func:`paired_difference` of two settings of ``model``; None when a row is absent."""
-    rows = {r["setting"]: r for r in results["rows"] if r["model"] == model}
+def _paired(
+    results: dict[str, Any], model: str, a: str, b: str, metric: str, sign: float, variant: str = ""
+) -> dict | None:
+    """:func:`paired_difference` of two settings of ``model``'s ``variant``; None when a row is absent."""
+    rows = {r["setting"]: r for r in results["rows"] if r["model"] == model and row_variant(r) == variant}
     if a not in rows or b not in rows:
         return None
     return paired_difference(rows[a], rows[b], metric, sign)
@@ -586,8 +640,9 @@ def _verdict(difference: dict[str, Any], direction: bool) -> str:
     return "yes" if difference["ci95"][0] > 0 else "direction only"
 
 
-def reproduction_checks(results: dict[str, Any], model: str = "pfcn") -> list[ClaimCheck]:
-    """The claims of the paper's Table 1, Table 3 and Fig. 5, checked on ``model``'s rows.
+def reproduction_checks(results: dict[str, Any], model: str = "pfcn", variant: str = "") -> list[ClaimCheck]:
+    """The claims of the paper's Table 1, Table 3 and Fig. 5, checked on ``model``'s rows (those
+    of ``variant``; "" the study's own).
 
     1. crop training is worse than full-image training (Table 1: lower Prec^th);
     2. crop + IBS (paired sampler) recovers at least half of that loss (Tables 1-3);
@@ -601,7 +656,7 @@ def reproduction_checks(results: dict[str, Any], model: str = "pfcn") -> list[Cl
     out = []
     for metric, label, higher in CLAIM_MEASURES:
         better = 1.0 if higher else -1.0
-        crop_loss = _paired(results, model, "crop", "full", metric, better)  # + : crop is worse
+        crop_loss = _paired(results, model, "crop", "full", metric, better, variant)  # + : crop is worse
         if crop_loss is not None:
             out.append(
                 ClaimCheck(
@@ -612,7 +667,7 @@ def reproduction_checks(results: dict[str, Any], model: str = "pfcn") -> list[Cl
                     _verdict(crop_loss, crop_loss["mean"] > 0),
                 )
             )
-        gain = _paired(results, model, "crop", "crop_ibs", metric, better)  # + : IBS is better
+        gain = _paired(results, model, "crop", "crop_ibs", metric, better, variant)  # + : IBS is better
         if gain is not None and crop_loss is not None:
             recovered = gain["mean"] / crop_loss["mean"] if crop_loss["mean"] > 0 else None
             reached = recovered is not None and recovered >= 0.5
@@ -626,7 +681,7 @@ def reproduction_checks(results: dict[str, Any], model: str = "pfcn") -> list[Cl
                     verdict,
                 )
             )
-        paired = _paired(results, model, "crop_ibs_random", "crop_ibs", metric, better)
+        paired = _paired(results, model, "crop_ibs_random", "crop_ibs", metric, better, variant)
         if paired is not None:
             out.append(
                 ClaimCheck(
@@ -644,7 +699,7 @@ def reproduction_checks(results: dict[str, Any], model: str = "pfcn") -> list[Cl
     return out
 
 
-def claims_table(results: dict[str, Any], model: str = "pfcn") -> str:
+def claims_table(results: dict[str, Any], model: str = "pfcn", variant: str = "") -> str:
     """:func:`reproduction_checks` as a Markdown table (differences in points; "seeds for": how
     many seeds' own differences support the claim, i.e. are above 0)."""
     lines = [
@@ -652,7 +707,7 @@ def claims_table(results: dict[str, Any], model: str = "pfcn") -> str:
         "| recovered | holds |",
         "|---|---|---|---:|---:|---|",
     ]
-    for check in reproduction_checks(results, model):
+    for check in reproduction_checks(results, model, variant):
         d = check.difference
         cell = f"{100 * d['mean']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]"
         seeds_for = f"{sum(v > 0 for v in d['per_seed'])} / {len(d['per_seed'])}"

@@ -70,6 +70,11 @@ def test_cross_field_validation():
         match=r"train.float32_matmul_precision='tf32' is not valid; choose one of \['highest', 'high', 'medium'\]",
     ):
         resolve_config(overrides=["train.float32_matmul_precision=tf32"])
+    with pytest.raises(ConfigError, match=r"ibs.detach_bias applies to model.name=panoptic_fcn"):
+        resolve_config(preset="synthetic_m2f_crop_ibs", overrides=["ibs.detach_bias=true"])
+    with pytest.raises(ConfigError, match=r"feature_activation must be one of \['relu', 'none'\]"):
+        resolve_config(overrides=["model.panoptic_fcn.feature_activation=tanh"])
+    assert resolve_config(preset="synthetic_pfcn_crop").model.panoptic_fcn.feature_activation == "relu"
 
 
 def test_contract_keys_exist():
@@ -82,6 +87,8 @@ def test_contract_keys_exist():
         "sampler.kind",
         "ibs.enabled",
         "ibs.weight",
+        "ibs.detach_bias",
+        "model.panoptic_fcn.feature_activation",
         "train.max_steps",
         "train.batch_size",
         "train.checkpoint_every",

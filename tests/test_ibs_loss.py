@@ -364,6 +364,12 @@ def test_config_validation_names_the_key() -> None:
     assert IBSConfig(weight=0.0).weight == 0.0
 
 
+def test_detach_bias_needs_the_bias_detached_view() -> None:
+    output = make_output(torch.Generator().manual_seed(0), [1, 2])
+    with pytest.raises(ValueError, match="ibs.detach_bias needs a model"):
+        ibs_loss(output, assign_partners(2, "pair_mate"), IBSConfig(detach_bias=True))
+
+
 # --------------------------------------------------------------------------- partners
 
 

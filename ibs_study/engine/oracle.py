@@ -24,12 +24,23 @@ per GT thing and Panoptic FCN feature level), so a thing weighs the same whateve
 of kernels or queries it gets; a GT thing that gets none (Mask2Former with more segments than
 queries) is not measured. Crowd regions are not things here (as in training); void pixels are
 in no GT thing.
+
+:func:`oracle_logits` reads the same embeddings as logits rather than masks: for each, the
+mean logit ``E·F`` over the pixels of its own GT thing, of the nearest other GT thing of the
+same class (its *look-alike*, by the distance between mass centres) and of the background
+(pixels on no GT thing, void excluded); the part the embedding projection's bias ``b``
+contributes (``b·F`` on the same pixels); and the norm ``|E|``. Whether a training change
+lowers the own and look-alike logits alike (magnitude) or separates them (direction) shows in
+``logit_gap`` (own − look-alike) and ``logit_gap_per_norm`` (the same divided by ``|E|``).
+This needs a model that records which GT thing each embedding stands for
+(``UnifiedOutput.thing_segments``: Panoptic FCN).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -41,13 +52,40 @@ from tqdm.auto import tqdm
 
 from ibs_study.data.batch import target_from_sample
 from ibs_study.data.datasets import PanopticDataset
+from ibs_study.models.output import UnifiedOutput
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_THRESHOLDS", "ORACLE_FILE", "oracle_confusion", "mask_overlaps", "oracle_confusion_run"]
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "ORACLE_FILE",
+    "ORACLE_LOGITS_FILE",
+    "LOGIT_METRICS",
+    "oracle_confusion",
+    "mask_overlaps",
+    "oracle_confusion_run",
+    "region_mean_features",
+    "nearest_same_class",
+    "oracle_logits",
+    "oracle_logits_run",
+]
 
 DEFAULT_THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))
 ORACLE_FILE = "oracle_confusion.json"
+ORACLE_LOGITS_FILE = "oracle_logits.json"
+# weighted means over the GT things' embeddings (logits, not fractions); the look-alike ones
+# over the embeddings whose thing has a look-alike
+LOGIT_METRICS = (
+    "logit_own",
+    "logit_lookalike",
+    "logit_background",
+    "logit_gap",
+    "logit_gap_per_norm",
+    "logit_bias_own",
+    "logit_bias_lookalike",
+    "logit_bias_background",
+    "embedding_norm",
+)
 
 
 def mask_overlaps(
@@ -76,22 +114,32 @@ def mask_overlaps(
     return torch.cat(inter), torch.cat(on_things)
 
 
-def _oracle_masks(model: torch.nn.Module, image: np.ndarray, target) -> tuple[torch.Tensor, torch.Tensor]:
-    """(T, H, W) bool masks of the GT things' embeddings at the last layer, and their (T,) weights."""
+def _oracle_forward(model: torch.nn.Module, image: np.ndarray, target) -> tuple[UnifiedOutput, int]:
+    """The training forward of one (H, W, 3) image with its target, and the last layer's index."""
     device = next(model.parameters()).device
     height, width = image.shape[:2]
     images = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(device)
     output = model(images, [target.to(device)])
-    layer = len(output.embeddings) - 1
-    embeddings = output.thing_embeddings(layer, 0)  # (T, C)
-    weights = output.thing_weights[layer][0].float()
-    features = output.features[0]  # (C, h, w)
-    logits = torch.einsum("nc,chw->nhw", embeddings.float(), features.float())
-    h, w = features.shape[-2:]
+    h, w = output.features.shape[-2:]
     if h * 4 < height or w * 4 < width:
         raise ValueError(f"features {h}x{w} are not at stride 4 of the {height}x{width} image")
-    logits = F.interpolate(logits[None], size=(h * 4, w * 4), mode="bilinear", align_corners=False)[0]
-    return logits[:, :height, :width] > 0, weights
+    return output, len(output.embeddings) - 1
+
+
+def _upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N, C, h, w) stride-4 maps -> (N, C, H, W): bilinear to (4h, 4w), cut to ``size``."""
+    h, w = maps.shape[-2:]
+    up = F.interpolate(maps, size=(h * 4, w * 4), mode="bilinear", align_corners=False)
+    return up[..., : size[0], : size[1]]
+
+
+def _oracle_masks(model: torch.nn.Module, image: np.ndarray, target) -> tuple[torch.Tensor, torch.Tensor]:
+    """(T, H, W) bool masks of the GT things' embeddings at the last layer, and their (T,) weights."""
+    output, layer = _oracle_forward(model, image, target)
+    embeddings = output.thing_embeddings(layer, 0)  # (T, C)
+    weights = output.thing_weights[layer][0].float()
+    logits = torch.einsum("nc,chw->nhw", embeddings.float(), output.features[0].float())
+    return _upsample(logits[None], image.shape[:2])[0] > 0, weights
 
 
 @torch.no_grad()
@@ -162,6 +210,165 @@ def oracle_confusion(
     }
 
 
+def region_mean_features(features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Mean of the upsampled features over each mask, without upsampling the features.
+
+    Upsampling is linear, so the mean of ``E·up(F)`` over a mask is ``E`` times the mask's
+    mean of ``up(F)``; that mean is the features weighted by the mask pulled back to the
+    stride-4 grid (the adjoint of the upsampling), which costs one map per mask instead of
+    ``C`` full-resolution maps.
+
+    Args:
+        features: (C, h, w) at stride 4.
+        masks: (G, H, W) bool, H <= 4h and W <= 4w; an empty mask gives zeros.
+
+    Returns:
+        (G, C) float32.
+    """
+    size = tuple(masks.shape[-2:])
+    region = masks.float()
+    grid = torch.zeros((1, len(masks), *features.shape[-2:]), device=features.device)
+    _, pullback = torch.func.vjp(lambda maps: _upsample(maps, size), grid)
+    (weights,) = pullback(region[None])  # (1, G, h, w)
+    weights = weights[0].flatten(1) / region.flatten(1).sum(1, keepdim=True).clamp(min=1)
+    return weights @ features.float().flatten(1).T
+
+
+def nearest_same_class(masks: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """For each mask, the nearest other mask of the same label (distance between mass centres).
+
+    Args:
+        masks: (G, H, W) bool, none empty. labels: (G,) int64.
+
+    Returns:
+        (G,) int64 index of that mask; -1 where no other mask has the label.
+    """
+    if len(masks) == 0:
+        return torch.zeros(0, dtype=torch.int64)
+    rows = torch.arange(masks.shape[1], dtype=torch.float64)
+    cols = torch.arange(masks.shape[2], dtype=torch.float64)
+    area = masks.flatten(1).sum(1).double()
+    centres = torch.stack(
+        [(masks.sum(2).double() @ rows) / area, (masks.sum(1).double() @ cols) / area], dim=1
+    )  # (G, 2) (y, x)
+    distance = torch.cdist(centres, centres)
+    distance[labels[:, None] != labels[None, :]] = math.inf
+    distance.fill_diagonal_(math.inf)
+    nearest = distance.argmin(1)
+    return torch.where(torch.isfinite(distance.min(1).values), nearest, -1)
+
+
+@torch.no_grad()
+def oracle_logits(
+    model: torch.nn.Module,
+    dataset: PanopticDataset,
+    *,
+    min_pixels: int = 1,
+    max_images: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Mean logits of the GT things' embeddings on their own thing, their look-alike and the
+    background, the bias part of each and the embedding norm (module docstring).
+
+    Args:
+        model: a unified model whose output has ``thing_segments``; its embedding bias is its
+            ``thing_embedding_bias`` attribute (Panoptic FCN: the thing projection's), without
+            one the ``logit_bias_*`` values are absent.
+        dataset: the split, at the resolution the model is evaluated at.
+        min_pixels: a segment needs this many pixels to become a target (``data.min_pixels``).
+        max_images: evaluate only the first images.
+
+    Returns:
+        :data:`LOGIT_METRICS` (weighted means over the embeddings, each counting with its
+        ``thing_weights`` weight; look-alike ones over those whose thing has a look-alike),
+        ``"lookalike_share"`` (the weight share of those), ``"total_weight"``,
+        ``"num_gt_things"``, ``"num_with_lookalike"``, ``"num_images"``.
+
+    Raises:
+        ValueError: the model does not record ``thing_segments``.
+    """
+    bias = getattr(model, "thing_embedding_bias", None)
+    count = len(dataset) if max_images is None else min(len(dataset), max_images)
+    sums = dict.fromkeys(LOGIT_METRICS, 0.0)
+    total = lookalike_total = 0.0
+    images = gt_count = lookalike_count = 0
+    for index in tqdm(range(count), desc="oracle logits", unit="img", disable=not progress):
+        sample = dataset[index]
+        target = target_from_sample(sample, dataset.meta, min_pixels=min_pixels)
+        images += 1
+        if target.num_things == 0:
+            continue
+        output, layer = _oracle_forward(model, sample.image, target)
+        if output.thing_segments is None:
+            raise ValueError(
+                f"{type(model).__name__} does not record which GT thing each embedding stands for "
+                "(UnifiedOutput.thing_segments): the oracle logit analysis needs it (Panoptic FCN)"
+            )
+        things = torch.nonzero(target.is_thing).flatten()  # segment index of each GT thing
+        masks = target.masks[things]
+        lookalike = nearest_same_class(masks, target.labels[things])  # (G,)
+        background = ~target.masks[target.is_thing].any(0) & ~target.ignore
+        device = output.features.device
+        regions = torch.cat([masks, background[None]]).to(device)  # (G + 1, H, W)
+        means = region_mean_features(output.features[0], regions)  # (G + 1, C)
+        embeddings = output.thing_embeddings(layer, 0).float()  # (T, C)
+        weights = output.thing_weights[layer][0].float().cpu()
+        position = torch.full((len(target.masks),), -1, dtype=torch.int64)
+        position[things] = torch.arange(len(things))
+        own = position[output.thing_segments[layer][0].cpu()]  # (T,) index among the GT things
+        look = lookalike[own]
+        has_look = look >= 0
+        logits = (embeddings @ means.T).cpu()  # (T, G + 1)
+        rows = torch.arange(len(own))
+        values = {
+            "logit_own": logits[rows, own],
+            "logit_background": logits[:, -1],
+            "embedding_norm": embeddings.norm(dim=1).cpu(),
+        }
+        look_values = {"logit_lookalike": logits[rows, look.clamp(min=0)]}
+        look_values["logit_gap"] = values["logit_own"] - look_values["logit_lookalike"]
+        look_values["logit_gap_per_norm"] = look_values["logit_gap"] / values["embedding_norm"].clamp(
+            min=1e-12
+        )
+        if bias is not None:
+            bias_logits = (means @ bias.detach().float()).cpu()  # (G + 1,)
+            values["logit_bias_own"] = bias_logits[own]
+            values["logit_bias_background"] = bias_logits[-1].expand(len(own))
+            look_values["logit_bias_lookalike"] = bias_logits[look.clamp(min=0)]
+        for name, value in values.items():
+            sums[name] += float((weights * value).sum())
+        for name, value in look_values.items():
+            sums[name] += float((weights * value)[has_look].sum())
+        total += float(weights.sum())
+        lookalike_total += float(weights[has_look].sum())
+        gt_count += len(things)
+        lookalike_count += int((lookalike >= 0).sum())
+    look_names = {"logit_lookalike", "logit_gap", "logit_gap_per_norm", "logit_bias_lookalike"}
+    result: dict[str, Any] = {
+        name: value / (lookalike_total if name in look_names else total)
+        for name, value in sums.items()
+        if (bias is not None or "bias" not in name) and (lookalike_total if name in look_names else total) > 0
+    }
+    return result | {
+        "lookalike_share": lookalike_total / total if total else 0.0,
+        "total_weight": total,
+        "num_gt_things": gt_count,
+        "num_with_lookalike": lookalike_count,
+        "num_images": images,
+    }
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(data, indent=1) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def oracle_confusion_run(
     run_dir: str | os.PathLike,
     *,
@@ -189,11 +396,38 @@ def oracle_confusion_run(
     )
     result["checkpoint"] = str(run.checkpoint)
     result["split"] = run.split
-    folder = Path(out_dir) if out_dir is not None else run.default_out
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / ORACLE_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp, path)
+    path = (Path(out_dir) if out_dir is not None else run.default_out) / ORACLE_FILE
+    _write_json(path, result)
     logger.info("oracle confusion of %s written to %s", run_dir, path)
+    return result
+
+
+def oracle_logits_run(
+    run_dir: str | os.PathLike,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    data_root: str | os.PathLike | None = None,
+    split: str | None = None,
+    out_dir: str | os.PathLike | None = None,
+    max_images: int | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """:func:`oracle_logits` of a trained run, written to ``OUT_DIR/oracle_logits.json``; the
+    arguments as :func:`oracle_confusion_run`."""
+    from ibs_study.engine.evaluate import open_trained_run
+
+    run = open_trained_run(run_dir, checkpoint=checkpoint, data_root=data_root, split=split, device=device)
+    result = oracle_logits(
+        run.model,
+        run.dataset,
+        min_pixels=run.cfg.data.min_pixels,
+        max_images=max_images if max_images is not None else run.cfg.eval.max_images,
+        progress=progress,
+    )
+    result["checkpoint"] = str(run.checkpoint)
+    result["split"] = run.split
+    path = (Path(out_dir) if out_dir is not None else run.default_out) / ORACLE_LOGITS_FILE
+    _write_json(path, result)
+    logger.info("oracle logits of %s written to %s", run_dir, path)
     return result

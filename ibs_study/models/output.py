@@ -8,6 +8,7 @@ model that fills :class:`UnifiedOutput`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -36,6 +37,13 @@ class UnifiedOutput:
             multiplies the IBS term by it.
         losses: the model's own weighted loss terms, e.g. ``{"loss_dice": ..}``.
         stats: scalars worth logging that are not losses (e.g. number of matched things).
+        thing_segments: ``[L][B]`` int64 tensors (T_b,): for each ``thing_index`` row, the
+            index of its ground-truth thing among the crop target's segments; None: the model
+            does not record it.
+        bias_detached_thing_embeddings: ``(layer, crop) -> (T_b, C)``: the rows of
+            :meth:`thing_embeddings`, computed again with the bias of the projection that
+            makes them detached (equal values; no gradient reaches that bias through them),
+            for ``ibs.detach_bias``; None: the model offers no such view.
     """
 
     features: torch.Tensor
@@ -46,6 +54,8 @@ class UnifiedOutput:
     mask_loss_weight: float = 1.0
     losses: dict[str, torch.Tensor] = field(default_factory=dict)
     stats: dict[str, float] = field(default_factory=dict)
+    thing_segments: list[list[torch.Tensor]] | None = None
+    bias_detached_thing_embeddings: Callable[[int, int], torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         batch = self.features.shape[0]

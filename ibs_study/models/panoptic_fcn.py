@@ -6,7 +6,9 @@ official Cityscapes config with the IBS paper's C = 256):
 
 * backbone res2..res5 -> :class:`~ibs_study.models.backbone.FPN` P2..P7;
 * a semantic FPN merges P2..P5 at stride 4 and the *feature encoder* (3 convs on it plus
-  two coordinate channels) gives the features ``F`` (B, C, H/4, W/4);
+  two coordinate channels) gives the features ``F`` (B, C, H/4, W/4), non-negative: every
+  conv, the last included, is followed by a ReLU (``feature_activation: none`` drops the last
+  one, so ``F`` is signed);
 * on each head level P3..P7, shared across levels: the *position head* predicts
   thing-centre heatmaps (one channel per thing class) and stuff-region maps (one channel
   per region class: every class with ``stuff_all_classes``, as the Cityscapes config), the
@@ -63,6 +65,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["PanopticFCNConfig", "PanopticFCN", "HeadOutputs", "fuse_thing_kernels", "fuse_stuff_kernels"]
 
 HEAD_LEVELS = ("p3", "p4", "p5", "p6", "p7")
+FEATURE_ACTIVATIONS = ("relu", "none")
 SEMANTIC_LEVELS = ("p2", "p3", "p4", "p5")
 
 
@@ -83,6 +86,8 @@ class PanopticFCNConfig:
         encoder_channels: C, channels of the features F and of the embeddings
             (FEATURE_ENCODER.CONVS_DIM; 256 in the IBS paper, 64 in the original Panoptic FCN).
         encoder_num_convs: feature-encoder convs (FEATURE_ENCODER.NUM_CONVS).
+        feature_activation: what follows the feature encoder's last conv: ``relu`` (official:
+            ``F >= 0``) or ``none`` (signed features ``F``; the earlier convs keep their ReLU).
         position_channels: position-head channels (POSITION_HEAD.CONVS_DIM).
         position_num_convs: position-head convs (POSITION_HEAD.NUM_CONVS).
         position_deform: modulated deformable convs in the position head (POSITION_HEAD.DEFORM).
@@ -129,6 +134,7 @@ class PanopticFCNConfig:
     semantic_fpn_channels: int = 256
     encoder_channels: int = 256
     encoder_num_convs: int = 3
+    feature_activation: str = "relu"
     position_channels: int = 256
     position_num_convs: int = 3
     position_deform: bool = True
@@ -198,6 +204,11 @@ class PanopticFCNConfig:
         for name in ("pos_num", "tensor_dim", "center_top_num", "size_divisibility", "inference_chunk_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"panoptic_fcn.{name} must be >= 1, got {getattr(self, name)}")
+        if self.feature_activation not in FEATURE_ACTIVATIONS:
+            raise ValueError(
+                f"panoptic_fcn.feature_activation must be one of {list(FEATURE_ACTIVATIONS)}, "
+                f"got {self.feature_activation!r}"
+            )
         if self.size_divisibility % 32:
             raise ValueError(
                 f"panoptic_fcn.size_divisibility must be a multiple of 32, got {self.size_divisibility}"
@@ -249,6 +260,7 @@ class ConvStack(nn.Module):
         norm: group norm after each conv (the convs then have no bias).
         coord: append :func:`coordinate_channels` to the input.
         deform: modulated deformable convs instead of plain ones.
+        last_relu: False: no ReLU after the last conv (signed output).
     """
 
     def __init__(
@@ -260,6 +272,7 @@ class ConvStack(nn.Module):
         norm: bool,
         coord: bool,
         deform: bool = False,
+        last_relu: bool = True,
     ) -> None:
         super().__init__()
         self.coord = coord
@@ -272,7 +285,8 @@ class ConvStack(nn.Module):
                 layers.append(nn.Conv2d(conv_in, channels, 3, padding=1, bias=not norm))
             if norm:
                 layers.append(_group_norm(channels))
-            layers.append(nn.ReLU(inplace=True))
+            if last_relu or k < num_convs - 1:
+                layers.append(nn.ReLU(inplace=True))
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -453,6 +467,7 @@ class _CropKernels:
         thing_kernels: (N_th, C_k), rows ordered by level, thing, then rank k.
         thing_weights: (N_th,) normalised centre scores, summing to 1 per (thing, level).
         thing_groups: per level with things: (number of things, k, (things, h4, w4) target masks).
+        thing_segments: (N_th,) int64 index of each row's thing among the crop target's segments.
         stuff_kernels: (N_st, C_k), one per (level, present region class).
         stuff_targets: (N_st, h4, w4) soft semantic targets.
     """
@@ -460,6 +475,7 @@ class _CropKernels:
     thing_kernels: torch.Tensor
     thing_weights: torch.Tensor
     thing_groups: list[tuple[int, int, torch.Tensor]]
+    thing_segments: torch.Tensor
     stuff_kernels: torch.Tensor
     stuff_targets: torch.Tensor
 
@@ -489,7 +505,12 @@ class PanopticFCN(nn.Module):
         self.fpn = FPN(self.backbone.out_channels, cfg.fpn_channels, extra_levels=True)
         self.semantic_fpn = SemanticFPN(cfg.fpn_channels, cfg.semantic_fpn_channels)
         self.encoder = ConvStack(
-            cfg.semantic_fpn_channels, cfg.encoder_channels, cfg.encoder_num_convs, norm=False, coord=True
+            cfg.semantic_fpn_channels,
+            cfg.encoder_channels,
+            cfg.encoder_num_convs,
+            norm=False,
+            coord=True,
+            last_relu=cfg.feature_activation == "relu",
         )
         self.position_head = PositionHead(cfg, len(meta.thing_labels), len(region_labels))
         self.kernel_head = KernelHead(cfg)
@@ -514,6 +535,11 @@ class PanopticFCN(nn.Module):
             gaussian_sigma=cfg.gaussian_sigma,
             max_things=cfg.tensor_dim,
         )
+
+    @property
+    def thing_embedding_bias(self) -> torch.Tensor:
+        """(C,) the thing projection's bias: the part of every thing embedding that no kernel sets."""
+        return self.thing_projection.bias
 
     # ------------------------------------------------------------------------- features
 
@@ -554,7 +580,8 @@ class PanopticFCN(nn.Module):
             :class:`UnifiedOutput` with one layer: ``embeddings[0][b]`` (N_b, C) are crop b's
             gathered kernels (things, then stuff), ``thing_index[0][b]`` the thing rows (all
             ``pos_num`` rows of every (thing, level) assignment), ``thing_weights[0][b]`` their
-            normalised centre scores (summing to 1 per assignment), ``features`` the encoder
+            normalised centre scores (summing to 1 per assignment), ``thing_segments[0][b]``
+            the index of each thing row's segment in ``targets[b]``, ``features`` the encoder
             output, ``losses`` the four weighted terms.
         """
         if len(targets) != images.shape[0]:
@@ -593,7 +620,8 @@ class PanopticFCN(nn.Module):
     def _gather_kernels(self, heads: HeadOutputs, targets: CropTargets, crop: int) -> _CropKernels:
         """Training kernels of one crop: top-``pos_num`` centre-score positions per thing and
         level, and one region kernel per region class present on a level."""
-        thing_kernels, thing_weights, thing_groups, stuff_kernels, stuff_targets = [], [], [], [], []
+        thing_kernels, thing_weights, thing_groups, thing_segments = [], [], [], []
+        stuff_kernels, stuff_targets = [], []
         for level in range(len(HEAD_LEVELS)):
             kernel_map = heads.kernel_maps[level][crop].flatten(1)  # (C_k, h * w)
             things = targets.things[level]
@@ -605,6 +633,7 @@ class PanopticFCN(nn.Module):
                 thing_kernels.append(kernel_map[:, positions.flatten()].T)  # (N * k, C_k)
                 thing_weights.append((scores / scores.sum(1, keepdim=True).clamp(min=1e-8)).flatten())
                 thing_groups.append((len(things), k, things.masks))
+                thing_segments.append(things.segments.repeat_interleave(k))
             region_scores = targets.region_scores[level]  # (R, h, w)
             present = region_scores.flatten(1).sum(1) > 0
             if present.any():
@@ -617,6 +646,7 @@ class PanopticFCN(nn.Module):
             torch.cat(thing_kernels) if thing_kernels else empty,
             torch.cat(thing_weights) if thing_weights else empty.new_zeros(0),
             thing_groups,
+            torch.cat(thing_segments) if thing_segments else empty.new_zeros(0, dtype=torch.int64),
             torch.cat(stuff_kernels) if stuff_kernels else empty,
             torch.cat(stuff_targets) if stuff_targets else empty.new_zeros((0, *encoder_size)),
         )
@@ -628,9 +658,11 @@ class PanopticFCN(nn.Module):
         thing_dice = sum(p.sum() for p in self.thing_projection.parameters()) * 0.0
         stuff_dice = sum(p.sum() for p in self.stuff_projection.parameters()) * 0.0
         num_things = num_stuff = 0
-        embeddings, thing_index, thing_weights = [], [], []
+        embeddings, thing_index, thing_weights, thing_kernels, thing_segments = [], [], [], [], []
         for crop, targets in enumerate(crop_targets):
             kernels = self._gather_kernels(heads, targets, crop)
+            thing_kernels.append(kernels.thing_kernels)
+            thing_segments.append(kernels.thing_segments)
             thing_embeddings = self.thing_projection(kernels.thing_kernels)
             stuff_embeddings = self.stuff_projection(kernels.stuff_kernels)
             crop_embeddings = torch.cat([thing_embeddings, stuff_embeddings])  # (N_th + N_st, C)
@@ -658,6 +690,12 @@ class PanopticFCN(nn.Module):
             "loss_seg_th": cfg.segment_weight * thing_dice / max(num_things, 1),
             "loss_seg_st": cfg.segment_weight * stuff_dice / max(num_stuff, 1),
         }
+        projection = self.thing_projection
+
+        def bias_detached_thing_embeddings(layer: int, crop: int) -> torch.Tensor:
+            """(T_b, C): crop's thing embeddings, the projection's bias detached (same kernel call)."""
+            return F.linear(thing_kernels[crop], projection.weight, projection.bias.detach())
+
         return UnifiedOutput(
             features=heads.features,
             embeddings=[embeddings],
@@ -667,6 +705,8 @@ class PanopticFCN(nn.Module):
             mask_loss_weight=cfg.segment_weight,
             losses=losses,
             stats={"num_things": float(num_things), "num_stuff": float(num_stuff)},
+            thing_segments=[thing_segments],
+            bias_detached_thing_embeddings=bias_detached_thing_embeddings,
         )
 
     # ------------------------------------------------------------------------ inference

@@ -51,12 +51,14 @@ class ThingLevelTargets:
         classes: (N,) int64 thing-class index (0..T-1, the centre-heatmap channel).
         regions: (N, h, w) bool, where this thing's kernels may be gathered on the level.
         centers: (N, 2) int64 (x, y) peak positions on the level.
+        segments: (N,) int64 index of each thing among the crop target's segments.
     """
 
     masks: torch.Tensor
     classes: torch.Tensor
     regions: torch.Tensor
     centers: torch.Tensor
+    segments: torch.Tensor
 
     def __len__(self) -> int:
         return int(self.classes.shape[0])
@@ -273,6 +275,7 @@ def build_crop_targets(
     is_thing = (thing_classes >= 0) & masks.flatten(1).any(1)
     thing_masks, thing_masks4 = masks[is_thing], masks4[is_thing]
     thing_classes = thing_classes[is_thing]
+    thing_segments = torch.nonzero(is_thing).flatten()
     boxes = _boxes(thing_masks)  # (N, 4) in input pixels
     scales = torch.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
     stride4 = (padded_size[0] / encoder_size[0], padded_size[1] / encoder_size[1])
@@ -308,7 +311,7 @@ def build_crop_targets(
         level_masks4 = thing_masks4[assigned]
         regions = _resize(level_masks4, (lh, lw)) > 0.1
         regions[torch.arange(count, device=device), centers[:, 1], centers[:, 0]] = True
-        things.append(ThingLevelTargets(level_masks4, classes, regions, centers))
+        things.append(ThingLevelTargets(level_masks4, classes, regions, centers, thing_segments[assigned]))
 
         scores = _resize(semantic, (lh, lw)).clamp(max=1.0)
         region_scores.append(torch.where(scores < 0.5, 0.0, scores))

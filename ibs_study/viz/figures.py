@@ -12,7 +12,9 @@ Results (``synthetic_results.json``, :mod:`ibs_study.study`):
   training setting, with a 95 % band over seeds;
 * :func:`metric_bars_figure` / :func:`metric_bars_plotly`: the rows of Table 1-4 as bars
   with 95 % confidence intervals and the per-seed values;
-* :func:`sweep_figure` / :func:`sweep_plotly`: a metric against a swept value (λ_IBS, crop size).
+* :func:`sweep_figure` / :func:`sweep_plotly`: a metric against a swept value (λ_IBS, crop size);
+* :func:`oracle_logits_figure`: the oracle logit analysis (``logit_*`` metrics,
+  :func:`ibs_study.engine.oracle.oracle_logits`) of every row, variants included.
 
 Problem analysis (:mod:`ibs_study.analysis`): :func:`instance_count_figure` (Fig. 3),
 :func:`segment_size_figure`, :func:`shared_class_figure`, :func:`merge_sweep_figure`.
@@ -44,7 +46,7 @@ from matplotlib.ticker import MaxNLocator
 
 from ibs_study.data.batch import Batch
 from ibs_study.data.datasets import DatasetMeta
-from ibs_study.study import METRIC_LABELS, TABLES, metric_summary
+from ibs_study.study import METRIC_LABELS, TABLES, metric_summary, row_variant
 from ibs_study.viz.panoptic import segment_boundaries
 
 logger = logging.getLogger(__name__)
@@ -70,6 +72,8 @@ __all__ = [
     "sweep_figure",
     "sweep_plotly",
     "operating_curve_figure",
+    "LOGIT_PANELS",
+    "oracle_logits_figure",
     "instance_count_figure",
     "segment_size_figure",
     "shared_class_figure",
@@ -207,14 +211,19 @@ def series_from_results(
     model: str,
     styles: Mapping[str, tuple[str, str, str]] = SETTING_STYLE,
     curve: str = "confusion_curve",
+    variant: str | None = "",
 ) -> list[CurveSeries]:
     """One :class:`CurveSeries` per row of ``model`` in a ``synthetic_results.json``, with its
-    95 % band; ``curve="oracle_confusion_curve"`` takes the oracle-embedding curves."""
+    95 % band; ``curve="oracle_confusion_curve"`` takes the oracle-embedding curves. Only the
+    rows of ``variant`` ("": the study's own); None: every row, a variant's named in its label
+    and drawn in a colour of its own."""
     out = []
-    for row in results["rows"]:
-        if row["model"] != model or curve not in row:
+    for k, row in enumerate(results["rows"]):
+        if row["model"] != model or curve not in row or variant not in (None, row_variant(row)):
             continue
         label, color, linestyle = styles.get(row["setting"], (row["setting"], None, "-"))
+        if row_variant(row) and variant is None:
+            label, color = f"{label}, {row_variant(row)}", _PALETTE[k % len(_PALETTE)]
         summary = row[curve]
         band = None
         if len(row["seeds"]) > 1:
@@ -252,7 +261,14 @@ def table_bar_rows(results: Mapping, table: int) -> tuple[list[BarRow], tuple[st
     _, rows, metrics, _, _ = TABLES[table]
     out = []
     for model, setting, label in rows:
-        row = next((r for r in results["rows"] if r["model"] == model and r["setting"] == setting), None)
+        row = next(
+            (
+                r
+                for r in results["rows"]
+                if r["model"] == model and r["setting"] == setting and not row_variant(r)
+            ),
+            None,
+        )
         if row is None or not any(m in row["metrics"] for m in metrics):
             continue
         present = [m for m in metrics if m in row["metrics"]]
@@ -559,6 +575,71 @@ def operating_curve_figure(
     )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig
+
+
+# (panel title, metrics) of :func:`oracle_logits_figure`
+LOGIT_PANELS = (
+    ("mean logit E·F of the GT things' embeddings", ("logit_own", "logit_lookalike", "logit_background")),
+    ("separation: own - look-alike", ("logit_gap", "logit_gap_per_norm")),
+    ("magnitude: bias part b·F and ‖E‖", ("logit_bias_own", "logit_bias_background", "embedding_norm")),
+)
+
+
+def _variant_label(row: Mapping) -> str:
+    """The setting's label, followed by the row's variant when it has one."""
+    label = SETTING_STYLE.get(row["setting"], (row["setting"],))[0]
+    return f"{label}, {row_variant(row)}" if row_variant(row) else label
+
+
+def oracle_logits_figure(results: Mapping, model: str = "pfcn", *, title: str | None = None) -> Figure:
+    """The oracle logit analysis of ``model``'s rows (every variant) in a ``synthetic_results.json``:
+    one panel per :data:`LOGIT_PANELS` entry, one bar per row (mean over seeds, logits as they are),
+    95 % CI whiskers and the per-seed values as dots."""
+    rows = [r for r in results["rows"] if r["model"] == model and "logit_own" in r["metrics"]]
+    fig = _figure((max(9.0, 3.2 * len(LOGIT_PANELS) + 0.25 * len(rows)), 3.8))
+    axes = fig.subplots(1, len(LOGIT_PANELS))
+    width = 0.8 / max(len(rows), 1)
+    for ax, (panel, metrics) in zip(axes, LOGIT_PANELS):
+        x = np.arange(len(metrics))
+        for k, row in enumerate(rows):
+            summaries = [row["metrics"].get(m) for m in metrics]
+            positions = x - 0.4 + width * (k + 0.5)
+            means = np.array([s["mean"] if s else np.nan for s in summaries])
+            low = np.array([s["ci95"][0] if s else np.nan for s in summaries])
+            high = np.array([s["ci95"][1] if s else np.nan for s in summaries])
+            color = (
+                SETTING_STYLE[row["setting"]][1]
+                if not row_variant(row) and row["setting"] in SETTING_STYLE
+                else None
+            )
+            color = color or _PALETTE[k % len(_PALETTE)]
+            ax.bar(positions, means, width * 0.92, color=color, alpha=0.85, label=_variant_label(row))
+            ax.errorbar(
+                positions,
+                means,
+                yerr=[means - low, high - means],
+                fmt="none",
+                ecolor="black",
+                capsize=2,
+                lw=1,
+            )
+            for pos, summary in zip(positions, summaries):
+                seeds = summary["per_seed"] if summary else []
+                ax.plot([pos] * len(seeds), seeds, ".", color="black", ms=3, alpha=0.6)
+        ax.set_xticks(x, [METRIC_LABELS[m] for m in metrics], rotation=20, ha="right", fontsize=8)
+        ax.axhline(0.0, color="black", lw=0.6)
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_title(panel, fontsize=9)
+    axes[0].set_ylabel("logit")
+    if rows:
+        axes[-1].legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.suptitle(
+        title
+        or f"Oracle logits, {model}: own thing, nearest same-class look-alike, background "
+        f"(mean of seeds, 95 % CI)",
+        fontsize=10,
+    )
     return fig
 
 

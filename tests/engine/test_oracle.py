@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,13 @@ from torch import nn
 from ibs_study.data.datasets import DatasetMeta
 from ibs_study.data.panoptic import PanopticSample, segments_from_id_map
 from ibs_study.data.synthetic import CAR, PERSON, ROAD, SYNTHETIC_CATEGORIES
-from ibs_study.engine.oracle import mask_overlaps, oracle_confusion
+from ibs_study.engine.oracle import (
+    mask_overlaps,
+    nearest_same_class,
+    oracle_confusion,
+    oracle_logits,
+    region_mean_features,
+)
 from ibs_study.models.output import UnifiedOutput
 
 META = DatasetMeta.from_categories("synthetic", list(SYNTHETIC_CATEGORIES))
@@ -126,3 +134,101 @@ def test_oracle_run_of_both_models_writes_its_json(tmp_path, preset):
     assert result["num_gt_things"] > 0 and result["num_embeddings"] > 0
     assert all(0.0 <= r <= 1.0 for r in result["ratio"]) and 0.0 <= result["leak"] <= 1.0
     assert all(a >= b for a, b in zip(result["ratio"], result["ratio"][1:]))  # falls with T
+
+
+# ------------------------------------------------------------------------- oracle logits
+
+ROAD_ID = 70005
+
+
+def banded_scene() -> PanopticSample:
+    """64x16: car A rows 0-7, car B 16-23, person C 32-39, road 48-55, void between. Features at
+    stride 4 (16x4) hold one indicator channel per region over cells 4i-1..4i+2 around region i,
+    so upsampling keeps every GT pixel's features exact (blends fall on void rows)."""
+    id_map = np.zeros((64, 16), dtype=np.int32)
+    for i, segment in enumerate((A, B, C, ROAD_ID)):
+        id_map[16 * i : 16 * i + 8] = segment
+    segments = segments_from_id_map(id_map, {A: CAR, B: CAR, C: PERSON, ROAD_ID: ROAD})
+    return PanopticSample("bands", np.zeros((64, 16, 3), np.uint8), id_map, segments)
+
+
+class BandedImage(OneImage):
+    def __getitem__(self, index: int) -> PanopticSample:
+        return banded_scene()
+
+
+class LogitModel(nn.Module):
+    """Channels (A, B, C, road, 1); two embeddings for A (weights .5, .5), one for B and for C."""
+
+    ROWS = torch.tensor(
+        [[3, 1, 0, -2, -1], [1, 1, 0, 0, -1], [0, 2, 0, -1, -1], [0, 0, 4, 0, -1]], dtype=torch.float32
+    )
+    WEIGHTS = torch.tensor([0.5, 0.5, 1.0, 1.0])
+
+    def __init__(self, record_segments: bool = True) -> None:
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(1))
+        self.thing_embedding_bias = torch.tensor([0.0, 0.0, 0.0, 0.5, -1.0])
+        self.record_segments = record_segments
+
+    def forward(self, images: torch.Tensor, targets: list) -> UnifiedOutput:
+        cells = torch.tensor([0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 3])  # region of each cell row
+        features = torch.zeros((1, 5, 16, 4))
+        features[0, cells, torch.arange(16)] = 1.0
+        features[0, 4] = 1.0
+        segment_of = {int(s): k for k, s in enumerate(targets[0].segment_ids)}
+        segments = torch.tensor([segment_of[A], segment_of[A], segment_of[B], segment_of[C]])
+        return UnifiedOutput(
+            features=features,
+            embeddings=[[self.ROWS.clone()]],
+            thing_index=[[torch.arange(4)]],
+            thing_weights=[[self.WEIGHTS.clone()]],
+            ibs_layers=(0,),
+            thing_segments=[[segments]] if self.record_segments else None,
+        )
+
+
+def test_oracle_logits_match_hand_computed_values():
+    result = oracle_logits(LogitModel(), BandedImage(), progress=False)
+    # own: A rows 3-1=2 and 1-1=0, B 2-1=1, C 4-1=3; look-alikes: A <-> B (cars), C has none
+    assert result["logit_own"] == pytest.approx((0.5 * 2 + 0.5 * 0 + 1 + 3) / 3)
+    assert result["logit_lookalike"] == pytest.approx((0.5 * 0 + 0.5 * 0 + 1 * -1) / 2)
+    assert result["logit_background"] == pytest.approx((0.5 * -3 + 0.5 * -1 - 2 - 1) / 3)
+    assert result["logit_gap"] == pytest.approx((0.5 * 2 + 0.5 * 0 + 2) / 2)
+    norms = [math.sqrt(15), math.sqrt(3), math.sqrt(6), math.sqrt(17)]
+    assert result["embedding_norm"] == pytest.approx(
+        (0.5 * norms[0] + 0.5 * norms[1] + norms[2] + norms[3]) / 3
+    )
+    assert result["logit_gap_per_norm"] == pytest.approx((0.5 * 2 / norms[0] + 2 / norms[2]) / 2)
+    assert result["logit_bias_own"] == pytest.approx(-1.0)
+    assert result["logit_bias_lookalike"] == pytest.approx(-1.0)
+    assert result["logit_bias_background"] == pytest.approx(-0.5)
+    assert result["lookalike_share"] == pytest.approx(2 / 3) and result["total_weight"] == pytest.approx(3.0)
+    assert result["num_gt_things"] == 3 and result["num_with_lookalike"] == 2 and result["num_images"] == 1
+
+
+def test_oracle_logits_need_the_thing_segments():
+    with pytest.raises(ValueError, match="thing_segments"):
+        oracle_logits(LogitModel(record_segments=False), BandedImage(), progress=False)
+
+
+def test_region_mean_features_equal_the_mean_of_the_upsampled_features():
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(3, 5, 7, generator=generator)
+    masks = torch.rand(4, 18, 26, generator=generator) > 0.6
+    masks[3] = False  # an empty mask gives zeros
+    upsampled = torch.nn.functional.interpolate(features[None], size=(20, 28), mode="bilinear")[
+        0, :, :18, :26
+    ]
+    expected = (masks[:, None] * upsampled[None]).sum((2, 3)) / masks.sum((1, 2)).clamp(min=1)[:, None]
+    torch.testing.assert_close(region_mean_features(features, masks), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_nearest_same_class_by_mass_centre():
+    masks = torch.zeros((4, 10, 10), dtype=torch.bool)
+    masks[0, 0:2, 0:2] = True  # centre (0.5, 0.5), class 1
+    masks[1, 0:2, 8:10] = True  # (0.5, 8.5), class 1
+    masks[2, 4:6, 0:2] = True  # (4.5, 0.5), class 1
+    masks[3, 8:10, 8:10] = True  # class 2: alone
+    labels = torch.tensor([1, 1, 1, 2])
+    assert nearest_same_class(masks, labels).tolist() == [2, 0, 0, -1]  # 1: 8.0 to mask 0, 8.9 to mask 2

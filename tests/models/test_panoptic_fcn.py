@@ -24,6 +24,7 @@ from ibs_study.data.panoptic import (
     read_id_png,
     segments_from_id_map,
 )
+from ibs_study.losses import IBSConfig, assign_partners, ibs_loss
 from ibs_study.metrics.panoptic import PanopticEvaluator
 from ibs_study.models.backbone import BackboneConfig
 from ibs_study.models.panoptic_fcn import (
@@ -128,6 +129,10 @@ def test_unified_output_shapes_dtypes_and_rows():
     assert weights.shape == (num_things * 7,) and weights.dtype == torch.float32
     assert rows.shape[0] > num_things * 7  # stuff rows follow the thing rows
     torch.testing.assert_close(weights.view(num_things, 7).sum(1), torch.ones(num_things))
+    # each thing row names its GT segment among the target's segments, 7 rows per thing
+    things = torch.nonzero(targets[0].is_thing).flatten().tolist()
+    assert out.thing_segments[0][0].tolist() == [t for t in things for _ in range(7)] and len(things) == 3
+    assert out.thing_segments[0][1].shape == (0,) and out.thing_segments[0][2].dtype == torch.int64
     # crop 1: stuff only; crop 2: nothing at all
     assert out.thing_index[0][1].shape == (0,) and out.thing_weights[0][1].shape == (0,)
     assert out.embeddings[0][1].shape[0] > 0 and out.thing_embeddings(0, 1).shape == (0, 32)
@@ -193,6 +198,51 @@ def test_deformable_position_head_trains():
     images, targets = batch([toy_sample(0), toy_sample(1)])
     sum(model(images, targets).losses.values()).backward()
     assert model.position_head.tower.layers[0].conv.weight.grad.abs().sum() > 0
+
+
+def test_feature_activation_none_gives_signed_features_from_the_same_weights():
+    images, targets = batch([toy_sample(0), toy_sample(1)])
+    official = tiny_model(seed=3)
+    signed = tiny_model(seed=3, feature_activation="none")
+    official_state, signed_state = official.state_dict(), signed.state_dict()
+    assert official_state.keys() == signed_state.keys()  # checkpoints load across both
+    assert all(torch.equal(official_state[k], signed_state[k]) for k in official_state)
+    relu_features = official(images, targets).features
+    signed_features = signed(images, targets).features
+    assert relu_features.min() == 0.0
+    assert (signed_features < 0).float().mean() > 0.1  # signed: a good share of negative values
+    torch.testing.assert_close(signed_features.clamp(min=0), relu_features, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="panoptic_fcn.feature_activation must be one of"):
+        PanopticFCNConfig(feature_activation="tanh")
+
+
+def test_detach_bias_stops_only_the_ibs_gradient_into_the_thing_projection_bias():
+    """Same value; the IBS term gives the thing projection's bias no gradient (its weight the
+    same gradient as without detaching), while the model's own mask loss still trains it."""
+    model = tiny_model(seed=1)
+    with torch.no_grad():  # a non-zero bias (it starts at 0), so that detaching it could change a value
+        model.thing_projection.bias.normal_(std=0.5)
+    images, targets = batch([toy_sample(0), toy_sample(1)])
+    output = model(images, targets)
+    partners = assign_partners(2, "pair_mate")
+    bias, weight = model.thing_projection.bias, model.thing_projection.weight
+
+    def grads(loss):
+        return torch.autograd.grad(loss, [bias, weight], retain_graph=True, allow_unused=True)
+
+    attached = ibs_loss(output, partners, IBSConfig(enabled=True))["loss_ibs"]
+    detached = ibs_loss(output, partners, IBSConfig(enabled=True, detach_bias=True))["loss_ibs"]
+    assert attached > 0 and torch.equal(attached, detached)
+    bias_attached, weight_attached = grads(attached)
+    bias_detached, weight_detached = grads(detached)
+    assert bias_attached.abs().sum() > 0
+    assert bias_detached is None or not bias_detached.any()
+    torch.testing.assert_close(weight_detached, weight_attached, rtol=0, atol=0)
+    mask_loss = output.losses["loss_seg_th"]
+    bias_mask, _ = grads(mask_loss)
+    bias_total, _ = grads(mask_loss + detached)
+    assert bias_mask.abs().sum() > 0
+    torch.testing.assert_close(bias_total, bias_mask, rtol=0, atol=0)
 
 
 # ------------------------------------------------------------------ ground-truth generation

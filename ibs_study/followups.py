@@ -1,0 +1,352 @@
+"""Follow-up studies: named sets of study rows and variants, run and summarised in one call.
+
+A follow-up is a list of :class:`~ibs_study.study.StudyRow` s (the study's own rows, which
+are reused where their runs exist, and *variant* rows that add overrides to a preset) and
+the seed-paired comparisons it was made for. :func:`run_followup` trains and evaluates
+every (row, seed) with :func:`~ibs_study.runs.run_study` (finished runs are only read),
+measures the oracle confusion and the oracle logits (:mod:`ibs_study.engine.oracle`) of
+each run, and writes into one folder:
+
+* ``synthetic_results.json``: the study's schema, each row with its ``variant``;
+* ``rows.md`` and ``logits.md``: every row's means with 95 % intervals;
+* ``comparisons.md``: what the follow-up asks, then its seed-paired differences (Student-t 95 %
+  intervals);
+* ``claims_pfcn.md`` and ``claims_pfcn_<variant>.md``: the paper's claims checked on the
+  study's rows and on each variant that has the full, crop and crop + IBS rows;
+* ``fig5_confusion_pfcn``, ``fig5_oracle_pfcn`` (confusion curves of every row) and
+  ``fig_oracle_logits`` (:func:`~ibs_study.viz.figures.oracle_logits_figure`).
+
+:data:`FOLLOWUPS` holds the follow-ups by name; ``ibs-study followup NAME`` runs one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ibs_study.engine.oracle import LOGIT_METRICS
+from ibs_study.errors import ConfigError
+from ibs_study.study import (
+    METRIC_LABELS,
+    StudyRow,
+    claims_table,
+    find_row,
+    format_measured,
+    paired_difference,
+    row_variant,
+    save_results,
+    study_rows,
+)
+
+__all__ = [
+    "Comparison",
+    "FollowUp",
+    "FOLLOWUPS",
+    "SIGNED_FEATURES",
+    "OFFICIAL_OPTIMIZER_OVERRIDES",
+    "scaled_warmup",
+    "rows_table",
+    "comparisons_table",
+    "run_followup",
+]
+
+# the measures of rows.md and comparisons.md (fractions, shown in percent), then the logits
+ROW_METRICS = (
+    "pq",
+    "pq_th",
+    "acc_th",
+    "prec_th",
+    "pred_th_other_instance",
+    "gt_th_unlabelled",
+    "oracle_leak",
+    "oracle_own_coverage",
+)
+COMPARISON_METRICS = (*ROW_METRICS, *LOGIT_METRICS)
+
+
+def scaled_warmup(official_warmup: int, official_steps: int, steps: int) -> int:
+    """The warm-up that takes the same share of a ``steps`` budget as ``official_warmup`` of
+    ``official_steps`` (rounded to whole steps, at least 1)."""
+    return max(1, round(official_warmup * steps / official_steps))
+
+
+# The official Panoptic FCN Cityscapes optimiser (PanopticFCN-IBS configs: SGD momentum 0.9, lr 0.02,
+# weight decay 1e-4, poly 0.9, clip by value 5, 1000 warm-up iterations of 65k from 0.001 x lr),
+# on the synthetic study's budget of 2,000 steps: the warm-up keeps its share of the schedule,
+# 1000 / 65000 x 2000 = 30.8 -> 31 steps; the learning rate is the official one (not rescaled to
+# the batch of 8 crops instead of 32).
+OFFICIAL_OPTIMIZER_OVERRIDES = (
+    "optimizer.name=sgd",
+    "optimizer.lr=0.02",
+    "optimizer.momentum=0.9",
+    "optimizer.weight_decay=0.0001",
+    "optimizer.poly_power=0.9",
+    f"optimizer.warmup_steps={scaled_warmup(1000, 65000, 2000)}",
+    "optimizer.warmup_factor=0.001",
+    "optimizer.clip=value",
+    "optimizer.clip_value=5.0",
+)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``other - baseline`` of two rows, each given as ``(setting, variant)`` of one model.
+
+    Attributes:
+        label: what the difference measures, in words.
+        baseline, other: ``(setting, variant)``; variant "" is the study's own row.
+        loss: optional ``(crop, full)`` rows whose difference ``full - crop`` is the crop loss the
+            comparison is read against: the table then gives the share of it recovered,
+            difference / loss (of the means), for the fraction metrics.
+    """
+
+    label: str
+    baseline: tuple[str, str]
+    other: tuple[str, str]
+    loss: tuple[tuple[str, str], tuple[str, str]] | None = None
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """A named follow-up: what it asks (``description``, heading its ``comparisons.md``), its rows
+    (model ``model``) and the comparisons it was made for."""
+
+    name: str
+    description: str
+    model: str
+    rows: tuple[StudyRow, ...]
+    comparisons: tuple[Comparison, ...]
+
+    def variants(self) -> list[str]:
+        """The variants of its rows, in order, without the study's own ("")."""
+        return list(dict.fromkeys(row.variant for row in self.rows if row.variant))
+
+
+def _variant_rows(settings: Sequence[str], variant: str, overrides: Sequence[str]) -> list[StudyRow]:
+    """The cpu-scale Panoptic FCN rows of ``settings`` as ``variant`` with ``overrides``."""
+    by_setting = {row.setting: row for row in study_rows("cpu", ["pfcn"])}
+    return [
+        StudyRow("pfcn", setting, by_setting[setting].preset, variant, tuple(overrides))
+        for setting in settings
+    ]
+
+
+_OFFICIAL_CROP_LOSS = (("crop", ""), ("full", ""))
+_SIGNED_CROP_LOSS = (("crop", "signed_features"), ("full", "signed_features"))
+
+SIGNED_FEATURES = FollowUp(
+    name="signed_features",
+    description=(
+        "Why IBS costs Panoptic FCN detection: ReLU features F >= 0 let the IBS term lower every thing logit "
+        "(projection bias, embedding norm). Signed features (no ReLU after the feature encoder), the IBS "
+        "term kept off the projection bias, and the official SGD optimiser, against the study's rows."
+    ),
+    model="pfcn",
+    rows=(
+        *[row for row in study_rows("cpu", ["pfcn"]) if row.setting in ("full", "crop", "crop_ibs")],
+        *_variant_rows(
+            ("full", "crop", "crop_ibs"), "signed_features", ["model.panoptic_fcn.feature_activation=none"]
+        ),
+        *_variant_rows(("crop_ibs",), "detach_bias", ["ibs.detach_bias=true"]),
+        *_variant_rows(("crop", "crop_ibs"), "official_optimizer", OFFICIAL_OPTIMIZER_OVERRIDES),
+    ),
+    comparisons=(
+        Comparison("IBS, ReLU features (the study)", ("crop", ""), ("crop_ibs", ""), _OFFICIAL_CROP_LOSS),
+        Comparison(
+            "IBS, signed features",
+            ("crop", "signed_features"),
+            ("crop_ibs", "signed_features"),
+            _SIGNED_CROP_LOSS,
+        ),
+        Comparison(
+            "IBS with the bias detached, ReLU features",
+            ("crop", ""),
+            ("crop_ibs", "detach_bias"),
+            _OFFICIAL_CROP_LOSS,
+        ),
+        Comparison(
+            "IBS, official optimiser (SGD, warm-up, clip 5)",
+            ("crop", "official_optimizer"),
+            ("crop_ibs", "official_optimizer"),
+        ),
+        Comparison("crop + IBS: bias detached vs not", ("crop_ibs", ""), ("crop_ibs", "detach_bias")),
+        Comparison("crop + IBS: signed vs ReLU features", ("crop_ibs", ""), ("crop_ibs", "signed_features")),
+        Comparison("crop: signed vs ReLU features", ("crop", ""), ("crop", "signed_features")),
+        Comparison("full image: signed vs ReLU features", ("full", ""), ("full", "signed_features")),
+        Comparison("crop: official optimiser vs AdamW", ("crop", ""), ("crop", "official_optimizer")),
+    ),
+)
+
+FOLLOWUPS: dict[str, FollowUp] = {SIGNED_FEATURES.name: SIGNED_FEATURES}
+
+
+# --------------------------------------------------------------------------------- tables
+
+
+def _scale(metric: str) -> float:
+    """Fractions in percent (points), logits as they are."""
+    return 1.0 if metric in LOGIT_METRICS else 100.0
+
+
+def _label(metric: str) -> str:
+    return METRIC_LABELS.get(metric, metric) + (" (logit)" if metric.startswith("logit_") else "")
+
+
+def rows_table(results: dict[str, Any], metrics: Sequence[str], model: str = "pfcn") -> str:
+    """Markdown: every row of ``model`` (variants included) with each metric's mean ± 95 % CI
+    half-width over seeds (fractions in percent, logits as they are; "–" where absent)."""
+    lines = [
+        "| setting | variant | seeds | " + " | ".join(_label(m) for m in metrics) + " |",
+        "|---|---|---:|" + "---:|" * len(metrics),
+    ]
+    for row in results["rows"]:
+        if row["model"] != model:
+            continue
+        cells = []
+        for metric in metrics:
+            summary = row["metrics"].get(metric)
+            if summary is None:
+                cells.append("–")
+            elif metric in LOGIT_METRICS:
+                half = (summary["ci95"][1] - summary["ci95"][0]) / 2
+                cells.append(f"{summary['mean']:.2f} ± {half:.2f}")
+            else:
+                cells.append(format_measured(summary))
+        lines.append(
+            f"| {row['setting']} | {row_variant(row) or '(study)'} | {len(row['seeds'])} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def comparisons_table(
+    results: dict[str, Any],
+    comparisons: Sequence[Comparison],
+    metrics: Sequence[str] = COMPARISON_METRICS,
+    model: str = "pfcn",
+) -> str:
+    """Markdown: per comparison and metric, ``other - baseline`` paired by seed
+    (:func:`~ibs_study.study.paired_difference`): mean [95 % CI] in points (logits as they are),
+    how many seeds are above 0 and, for a comparison with a ``loss``, the share of the crop loss
+    recovered (of the means, fraction metrics). Comparisons whose rows are absent are left out."""
+    lines = [
+        "| comparison | measure | difference (mean [95 % CI]; points, logits and norms as they are) "
+        "| seeds above 0 | share of the crop loss |",
+        "|---|---|---|---:|---:|",
+    ]
+    for comparison in comparisons:
+        baseline = find_row(results, model, *comparison.baseline)
+        other = find_row(results, model, *comparison.other)
+        if baseline is None or other is None:
+            continue
+        for metric in metrics:
+            difference = paired_difference(baseline, other, metric)
+            if difference is None:
+                continue
+            scale = _scale(metric)
+            low, high = (scale * v for v in difference["ci95"])
+            cell = f"{scale * difference['mean']:+.2f} [{low:+.2f}, {high:+.2f}]"
+            above = f"{sum(v > 0 for v in difference['per_seed'])} / {len(difference['per_seed'])}"
+            share = ""
+            if comparison.loss is not None and metric not in LOGIT_METRICS:
+                crop, full = (find_row(results, model, *key) for key in comparison.loss)
+                loss = paired_difference(crop, full, metric) if crop and full else None
+                if loss is not None and loss["mean"] != 0:
+                    share = f"{100 * difference['mean'] / loss['mean']:.0f} %"
+            lines.append(f"| {comparison.label} | {_label(metric)} | {cell} | {above} | {share} |")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------- running
+
+
+def run_followup(
+    name: str,
+    *,
+    root: str | os.PathLike = "runs/study",
+    out_dir: str | os.PathLike | None = None,
+    seeds: Sequence[int] = tuple(range(8)),
+    rows: Sequence[str] | None = None,
+    steps: int | None = None,
+    overrides: Sequence[str] = (),
+    parallel: int = 2,
+    threads: int = 1,
+    train: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run (or read) follow-up ``name`` and write its results, tables and figures.
+
+    Args:
+        name: a key of :data:`FOLLOWUPS`.
+        root: folder of the run directories ``<row key>_s<seed>``; the study's own folder
+            (``runs/study``) reuses its runs of the study's rows.
+        out_dir: where the results go (default ``runs/followups/<name>``).
+        seeds: seeds of every row.
+        rows: only these row keys (e.g. ``pfcn_crop_ibs_signed_features``); None: all.
+        steps, overrides, parallel, threads, train: as :func:`~ibs_study.runs.run_study`.
+
+    Returns:
+        The results dict written to ``synthetic_results.json``.
+
+    Raises:
+        ConfigError: an unknown follow-up or row key (the message lists the valid ones).
+    """
+    from ibs_study.runs import run_study
+    from ibs_study.viz.figures import (
+        ORACLE_CURVE_YLABEL,
+        confusion_curve_figure,
+        oracle_logits_figure,
+        save_figure,
+        series_from_results,
+    )
+
+    if name not in FOLLOWUPS:
+        raise ConfigError(f"unknown follow-up {name!r}; valid: {sorted(FOLLOWUPS)}")
+    followup = FOLLOWUPS[name]
+    chosen = list(followup.rows)
+    if rows is not None:
+        keys = {row.key for row in followup.rows}
+        unknown = [key for key in rows if key not in keys]
+        if unknown:
+            raise ConfigError(f"follow-up {name!r} has no rows {unknown} (--rows); its rows: {sorted(keys)}")
+        chosen = [row for row in followup.rows if row.key in rows]
+    out = Path(out_dir) if out_dir is not None else Path("runs/followups") / name
+    results = run_study(
+        root,
+        chosen,
+        list(seeds),
+        steps=steps,
+        overrides=overrides,
+        parallel=parallel,
+        threads=threads,
+        progress=progress,
+        train=train,
+        logits=True,
+    )
+    save_results(results, out / "synthetic_results.json")
+    model = followup.model
+    (out / "rows.md").write_text(rows_table(results, ROW_METRICS, model))
+    (out / "logits.md").write_text(rows_table(results, LOGIT_METRICS, model))
+    comparisons = comparisons_table(results, followup.comparisons, model=model)
+    (out / "comparisons.md").write_text(f"{followup.description}\n\n{comparisons}")
+    for variant in ["", *followup.variants()]:
+        table = claims_table(results, model, variant)
+        if table.count("\n") > 2:  # a header and at least one claim
+            (out / f"claims_{model}{'_' + variant if variant else ''}.md").write_text(table)
+    curves = {
+        "fig5_confusion": ("confusion_curve", "confused predicted things (%)", "Confusion"),
+        "fig5_oracle": ("oracle_confusion_curve", ORACLE_CURVE_YLABEL, "Oracle-embedding confusion"),
+    }
+    for stem, (curve, ylabel, title) in curves.items():
+        series = series_from_results(results, model, curve=curve, variant=None)
+        if series:
+            figure = confusion_curve_figure(
+                series, title=f"{title}, {model}, follow-up {name} (mean, 95 % band)", ylabel=ylabel
+            )
+            save_figure(figure, out / f"{stem}_{model}")
+    save_figure(oracle_logits_figure(results, model), out / "fig_oracle_logits")
+    return results

@@ -1,0 +1,185 @@
+"""Follow-ups: variant rows, what they train, how their results are told apart and summarised,
+and one follow-up end to end on the tiny synthetic set."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ibs_study.cli import main
+from ibs_study.config import ConfigError, resolve_config
+from ibs_study.followups import (
+    FOLLOWUPS,
+    SIGNED_FEATURES,
+    Comparison,
+    comparisons_table,
+    rows_table,
+    run_followup,
+    scaled_warmup,
+)
+from ibs_study.runs import smoke_overrides
+from ibs_study.study import claims_table, metric_summary, results_table, study_specs
+from ibs_study.viz.figures import LOGIT_PANELS, oracle_logits_figure, table_bar_rows
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_signed_features_rows_train_what_their_variant_says():
+    assert scaled_warmup(1000, 65000, 2000) == 31  # 30.8 steps: the official share of the schedule
+    keys = [row.key for row in SIGNED_FEATURES.rows]
+    assert len(set(keys)) == len(keys) and FOLLOWUPS["signed_features"] is SIGNED_FEATURES
+    assert SIGNED_FEATURES.variants() == ["signed_features", "detach_bias", "official_optimizer"]
+    for row in SIGNED_FEATURES.rows:
+        cfg = resolve_config(preset=row.preset, overrides=row.overrides)
+        study = resolve_config(preset=row.preset)
+        pfcn, optimizer = cfg.model.panoptic_fcn, cfg.optimizer
+        assert pfcn.feature_activation == ("none" if row.variant == "signed_features" else "relu"), row.key
+        assert cfg.ibs.detach_bias == (row.variant == "detach_bias"), row.key
+        assert cfg.ibs.enabled == (row.setting == "crop_ibs") and cfg.train.max_steps == 2000
+        if row.variant == "official_optimizer":
+            assert (optimizer.name, optimizer.lr, optimizer.momentum, optimizer.clip) == (
+                "sgd",
+                0.02,
+                0.9,
+                "value",
+            )
+            assert (optimizer.clip_value, optimizer.warmup_steps, optimizer.warmup_factor) == (5.0, 31, 0.001)
+        else:
+            assert optimizer == study.optimizer, row.key  # AdamW 2e-3 as the study
+        if not row.variant:
+            assert cfg == study and row.key in ("pfcn_full", "pfcn_crop", "pfcn_crop_ibs")
+
+
+def test_study_specs_name_variant_runs_and_apply_their_overrides_last():
+    row = next(r for r in SIGNED_FEATURES.rows if r.key == "pfcn_crop_ibs_detach_bias")
+    (spec,) = study_specs([row], [3], steps=7, overrides=["ibs.detach_bias=false", "ibs.weight=0.5"])
+    assert spec.name == "pfcn_crop_ibs_detach_bias_s3" and spec.tags["row"] == "pfcn_crop_ibs_detach_bias"
+    cfg = resolve_config(preset=spec.preset, overrides=list(spec.overrides))
+    assert (cfg.seed, cfg.train.max_steps, cfg.ibs.weight, cfg.ibs.detach_bias) == (3, 7, 0.5, True)
+
+
+def _row(setting: str, variant: str, values: dict[str, list[float]]) -> dict:
+    row = {"model": "pfcn", "setting": setting, "seeds": [0, 1, 2], "steps": 2000}
+    row["metrics"] = {name: metric_summary(v) for name, v in values.items()}
+    return row | ({"variant": variant} if variant is not None else {})
+
+
+def _results() -> dict:
+    """A variant whose values differ from the study's, listed first, then the study's rows (one
+    without a "variant" key, as results written before variants)."""
+    return {
+        "scale": "cpu",
+        "rows": [
+            _row("crop_ibs", "detach_bias", {"prec_th": [0.7, 0.6, 0.8], "logit_own": [3.0, 2.5, 2.0]}),
+            _row("full", None, {"prec_th": [0.8, 0.7, 0.9], "logit_own": [1.0, 2.0, 3.0]}),
+            _row("crop", "", {"prec_th": [0.5, 0.4, 0.6], "logit_own": [2.0, 2.0, 2.0]}),
+            _row("crop_ibs", "", {"prec_th": [0.55, 0.45, 0.65], "logit_own": [1.0, 1.5, 2.0]}),
+        ],
+    }
+
+
+def test_comparisons_are_paired_by_seed_and_read_against_the_crop_loss():
+    comparison = Comparison(
+        "detached", ("crop", ""), ("crop_ibs", "detach_bias"), (("crop", ""), ("full", ""))
+    )
+    absent = Comparison("absent", ("crop", "signed_features"), ("crop_ibs", "signed_features"))
+    table = comparisons_table(_results(), [comparison, absent], metrics=["prec_th", "logit_own", "pq"])
+    lines = table.splitlines()
+    assert len(lines) == 4  # header, rule, the two metrics both rows have; nothing of the absent rows
+    # Prec^th: +0.2 on every seed (points: +20.00, no spread); crop loss 0.3 -> 67 %
+    assert lines[2] == "| detached | Prec^th | +20.00 [+20.00, +20.00] | 3 / 3 | 67 % |"
+    # logit on own thing: +1.0, +0.5, 0.0 -> mean 0.5, sd 0.5, t(0.975, 2) = 4.303: +-1.242; no share
+    assert lines[3] == "| detached | logit on own thing (logit) | +0.50 [-0.74, +1.74] | 2 / 3 |  |"
+
+
+def test_variant_rows_stay_out_of_the_study_tables_and_claims():
+    results = _results()
+    study_only = {**results, "rows": results["rows"][1:]}
+    assert results_table(results, 3) == results_table(study_only, 3)
+    assert claims_table(results) == claims_table(study_only)
+    bars, _ = table_bar_rows(results, 3)
+    assert [bar.means["prec_th"] for bar in bars] == pytest.approx([0.8, 0.5, 0.55])
+    assert "| crop + IBS (paired) recovers at least half of the crop loss | Prec^th |" not in claims_table(
+        results, variant="detach_bias"
+    )  # the variant has no crop row of its own
+    table = rows_table(results, ["prec_th", "logit_own"])
+    assert "| crop_ibs | detach_bias | 3 | 70.0 ± 24.8 | 2.50 ± 1.24 |" in table
+    assert "| full | (study) | 3 |" in table
+
+
+def test_oracle_logits_figure_draws_every_row_with_logits():
+    results = _results()
+    for row in results["rows"]:  # every logit metric: the same values as logit_own
+        row["metrics"] |= {m: row["metrics"]["logit_own"] for _, names in LOGIT_PANELS for m in names}
+    figure = oracle_logits_figure(results)
+    axes = figure.get_axes()
+    assert len(axes) == len(LOGIT_PANELS)
+    for ax, (_, names) in zip(axes, LOGIT_PANELS):
+        bars = [patch.get_height() for patch in ax.patches]
+        assert len(bars) == 4 * len(names)  # one bar per row and metric
+        assert bars[: len(names)] == pytest.approx([2.5] * len(names))  # the first row's mean
+    legend = [text.get_text() for text in axes[-1].get_legend().get_texts()]
+    assert legend[0] == "crop + IBS (paired sampler), detach_bias" and legend[1] == "full image"
+
+
+def test_a_follow_up_runs_end_to_end_on_the_tiny_set(tmp_path, capsys):
+    """Two variant rows, one seed, 3 steps: runs, evaluation, oracle confusion and logits,
+    results with variants, tables and figures; a second call only reads the runs."""
+    rows = ["pfcn_crop_signed_features", "pfcn_crop_ibs_detach_bias"]
+    options = dict(
+        root=tmp_path / "runs",
+        out_dir=tmp_path / "out",
+        seeds=[0],
+        rows=rows,
+        overrides=smoke_overrides(tmp_path / "data", 3),
+        parallel=0,
+        progress=False,
+    )
+    results = run_followup("signed_features", **options)
+    out = tmp_path / "out"
+    written = json.loads((out / "synthetic_results.json").read_text())
+    assert written == json.loads(json.dumps(results))
+    assert [(r["setting"], r["variant"]) for r in written["rows"]] == [
+        ("crop", "signed_features"),
+        ("crop_ibs", "detach_bias"),
+    ]
+    for row in written["rows"]:
+        metrics = row["metrics"]
+        assert {"pq", "oracle_leak", "logit_own", "logit_bias_own", "embedding_norm"} <= set(metrics)
+        assert metrics["embedding_norm"]["mean"] > 0 and np.isfinite(metrics["logit_own"]["mean"])
+        assert row["steps"] == 3 and "oracle_confusion_curve" in row
+    signed = resolve_config(preset="synthetic_pfcn_crop", overrides=[])  # the run's saved config differs
+    saved = (tmp_path / "runs" / "pfcn_crop_signed_features_s0" / "config.yaml").read_text()
+    assert "feature_activation: none" in saved and signed.model.panoptic_fcn.feature_activation == "relu"
+    assert (
+        "detach_bias: true"
+        in (tmp_path / "runs" / "pfcn_crop_ibs_detach_bias_s0" / "config.yaml").read_text()
+    )
+    for name in ("rows.md", "logits.md", "comparisons.md", "fig_oracle_logits.png", "fig5_oracle_pfcn.png"):
+        assert (out / name).is_file(), name
+    assert "| crop | signed_features | 1 |" in (out / "rows.md").read_text()
+    # the CLI: the logit analysis of one run, and the logits compared as they are (not in percent)
+    runs = tmp_path / "runs"
+    capsys.readouterr()
+    assert main(["oracle", str(runs / "pfcn_crop_ibs_detach_bias_s0"), "--logits", "--no-progress"]) == 0
+    assert "oracle logits of " in capsys.readouterr().out
+    logits = json.loads(
+        (runs / "pfcn_crop_ibs_detach_bias_s0" / "eval_val" / "oracle_logits.json").read_text()
+    )
+    baseline, other = runs / "pfcn_crop_signed_features", runs / "pfcn_crop_ibs_detach_bias"
+    assert main(["compare", str(baseline), str(other), "--seeds", "0", "--metrics", "embedding_norm"]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert line.startswith("embedding norm ‖E‖") and f"{logits['embedding_norm']:10.1f}" in line
+    again = run_followup("signed_features", **(options | {"out_dir": tmp_path / "again"}), train=False)
+    assert again["rows"] == results["rows"]
+    with pytest.raises(ConfigError, match="has no rows \\['pfcn_nope'\\]"):
+        run_followup("signed_features", **(options | {"rows": ["pfcn_nope"]}))
