@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["DEMO_RUNS", "run_demo", "demo_table", "demo_findings", "explore_command"]
 
+# in the order they start: the full-image run, the longest, first
 DEMO_RUNS = (
     ("full", "synthetic_pfcn_full"),
     ("crop", "synthetic_pfcn_crop"),
@@ -121,15 +122,18 @@ def run_demo(
     data_root: str | os.PathLike = "data/synthetic",
     *,
     steps: int | None = None,
-    parallel: int = 3,
+    parallel: int = 2,
     progress: bool = True,
     scale: str = "cpu",
 ) -> str:
     """Run the demo; returns the report it prints (statistics, table, findings, plot path).
 
-    ``steps`` (default: the presets' ``train.max_steps``, the study's budget: the three runs share
-    two cores in about 8 minutes, docs/benchmarks.md) and ``scale`` (the synthetic size preset)
-    are for quick checks.
+    The runs train with one thread each, as the study's (so they give its numbers bit for bit),
+    ``parallel`` at a time in the order of :data:`DEMO_RUNS`: with the default 2 on two cores the
+    full-image run, the longest, has a core to itself while crop and crop + IBS follow each other
+    on the other (three at once would slow all three, the longest most; docs/benchmarks.md).
+    ``steps`` (default: the presets' ``train.max_steps``, the study's budget) and ``scale`` (the
+    synthetic size preset) are for quick checks.
     """
     out = Path(out)
     ensure_dataset(data_root, scale=scale)

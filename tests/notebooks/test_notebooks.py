@@ -202,13 +202,11 @@ def test_bad_parameter_stops_the_first_cell(name, parameters, message, clone, tm
     assert failure.value.ename == "ParameterError" and failure.value.evalue == message
     assert failure.value.traceback == [f"ParameterError: {message}"]
     executed = nbformat.read(output, as_version=4)
-    tags = [c.metadata.get("tags", []) for c in executed.cells]
+    cells = [c for c in executed.cells if "papermill-error-cell-tag" not in c.metadata.get("tags", [])]
     failed = next(
-        k
-        for k, c in enumerate(executed.cells)
-        if any(o.get("output_type") == "error" for o in c.get("outputs", []))
+        k for k, c in enumerate(cells) if any(o.get("output_type") == "error" for o in c.get("outputs", []))
     )
-    assert "injected-parameters" in tags[failed - 1]
+    assert "injected-parameters" in cells[failed - 1].metadata.get("tags", [])
     assert _tracked_changes(clone) == ""
 
 
