@@ -289,7 +289,10 @@ class ConfusionExplorer:
                 "height": 300,
                 "width": 480,
                 "barmode": "group",
-                "margin": {"l": 40, "r": 5, "t": 35, "b": 80},
+                "margin": {"l": 40, "r": IMAGE_MARGIN["r"], "t": 35, "b": 80},
+                # inside the plot's top right, which the bars (largest first) leave free; the toolbar
+                # keeps to the margin
+                "legend": {"x": 0.99, "xanchor": "right", "y": 0.99, "yanchor": "top"},
                 "yaxis": {"range": [0, 1.05], "title": "fraction of GT area"},
                 "title": {"text": "GT things covered"},
             },

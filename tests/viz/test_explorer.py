@@ -293,8 +293,9 @@ def test_bar_chart_says_how_many_gt_things_it_leaves_out(hand_runs):
 
 def test_toolbar_sits_beside_the_images(explorer):
     """plotly's vertical toolbar (about 30 px wide, top right) has its own margin, off the images."""
-    for fig in [explorer.panoptic_figure, *explorer.view_figures]:
+    for fig in explorer.figures():
         assert fig.layout.modebar.orientation == "v" and fig.layout.margin.r >= 35
+    assert explorer.bar_figure.layout.legend.xanchor == "right"  # the legend too stays off the toolbar
 
 
 def test_panoptic_view_follows_the_run_toggle(explorer):
