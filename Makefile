@@ -30,7 +30,8 @@ lint: setup
 test-browser: setup
 	$(BIN)/python -m pytest -m browser tests/browser
 
-# Serve the confusion explorer notebook as an app on 127.0.0.1 (Voila).
+# Serve the confusion explorer notebook as an app on 127.0.0.1 (Voila): the study's crop and crop + IBS
+# runs (runs/study), or before the study those of `make demo` (runs/demo).
 EXPLORE_NOTEBOOK ?= notebooks/05_confusion_explorer.ipynb
 EXPLORE_PORT ?= 8866
 explore: setup

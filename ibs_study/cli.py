@@ -527,7 +527,7 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
         "--data", default="data/synthetic", help="synthetic dataset folder (generated if absent)"
     )
     parser.add_argument("--steps", type=int, help="training steps per run (default: the presets')")
-    parser.add_argument("--parallel", type=int, default=3, help="runs trained side by side")
+    parser.add_argument("--parallel", type=int, default=2, help="runs trained side by side")
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -7,7 +7,8 @@
 4. measure each run's oracle-embedding confusion (:mod:`ibs_study.engine.oracle`: the masks
    of the GT things' own embeddings, apart from detection);
 5. print the PQ / PQ^th / PQ^st / Acc^th / Prec^th / leak table, what the measurements say
-   about confusion, and save the confusion-curve plot.
+   about confusion, save the confusion-curve plot, and end with the command that opens the crop
+   and crop + IBS runs in the confusion explorer (``make explore``).
 
 Every number printed is measured in this run (or read from runs this command finished
 earlier in the same output folder).
@@ -23,14 +24,16 @@ from ibs_study.data.statistics import dataset_statistics, format_statistics
 from ibs_study.data.synthetic import SYNTHETIC_SCALES, ensure_dataset
 from ibs_study.engine.grid import RunSpec, run_grid
 from ibs_study.engine.run_dir import read_run_config
-from ibs_study.runs import oracle_runs
+from ibs_study.runs import oracle_runs, project_root
 from ibs_study.study import read_oracle
+from ibs_study.viz.explorer_data import DEMO_RUN_DIRS
 from ibs_study.viz.figures import confusion_curve_figure, series_from_metrics
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEMO_RUNS", "run_demo", "demo_table", "demo_findings"]
+__all__ = ["DEMO_RUNS", "run_demo", "demo_table", "demo_findings", "explore_command"]
 
+# in the order they start: the full-image run, the longest, first
 DEMO_RUNS = (
     ("full", "synthetic_pfcn_full"),
     ("crop", "synthetic_pfcn_crop"),
@@ -105,20 +108,32 @@ def demo_findings(metrics: dict[str, dict], oracles: dict[str, dict] | None = No
     return out
 
 
+def explore_command(out: str | os.PathLike) -> str:
+    """The command that opens the demo's crop and crop + IBS runs in ``out`` in the confusion explorer:
+    ``make explore`` for the default folder (notebook 05's fallback), else notebook 05 with ``run_dirs``."""
+    run_dirs = [Path(out) / "crop", Path(out) / "crop_ibs"]
+    if [d.resolve() for d in run_dirs] == [(project_root() / d).resolve() for d in DEMO_RUN_DIRS]:
+        return "make explore"
+    return f"notebooks/05_confusion_explorer.ipynb with run_dirs = {[str(d) for d in run_dirs]}"
+
+
 def run_demo(
     out: str | os.PathLike = "runs/demo",
     data_root: str | os.PathLike = "data/synthetic",
     *,
     steps: int | None = None,
-    parallel: int = 3,
+    parallel: int = 2,
     progress: bool = True,
     scale: str = "cpu",
 ) -> str:
     """Run the demo; returns the report it prints (statistics, table, findings, plot path).
 
-    ``steps`` (default: the presets' ``train.max_steps``, the study's budget: the three runs share
-    two cores in about 8 minutes, docs/benchmarks.md) and ``scale`` (the synthetic size preset)
-    are for quick checks.
+    The runs train with one thread each, as the study's (so they give its numbers bit for bit),
+    ``parallel`` at a time in the order of :data:`DEMO_RUNS`: with the default 2 on two cores the
+    full-image run, the longest, has a core to itself while crop and crop + IBS follow each other
+    on the other (three at once would slow all three, the longest most; docs/benchmarks.md).
+    ``steps`` (default: the presets' ``train.max_steps``, the study's budget) and ``scale`` (the
+    synthetic size preset) are for quick checks.
     """
     out = Path(out)
     ensure_dataset(data_root, scale=scale)
@@ -143,5 +158,6 @@ def run_demo(
         *demo_findings(metrics, oracles),
         "",
         f"confusion curve: {plot}",
+        f"explore the crop and crop + IBS predictions instance by instance: {explore_command(out)}",
     ]
     return "\n".join(report)

@@ -5,7 +5,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -59,6 +59,7 @@ from ibs_study.analysis import (
 )
 from ibs_study.config import load_preset
 from ibs_study.engine.data import open_split
+from ibs_study.notebook_parameters import check_parameters
 from ibs_study.runs import notebook_overrides, project_root
 from ibs_study.viz.figures import (
     instance_count_figure,
@@ -69,6 +70,11 @@ from ibs_study.viz.figures import (
 )
 from ibs_study.viz.panoptic import PanopticView, side_by_side
 
+check_parameters(
+    smoke=smoke, preset=preset, data_root=data_root, split=split, crops_per_image=crops_per_image,
+    max_images=max_images, sampler_batches=sampler_batches, example_index=example_index,
+    merge_counts=merge_counts, out_dir=out_dir,
+)  # fmt: skip
 os.chdir(project_root())
 if smoke:
     torch.set_num_threads(1)

@@ -5,7 +5,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -50,6 +50,7 @@ from ibs_study.config import load_preset
 from ibs_study.engine.data import open_split
 from ibs_study.engine.train import step_generator
 from ibs_study.losses import assign_partners, ibs_loss, weighted_ibs_loss
+from ibs_study.notebook_parameters import check_parameters
 from ibs_study.runs import notebook_overrides, project_root
 from ibs_study.viz.figures import crops_figure, cross_crop_figure, ibs_trace_figure, save_figure
 from ibs_study.walkthrough import (
@@ -60,6 +61,10 @@ from ibs_study.walkthrough import (
     training_batch,
 )
 
+check_parameters(
+    smoke=smoke, preset=preset, data_root=data_root, step=step, crops_shown=crops_shown,
+    trace_steps=trace_steps, record_every=record_every, warmup_steps=warmup_steps, out_dir=out_dir,
+)  # fmt: skip
 os.chdir(project_root())
 if smoke:
     torch.set_num_threads(1)

@@ -5,7 +5,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -55,6 +55,7 @@ from IPython.display import display
 from ibs_study.config import config_to_dict, load_preset
 from ibs_study.engine.data import open_split
 from ibs_study.engine.evaluate import evaluate_run, format_metrics
+from ibs_study.notebook_parameters import check_parameters
 from ibs_study.runs import launch_training, notebook_overrides, project_root, read_log
 from ibs_study.viz.figures import (
     LiveFigure,
@@ -66,12 +67,14 @@ from ibs_study.viz.figures import (
 )
 from ibs_study.walkthrough import training_batch
 
+check_parameters(
+    smoke=smoke, preset=preset, overrides=overrides, max_steps=max_steps, data_root=data_root,
+    nproc=nproc, out_dir=out_dir, run_dir=run_dir, resume=resume, poll_s=poll_s,
+)  # fmt: skip
 os.chdir(project_root())
 if smoke:
     torch.set_num_threads(1)
 out = Path(out_dir)
-if resume and run_dir is None:
-    raise ValueError("resume=True needs run_dir: the run directory to continue")
 run_dir = Path(run_dir) if run_dir else out / f"{preset}_{dt.datetime.now():%Y%m%d-%H%M%S}"
 run_overrides = notebook_overrides(smoke=smoke, out_dir=out, data_root=data_root, steps=max_steps, extra=overrides)
 cfg = load_preset(preset, run_overrides)

@@ -5,7 +5,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -53,6 +53,7 @@ import torch
 from IPython.display import Markdown, display
 
 from ibs_study.analysis import setting_differences
+from ibs_study.notebook_parameters import check_parameters
 from ibs_study.operating import PFCN_SCORE_THRESHOLD, collect_operating_curves
 from ibs_study.runs import notebook_overrides, project_root, run_study
 from ibs_study.study import (
@@ -76,6 +77,12 @@ from ibs_study.viz.figures import (
     table_bar_rows,
 )
 
+check_parameters(
+    smoke=smoke, scale=scale, models=models, settings=settings, seeds=seeds, steps=steps,
+    data_root=data_root, overrides=overrides, lambdas=lambdas, crop_sizes=crop_sizes,
+    m2f_lambdas=m2f_lambdas, sweep_seed=sweep_seed, score_thresholds=score_thresholds, root=root,
+    collect_only=collect_only, parallel=parallel, threads=threads, out_dir=out_dir,
+)  # fmt: skip
 os.chdir(project_root())
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -17,7 +17,7 @@
 #
 # Metrics say how much confusion there is; this notebook shows where. For one or two
 # evaluated runs (by default crop training and crop + IBS, seed 0, as notebook 04 trains
-# them), the `ConfusionExplorer` lets you pick a predicted thing segment (ranked by how
+# them; without those, the crop and crop + IBS runs of `make demo`), the `ConfusionExplorer` lets you pick a predicted thing segment (ranked by how
 # confused it is, by clicking the panoptic image, or with the slider) and shows the ground-truth
 # instances it covers with the covered fractions, and the other run's prediction on the same
 # object side by side (the paper's Figs. 7, 9, 11), above the colour-coded panoptic images
@@ -29,7 +29,7 @@
 
 # %% tags=["parameters"]
 smoke = False  # make two tiny runs (crop, crop + IBS) and explore them: an end-to-end check
-run_dirs = ["runs/study/pfcn_crop_s0", "runs/study/pfcn_crop_ibs_s0"]  # one or two evaluated runs
+run_dirs = ["runs/study/pfcn_crop_s0", "runs/study/pfcn_crop_ibs_s0"]  # one or two evaluated runs (these absent: make demo's runs/demo/crop, runs/demo/crop_ibs)
 labels = None  # their names in the explorer (None: the folder names)
 split = "val"  # the evaluated split (RUN_DIR/eval_<split>)
 threshold = 0.5  # initial confusion threshold T
@@ -47,9 +47,15 @@ import torch
 from IPython.display import Image, display
 
 from ibs_study.engine.grid import RunSpec
+from ibs_study.notebook_parameters import check_parameters
 from ibs_study.runs import project_root, run_specs, smoke_overrides
 from ibs_study.viz.explorer import ConfusionExplorer
+from ibs_study.viz.explorer_data import explorer_run_dirs
 
+check_parameters(
+    smoke=smoke, run_dirs=run_dirs, labels=labels, split=split, threshold=threshold, top_k=top_k,
+    state_path=state_path, out_dir=out_dir,
+)  # fmt: skip
 os.chdir(project_root())
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)
@@ -59,12 +65,8 @@ if smoke:
     specs = [RunSpec(name, f"synthetic_pfcn_{name}", tuple(tiny)) for name in ("crop", "crop_ibs")]
     run_specs(specs, out / "runs", parallel=0)
     run_dirs, labels, top_k = [str(out / "runs" / spec.name) for spec in specs], ["crop", "crop + IBS"], 2
-missing = [d for d in run_dirs if not (Path(d) / f"eval_{split}" / "confusion_records.jsonl").is_file()]
-if missing:
-    raise FileNotFoundError(
-        f"no panoptic evaluation in {missing}: train and evaluate them first (notebook 04 or "
-        f"`ibs-study train` + `ibs-study evaluate`), or pass run_dirs"
-    )
+run_dirs = explorer_run_dirs(run_dirs, split)
+print(f"exploring {', '.join(str(d) for d in run_dirs)}")
 
 # %% [markdown]
 # ## The explorer
@@ -81,11 +83,12 @@ explorer
 
 # %%
 state = explorer.state
-print(f"selected: run {state['run']!r}, image {state['image_id']!r}, predicted segment {state['segment_id']}")
+print(f"selected: {state['title']}")
 if state["segment_id"] is not None:
     print(
         f"{state['category']} ({state['size']}): covers {len(state['covered_gt_ids'])} GT things by more than "
-        f"T = {state['threshold']:.2f} (fractions {[round(f, 2) for f in state['covered_fractions']]})"
+        f"T = {state['threshold']:.2f}: "
+        + ", ".join(f"{label} ({100 * f:.0f}%)" for label, f in zip(state["covered_gt_labels"], state["covered_fractions"]))
     )
 
 # %% [markdown]

@@ -5,7 +5,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -51,11 +51,17 @@ from ibs_study.analysis import setting_differences
 from ibs_study.engine.data import open_split
 from ibs_study.engine.run_dir import read_run_config
 from ibs_study.instance_maps import instance_eval_to_panoptic
+from ibs_study.notebook_parameters import check_parameters
 from ibs_study.runs import notebook_overrides, project_root, run_study
 from ibs_study.study import INSTANCE_METRICS, results_table, save_results, study_rows
 from ibs_study.viz.explorer import ConfusionExplorer
 from ibs_study.viz.figures import metric_bars_figure, save_figure
 
+check_parameters(
+    smoke=smoke, scale=scale, seeds=seeds, steps=steps, data_root=data_root, root=root,
+    collect_only=collect_only, parallel=parallel, threads=threads, view_seed=view_seed,
+    score_threshold=score_threshold, threshold=threshold, top_k=top_k, out_dir=out_dir,
+)  # fmt: skip
 os.chdir(project_root())
 out = Path(out_dir)
 out.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -22,12 +22,13 @@
 # seeds, the sweeps, and, when the run directories are given, the figures that need
 # predictions (Fig. 3 from the data; Figs. 6-12: crop vs crop + IBS on the most confused
 # images and instances). `provenance.json` records what it was built from.
-# The same as `make figures` / `ibs-study figures`.
+# The same as `make figures` / `ibs-study figures`. A smoke run builds from its own tiny study in
+# the git-ignored `runs/notebooks/07_paper_figures`, never in `paper_figures/`.
 
 # %% tags=["parameters"]
 smoke = False  # make a tiny results file from 2 settings x 2 seeds of 3-step runs and build from it
 results_json = "paper_figures/synthetic_results.json"  # the study's results
-out_dir = "paper_figures"  # where the figures and tables go
+out_dir = None  # where the figures and tables go (None: paper_figures; smoke: runs/notebooks/07_paper_figures)
 runs_root = None  # folder of the study's run directories (e.g. runs/study); None: no qualitative figures
 top_k = 4  # images / predictions per qualitative figure
 
@@ -40,11 +41,16 @@ from pathlib import Path
 import torch
 from IPython.display import Image, Markdown, display
 
+from ibs_study.notebook_parameters import check_parameters
 from ibs_study.paper_figures import build_all
 from ibs_study.runs import notebook_overrides, project_root, run_study
 from ibs_study.study import load_results, save_results, study_rows
 
+check_parameters(
+    smoke=smoke, results_json=results_json, out_dir=out_dir, runs_root=runs_root, top_k=top_k,
+)  # fmt: skip
 os.chdir(project_root())
+out_dir = out_dir or ("runs/notebooks/07_paper_figures" if smoke else "paper_figures")
 if smoke:
     torch.set_num_threads(1)
     work = Path(out_dir) / "smoke_study"

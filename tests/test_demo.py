@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from ibs_study.demo import demo_findings, demo_table, run_demo
+from ibs_study.demo import demo_findings, demo_table, explore_command, run_demo
 from ibs_study.engine.run_dir import RunDirError
+from ibs_study.runs import project_root
 
 
 def _metrics(prec: float, acc: float = 0.5) -> dict:
@@ -40,6 +41,17 @@ def test_findings_state_what_the_numbers_show():
     assert table[1].split()[-2:] == ["60.0", "30.0"] and table[3].split()[-2:] == ["55.0", "32.0"]
 
 
+def test_explore_command_opens_the_demo_runs(tmp_path, monkeypatch):
+    """The default folder opens with `make explore` (notebook 05 falls back to it); another folder
+    is named as notebook 05's run_dirs."""
+    monkeypatch.chdir(project_root())
+    assert explore_command("runs/demo") == "make explore"
+    assert explore_command(project_root() / "runs" / "demo") == "make explore"
+    assert explore_command(tmp_path / "d") == (
+        f"notebooks/05_confusion_explorer.ipynb with run_dirs = {[str(tmp_path / 'd' / 'crop'), str(tmp_path / 'd' / 'crop_ibs')]}"
+    )
+
+
 @pytest.mark.slow
 def test_quick_demo_reports_the_measured_numbers(tmp_path):
     out = tmp_path / "demo"
@@ -51,6 +63,7 @@ def test_quick_demo_reports_the_measured_numbers(tmp_path):
         assert line.split()[-2:] == [f"{100 * metrics['prec_th']:.1f}", f"{100 * oracle['leak']:.1f}"]
     assert (out / "confusion_curve.png").stat().st_size > 1000
     assert f"confusion curve: {out / 'confusion_curve.png'}" in report
+    assert report.splitlines()[-1].endswith(explore_command(out))
     assert "2 training steps per run" in report  # read back from the runs' configs
     # run again with another budget: the folder's runs are refused, not reported as 3-step runs
     with pytest.raises(RunDirError, match=r"train\.max_steps: 2 -> 3"):

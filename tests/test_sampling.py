@@ -558,6 +558,39 @@ def test_paired_crops_hold_the_pair_segment(dataset: PanopticDataset, paired: Pa
     assert measured >= 5
 
 
+def test_decoded_cache_gives_the_same_crops_and_decodes_each_image_once(
+    dataset: PanopticDataset, paired: PairedCropSampler
+) -> None:
+    """Kept decoded samples give crops identical to decoding every time; each image is decoded once
+    while the cache holds it, and a sample is read-only (no crop can change a later one)."""
+    decoded: list[int] = []
+
+    class Counting(PanopticDataset):
+        def __getitem__(self, index: int):
+            decoded.append(index)
+            return super().__getitem__(index)
+
+    counting = Counting(dataset.json_path, dataset.png_dir, dataset.image_path)
+    plans = [plan for pair in _pairs(paired, 40, seed=11) for plan in pair]
+    cached, uncached = CropDataset(counting), CropDataset(dataset, cache_bytes=0)
+    for plan in plans:
+        a, b = cached[plan], uncached[plan]
+        assert np.array_equal(np.asarray(a.image), np.asarray(b.image)) and torch.equal(
+            a.target.masks, b.target.masks
+        )
+        assert torch.equal(a.target.labels, b.target.labels)
+    used = {plan.image_index for plan in plans}
+    assert sorted(decoded) == sorted(used) and len(plans) > len(used)
+    sample = cached.sample(plans[0].image_index)
+    with pytest.raises(ValueError, match="read-only"):
+        sample.image[0, 0] = 0
+    one = sample.image.nbytes + sample.id_map.nbytes
+    small = CropDataset(dataset, cache_bytes=2 * one)  # the two most recently used samples
+    for index in range(len(dataset)):
+        small.sample(index)
+    assert list(small._decoded) == [len(dataset) - 2, len(dataset) - 1]
+
+
 def test_full_image_batches_are_padded_to_multiples_of_32(dataset: PanopticDataset) -> None:
     full = TrainAugmentation(resize_mode="scale", scale_range=(0.6, 0.9), crop_size=None, flip_prob=0.5)
     loader = build_train_loader(

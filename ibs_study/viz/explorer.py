@@ -41,7 +41,7 @@ from plotly.subplots import make_subplots
 from tqdm.auto import tqdm
 
 from ibs_study.data.datasets import PanopticDataset
-from ibs_study.metrics.panoptic import SIZE_NAMES, ConfusionRecord
+from ibs_study.metrics.panoptic import SIZE_NAMES, ConfusionRecord, GTOverlap
 from ibs_study.viz.explorer_data import (
     ExplorerData,
     ImageId,
@@ -64,11 +64,13 @@ from ibs_study.viz.panoptic import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ConfusionExplorer", "instance_view_parts", "overlap_bars"]
+__all__ = ["ConfusionExplorer", "instance_view_parts", "overlap_bars", "bars_title", "covered_text"]
 
 GT_SOURCE = -1
 ALL = "all"  # filter value that selects everything
 RUN_BAR_COLORS = ("#d62728", "#1f77b4")
+MAX_BARS = 12  # GT things in the bar chart
+IMAGE_MARGIN = {"l": 5, "r": 40, "t": 35, "b": 5}  # the right margin holds plotly's vertical toolbar
 
 
 def _rgb_css(color: tuple[int, int, int]) -> str:
@@ -116,8 +118,9 @@ def _gt_rows(data: ExplorerData, selection: Selection) -> list[tuple[int, str]]:
     return [(g, data.gt_label(selection.record.image_id, g)) for g in ordered]
 
 
-def overlap_bars(data: ExplorerData, selection: Selection, max_bars: int = 12) -> list[go.Bar]:
-    """Bars of the fraction of each touched GT thing covered by the selected prediction (and its counterpart)."""
+def overlap_bars(data: ExplorerData, selection: Selection, max_bars: int = MAX_BARS) -> list[go.Bar]:
+    """Bars of the fraction of each touched GT thing covered by the selected prediction (and its counterpart),
+    for the ``max_bars`` GT things covered most (:func:`bars_title` says how many more there are)."""
     rows = _gt_rows(data, selection)[:max_bars]
     bars = []
     for k, record in enumerate([selection.record, selection.counterpart]):
@@ -136,6 +139,21 @@ def overlap_bars(data: ExplorerData, selection: Selection, max_bars: int = 12) -
     return bars
 
 
+def bars_title(data: ExplorerData, selection: Selection, max_bars: int = MAX_BARS) -> str:
+    """Title of :func:`overlap_bars`: "GT things covered", with "+N more" when bars were left out."""
+    hidden = len(_gt_rows(data, selection)) - max_bars
+    return "GT things covered" + (f" (+{hidden} more)" if hidden > 0 else "")
+
+
+def covered_text(
+    data: ExplorerData, image_id: ImageId, covered: Sequence[GTOverlap], threshold: float
+) -> str:
+    """ "covers N GT things > T=0.50: car 3 (81%), car 5 (62%)": the GT things a prediction covers by more
+    than ``threshold`` of their area, by name."""
+    names = ", ".join(f"{data.gt_label(image_id, o.gt_id)} ({100 * o.frac_of_gt:.0f}%)" for o in covered)
+    return f"covers {len(covered)} GT things &gt; T={threshold:.2f}: {names or 'none'}"
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", str(text)).strip("-") or "x"
 
@@ -150,6 +168,7 @@ class ConfusionExplorer:
         state_path: JSON file rewritten with :attr:`state` after every change (for tests).
         max_side: long side, in pixels, of the zoomed instance images sent to the browser.
         panoptic_max_side: long side of the full panoptic image sent to the browser.
+        max_bars: GT things in the bar chart (its title says how many more there are).
 
     Attributes:
         widget: the top-level widget (``display(explorer)`` or ``explorer.widget``).
@@ -157,7 +176,8 @@ class ConfusionExplorer:
             ``filters``, ``image_id``, ``segment_id`` (None when nothing matches the filters),
             ``num_candidates``, ``instance_index``, ``title`` and ``view_titles`` (figure titles),
             ``renders``; with a selection also ``category``, ``size``, ``confusion_level``,
-            ``covered_gt_ids`` / ``covered_fractions`` (GT things covered by more than T),
+            ``covered_gt_ids`` / ``covered_gt_labels`` / ``covered_fractions`` (GT things covered by
+            more than T; labels as the figures write them, "car 3"),
             ``matched_gt_id``, ``target_gt_id`` and ``other`` (the other run's counterpart:
             ``run``, ``segment_id``, ``covered_gt_ids``, ``covered_fractions``).
     """
@@ -171,6 +191,7 @@ class ConfusionExplorer:
         state_path: str | os.PathLike | None = None,
         max_side: int = 640,
         panoptic_max_side: int = 1024,
+        max_bars: int = MAX_BARS,
     ) -> None:
         if not 0.0 <= threshold < 1.0:
             raise ValueError(f"threshold must lie in [0, 1), got {threshold}")
@@ -178,6 +199,7 @@ class ConfusionExplorer:
         self.top_k = top_k
         self.max_side = max_side
         self.panoptic_max_side = panoptic_max_side
+        self.max_bars = max_bars
         self.state_path = Path(state_path) if state_path is not None else None
         self.state: dict[str, Any] = {}
         self._selection: Selection | None = None
@@ -248,12 +270,12 @@ class ConfusionExplorer:
 
         self.panoptic_figure = go.FigureWidget(
             data=[go.Image(source=png_data_uri(np.zeros((1, 1, 3), np.uint8))[0], hoverinfo="x+y")],
-            layout={"height": 360, "width": 720, "margin": {"l": 5, "r": 5, "t": 35, "b": 5}},
+            layout={"height": 360, "width": 720, "margin": IMAGE_MARGIN},
         )
         self.view_figures = [
             go.FigureWidget(
                 data=[go.Image(source=png_data_uri(np.zeros((1, 1, 3), np.uint8))[0], hoverinfo="x+y")],
-                layout={"height": 380, "width": 480, "margin": {"l": 5, "r": 5, "t": 35, "b": 5}},
+                layout={"height": 380, "width": 480, "margin": IMAGE_MARGIN},
             )
             for _ in data.runs
         ]
@@ -267,7 +289,10 @@ class ConfusionExplorer:
                 "height": 300,
                 "width": 480,
                 "barmode": "group",
-                "margin": {"l": 40, "r": 5, "t": 35, "b": 80},
+                "margin": {"l": 40, "r": IMAGE_MARGIN["r"], "t": 35, "b": 80},
+                # inside the plot's top right, which the bars (largest first) leave free; the toolbar
+                # keeps to the margin
+                "legend": {"x": 0.99, "xanchor": "right", "y": 0.99, "yanchor": "top"},
                 "yaxis": {"range": [0, 1.05], "title": "fraction of GT area"},
                 "title": {"text": "GT things covered"},
             },
@@ -380,6 +405,7 @@ class ConfusionExplorer:
             run_index = labels.index(run) if isinstance(run, str) else int(run)
             with self._quiet():
                 self.run_buttons.value = run_index
+                self._follow_run()
         record = self.data.runs[self.run_index].record(image_id, segment_id)
         with self._quiet():
             if self.class_dropdown.value not in (ALL, record.category_id):
@@ -401,7 +427,7 @@ class ConfusionExplorer:
         where = f"{record.image_id} · " if with_image else ""
         return (
             f"{where}{self.data.pred_label(self.run_index, record)} · covers "
-            f"{len(record.covered_things(self.threshold))} · level {record.confusion_level:.2f}"
+            f"{len(record.covered_things(self.threshold))} GT > T={self.threshold:.2f} · level {record.confusion_level:.2f}"
         )
 
     def _refresh(self, image_id: ImageId | None = None, segment_id: int | None = None) -> None:
@@ -437,8 +463,16 @@ class ConfusionExplorer:
             self.image_list.index = None
         self._render()
 
+    def _follow_run(self) -> None:
+        """A panoptic panel showing a run shows the primary run (the ground truth stays)."""
+        if self.panoptic_buttons.value != GT_SOURCE:
+            self.panoptic_buttons.value = self.run_index
+
     def _on_run(self, change: dict) -> None:
-        """Switch the primary run; keep the same object selected through the counterpart when there is one."""
+        """Switch the primary run, the panoptic panel with it unless it shows the ground truth; keep the
+        same object selected through the counterpart when there is one."""
+        with self._quiet():
+            self._follow_run()
         previous = self._selection
         if previous is not None and previous.counterpart is not None:
             self._refresh(previous.counterpart.image_id, previous.counterpart.segment_id)
@@ -619,8 +653,9 @@ class ConfusionExplorer:
             self.panoptic_figure, self._panoptic_parts(self.panoptic_buttons.value, image_id), [region_box]
         )
         with self.bar_figure.batch_update():
-            for trace, bar in zip(self.bar_figure.data, overlap_bars(self.data, selection)):
+            for trace, bar in zip(self.bar_figure.data, overlap_bars(self.data, selection, self.max_bars)):
                 trace.update(x=bar.x, y=bar.y, name=bar.name, marker_color=bar.marker.color)
+            self.bar_figure.layout.title.text = bars_title(self.data, selection, self.max_bars)
             self.bar_figure.layout.shapes = [
                 {
                     "type": "line",
@@ -655,27 +690,20 @@ class ConfusionExplorer:
                     if overlap
                     else "<td>–</td><td>–</td>"
                 )
-            rows.append(f"<tr><td>{label}</td><td>{gt_id}</td>{''.join(cells)}</tr>")
+            rows.append(f"<tr><td>{label}</td>{''.join(cells)}</tr>")
         return (
             "<table style='border-collapse:collapse' border='1' cellpadding='3'>"
-            f"<tr><th>GT thing</th><th>id</th>{head}</tr>{''.join(rows)}</table>"
+            f"<tr><th>GT thing</th>{head}</tr>{''.join(rows)}</table>"
             "<small>✓ = PQ match (IoU &gt; 0.5)</small>"
         )
 
     def _status_html(self, selection: Selection) -> str:
         record = selection.record
         image_id = record.image_id
-        covered = (
-            ", ".join(
-                f"{self.data.gt_label(image_id, o.gt_id)} ({100 * o.frac_of_gt:.0f}%)"
-                for o in selection.covered
-            )
-            or "none"
-        )
         text = (
             f"<b>{self.data.runs[selection.run_index].label}</b> · image {image_id} · "
-            f"{self.data.pred_label(selection.run_index, record)} · covers {len(selection.covered)} "
-            f"GT things &gt; T={self.threshold:.2f}: {covered}"
+            f"{self.data.pred_label(selection.run_index, record)} · "
+            f"{covered_text(self.data, image_id, selection.covered, self.threshold)}"
         )
         if selection.other_index is not None:
             other = self.data.runs[selection.other_index].label
@@ -683,8 +711,8 @@ class ConfusionExplorer:
                 text += f"<br><b>{other}</b>: no predicted thing covers the same object"
             else:
                 text += (
-                    f"<br><b>{other}</b>: {self.data.pred_label(selection.other_index, selection.counterpart)} covers "
-                    f"{len(selection.counterpart_covered())} GT things &gt; T"
+                    f"<br><b>{other}</b>: {self.data.pred_label(selection.other_index, selection.counterpart)} "
+                    f"{covered_text(self.data, image_id, selection.counterpart_covered(), self.threshold)}"
                 )
         return text
 
@@ -712,6 +740,7 @@ class ConfusionExplorer:
                 size=record.size,
                 confusion_level=record.confusion_level,
                 covered_gt_ids=selection.covered_gt_ids,
+                covered_gt_labels=[self.data.gt_label(record.image_id, g) for g in selection.covered_gt_ids],
                 covered_fractions=[o.frac_of_gt for o in selection.covered],
                 matched_gt_id=record.matched_gt_id,
                 target_gt_id=selection.target_gt_id,
@@ -823,7 +852,7 @@ class ConfusionExplorer:
             ax.set_title(view.title, fontsize=8)
             ax.set_axis_off()
         ax = fig.add_subplot(grid[0, -1])
-        bars = overlap_bars(self.data, selection)
+        bars = overlap_bars(self.data, selection, self.max_bars)
         positions = np.arange(len(bars[0].x)) if bars else np.arange(0)
         for k, bar in enumerate(bars):
             ax.bar(
@@ -840,7 +869,7 @@ class ConfusionExplorer:
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("fraction of GT area covered", fontsize=8)
         ax.legend(fontsize=7)
-        ax.set_title("GT things covered", fontsize=8)
+        ax.set_title(bars_title(self.data, selection, self.max_bars), fontsize=8)
 
         categories = self.data.categories
         gt_view = PanopticView("ground truth", sample.id_map, sample.segments)
@@ -880,7 +909,9 @@ class ConfusionExplorer:
         """Plotly page section: the instance views and the bars in one row."""
         columns = len(views) + 1
         fig = make_subplots(
-            rows=1, cols=columns, subplot_titles=[v.title for v in views] + ["GT things covered"]
+            rows=1,
+            cols=columns,
+            subplot_titles=[v.title for v in views] + [bars_title(self.data, selection, self.max_bars)],
         )
         for k, view in enumerate(views, 1):
             parts = instance_view_parts(view, self.max_side)
@@ -891,7 +922,7 @@ class ConfusionExplorer:
             fig.update_yaxes(
                 range=parts["yrange"], visible=False, row=1, col=k, scaleanchor="x" if k == 1 else f"x{k}"
             )
-        for bar in overlap_bars(self.data, selection):
+        for bar in overlap_bars(self.data, selection, self.max_bars):
             fig.add_trace(bar, row=1, col=columns)
         fig.update_yaxes(range=[0, 1.05], row=1, col=columns)
         fig.add_hline(y=self.threshold, line_dash="dot", row=1, col=columns)

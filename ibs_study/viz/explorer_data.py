@@ -37,6 +37,7 @@ from ibs_study.data.panoptic import (
     read_id_png,
 )
 from ibs_study.engine.run_dir import read_run_config
+from ibs_study.errors import RunDirError
 from ibs_study.metrics.io import load_prediction_json
 from ibs_study.metrics.panoptic import SIZE_NAMES, ConfusionRecord, GTOverlap, rank_images_by_confusion
 from ibs_study.models.postprocess import PREDICTIONS_JSON, PREDICTIONS_PNG_DIR
@@ -46,6 +47,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "RECORDS_FILE",
+    "STUDY_RUN_DIRS",
+    "DEMO_RUN_DIRS",
+    "explorer_run_dirs",
     "OUTLINE_COLORS",
     "RunEval",
     "Selection",
@@ -59,6 +63,10 @@ __all__ = [
 ]
 
 RECORDS_FILE = "confusion_records.jsonl"
+# The runs the explorer opens by default: the study's seed-0 crop and crop + IBS runs (notebook 04),
+# else those of `make demo` (ibs_study.demo writes runs/demo/<setting>).
+STUDY_RUN_DIRS = ("runs/study/pfcn_crop_s0", "runs/study/pfcn_crop_ibs_s0")
+DEMO_RUN_DIRS = ("runs/demo/crop", "runs/demo/crop_ibs")
 ImageId = str | int
 # Outlines of the GT instances a prediction covers, in order of covered fraction; the
 # predicted mask itself is tinted with MASK_COLOR (unlike any of these) and the image
@@ -75,6 +83,31 @@ OUTLINE_COLORS: tuple[RGB, ...] = (
 )
 MASK_COLOR: RGB = (255, 0, 255)
 OUTSIDE_DIM = 0.5
+
+
+def explorer_run_dirs(run_dirs: Sequence[str | os.PathLike], split: str = "val") -> list[Path]:
+    """The run directories to explore: ``run_dirs`` when each holds its panoptic evaluation of
+    ``split``; the study's default pair (:data:`STUDY_RUN_DIRS`), when not evaluated, falls back to
+    the demo's (:data:`DEMO_RUN_DIRS`) when those are.
+
+    Raises:
+        RunDirError: a run directory without ``eval_<split>/confusion_records.jsonl``; says what makes one.
+    """
+
+    def missing(dirs: Sequence[str | os.PathLike]) -> list[Path]:
+        return [Path(d) for d in dirs if not (Path(d) / f"eval_{split}" / RECORDS_FILE).is_file()]
+
+    candidates = [list(run_dirs)]
+    if [str(d) for d in run_dirs] == list(STUDY_RUN_DIRS):
+        candidates.append(list(DEMO_RUN_DIRS))
+    for dirs in candidates:
+        if not missing(dirs):
+            return [Path(d) for d in dirs]
+    tried = " nor ".join(str(missing(dirs)[0]) for dirs in candidates)
+    raise RunDirError(
+        f"no panoptic evaluation ({RECORDS_FILE}) in {tried}: run `make demo` (then `make explore`), train and "
+        f"evaluate the runs (notebook 04, or `ibs-study train` + `ibs-study evaluate`), or pass run_dirs"
+    )
 
 
 def sort_by_confusion(records: Sequence[ConfusionRecord]) -> list[ConfusionRecord]:
@@ -451,10 +484,10 @@ class ExplorerData:
         return segment_labels(self.dataset.records[self._index[image_id]].segments, self.categories)
 
     def pred_label(self, run_index: int, record: ConfusionRecord) -> str:
-        """The predicted segment's label as the run's panoptic figure writes it, with its id and size:
-        "car 2 (pred id 7, L)"."""
+        """The predicted segment's label as the run's panoptic figure writes it (class and index in the
+        image), with its size: "car 2 (L)"."""
         labels = self._pred_labels(run_index, record.image_id)
-        return f"{labels[record.segment_id]} (pred id {record.segment_id}, {record.size})"
+        return f"{labels[record.segment_id]} ({record.size})"
 
     def _read_pred_labels(self, run_index: int, image_id: ImageId) -> dict[int, str]:
         return segment_labels(self.runs[run_index].predictions[image_id].segments, self.categories)

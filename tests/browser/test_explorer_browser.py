@@ -7,7 +7,8 @@ workspace folders, announcements off) serves a notebook written by this test tha
 the explorer on them. The test runs all cells, moves the instance slider with a click and
 ArrowRight, and checks the change twice: in the page (the plotly titles of the instance
 views) and in the kernel (the explorer's state file); then it clicks a predicted segment on
-the panoptic image and checks that it becomes the selection. A screenshot goes to
+the panoptic image and checks that it becomes the selection, that plotly's toolbar does not
+cover the images and that the panoptic panel follows the run toggle. A screenshot goes to
 tests/artifacts/.
 """
 
@@ -173,7 +174,17 @@ def _titles(driver) -> list[str]:
 
 
 def _view_title(driver) -> str | None:
-    return next((t for t in _titles(driver) if t.startswith(f"{LABELS[0]}: ") and "(pred id" in t), None)
+    """The title of the first instance view: "crop: IMAGE_ID · car 2 (L)"."""
+    return next((t for t in _titles(driver) if t.startswith(f"{LABELS[0]}: ") and " · " in t), None)
+
+
+def _overlaps(a: dict, b: dict) -> bool:
+    return (
+        a["x"] < b["x"] + b["width"]
+        and b["x"] < a["x"] + a["width"]
+        and a["y"] < b["y"] + b["height"]
+        and b["y"] < a["y"] + a["height"]
+    )
 
 
 def _state(path: Path) -> dict | None:
@@ -198,7 +209,7 @@ def test_instance_slider_changes_mask_in_page_and_kernel(lab, fixture_runs, brow
     image_id = data.ranked_images(0, 0.5)[0]["image_id"]
     records = data.records(0, image_id=image_id)
     expected = [r.segment_id for r in records]
-    names = [data.pred_label(0, r) for r in records]  # "car 2 (pred id 7, L)"
+    names = [data.pred_label(0, r) for r in records]  # "car 2 (L)"
     assert len(expected) >= 2, f"fixture run predicts {len(expected)} thing segment(s) on {image_id}; need 2"
 
     binary, chromedriver = browser_paths
@@ -236,7 +247,16 @@ def test_instance_slider_changes_mask_in_page_and_kernel(lab, fixture_runs, brow
         # the second run's view follows too: the page shows the title the kernel set
         wait.until(lambda d: state["view_titles"][1] in _titles(d))
         status = driver.find_element(By.CSS_SELECTOR, ".ibs-explorer-status").text
-        assert names[1] in status
+        assert names[1] in status and "T=0.50: " in status
+        assert not any(str(r.segment_id) in status for r in records if r.segment_id > 99)  # short names only
+
+        # plotly's toolbar sits beside the images, not on them
+        for figure in driver.find_elements(By.CSS_SELECTOR, ".ibs-confusion-explorer .js-plotly-plot"):
+            images = figure.find_elements(By.CSS_SELECTOR, ".imagelayer image")
+            bars = figure.find_elements(By.CSS_SELECTOR, ".modebar")
+            for image in images:
+                for bar in bars:
+                    assert not _overlaps(image.rect, bar.rect), (image.rect, bar.rect)
 
         # a click on the panoptic image selects the predicted segment under the cursor
         id_map, _ = data.prediction(0, image_id)
@@ -249,6 +269,14 @@ def test_instance_slider_changes_mask_in_page_and_kernel(lab, fixture_runs, brow
         ActionChains(driver).move_to_element_with_offset(drag, offset_x, offset_y).click().perform()
         wait.until(lambda d: (_state(state_path) or {}).get("segment_id") == expected[0])
         wait.until(lambda d: (_view_title(d) or "").startswith(f"{LABELS[0]}: {image_id} · {names[0]}"))
+
+        # the panoptic panel follows the run toggle
+        driver.find_element(
+            By.XPATH,
+            f"//div[contains(@class,'widget-toggle-buttons')]//button[normalize-space()='{LABELS[1]}']",
+        ).click()
+        wait.until(lambda d: any(t.startswith(f"{LABELS[1]}: {image_id} (each segment") for t in _titles(d)))
+        wait.until(lambda d: (_state(state_path) or {}).get("run") == LABELS[1])
 
         ARTIFACTS.mkdir(exist_ok=True)
         explorer = driver.find_element(By.CSS_SELECTOR, ".ibs-confusion-explorer")

@@ -1,12 +1,17 @@
 """The seven notebooks: .ipynb / .py pairs in sync, outputs stripped, one parameters cell, short
-cells; each executed end to end by papermill with ``smoke=True``, checking what it wrote."""
+cells, parameters checked first; each executed end to end by papermill with ``smoke=True`` and its
+default output folders in a clean clone of the repository, checking what it wrote and that no
+tracked file changed (``git status``)."""
 
 from __future__ import annotations
 
 import ast
 import json
+import os
 import re
+import subprocess
 from pathlib import Path
+from unittest import mock
 
 import jupytext
 import nbformat
@@ -14,9 +19,11 @@ import papermill
 import pytest
 from jupytext.config import load_jupytext_config
 
+from ibs_study.notebook_parameters import CHECKED_PARAMETERS, ParameterError, check_parameters
 from ibs_study.study import load_results, results_table
 
-NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+REPO = Path(__file__).resolve().parents[2]
+NOTEBOOK_DIR = REPO / "notebooks"
 NOTEBOOKS = (
     "01_problem_analysis",
     "02_intra_batch_supervision",
@@ -92,16 +99,70 @@ def test_parameters_cell_and_short_cells(name):
         )
 
 
-def _execute(name: str, tmp_path: Path, **parameters) -> nbformat.NotebookNode:
+def _defaults(name: str) -> dict:
+    """The notebook's parameters and their default values (plain literals)."""
+    notebook = jupytext.read(NOTEBOOK_DIR / f"{name}.py")
+    (cell,) = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    values: dict = {}
+    exec(cell.source, {}, values)
+    return values
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_first_cell_checks_every_parameter(name):
+    """The code cell after the parameters cell passes every parameter to ``check_parameters``
+    before anything else runs."""
+    notebook = jupytext.read(NOTEBOOK_DIR / f"{name}.py")
+    index = next(k for k, c in enumerate(notebook.cells) if "parameters" in c.metadata.get("tags", []))
+    cell = notebook.cells[index + 1]
+    tree = ast.parse("\n".join(line for line in cell.source.splitlines() if not line.startswith("%")))
+    first = next(node for node in tree.body if not isinstance(node, ast.Import | ast.ImportFrom))
+    assert isinstance(first, ast.Expr) and first.value.func.id == "check_parameters", name
+    names = list(_defaults(name))
+    assert [k.arg for k in first.value.keywords] == names
+    assert all(isinstance(k.value, ast.Name) and k.value.id == k.arg for k in first.value.keywords)
+    assert set(names) <= CHECKED_PARAMETERS
+
+
+@pytest.fixture(scope="session")
+def clone(tmp_path_factory) -> Path:
+    """A clone of this checkout (its tracked files as they are now, uncommitted changes included)
+    whose notebooks run with their default output folders and the clone's own package."""
+    path = tmp_path_factory.mktemp("clone") / "ibs_study"
+    git = ["git", "-c", "advice.detachedHead=false"]
+    subprocess.run([*git, "clone", "--quiet", "--shared", str(REPO), str(path)], check=True)
+    snapshot = subprocess.run(
+        ["git", "stash", "create"], cwd=REPO, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    subprocess.run([*git, "checkout", "--quiet", "--detach", snapshot or "HEAD"], cwd=path, check=True)
+    return path
+
+
+def _tracked_changes(clone: Path) -> str:
+    return subprocess.run(
+        ["git", "status", "--porcelain"], cwd=clone, check=True, capture_output=True, text=True
+    ).stdout
+
+
+def _run(name: str, clone: Path, output: Path, parameters: dict) -> None:
+    with mock.patch.dict(os.environ, {"PYTHONPATH": str(clone)}):  # the kernel imports the clone's package
+        papermill.execute_notebook(
+            str(clone / "notebooks" / f"{name}.ipynb"),
+            str(output),
+            parameters=parameters,
+            cwd=str(clone / "notebooks"),
+            kernel_name="python3",
+            progress_bar=False,
+            execution_timeout=600,
+        )
+
+
+def _execute(name: str, clone: Path, tmp_path: Path, **parameters) -> Path:
+    """Run the notebook in smoke mode in ``clone``; returns its default output folder. Fails when the
+    run changed or added a file git does not ignore."""
     output = tmp_path / f"{name}.executed.ipynb"
-    papermill.execute_notebook(
-        str(NOTEBOOK_DIR / f"{name}.ipynb"),
-        str(output),
-        parameters={"smoke": True, "out_dir": str(tmp_path / "out"), **parameters},
-        kernel_name="python3",
-        progress_bar=False,
-        execution_timeout=600,
-    )
+    _run(name, clone, output, {"smoke": True, **parameters})
+    assert _tracked_changes(clone) == "", f"{name} wrote outside git-ignored folders"
     executed = nbformat.read(output, as_version=4)
     images = [
         o
@@ -111,13 +172,54 @@ def _execute(name: str, tmp_path: Path, **parameters) -> nbformat.NotebookNode:
         if "image/png" in o.get("data", {})
     ]
     assert images, f"{name}: no figure was displayed"
-    return executed
+    return clone / "runs" / "notebooks" / name
 
 
 @pytest.mark.slow
-def test_01_problem_analysis(tmp_path):
-    _execute("01_problem_analysis", tmp_path)
-    out = tmp_path / "out"
+@pytest.mark.parametrize(
+    "name, parameters, expected",
+    [
+        (
+            "03_train",
+            {"overrides": "train.max_steps=10"},
+            "notebook parameter overrides='train.max_steps=10': must be a list, not a string; pass it "
+            'with papermill\'s -y: -y "overrides: [train.max_steps=10]"',
+        ),
+        (
+            "03_train",
+            {"max_steps": -3},
+            "notebook parameter max_steps=-3: train.max_steps",  # then the config's own words
+        ),
+        (
+            "05_confusion_explorer",
+            {"threshold": 1.5},
+            "notebook parameter threshold=1.5: must be a number in [0, 1)",
+        ),
+    ],
+)
+def test_bad_parameter_stops_the_first_cell(name, parameters, expected, clone, tmp_path):
+    """One line naming the parameter, from the cell after the parameters, before anything is written."""
+    output = tmp_path / "failed.ipynb"
+    with pytest.raises(papermill.PapermillExecutionError) as failure:
+        _run(name, clone, output, parameters)
+    with pytest.raises(ParameterError) as in_process:  # the same line as the library gives
+        check_parameters(**{**_defaults(name), **parameters})
+    assert failure.value.ename == "ParameterError" and failure.value.evalue == str(in_process.value)
+    message = failure.value.evalue
+    assert message.startswith(expected) and "\n" not in message
+    assert failure.value.traceback == [f"ParameterError: {message}"]
+    executed = nbformat.read(output, as_version=4)
+    cells = [c for c in executed.cells if "papermill-error-cell-tag" not in c.metadata.get("tags", [])]
+    failed = next(
+        k for k, c in enumerate(cells) if any(o.get("output_type") == "error" for o in c.get("outputs", []))
+    )
+    assert "injected-parameters" in cells[failed - 1].metadata.get("tags", [])
+    assert _tracked_changes(clone) == ""
+
+
+@pytest.mark.slow
+def test_01_problem_analysis(clone, tmp_path):
+    out = _execute("01_problem_analysis", clone, tmp_path)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["things_per_image_mean"] > summary["things_per_crop_mean"] > 0
     assert summary["image_to_crop_ratio"] > 1
@@ -138,9 +240,8 @@ def test_01_problem_analysis(tmp_path):
 
 
 @pytest.mark.slow
-def test_02_intra_batch_supervision(tmp_path):
-    _execute("02_intra_batch_supervision", tmp_path)
-    out = tmp_path / "out"
+def test_02_intra_batch_supervision(clone, tmp_path):
+    out = _execute("02_intra_batch_supervision", clone, tmp_path)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["batch_size"] == 4 and len(summary["thing_rows"]) == 4
     assert summary["features_shape"][0] == 4
@@ -158,9 +259,9 @@ def test_02_intra_batch_supervision(tmp_path):
 
 
 @pytest.mark.slow
-def test_03_train(tmp_path):
-    run_dir = tmp_path / "run"
-    _execute("03_train", tmp_path, run_dir=str(run_dir), poll_s=0.5)
+def test_03_train(clone, tmp_path):
+    out = _execute("03_train", clone, tmp_path, poll_s=0.5)
+    (run_dir,) = out.glob("synthetic_pfcn_crop_ibs_*")
     summary = json.loads((run_dir / "notebook_summary.json").read_text())
     assert summary["steps"] == 3 and summary["preset"] == "synthetic_pfcn_crop_ibs"
     assert {"loss_total", "loss_ibs"} <= set(summary["loss_terms"])
@@ -172,9 +273,8 @@ def test_03_train(tmp_path):
 
 
 @pytest.mark.slow
-def test_04_ablations(tmp_path):
-    _execute("04_ablations", tmp_path)
-    out = tmp_path / "out"
+def test_04_ablations(clone, tmp_path):
+    out = _execute("04_ablations", clone, tmp_path)
     results = load_results(out / "synthetic_results.json")
     assert [(r["setting"], r["seeds"]) for r in results["rows"]] == [("crop", [0, 1]), ("crop_ibs", [0, 1])]
     assert set(results["sweeps"]) == {"lambda", "crop_size"}
@@ -188,18 +288,21 @@ def test_04_ablations(tmp_path):
     assert [p["value"] for p in curves["rows"][0]["points"]] == [0.05, 0.1, 0.15, 0.2, 0.3, 0.4]
     # at the presets' threshold the curve's point is the run's own evaluation
     at_default = curves["rows"][1]["points"][3]["metrics"]["prec_th"]["per_seed"]
-    assert at_default == next(r for r in results["rows"] if r["setting"] == "crop_ibs")["metrics"]["prec_th"]["per_seed"]
+    assert (
+        at_default
+        == next(r for r in results["rows"] if r["setting"] == "crop_ibs")["metrics"]["prec_th"]["per_seed"]
+    )
 
 
 @pytest.mark.slow
-def test_05_confusion_explorer(tmp_path):
+def test_05_confusion_explorer(clone, tmp_path):
     state_path = tmp_path / "explorer_state.json"
-    _execute("05_confusion_explorer", tmp_path, state_path=str(state_path))
+    out = _execute("05_confusion_explorer", clone, tmp_path, state_path=str(state_path))
     state = json.loads(state_path.read_text())
     assert state["run"] == "crop" and state["threshold"] == 0.5
     assert state["segment_id"] is not None and len(state["view_titles"]) == 2
     assert state["other"]["run"] == "crop + IBS"
-    (static,) = (tmp_path / "out").glob("static_*")
+    (static,) = out.glob("static_*")
     assert sorted(p.name for p in static.glob("*.html")) == [
         "confusion_views_crop-IBS.html",
         "confusion_views_crop.html",
@@ -208,9 +311,8 @@ def test_05_confusion_explorer(tmp_path):
 
 
 @pytest.mark.slow
-def test_06_instance_segmentation(tmp_path):
-    _execute("06_instance_segmentation", tmp_path)
-    out = tmp_path / "out"
+def test_06_instance_segmentation(clone, tmp_path):
+    out = _execute("06_instance_segmentation", clone, tmp_path)
     results = load_results(out / "instance_results.json")
     assert [(r["model"], r["setting"]) for r in results["rows"]] == [
         ("m2f_instance", "crop"),
@@ -229,9 +331,8 @@ def test_06_instance_segmentation(tmp_path):
 
 
 @pytest.mark.slow
-def test_07_paper_figures(tmp_path):
-    _execute("07_paper_figures", tmp_path)
-    out = tmp_path / "out"
+def test_07_paper_figures(clone, tmp_path):
+    out = _execute("07_paper_figures", clone, tmp_path)
     provenance = json.loads((out / "provenance.json").read_text())
     results = load_results(out / "smoke_study" / "synthetic_results.json")
     for number in (1, 2, 3):

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from ibs_study.data.panoptic import PanopticFormatError
+from ibs_study.engine.run_dir import RunDirError
 from ibs_study.viz.explorer import ConfusionExplorer
-from ibs_study.viz.explorer_data import ExplorerData, gt_outlines, render_instance_view
+from ibs_study.viz.explorer_data import (
+    DEMO_RUN_DIRS,
+    STUDY_RUN_DIRS,
+    ExplorerData,
+    explorer_run_dirs,
+    gt_outlines,
+    render_instance_view,
+)
 
 CAR, PERSON = 2, 3  # category ids of the hand-built dataset (conftest.py)
 
@@ -143,7 +152,7 @@ def test_widget_builds_headless_on_the_most_confused_prediction(explorer, tmp_pa
         "covered_fractions": [pytest.approx(13 / 15)],
     }
     assert json.loads((tmp_path / "state.json").read_text())["segment_id"] == 1
-    assert explorer.view_figures[0].layout.title.text == "crop: a · car 1 (pred id 1, L)"
+    assert explorer.view_figures[0].layout.title.text == "crop: a · car 1 (L)"
     assert explorer.widget.children  # a widget tree, nothing displayed
     bundle = explorer._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
@@ -161,7 +170,7 @@ def test_dropdown_and_slider_update_figure_and_state(explorer, tmp_path):
     assert explorer.state["segment_id"] == 2 and explorer.state["covered_gt_ids"] == [13]
     assert explorer.state["matched_gt_id"] == 13
     after = (explorer.view_figures[0].data[0].source, explorer.view_figures[0].layout.title.text)
-    assert after[0] != before[0] and after[1] == "crop: a · person 1 (pred id 2, M)"
+    assert after[0] != before[0] and after[1] == "crop: a · person 1 (M)"
     assert json.loads((tmp_path / "state.json").read_text())["segment_id"] == 2
     explorer.instance_dropdown.value = 1
     assert explorer.instance_slider.value == 0 and explorer.state["segment_id"] == 1
@@ -196,7 +205,7 @@ def test_threshold_class_size_and_run_controls(explorer):
         1,
         1,
     )
-    assert explorer.view_figures[0].layout.title.text.startswith("crop + IBS: a · car 1 (pred id 1, ")
+    assert explorer.view_figures[0].layout.title.text.startswith("crop + IBS: a · car 1 (")
 
 
 def test_click_selects_the_segment_under_the_cursor(explorer):
@@ -226,7 +235,7 @@ def test_export_static_writes_png_and_html(explorer, tmp_path):
             pixels = np.asarray(png.convert("RGB"))
         assert pixels.std() > 10  # not blank
     html = paths[2].read_text()
-    assert html.count("plotly-graph-div") == 2 and "car 1 (pred id 1, L)" in html and "car 2: 87%" in html
+    assert html.count("plotly-graph-div") == 2 and "car 1 (L)" in html and "car 2: 87%" in html
     with pytest.raises(FileExistsError, match="does not overwrite"):
         explorer.export_static(tmp_path / "static", top_k=2)
 
@@ -242,3 +251,80 @@ def test_a_single_run_builds_and_exports(hand_runs, tmp_path):
     paths = explorer.export_static(tmp_path, top_k=1, include_plotlyjs=False)
     with Image.open(paths[0]) as png:
         assert png.size[0] > 400
+
+
+def test_status_lines_state_t_and_name_what_is_covered(explorer):
+    """Both runs' "covers N GT things > T" lines give T and list the GT things by their short labels."""
+    assert explorer.state["covered_gt_labels"] == ["car 1", "car 2"]
+    status = explorer.status.value
+    assert "car 1 (L) · covers 2 GT things &gt; T=0.50: car 1 (100%), car 2 (87%)" in status
+    assert "<b>crop + IBS</b>: car 1 (L) covers 1 GT things &gt; T=0.50: car 1 (87%)" in status
+    explorer.threshold_slider.value = 0.9
+    assert "covers 1 GT things &gt; T=0.90: car 1 (100%)" in explorer.status.value
+    assert "covers 0 GT things &gt; T=0.90: none" in explorer.status.value
+    assert explorer.instance_dropdown.options[0][0] == "car 1 (L) · covers 1 GT > T=0.90 · level 0.87"
+
+
+def test_instances_are_named_by_class_and_index_not_segment_id(explorer, hand_runs):
+    """GT and predicted things appear as "car 2", never as their (COCO: 8-digit) segment ids."""
+    gt_ids = [s.id for r in hand_runs.dataset.records for s in r.segments]
+    shown = [
+        explorer.table.value,
+        explorer.status.value,
+        *[label for label, _ in explorer.instance_dropdown.options],
+        *[fig.layout.title.text for fig in explorer.view_figures],
+    ]
+    assert "<td>car 2</td>" in explorer.table.value
+    for text in shown:
+        assert "pred id" not in text
+        assert not any(f">{g}<" in text or f" {g} " in text for g in gt_ids if g > 9), text
+
+
+def test_bar_chart_says_how_many_gt_things_it_leaves_out(hand_runs):
+    explorer = ConfusionExplorer.from_runs(hand_runs.run_dirs, hand_runs.labels, max_bars=1)
+    assert explorer.bar_figure.layout.title.text == "GT things covered (+1 more)"
+    assert [list(bar.x) for bar in explorer.bar_figure.data] == [["car 1"], ["car 1"]]
+    explorer.instance_slider.value = 1  # the person: one GT thing, nothing left out
+    assert explorer.bar_figure.layout.title.text == "GT things covered"
+    full = ConfusionExplorer.from_runs(hand_runs.run_dirs, hand_runs.labels)
+    assert full.bar_figure.layout.title.text == "GT things covered"
+    assert [list(bar.x) for bar in full.bar_figure.data] == [["car 1", "car 2"], ["car 1", "car 2"]]
+
+
+def test_toolbar_sits_beside_the_images(explorer):
+    """plotly's vertical toolbar (about 30 px wide, top right) has its own margin, off the images."""
+    for fig in explorer.figures():
+        assert fig.layout.modebar.orientation == "v" and fig.layout.margin.r >= 35
+    assert explorer.bar_figure.layout.legend.xanchor == "right"  # the legend too stays off the toolbar
+
+
+def test_panoptic_view_follows_the_run_toggle(explorer):
+    assert explorer.panoptic_buttons.value == 0
+    assert explorer.panoptic_figure.layout.title.text.startswith("crop: a")
+    explorer.run_buttons.value = 1
+    assert explorer.panoptic_buttons.value == 1
+    assert explorer.panoptic_figure.layout.title.text.startswith("crop + IBS: a")
+    assert explorer.click(x=50, y=30, source=0)  # a click on the crop run's view makes it primary
+    assert explorer.state["run"] == "crop" and explorer.panoptic_buttons.value == 0
+    explorer.panoptic_buttons.value = -1  # the ground truth stays when the run changes
+    explorer.run_buttons.value = 1
+    assert explorer.panoptic_figure.layout.title.text.startswith("ground truth: a")
+
+
+def test_explorer_opens_the_demo_runs_when_the_study_runs_are_absent(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    def evaluated(run_dir: str) -> None:
+        (tmp_path / run_dir / "eval_val").mkdir(parents=True)
+        (tmp_path / run_dir / "eval_val" / "confusion_records.jsonl").write_text("")
+
+    with pytest.raises(RunDirError, match=r"runs/study/pfcn_crop_s0 nor runs/demo/crop: run `make demo`"):
+        explorer_run_dirs(STUDY_RUN_DIRS)
+    for run_dir in DEMO_RUN_DIRS:
+        evaluated(run_dir)
+    assert explorer_run_dirs(list(STUDY_RUN_DIRS)) == [Path(d) for d in DEMO_RUN_DIRS]
+    with pytest.raises(RunDirError, match=r"in mine: run `make demo`"):
+        explorer_run_dirs(["mine"])  # runs named by the user: no fallback
+    for run_dir in STUDY_RUN_DIRS:
+        evaluated(run_dir)
+    assert explorer_run_dirs(STUDY_RUN_DIRS) == [Path(d) for d in STUDY_RUN_DIRS]
