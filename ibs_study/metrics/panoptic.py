@@ -65,14 +65,15 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from ibs_study.data.datasets import DatasetMeta
@@ -122,7 +123,16 @@ SIZE_NAMES = ("S", "M", "L")
 GT_THING_PIXEL_FATES = ("matched", "unmatched_own", "other_instance", "stuff", "unlabelled")
 PRED_THING_PIXEL_FATES = ("matched", "unmatched_own", "other_instance", "stuff")
 
-IdMap = np.ndarray | torch.Tensor
+if TYPE_CHECKING:  # torch is imported only by callers that pass tensors
+    import torch
+
+    IdMap = np.ndarray | torch.Tensor
+
+
+def _is_tensor(value: object) -> bool:
+    """Whether ``value`` is a torch tensor (without importing torch: none exists before it is imported)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
 
 
 # ----------------------------------------------------------------------------- overlap table
@@ -161,6 +171,8 @@ def _runs_numpy(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 def _runs_torch(gt: torch.Tensor, pred: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`_runs_numpy` with torch ops on the tensors' device; returns numpy arrays."""
+    import torch
+
     width = gt.shape[1]
     g = gt.reshape(-1)
     p = pred.reshape(-1)
@@ -177,8 +189,8 @@ def _as_id_map(id_map: IdMap, what: str, image_id: str | int) -> IdMap:
         raise PanopticFormatError(
             f"{what} (image id {image_id!r}): expected a non-empty (H, W) id map, got {tuple(id_map.shape)}"
         )
-    if isinstance(id_map, torch.Tensor):
-        if id_map.dtype.is_floating_point or id_map.dtype == torch.bool:
+    if _is_tensor(id_map):
+        if id_map.dtype.is_floating_point or id_map.dtype == sys.modules["torch"].bool:
             raise PanopticFormatError(
                 f"{what} (image id {image_id!r}): id map must hold integers, got {id_map.dtype}"
             )
@@ -267,8 +279,10 @@ def overlap_table(
             f"the ground truth's {tuple(gt_id_map.shape)} ({gt_source})"
         )
     height, width = (int(v) for v in gt_id_map.shape)
-    if isinstance(gt_id_map, torch.Tensor) or isinstance(pred_id_map, torch.Tensor):
-        device = gt_id_map.device if isinstance(gt_id_map, torch.Tensor) else pred_id_map.device
+    if _is_tensor(gt_id_map) or _is_tensor(pred_id_map):
+        import torch
+
+        device = gt_id_map.device if _is_tensor(gt_id_map) else pred_id_map.device
         starts, run_gt, run_pred = _runs_torch(
             torch.as_tensor(gt_id_map, device=device), torch.as_tensor(pred_id_map, device=device)
         )
