@@ -109,7 +109,12 @@ def _score_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gt-dir", required=True, help="folder of ground-truth id PNGs")
     parser.add_argument("--pred-json", required=True, help="prediction JSON (COCO-panoptic annotations)")
     parser.add_argument("--pred-dir", required=True, help="folder of predicted id PNGs")
-    parser.add_argument("--workers", type=int, default=1, help="processes (default: 1)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="threads that decode and count image pairs (default: one per CPU core)",
+    )
     parser.add_argument("--json", default=None, help="write the metrics (fractions in [0, 1]) to this JSON")
     parser.add_argument("--curve-csv", default=None, help="write the confusion curve to this CSV")
     parser.add_argument(

@@ -9,6 +9,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
+import torchvision.io  # noqa: F401  (registers torch.ops.image: libpng, the reference decoder)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -138,7 +139,7 @@ def test_pillow_and_write_id_png_files_decode_like_pillow(tmp_path):
     np.testing.assert_array_equal(decode_id_png(tmp_path / "ids.png"), ids)
 
 
-def test_other_png_layouts_fall_back_to_libpng(tmp_path):
+def test_other_png_layouts_fall_back_to_pillow(tmp_path):
     rng = np.random.default_rng(1)
     rgb = _panoptic_like(rng, 19, 23, noise=0.1)
     interlaced = encode_png(rgb, [0, 1, 2, 3, 4], interlace=True)
