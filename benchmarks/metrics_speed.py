@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from ibs_study.data.panoptic import ImageRecord, Segment, id_to_rgb, load_panoptic_json, write_panoptic_json
@@ -87,6 +87,229 @@ def generate(root: Path, num_images: int, height: int, width: int, seed: int, co
     write_panoptic_json(root / "gt.json", [g for g, _ in pairs], SYNTHETIC_CATEGORIES)
     write_panoptic_json(root / "pred.json", [p for _, p in pairs], SYNTHETIC_CATEGORIES)
     return root / "gt.json", root / "gt", root / "pred.json", root / "pred"
+
+
+# ----------------------------------------------------------------------------- an independent generator
+# Scenes drawn with Pillow's ImageDraw and written by Pillow with its default settings, using
+# nothing of ibs_study: stuff bands with jagged borders, 28-39 thing instances (ellipses and
+# polygons, occluding each other), a void ego-vehicle region and void blobs, a crowd region in
+# every other image. The prediction redraws the scene with errors: jittered borders, shifted
+# and rescaled instances, dropped ones, wrong classes, merged pairs, false positives.
+
+INDEPENDENT_STUFF = ((23, "sky"), (11, "building"), (21, "vegetation"), (8, "sidewalk"), (7, "road"))
+INDEPENDENT_THINGS = ((24, "person"), (25, "rider"), (26, "car"), (27, "truck"), (28, "bus"), (33, "bicycle"))
+
+
+def _independent_categories() -> list[dict]:
+    return [
+        {"id": cid, "name": name, "isthing": isthing, "color": [cid, cid, cid], "supercategory": name}
+        for group, isthing in ((INDEPENDENT_STUFF, 0), (INDEPENDENT_THINGS, 1))
+        for cid, name in group
+    ]
+
+
+def _scene(height: int, width: int, rng: np.random.Generator) -> dict:
+    """The shapes of one scene: band borders (knots), things (category, kind, centre, radii)."""
+    knots = np.linspace(0, width, 17)
+    levels = np.sort(rng.uniform(0.15, 0.85, size=len(INDEPENDENT_STUFF) - 1)) * height
+    borders = [level + rng.normal(0, 0.03 * height, size=len(knots)) for level in levels]
+    things = []
+    for _ in range(int(rng.integers(28, 40))):
+        radius = float(np.exp(rng.uniform(np.log(8), np.log(0.12 * height))))
+        things.append(
+            {
+                "category": int(rng.choice([c for c, _ in INDEPENDENT_THINGS])),
+                "polygon": bool(rng.random() < 0.5),
+                "centre": (float(rng.uniform(0, width)), float(rng.uniform(0.35 * height, height))),
+                "radii": (radius * float(rng.uniform(0.6, 1.6)), radius),
+                "angles": np.sort(rng.uniform(0, 2 * np.pi, size=int(rng.integers(5, 9)))).tolist(),
+            }
+        )
+    return {"knots": knots, "borders": borders, "things": things}
+
+
+def _draw(scene: dict, height: int, width: int, ids: dict, crowd: tuple | None, void: bool) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a scene; ``ids[k]`` is the segment id of shape k (bands first)."""
+    image = Image.new("RGB", (width, height))
+    draw = ImageDraw.Draw(image)
+
+    def colour(segment_id: int) -> tuple[int, int, int]:
+        return segment_id & 255, (segment_id >> 8) & 255, segment_id >> 16
+
+    tops = [np.zeros_like(scene["knots"])] + list(scene["borders"])
+    bottoms = list(scene["borders"]) + [np.full_like(scene["knots"], height)]
+    for k, (top, bottom) in enumerate(zip(tops, bottoms)):
+        outline = list(zip(scene["knots"], top)) + list(zip(scene["knots"][::-1], bottom[::-1]))
+        draw.polygon(outline, fill=colour(ids[k]))
+    for k, thing in enumerate(scene["things"], start=len(tops)):
+        if k not in ids:
+            continue
+        (x, y), (rx, ry) = thing["centre"], thing["radii"]
+        if thing["polygon"]:
+            draw.polygon(
+                [(x + rx * np.cos(a), y + ry * np.sin(a)) for a in thing["angles"]], fill=colour(ids[k])
+            )
+        else:
+            draw.ellipse([x - rx, y - ry, x + rx, y + ry], fill=colour(ids[k]))
+    if crowd is not None:
+        box, segment_id = crowd
+        draw.rectangle(box, fill=colour(segment_id))
+    if void:
+        draw.polygon(
+            [
+                (0.2 * width, height),
+                (0.3 * width, 0.9 * height),
+                (0.7 * width, 0.9 * height),
+                (0.8 * width, height),
+            ],
+            fill=(0, 0, 0),
+        )
+        for k in range(5):
+            x, y = (k + 0.5) * width / 5, 0.3 * height
+            draw.ellipse([x - 12, y - 9, x + 12, y + 9], fill=(0, 0, 0))
+    return np.asarray(image)
+
+
+def _segments_info(rgb: np.ndarray, category_of: dict[int, int], crowd_id: int | None) -> list[dict]:
+    """COCO-panoptic segments_info of a drawn map: area and tight box of every id present.
+
+    ``category_of`` lists every id that may be present (void, 0, is never one).
+    """
+    height, width = rgb.shape[:2]
+    ids = (
+        rgb[..., 0].astype(np.int64)
+        | (rgb[..., 1].astype(np.int64) << 8)
+        | (rgb[..., 2].astype(np.int64) << 16)
+    )
+    known = np.array(sorted(category_of), dtype=np.int64)
+    index = np.searchsorted(known, ids) + 1  # 1 + position among the known ids
+    index[ids == 0] = 0
+    slots = len(known) + 1
+    area = np.bincount(index.ravel(), minlength=slots)
+    rows = np.bincount((index + slots * np.arange(height)[:, None]).ravel(), minlength=slots * height)
+    cols = np.bincount((index + slots * np.arange(width)[None, :]).ravel(), minlength=slots * width)
+    rows, cols = rows.reshape(height, slots) > 0, cols.reshape(width, slots) > 0
+    info = []
+    for k, value in enumerate(known.tolist(), start=1):
+        if area[k] == 0:
+            continue
+        ys, xs = np.flatnonzero(rows[:, k]), np.flatnonzero(cols[:, k])
+        info.append(
+            {
+                "id": value,
+                "category_id": category_of[value],
+                "iscrowd": int(value == crowd_id),
+                "area": int(area[k]),
+                "bbox": [int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1)],
+            }
+        )
+    return info
+
+
+def _fresh_ids(rng: np.random.Generator, count: int) -> list[int]:
+    return (rng.choice(2**24 - 1, size=count, replace=False) + 1).tolist()
+
+
+def _independent_pair(args: tuple[int, Path, int, int, int]) -> tuple[dict, dict]:
+    """Write GT and prediction PNGs of image ``index``; return their annotations."""
+    index, root, height, width, seed = args
+    rng = np.random.default_rng(np.random.SeedSequence([seed, index, 24]))
+    scene = _scene(height, width, rng)
+    num_bands, things = len(INDEPENDENT_STUFF), scene["things"]
+    shape_ids = _fresh_ids(rng, num_bands + len(things) + 1)
+    gt_ids = dict(enumerate(shape_ids[:-1]))
+    category_of = {gt_ids[k]: INDEPENDENT_STUFF[k][0] for k in range(num_bands)}
+    category_of |= {gt_ids[num_bands + k]: thing["category"] for k, thing in enumerate(things)}
+    crowd = None
+    if index % 2 == 0:
+        x, y = float(rng.uniform(0, 0.8 * width)), float(rng.uniform(0.5 * height, 0.8 * height))
+        crowd = ((x, y, x + 0.15 * width, y + 0.1 * height), shape_ids[-1])
+        category_of[shape_ids[-1]] = INDEPENDENT_THINGS[0][0]
+    gt_rgb = _draw(scene, height, width, gt_ids, crowd, void=True)
+
+    # the prediction: the same scene with errors, every shape under a new id
+    pred_scene = {
+        "knots": scene["knots"],
+        "borders": [b + rng.normal(0, 6, size=len(b)) for b in scene["borders"]],
+        "things": [],
+    }
+    pred_ids_list = _fresh_ids(rng, num_bands + len(things) + 3)
+    pred_ids, pred_category = {}, {}
+    for k in range(num_bands):
+        pred_ids[k] = pred_ids_list[k]
+        pred_category[pred_ids[k]] = INDEPENDENT_STUFF[k][0]
+    thing_classes = [c for c, _ in INDEPENDENT_THINGS]
+    fakes = [_scene(height, width, rng)["things"][0] for _ in range(3)]
+    for k, thing in enumerate(things + fakes):
+        shape = dict(thing)
+        shape["centre"] = (thing["centre"][0] + rng.normal(0, 4), thing["centre"][1] + rng.normal(0, 4))
+        shape["radii"] = tuple(r * rng.normal(1, 0.06) for r in thing["radii"])
+        if rng.random() < 0.15:
+            shape["category"] = int(rng.choice(thing_classes))
+        pred_scene["things"].append(shape)
+        slot = num_bands + k
+        if rng.random() < 0.1:  # dropped
+            continue
+        previous = [s for s in range(num_bands, slot) if s in pred_ids]
+        if previous and rng.random() < 0.1:  # merged with the previous instance
+            pred_ids[slot] = pred_ids[previous[-1]]
+            continue
+        pred_ids[slot] = pred_ids_list[slot]
+        pred_category[pred_ids[slot]] = shape["category"]
+    pred_rgb = _draw(pred_scene, height, width, pred_ids, None, void=False)
+
+    name = f"{index:05d}.png"
+    Image.fromarray(gt_rgb).save(root / "gt" / name)  # Pillow's defaults: zlib level 6, adaptive filters
+    Image.fromarray(pred_rgb).save(root / "pred" / name)
+    gt_annotation = {
+        "image_id": index,
+        "file_name": name,
+        "segments_info": _segments_info(gt_rgb, category_of, crowd and crowd[1]),
+    }
+    pred_annotation = {
+        "image_id": index,
+        "file_name": name,
+        "segments_info": _segments_info(pred_rgb, pred_category, None),
+    }
+    return gt_annotation, pred_annotation
+
+
+def generate_independent(root: Path, num_images: int, height: int, width: int, seed: int) -> tuple:
+    """Write gt/ and pred/ PNG folders and their JSONs with the independent generator."""
+    for side in ("gt", "pred"):
+        (root / side).mkdir(parents=True, exist_ok=True)
+    jobs = [(k, root, height, width, seed) for k in range(num_images)]
+    with Pool(min(2, os.cpu_count() or 1)) as pool:
+        pairs = list(tqdm(pool.imap(_independent_pair, jobs), total=num_images, desc="generating (Pillow)"))
+    images = [
+        {"id": k, "file_name": f"{k:05d}.png", "height": height, "width": width} for k in range(num_images)
+    ]
+    categories = _independent_categories()
+    for side, entries in (("gt", [g for g, _ in pairs]), ("pred", [p for _, p in pairs])):
+        data = {"images": images, "annotations": entries, "categories": categories}
+        (root / f"{side}.json").write_text(json.dumps(data))
+    return root / "gt.json", root / "gt", root / "pred.json", root / "pred"
+
+
+def fixture(
+    root: Path, generator: str, num_images: int, height: int, width: int, seed: int, level: int
+) -> tuple:
+    """The benchmark's files in ``root``: generated, or reused where ``root/fixture.json`` says
+    they were generated with the same settings."""
+    settings = {"generator": generator, "images": num_images, "height": height, "width": width, "seed": seed}
+    if generator == "project":
+        settings["compress_level"] = level
+    stamp = root / "fixture.json"
+    paths = (root / "gt.json", root / "gt", root / "pred.json", root / "pred")
+    if stamp.is_file() and json.loads(stamp.read_text()) == settings:
+        print(f"reusing the {num_images} image pairs in {root}")
+        return paths
+    if generator == "project":
+        generate(root, num_images, height, width, seed, level)
+    else:
+        generate_independent(root, num_images, height, width, seed)
+    stamp.write_text(json.dumps(settings))
+    return paths
 
 
 def pq_table(results: dict, keys=GROUPS, ours: bool = True) -> dict:

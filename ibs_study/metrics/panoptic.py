@@ -632,9 +632,7 @@ class PanopticEvaluator:
         if image_id is None:
             image_id = self._next_image
         self._add(
-            *self._count(
-                gt_id_map, gt_segments, pred_id_map, pred_segments, image_id, gt_source, pred_source
-            )
+            *self._count(gt_id_map, gt_segments, pred_id_map, pred_segments, image_id, gt_source, pred_source)
         )
         self._next_image += 1
 
@@ -903,12 +901,15 @@ def _count_pair(
     """Decode one image pair and count its overlaps: the arguments of ``evaluator._add``."""
     gt_record, pred_record = pair
     gt_source = gt_dir / gt_record.png_name
-    gt_map = decode_id_png(gt_source)
-    if pred_record is None:  # missing prediction, allowed by the caller: all false negatives
-        pred_map, pred_segments, pred_source = np.zeros_like(gt_map), [], "(no prediction)"
-    else:
-        pred_source = pred_dir / pred_record.png_name
-        pred_map, pred_segments = decode_id_png(pred_source), pred_record.segments
+    try:
+        gt_map = decode_id_png(gt_source)
+        if pred_record is None:  # missing prediction, allowed by the caller: all false negatives
+            pred_map, pred_segments, pred_source = np.zeros_like(gt_map), [], "(no prediction)"
+        else:
+            pred_source = pred_dir / pred_record.png_name
+            pred_map, pred_segments = decode_id_png(pred_source), pred_record.segments
+    except PanopticFormatError as err:
+        raise PanopticFormatError(f"image id {gt_record.image_id!r}: {err}") from err
     return evaluator._count(
         gt_map, gt_record.segments, pred_map, pred_segments, gt_record.image_id, gt_source, pred_source
     )
