@@ -34,11 +34,14 @@ import sys
 import sysconfig
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_kernel", "library_path", "cache_dirs"]
+__all__ = ["kernel", "load_kernel", "library_path", "cache_dirs"]
 
 _EXPORTED_NAME = "ibs_study_kernel"
 
@@ -47,7 +50,9 @@ def _cpu_identity() -> str:
     """The CPU model and its feature flags (the machine code is compiled for this CPU)."""
     try:
         with open("/proc/cpuinfo") as f:
-            lines = [line for line in f.read(1 << 16).splitlines() if line.startswith(("model name", "flags"))]
+            lines = [
+                line for line in f.read(1 << 16).splitlines() if line.startswith(("model name", "flags"))
+            ]
         return "\n".join(lines[:2])
     except OSError:
         return platform.processor()
@@ -168,3 +173,18 @@ def _bind(path: Path, argtypes: tuple[type, ...]) -> ctypes._CFuncPtr:
     function.restype = ctypes.c_int64
     function.argtypes = argtypes
     return function
+
+
+@functools.cache
+def kernel(module: str, name: str, argtypes: tuple[type, ...]) -> Callable[..., int]:
+    """Kernel ``name`` of ``module``, called with the numba kernel's arguments (arrays, integers):
+    the native library (:func:`load_kernel`; arrays passed as pointers to their data, so they
+    must be C-contiguous and of the signature's dtype), else the numba kernel itself."""
+    native = load_kernel(module, name, argtypes)
+    if native is None:
+        return getattr(importlib.import_module(module), name)
+
+    def call(*args: np.ndarray | int) -> int:
+        return native(*(arg.ctypes.data if isinstance(arg, np.ndarray) else arg for arg in args))
+
+    return call

@@ -20,7 +20,6 @@ an error, never a wrong id map.
 from __future__ import annotations
 
 import ctypes
-import functools
 import struct
 import zlib
 from collections.abc import Callable
@@ -142,24 +141,12 @@ def decode_rgb8_ids(data: bytes | memoryview) -> np.ndarray | None:
     return ids
 
 
-_KERNEL_MODULE = "ibs_study.data._png_kernel"
 _POINTER, _INT = ctypes.c_void_p, ctypes.c_int64
 
 
-@functools.cache
 def _unfilter_kernel() -> Callable[[np.ndarray, int, int, np.ndarray, np.ndarray], int]:
-    """The compiled unfilter-and-pack pass, ``(filtered, H, W, rows, ids) -> bad row or -1`` (see
-    :func:`ibs_study.data._png_kernel.unfilter_rgb8_to_ids`): the native library, or the numba
-    kernel where no C compiler builds one."""
-    native = _native.load_kernel(
-        _KERNEL_MODULE, "unfilter_rgb8_to_ids", (_POINTER, _INT, _INT, _POINTER, _POINTER)
+    """The compiled unfilter-and-pack pass, ``(filtered, H, W, rows, ids) -> bad row or -1``:
+    :func:`ibs_study.data._png_kernel.unfilter_rgb8_to_ids` (see :func:`ibs_study.data._native.kernel`)."""
+    return _native.kernel(
+        "ibs_study.data._png_kernel", "unfilter_rgb8_to_ids", (_POINTER, _INT, _INT, _POINTER, _POINTER)
     )
-    if native is None:
-        from ibs_study.data._png_kernel import unfilter_rgb8_to_ids
-
-        return unfilter_rgb8_to_ids
-
-    def unfilter(filtered: np.ndarray, height: int, width: int, rows: np.ndarray, ids: np.ndarray) -> int:
-        return native(filtered.ctypes.data, height, width, rows.ctypes.data, ids.ctypes.data)
-
-    return unfilter

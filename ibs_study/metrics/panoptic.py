@@ -74,7 +74,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ibs_study.data.datasets import DatasetMeta
 from ibs_study.data.panoptic import (
@@ -975,7 +974,11 @@ def evaluate_panoptic_folders(
     counted = prefetch(
         functools.partial(_count_pair, evaluator, gt_dir, pred_dir), pairs, threads=workers, depth=2 * workers
     )
-    for image in tqdm(counted, total=len(pairs), desc="scoring", unit="img", disable=not progress):
+    if progress:  # tqdm is imported only for the bar (it costs more than scoring a few images)
+        from tqdm.auto import tqdm
+
+        counted = tqdm(counted, total=len(pairs), desc="scoring", unit="img")
+    for image in counted:
         evaluator._add(*image)
         evaluator._next_image += 1
     results = evaluator.summarize()
