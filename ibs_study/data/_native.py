@@ -9,8 +9,9 @@ into a shared library. Later processes load that library with ctypes (about a mi
 numba not imported); ctypes releases the GIL during the call, so threads run kernels in
 parallel.
 
-The libraries live in the first writable of: ``$NUMBA_CACHE_DIR``, ``__pycache__`` next to the
-kernel module, ``$XDG_CACHE_HOME/ibs_study`` (``~/.cache/ibs_study``). Their names carry a hash
+The libraries live in ``$NUMBA_CACHE_DIR/ibs_study`` where that is set, else in the first
+writable of ``__pycache__`` next to the kernel module and ``$XDG_CACHE_HOME/ibs_study``
+(``~/.cache/ibs_study``): the places numba's own cache uses. Their names carry a hash
 of the kernel module's source, this file's, the numba and llvmlite versions, the Python
 version and the CPU, so an edit or an upgrade builds a new one. Where no C compiler is found
 (or building fails) :func:`load_kernel` returns None and the caller runs the numba kernel
@@ -59,14 +60,13 @@ def _cpu_identity() -> str:
 
 
 def cache_dirs(module_file: Path) -> list[Path]:
-    """Where the libraries of a kernel module may live, in order of preference."""
-    dirs = []
+    """Where the libraries of a kernel module may live, in order of preference:
+    ``$NUMBA_CACHE_DIR/ibs_study`` alone where it is set (as numba's own cache), else
+    ``__pycache__`` next to the module, then the user's cache folder."""
     if os.environ.get("NUMBA_CACHE_DIR"):
-        dirs.append(Path(os.environ["NUMBA_CACHE_DIR"]) / "ibs_study")
-    dirs.append(module_file.parent / "__pycache__")
+        return [Path(os.environ["NUMBA_CACHE_DIR"]) / "ibs_study"]
     user_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    dirs.append(user_cache / "ibs_study")
-    return dirs
+    return [module_file.parent / "__pycache__", user_cache / "ibs_study"]
 
 
 def library_path(module: str, name: str, directory: Path) -> Path:
