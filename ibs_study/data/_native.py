@@ -12,8 +12,8 @@ parallel.
 The libraries live in ``$NUMBA_CACHE_DIR/ibs_study`` where that is set, else in the first
 writable of ``__pycache__`` next to the kernel module and ``$XDG_CACHE_HOME/ibs_study``
 (``~/.cache/ibs_study``): the places numba's own cache uses. Their names carry a hash
-of the kernel module's source, this file's, the numba and llvmlite versions, the Python
-version and the CPU, so an edit or an upgrade builds a new one. Where no C compiler is found
+of the kernel module's source, this file's, the numba and llvmlite installations, the
+Python version and the CPU, so an edit or an upgrade builds a new one. Where no C compiler is found
 (or building fails) :func:`load_kernel` returns None and the caller runs the numba kernel
 itself.
 """
@@ -24,7 +24,6 @@ import ctypes
 import functools
 import hashlib
 import importlib
-import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -59,6 +58,15 @@ def _cpu_identity() -> str:
         return platform.processor()
 
 
+def _installed(package: str) -> str:
+    """Where ``package`` is installed and when (an upgrade changes it), found without importing it
+    (importing numba is what the libraries save)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        return f"{package}: not installed"
+    return f"{spec.origin} {os.stat(spec.origin).st_mtime_ns}"
+
+
 def cache_dirs(module_file: Path) -> list[Path]:
     """Where the libraries of a kernel module may live, in order of preference:
     ``$NUMBA_CACHE_DIR/ibs_study`` alone where it is set (as numba's own cache), else
@@ -78,8 +86,8 @@ def library_path(module: str, name: str, directory: Path) -> Path:
     for text in (
         Path(spec.origin).read_bytes(),
         Path(__file__).read_bytes(),
-        importlib.metadata.version("numba").encode(),
-        importlib.metadata.version("llvmlite").encode(),
+        _installed("numba").encode(),
+        _installed("llvmlite").encode(),
         f"{sys.version_info[:2]} {platform.machine()} {_cpu_identity()}".encode(),
     ):
         digest.update(hashlib.sha256(text).digest())
