@@ -31,6 +31,7 @@ Prints per-image times, speed-ups over single-core panopticapi and the PQ each t
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import platform
@@ -48,6 +49,7 @@ import torchvision.io  # noqa: F401  (registers torch.ops.image: libpng, for com
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
+import ibs_study
 from ibs_study.data.panoptic import ImageRecord, Segment, id_to_rgb, load_panoptic_json, write_panoptic_json
 from ibs_study.data.synthetic import SYNTHETIC_CATEGORIES, render_image
 from ibs_study.metrics.io import decode_id_png
@@ -724,6 +726,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     sizes = [int(size) for size in args.command_line.split(",") if size]
+    # an installed package has its bytecode compiled; a source checkout run with
+    # PYTHONDONTWRITEBYTECODE=1 would compile every module in every fresh process
+    compileall.compile_dir(Path(ibs_study.__file__).parent, quiet=1)
 
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(args.dir or scratch)

@@ -28,12 +28,8 @@ import importlib.util
 import logging
 import os
 import platform
-import shutil
 import subprocess
 import sys
-import sysconfig
-import tempfile
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -79,6 +75,11 @@ def cache_dirs(module_file: Path) -> list[Path]:
 
 def library_path(module: str, name: str, directory: Path) -> Path:
     """The file of kernel ``name`` of ``module`` in ``directory``, named after what it is built from."""
+    return directory / _library_name(module, name)
+
+
+@functools.cache
+def _library_name(module: str, name: str) -> str:
     spec = importlib.util.find_spec(module)
     if spec is None or spec.origin is None:
         raise ImportError(f"kernel module {module} not found")
@@ -91,7 +92,7 @@ def library_path(module: str, name: str, directory: Path) -> Path:
         f"{sys.version_info[:2]} {platform.machine()} {_cpu_identity()}".encode(),
     ):
         digest.update(hashlib.sha256(text).digest())
-    return directory / f"{module.rsplit('.', 1)[-1]}.{name}-{digest.hexdigest()[:16]}.so"
+    return f"{module.rsplit('.', 1)[-1]}.{name}-{digest.hexdigest()[:16]}.so"
 
 
 def _writable(directory: Path) -> bool:
@@ -103,6 +104,9 @@ def _writable(directory: Path) -> bool:
 
 
 def _c_compiler() -> str | None:
+    import shutil
+    import sysconfig
+
     configured = (sysconfig.get_config_var("CC") or "").split()
     for candidate in (os.environ.get("CC"), configured[0] if configured else None, "cc", "gcc", "clang"):
         if candidate and shutil.which(candidate):
@@ -112,6 +116,9 @@ def _c_compiler() -> str | None:
 
 def _build(module: str, name: str, target: Path, compiler: str) -> None:
     """Compile ``module.C_SIGNATURES[name]`` into the shared library ``target`` (written atomically)."""
+    import tempfile
+    import warnings
+
     import llvmlite.binding as llvm
     import numba
 
