@@ -1,12 +1,14 @@
 """Speed of panoptic scoring on 1024 x 2048 PNG pairs: ibs_study vs panopticapi-lite, hotcoco, torchmetrics.
 
-Writes a COCO-panoptic ground truth rendered by ``ibs_study.data.synthetic.render_image``
-(street scenes, ~40-55 segments per image, crowd in about a third of the images) and
-predictions made from it by ``ibs_study.metrics.simulate.perturb_prediction`` (merged
-instances, splits, shifted boundaries, drops, wrong classes; every pixel labelled), then
-times, in one run on the same files:
+Writes a COCO-panoptic ground truth and predictions, either (``--generator project``) rendered
+by ``ibs_study.data.synthetic.render_image`` (street scenes, ~40-55 segments per image, crowd in
+about a third of the images) and perturbed by ``ibs_study.metrics.simulate.perturb_prediction``
+(merged instances, splits, shifted boundaries, drops, wrong classes; every pixel labelled), or
+(``--generator pillow``) drawn by an independent generator written here with Pillow and saved
+with Pillow's default settings (33-40 segments, crowd and void present). Then it times, in
+one run on the same files, in process on the first ``--images`` images:
 
-* ``ibs_study`` ``evaluate_panoptic_folders`` with 1 and 2 worker processes (time measured
+* ``ibs_study`` ``evaluate_panoptic_folders`` with 1 and 2 worker threads (time measured
   inside the call: JSONs, PNG decoding, computing);
 * panopticapi-lite on one core (its per-core function over all images, in a fresh process),
   with numpy's default CPU dispatch and with its AVX-512 paths off (numpy's AVX-512 sort is
@@ -22,10 +24,19 @@ times, in one run on the same files:
   and in two, and libpng (torchvision's op) in one thread for comparison; and the computing
   alone: ``PanopticEvaluator.process`` on decoded maps.
 
+With ``--command-line 5,40,500`` it also times fresh processes as users run them (wall
+clock, imports and start-up included) on the first 5, 40 and 500 images: ``ibs-study score``
+(default, ``--workers 1``, ``--workers 2``), hotcoco's ``PanopticEval`` (default threads and
+``RAYON_NUM_THREADS=1``) and panopticapi-lite's ``pq_compute``, then prints the targets (wall
+time against hotcoco's at each size, ``--workers 2`` against 1, the first decode of a fresh
+process) as met or not.
+
 Each method runs ``--repeats`` times and its fastest run counts (the machine is shared).
 Prints per-image times, speed-ups over single-core panopticapi and the PQ each tool got.
 
     .venv/bin/python benchmarks/metrics_speed.py --images 50 --torchmetrics-images 2
+    .venv/bin/python benchmarks/metrics_speed.py --generator pillow --dir /tmp/metrics500 \
+        --images 40 --torchmetrics-images 0 --repeats 2 --command-line 5,40,500
 """
 
 from __future__ import annotations
