@@ -167,7 +167,10 @@ def load_kernel(module: str, name: str, argtypes: tuple[type, ...]) -> ctypes._C
     for directory in directories:
         path = library_path(module, name, directory)
         if path.is_file():
-            return _bind(path, argtypes)
+            try:
+                return _bind(path, argtypes)
+            except OSError as err:  # unloadable (another machine's?): built again below
+                logger.info("cannot load %s (%s); building it again", path, err)
     compiler = _c_compiler()
     directory = next((d for d in directories if _writable(d)), None)
     if compiler is None or directory is None:
