@@ -1,6 +1,5 @@
 """The data commands of the CLI (synth, stats, score) never import torch: it costs ~3 s per call
-on a 2-core machine, more than generating the CPU-scale dataset takes (``score`` more than
-scoring 500 images)."""
+on a 2-core machine, more than generating the CPU-scale dataset or scoring a few images takes."""
 
 from __future__ import annotations
 
