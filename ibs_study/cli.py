@@ -105,12 +105,24 @@ register(
 # ---------------------------------------------------------------------------- score
 
 
+def _worker_count(text: str) -> int:
+    """argparse type of ``score --workers``: an integer >= 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return int(text)
+
+
 def _score_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gt-json", required=True, help="ground-truth COCO-panoptic JSON")
     parser.add_argument("--gt-dir", required=True, help="folder of ground-truth id PNGs")
     parser.add_argument("--pred-json", required=True, help="prediction JSON (COCO-panoptic annotations)")
     parser.add_argument("--pred-dir", required=True, help="folder of predicted id PNGs")
-    parser.add_argument("--workers", type=int, default=1, help="processes (default: 1)")
+    parser.add_argument(
+        "--workers",
+        type=_worker_count,
+        default=None,
+        help="threads that decode and count image pairs (default: one per CPU core)",
+    )
     parser.add_argument("--json", default=None, help="write the metrics (fractions in [0, 1]) to this JSON")
     parser.add_argument("--curve-csv", default=None, help="write the confusion curve to this CSV")
     parser.add_argument(
@@ -121,22 +133,18 @@ def _score_arguments(parser: argparse.ArgumentParser) -> None:
 def _score(args: argparse.Namespace) -> int:
     import json
 
-    from ibs_study.data.panoptic import PanopticFormatError
     from ibs_study.metrics.panoptic import evaluate_panoptic_folders, format_results, write_confusion_csv
 
-    try:
-        results, _ = evaluate_panoptic_folders(
-            args.gt_json,
-            args.gt_dir,
-            args.pred_json,
-            args.pred_dir,
-            workers=args.workers,
-            allow_missing=args.allow_missing,
-            progress=True,
-        )
-    except PanopticFormatError as err:
-        print(f"ibs-study score: error: {err}", file=sys.stderr)
-        return 2
+    # bad predictions raise a DataError, which main() reports as one line
+    results, _ = evaluate_panoptic_folders(
+        args.gt_json,
+        args.gt_dir,
+        args.pred_json,
+        args.pred_dir,
+        workers=args.workers,
+        allow_missing=args.allow_missing,
+        progress=sys.stderr.isatty(),
+    )
     print(format_results(results))
     timing = results["timing"]
     print(

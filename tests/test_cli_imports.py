@@ -1,12 +1,21 @@
 """The data commands of the CLI (synth, stats, score) never import torch: it costs ~3 s per call
-on a 2-core machine, more than generating the CPU-scale dataset takes."""
+on a 2-core machine, more than generating the CPU-scale dataset or scoring a few images takes."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+
+from ibs_study.data.panoptic import (
+    CategoryInfo,
+    ImageRecord,
+    segments_from_id_map,
+    write_id_png,
+    write_panoptic_json,
+)
 
 SCRIPT = """
 import json
@@ -38,3 +47,32 @@ def test_data_commands_do_not_import_torch(tmp_path):
     if result.returncode != 0:
         pytest.fail(result.stderr)
     assert "torch imported: False" in result.stdout, result.stdout + result.stderr
+
+
+SCORE_SCRIPT = """
+import sys
+from ibs_study.cli import main
+folder = sys.argv[1]
+code = main(["score", "--gt-json", folder + "/gt.json", "--gt-dir", folder + "/gt",
+             "--pred-json", folder + "/pred.json", "--pred-dir", folder + "/pred", "--workers", "2"])
+print("exit", code, "torch", "torch" in sys.modules, "torchvision", "torchvision" in sys.modules)
+"""
+
+
+def test_score_imports_neither_torch_nor_torchvision(tmp_path):
+    rng = np.random.default_rng(0)
+    categories = [CategoryInfo(7, "road", False, (128, 64, 128)), CategoryInfo(26, "car", True, (0, 0, 142))]
+    for side in ("gt", "pred"):
+        id_map = np.full((32, 48), 7000, dtype=np.int64)
+        id_map[8 : 16 + int(rng.integers(0, 8)), 10:30] = 26001
+        (tmp_path / side).mkdir()
+        write_id_png(tmp_path / side / "0.png", id_map)
+        segments = segments_from_id_map(id_map, {7000: 7, 26001: 26})
+        record = ImageRecord(0, "0.jpg", 48, 32, "0.png", segments)
+        write_panoptic_json(tmp_path / f"{side}.json", [record], categories)
+    result = subprocess.run(
+        [sys.executable, "-c", SCORE_SCRIPT, str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert "exit 0 torch False torchvision False" in result.stdout, result.stdout + result.stderr
+    assert "All" in result.stdout  # it did score

@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from ibs_study.data.png import PngError, decode_rgb8_ids
+from ibs_study.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ VOID_ID = 0
 MAX_SEGMENT_ID = 256**3 - 1
 
 
-class PanopticFormatError(ValueError):
+class PanopticFormatError(DataError):
     """Input that does not follow the COCO-panoptic format; the message names where and what."""
 
 
@@ -207,12 +208,15 @@ def read_id_png(path: str | os.PathLike) -> np.ndarray:
     _, ids = read_fast_id_png(path)
     if ids is not None:
         return ids.view(np.int32)  # ids < 2^24
-    with Image.open(path) as png:
-        if png.mode != "RGB":
-            raise PanopticFormatError(
-                f"{path}: panoptic PNG must be 8-bit RGB (id = R + 256*G + 65536*B), got mode {png.mode!r}"
-            )
-        rgb = np.asarray(png)
+    try:
+        with Image.open(path) as png:
+            if png.mode != "RGB":
+                raise PanopticFormatError(
+                    f"{path}: panoptic PNG must be 8-bit RGB (id = R + 256*G + 65536*B), got mode {png.mode!r}"
+                )
+            rgb = np.asarray(png)
+    except OSError as err:  # Pillow: truncated or corrupt image data
+        raise PanopticFormatError(f"{path}: not a readable PNG ({err})") from err
     return rgb_to_id(rgb)
 
 
@@ -360,7 +364,24 @@ class PanopticAnnotations:
         return len(self.records)
 
 
+def _entries(data: dict, key: str, path: Path) -> list[dict]:
+    """``data[key]`` (absent: empty), checked to be a list."""
+    entries = data.get(key, [])
+    if not isinstance(entries, list):
+        raise PanopticFormatError(f"{path}: '{key}' must be a list, got {type(entries).__name__}")
+    return entries
+
+
+def _integer(value: object, what: str, path: Path) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise PanopticFormatError(f"{path}: {what} must be an integer, got {value!r}") from None
+
+
 def _require(entry: dict, keys: Iterable[str], what: str, path: Path) -> None:
+    if not isinstance(entry, dict):
+        raise PanopticFormatError(f"{path}: {what} must be a JSON object, got {str(entry)[:200]}")
     missing = [k for k in keys if k not in entry]
     if missing:
         raise PanopticFormatError(f"{path}: {what} lacks key(s) {missing}: {str(entry)[:200]}")
@@ -413,11 +434,10 @@ def load_panoptic_json(
     if not path.is_file():
         raise PanopticFormatError(f"{path}: panoptic JSON not found")
     try:
-        with open(path) as f:
-            data = json.load(f)
-    except json.JSONDecodeError as err:
+        data = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise PanopticFormatError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(data, dict) or "annotations" not in data:
+    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
         raise PanopticFormatError(
             f"{path}: not a COCO-panoptic JSON (needs 'images', 'annotations', 'categories')"
         )
@@ -427,7 +447,7 @@ def load_panoptic_json(
         categories = categories_from_json(data["categories"], path)
 
     images: dict[str | int, dict] = {}
-    for entry in data.get("images", []):
+    for entry in _entries(data, "images", path):
         _require(entry, ("id", "file_name"), "image entry", path)
         if entry["id"] in images:
             raise PanopticFormatError(f"{path}: duplicate image id {entry['id']!r} in 'images'")
@@ -435,9 +455,14 @@ def load_panoptic_json(
 
     records: dict[str | int, ImageRecord] = {}
     images_only_annotated: list[str | int] = []
-    for ann in data["annotations"]:
+    for ann in _entries(data, "annotations", path):
         _require(ann, ("image_id", "file_name", "segments_info"), "annotation", path)
         image_id = ann["image_id"]
+        if not isinstance(ann["segments_info"], list):
+            raise PanopticFormatError(
+                f"{path}: image id {image_id!r}: segments_info must be a list of segments, "
+                f"got {type(ann['segments_info']).__name__}"
+            )
         if image_id in records:
             raise PanopticFormatError(f"{path}: image id {image_id!r} has more than one annotation")
         if image_id not in images:
@@ -450,7 +475,7 @@ def load_panoptic_json(
         seen: set[int] = set()
         for info in ann["segments_info"]:
             _require(info, ("id", "category_id"), f"segment of image {image_id!r}", path)
-            seg_id = int(info["id"])
+            seg_id = _integer(info["id"], f"image id {image_id!r}: segment id", path)
             if seg_id in seen:
                 raise PanopticFormatError(f"{path}: image id {image_id!r} lists segment id {seg_id} twice")
             if seg_id <= VOID_ID or seg_id > MAX_SEGMENT_ID:
@@ -458,7 +483,9 @@ def load_panoptic_json(
                     f"{path}: image id {image_id!r}: segment id {seg_id} outside [1, {MAX_SEGMENT_ID}]"
                 )
             seen.add(seg_id)
-            cat_id = int(info["category_id"])
+            cat_id = _integer(
+                info["category_id"], f"image id {image_id!r}, segment id {seg_id}: category id", path
+            )
             if cat_id not in categories:
                 raise PanopticFormatError(
                     f"{path}: image id {image_id!r}, segment id {seg_id}: unknown category id {cat_id}"

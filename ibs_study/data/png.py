@@ -7,7 +7,9 @@ from the header, so no buffer grows), and one compiled pass (numba) undoes the f
 row filters and packs each pixel's three bytes into ``id = R + 256 G + 256^2 B``. Panoptic
 maps are piecewise constant, which the Paeth filter's common case exploits: where the row
 above is flat (``b == c``) the prediction is the left neighbour, so most of a Paeth row
-costs an add. Both steps release the GIL, so threads decode in parallel.
+costs an add. Both steps release the GIL, so threads decode in parallel. The compiled pass
+is built once into a shared library (:mod:`ibs_study.data._native`), so a new process
+decodes its first PNG without importing numba.
 
 Only the layout every panoptic tool writes takes this path (colour type 2, bit depth 8,
 no interlacing); :func:`decode_rgb8_ids` returns None for anything else and the caller
@@ -17,7 +19,7 @@ an error, never a wrong id map.
 
 from __future__ import annotations
 
-import functools
+import ctypes
 import struct
 import zlib
 from collections.abc import Callable
@@ -26,12 +28,15 @@ from dataclasses import dataclass
 import deflate
 import numpy as np
 
+from ibs_study.data import _native
+from ibs_study.errors import DataError
+
 __all__ = ["PNG_SIGNATURE", "PngHeader", "PngError", "read_png_chunks", "decode_rgb8_ids"]
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-class PngError(ValueError):
+class PngError(DataError):
     """The bytes are not a well-formed PNG (the message says what is wrong)."""
 
 
@@ -128,17 +133,20 @@ def decode_rgb8_ids(data: bytes | memoryview) -> np.ndarray | None:
             f"image data inflates to {len(filtered)} bytes, {size} expected for {width} x {height} RGB"
         )
     ids = np.empty((height, width), dtype=np.uint32)
-    bad_row = _unfilter_kernel()(np.frombuffer(filtered, dtype=np.uint8), height, width, ids)
+    rows = np.empty((2, 3 * width), dtype=np.uint8)
+    bad_row = _unfilter_kernel()(np.frombuffer(filtered, dtype=np.uint8), height, width, rows, ids)
     if bad_row >= 0:
         filter_type = filtered[bad_row * (1 + 3 * width)]
         raise PngError(f"row {bad_row} names filter type {filter_type}; PNG defines 0-4")
     return ids
 
 
-@functools.cache
-def _unfilter_kernel() -> Callable[[np.ndarray, int, int, np.ndarray], int]:
-    """The compiled unfilter-and-pack pass, imported on first use (numba compiles it once and
-    caches the machine code next to its module, so later processes only load it)."""
-    from ibs_study.data._png_kernel import unfilter_rgb8_to_ids
+_POINTER, _INT = ctypes.c_void_p, ctypes.c_int64
 
-    return unfilter_rgb8_to_ids
+
+def _unfilter_kernel() -> Callable[[np.ndarray, int, int, np.ndarray, np.ndarray], int]:
+    """The compiled unfilter-and-pack pass, ``(filtered, H, W, rows, ids) -> bad row or -1``:
+    :func:`ibs_study.data._png_kernel.unfilter_rgb8_to_ids` (see :func:`ibs_study.data._native.kernel`)."""
+    return _native.kernel(
+        "ibs_study.data._png_kernel", "unfilter_rgb8_to_ids", (_POINTER, _INT, _INT, _POINTER, _POINTER)
+    )

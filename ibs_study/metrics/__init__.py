@@ -2,10 +2,13 @@
 
 ``panoptic`` holds the panoptic evaluator (in memory and on prediction folders),
 ``instance`` COCO mask AP via pycocotools, ``io`` the readers, and ``simulate``
-simulated ground truth and predictions for tests and illustrations.
+simulated ground truth and predictions for tests and illustrations. ``instance`` (and
+pycocotools) is loaded when one of its names is first used, so scoring panoptic
+predictions imports only what it needs.
 """
 
-from ibs_study.metrics.instance import InstanceResults, evaluate_instances, read_instance_results
+import importlib
+
 from ibs_study.metrics.panoptic import (
     DEFAULT_SIZE_BOUNDS,
     DEFAULT_THRESHOLDS,
@@ -30,3 +33,11 @@ __all__ = [
     "rank_images_by_confusion",
     "read_instance_results",
 ]
+
+_INSTANCE_NAMES = ("InstanceResults", "evaluate_instances", "read_instance_results")
+
+
+def __getattr__(name: str) -> object:
+    if name in _INSTANCE_NAMES:
+        return getattr(importlib.import_module("ibs_study.metrics.instance"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,9 +7,9 @@ in the ground truth's id space) and one RGB id PNG per image.
 
 Decoding the PNGs is the slowest step of scoring, so :func:`decode_id_png` decodes the
 8-bit RGB PNGs that panoptic tools write with :mod:`ibs_study.data.png` (libdeflate and
-one compiled unfilter-and-pack pass, about 9x faster than libpng), any other PNG with libpng
-through torchvision, and :func:`prefetch` decodes ahead in threads (both decoders release
-the GIL) while the caller computes.
+one compiled unfilter-and-pack pass, about 9x faster than libpng), any other PNG with Pillow,
+and :func:`prefetch` decodes ahead in threads (the fast decoder releases the GIL) while the
+caller computes. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -23,9 +23,6 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
-import torch
-from PIL import Image
-from torchvision.io import ImageReadMode
 
 from ibs_study.data.panoptic import (
     CategoryInfo,
@@ -33,7 +30,7 @@ from ibs_study.data.panoptic import (
     PanopticAnnotations,
     PanopticFormatError,
     load_panoptic_json,
-    read_fast_id_png,
+    read_id_png,
 )
 
 logger = logging.getLogger(__name__)
@@ -44,80 +41,19 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def _libpng_decoder() -> Callable[[torch.Tensor, int, bool], torch.Tensor] | None:
-    """torchvision's libpng op behind ``torchvision.io.decode_png``, or None where it is missing.
-
-    Called directly because torchvision 0.29 deprecates its image I/O (in favour of
-    TorchCodec) with a warning on every call; without the op, Pillow decodes.
-    """
-    try:
-        import torchvision.io  # noqa: F401  (registers torch.ops.image)
-
-        return torch.ops.image.decode_png
-    except (ImportError, AttributeError, RuntimeError):
-        return None
-
-
-_DECODE_PNG = _libpng_decoder()
-
-
-def _pack_rgb(hwc: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 -> (H, W) uint32 ids: each pixel's 3 bytes plus the next byte read as one
-    little-endian uint32 through a 3-byte-stride view, the extra byte masked off."""
-    height, width = hwc.shape[:2]
-    hwc = np.ascontiguousarray(hwc)
-    n = height * width
-    ids = np.empty(n, dtype=np.uint32)
-    if n > 1:
-        overlapping = np.ndarray(shape=(n - 1,), dtype="<u4", buffer=hwc, strides=(3,))
-        np.bitwise_and(overlapping, 0xFFFFFF, out=ids[:-1])
-    if n:
-        last = hwc[-1, -1].astype(np.uint32)
-        ids[-1] = last[0] | (last[1] << 8) | (last[2] << 16)
-    return ids.reshape(height, width)
-
-
 def decode_id_png(path: str | os.PathLike) -> np.ndarray:
     """Read a panoptic PNG into an (H, W) uint32 id map, ``id = R + 256 G + 256^2 B``.
 
-    Same ids as :func:`ibs_study.data.panoptic.read_id_png` (which returns int32). 8-bit RGB
+    Same ids as :func:`ibs_study.data.panoptic.read_id_png` (which returns int32): 8-bit RGB
     PNGs without interlacing (what every panoptic tool writes) take the fast path of
-    :func:`ibs_study.data.panoptic.read_fast_id_png`; any other PNG is decoded by libpng (Pillow
-    where torchvision's libpng op is missing) and must still come out as 8-bit RGB.
-    Decoding releases the GIL, so threads decode in parallel (:func:`prefetch`).
+    :func:`ibs_study.data.panoptic.read_fast_id_png`, which releases the GIL, so threads decode
+    in parallel (:func:`prefetch`); any other PNG is decoded by Pillow and must still come out
+    as 8-bit RGB.
 
     Raises:
         PanopticFormatError: the file is missing, corrupt or not an 8-bit RGB PNG.
     """
-    path = Path(path)
-    data, ids = read_fast_id_png(path)
-    if ids is not None:
-        return ids
-    if _DECODE_PNG is None:
-        return _decode_with_pillow(path)
-    try:
-        chw = _DECODE_PNG(torch.from_numpy(data), ImageReadMode.UNCHANGED.value, False)
-    except RuntimeError as err:
-        raise PanopticFormatError(f"{path}: not a readable PNG ({err})") from err
-    if chw.dtype != torch.uint8 or chw.shape[0] != 3:
-        raise PanopticFormatError(
-            f"{path}: panoptic PNG must be 8-bit RGB (id = R + 256*G + 65536*B), "
-            f"got {chw.shape[0]} channel(s) of {chw.dtype}"
-        )
-    return _pack_rgb(chw.permute(1, 2, 0).numpy())  # libpng's interleaved (H, W, 3) output
-
-
-def _decode_with_pillow(path: Path) -> np.ndarray:
-    try:
-        png = Image.open(path)
-    except OSError as err:
-        raise PanopticFormatError(f"{path}: not a readable PNG ({err})") from err
-    with png:
-        if png.mode != "RGB":
-            raise PanopticFormatError(
-                f"{path}: panoptic PNG must be 8-bit RGB (id = R + 256*G + 65536*B), got mode {png.mode!r}"
-            )
-        return _pack_rgb(np.asarray(png))
+    return read_id_png(path).view(np.uint32)  # ids < 2^24: the same bits
 
 
 def load_prediction_json(path: str | os.PathLike, categories: dict[int, CategoryInfo]) -> PanopticAnnotations:

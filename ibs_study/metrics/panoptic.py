@@ -63,17 +63,17 @@ size S / M / L. Size bounds are fractions of the image area; the default is COCO
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import sys
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
 from ibs_study.data.datasets import DatasetMeta
 from ibs_study.data.panoptic import (
@@ -109,6 +109,7 @@ __all__ = [
     "PanopticEvaluator",
     "summarize_stat",
     "evaluate_panoptic_folders",
+    "default_workers",
     "rank_images_by_confusion",
     "format_results",
     "write_confusion_csv",
@@ -122,7 +123,16 @@ SIZE_NAMES = ("S", "M", "L")
 GT_THING_PIXEL_FATES = ("matched", "unmatched_own", "other_instance", "stuff", "unlabelled")
 PRED_THING_PIXEL_FATES = ("matched", "unmatched_own", "other_instance", "stuff")
 
-IdMap = np.ndarray | torch.Tensor
+if TYPE_CHECKING:  # torch is imported only by callers that pass tensors
+    import torch
+
+    IdMap = np.ndarray | torch.Tensor
+
+
+def _is_tensor(value: object) -> bool:
+    """Whether ``value`` is a torch tensor (without importing torch: none exists before it is imported)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
 
 
 # ----------------------------------------------------------------------------- overlap table
@@ -161,6 +171,8 @@ def _runs_numpy(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 def _runs_torch(gt: torch.Tensor, pred: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`_runs_numpy` with torch ops on the tensors' device; returns numpy arrays."""
+    import torch
+
     width = gt.shape[1]
     g = gt.reshape(-1)
     p = pred.reshape(-1)
@@ -177,8 +189,8 @@ def _as_id_map(id_map: IdMap, what: str, image_id: str | int) -> IdMap:
         raise PanopticFormatError(
             f"{what} (image id {image_id!r}): expected a non-empty (H, W) id map, got {tuple(id_map.shape)}"
         )
-    if isinstance(id_map, torch.Tensor):
-        if id_map.dtype.is_floating_point or id_map.dtype == torch.bool:
+    if _is_tensor(id_map):
+        if id_map.dtype.is_floating_point or id_map.dtype == sys.modules["torch"].bool:
             raise PanopticFormatError(
                 f"{what} (image id {image_id!r}): id map must hold integers, got {id_map.dtype}"
             )
@@ -267,8 +279,10 @@ def overlap_table(
             f"the ground truth's {tuple(gt_id_map.shape)} ({gt_source})"
         )
     height, width = (int(v) for v in gt_id_map.shape)
-    if isinstance(gt_id_map, torch.Tensor) or isinstance(pred_id_map, torch.Tensor):
-        device = gt_id_map.device if isinstance(gt_id_map, torch.Tensor) else pred_id_map.device
+    if _is_tensor(gt_id_map) or _is_tensor(pred_id_map):
+        import torch
+
+        device = gt_id_map.device if _is_tensor(gt_id_map) else pred_id_map.device
         starts, run_gt, run_pred = _runs_torch(
             torch.as_tensor(gt_id_map, device=device), torch.as_tensor(pred_id_map, device=device)
         )
@@ -616,6 +630,23 @@ class PanopticEvaluator:
         """
         if image_id is None:
             image_id = self._next_image
+        self._add(
+            *self._count(gt_id_map, gt_segments, pred_id_map, pred_segments, image_id, gt_source, pred_source)
+        )
+        self._next_image += 1
+
+    def _count(
+        self,
+        gt_id_map: IdMap,
+        gt_segments: Sequence[Segment],
+        pred_id_map: IdMap,
+        pred_segments: Sequence[Segment],
+        image_id: str | int,
+        gt_source: str | os.PathLike,
+        pred_source: str | os.PathLike,
+    ) -> tuple[OverlapTable, Sequence[Segment], np.ndarray, Sequence[Segment], np.ndarray, str | int]:
+        """The per-pixel part of :meth:`process` (changes nothing, so threads may run it): the
+        arguments of :meth:`_add`."""
         gt_category = self._category_index(gt_segments, gt_source, image_id)
         pred_category = self._category_index(pred_segments, pred_source, image_id)
         table = overlap_table(
@@ -628,8 +659,7 @@ class PanopticEvaluator:
             pred_source=pred_source,
             check_gt_area=self.check_gt_area,
         )
-        self._add(table, gt_segments, gt_category, pred_segments, pred_category, image_id)
-        self._next_image += 1
+        return table, gt_segments, gt_category, pred_segments, pred_category, image_id
 
     def _add(
         self,
@@ -859,54 +889,29 @@ def summarize_stat(
 # ----------------------------------------------------------------------------- folders
 
 
-@dataclass(frozen=True)
-class _FolderJob:
-    """What a worker needs to score a list of image pairs from disk."""
-
-    categories: tuple[CategoryInfo, ...]
-    thresholds: tuple[float, ...]
-    size_bounds: tuple[float, float]
-    gt_dir: Path
-    pred_dir: Path
-    decode_threads: int
+def default_workers() -> int:
+    """The number of scoring threads when none is asked for: one per CPU core this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _read_pair(
-    job: _FolderJob, pair: tuple[ImageRecord, ImageRecord | None]
-) -> tuple[np.ndarray, np.ndarray | None]:
+def _count_pair(
+    evaluator: PanopticEvaluator, gt_dir: Path, pred_dir: Path, pair: tuple[ImageRecord, ImageRecord | None]
+) -> tuple:
+    """Decode one image pair and count its overlaps: the arguments of ``evaluator._add``."""
     gt_record, pred_record = pair
-    gt_map = decode_id_png(job.gt_dir / gt_record.png_name)
-    pred_map = None if pred_record is None else decode_id_png(job.pred_dir / pred_record.png_name)
-    return gt_map, pred_map
-
-
-def _score_pairs(
-    job: _FolderJob, pairs: Sequence[tuple[ImageRecord, ImageRecord | None]], progress: tqdm | None = None
-) -> tuple[PanopticStat, list[ConfusionRecord]]:
-    evaluator = PanopticEvaluator(
-        {c.id: c for c in job.categories},
-        thresholds=job.thresholds,
-        size_bounds=job.size_bounds,
-        check_gt_area=True,
-    )
-    decoded = prefetch(lambda pair: _read_pair(job, pair), pairs, threads=job.decode_threads)
-    for (gt_record, pred_record), (gt_map, pred_map) in zip(pairs, decoded):
+    gt_source = gt_dir / gt_record.png_name
+    try:
+        gt_map = decode_id_png(gt_source)
         if pred_record is None:  # missing prediction, allowed by the caller: all false negatives
             pred_map, pred_segments, pred_source = np.zeros_like(gt_map), [], "(no prediction)"
         else:
-            pred_segments, pred_source = pred_record.segments, job.pred_dir / pred_record.png_name
-        evaluator.process(
-            gt_map,
-            gt_record.segments,
-            pred_map,
-            pred_segments,
-            gt_record.image_id,
-            gt_source=job.gt_dir / gt_record.png_name,
-            pred_source=pred_source,
-        )
-        if progress is not None:
-            progress.update(1)
-    return evaluator.stat, evaluator.records
+            pred_source = pred_dir / pred_record.png_name
+            pred_map, pred_segments = decode_id_png(pred_source), pred_record.segments
+    except PanopticFormatError as err:
+        raise PanopticFormatError(f"image id {gt_record.image_id!r}: {err}") from err
+    return evaluator._count(
+        gt_map, gt_record.segments, pred_map, pred_segments, gt_record.image_id, gt_source, pred_source
+    )
 
 
 def evaluate_panoptic_folders(
@@ -915,11 +920,10 @@ def evaluate_panoptic_folders(
     pred_json: str | os.PathLike,
     pred_dir: str | os.PathLike,
     *,
-    workers: int = 1,
+    workers: int | None = None,
     allow_missing: bool = False,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     size_bounds: tuple[float, float] = DEFAULT_SIZE_BOUNDS,
-    decode_threads: int = 2,
     progress: bool = False,
 ) -> tuple[dict, list[ConfusionRecord]]:
     """Score a folder of COCO-panoptic predictions against COCO-panoptic ground truth.
@@ -928,11 +932,12 @@ def evaluate_panoptic_folders(
         gt_json, gt_dir: the GT JSON and its folder of id PNGs.
         pred_json, pred_dir: the prediction JSON (``annotations`` in COCO-panoptic form;
             ``images``/``categories`` optional; category ids in the GT's id space) and PNGs.
-        workers: processes; each scores a contiguous share of the images.
+        workers: threads that decode image pairs and count their overlaps (the decoder and
+            the per-pixel numpy work release the GIL) while this thread adds up the images;
+            default :func:`default_workers`.
         allow_missing: score GT images without prediction as all false negatives (their
             number is in the result as ``num_missing``); an error otherwise.
         thresholds, size_bounds: confusion-curve settings (see the module docstring).
-        decode_threads: PNG-decoding threads per process.
         progress: show a tqdm bar.
 
     Returns:
@@ -947,6 +952,7 @@ def evaluate_panoptic_folders(
             a PNG but not in the JSON or the reverse, a GT area that differs from its PNG, a
             prediction whose size differs from the GT.
     """
+    workers = default_workers() if workers is None else workers
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     start = time.perf_counter()
@@ -962,27 +968,19 @@ def evaluate_panoptic_folders(
         logger.warning(
             "%d ground-truth image(s) have no prediction and count as all false negatives", num_missing
         )
-    evaluator = PanopticEvaluator(gt.categories, thresholds=thresholds, size_bounds=size_bounds)
-    job = _FolderJob(
-        categories=tuple(evaluator.categories),
-        thresholds=tuple(float(t) for t in evaluator.thresholds),
-        size_bounds=evaluator.size_bounds,
-        gt_dir=gt_dir,
-        pred_dir=pred_dir,
-        decode_threads=decode_threads,
+    evaluator = PanopticEvaluator(
+        gt.categories, thresholds=thresholds, size_bounds=size_bounds, check_gt_area=True
     )
-    with tqdm(total=len(pairs), desc="scoring", unit="img", disable=not progress) as bar:
-        if workers == 1:
-            evaluator.accumulate(*_score_pairs(job, pairs, bar))
-        else:
-            # Contiguous shares keep the records in GT order; several shares per worker
-            # keep the progress bar moving and the load balanced.
-            shares = np.array_split(np.arange(len(pairs)), min(len(pairs), 4 * workers))
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(_score_pairs, job, [pairs[i] for i in share]) for share in shares]
-                for future, share in zip(futures, shares):
-                    evaluator.accumulate(*future.result())
-                    bar.update(len(share))
+    counted = prefetch(
+        functools.partial(_count_pair, evaluator, gt_dir, pred_dir), pairs, threads=workers, depth=2 * workers
+    )
+    if progress:  # tqdm is imported only for the bar (it costs more than scoring a few images)
+        from tqdm.auto import tqdm
+
+        counted = tqdm(counted, total=len(pairs), desc="scoring", unit="img")
+    for image in counted:
+        evaluator._add(*image)
+        evaluator._next_image += 1
     results = evaluator.summarize()
     results["num_missing"] = num_missing
     total = time.perf_counter() - start

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import io
+import json
+import os
 import struct
+import subprocess
+import sys
 import zlib
 
 import numpy as np
 import pytest
 import torch
+import torchvision.io  # noqa: F401  (registers torch.ops.image: libpng, the reference decoder)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -138,7 +143,7 @@ def test_pillow_and_write_id_png_files_decode_like_pillow(tmp_path):
     np.testing.assert_array_equal(decode_id_png(tmp_path / "ids.png"), ids)
 
 
-def test_other_png_layouts_fall_back_to_libpng(tmp_path):
+def test_other_png_layouts_fall_back_to_pillow(tmp_path):
     rng = np.random.default_rng(1)
     rgb = _panoptic_like(rng, 19, 23, noise=0.1)
     interlaced = encode_png(rgb, [0, 1, 2, 3, 4], interlace=True)
@@ -219,3 +224,58 @@ def test_read_id_png_uses_the_fast_path_and_keeps_its_contract(tmp_path):
         read_id_png(tmp_path / "corrupt.png")
     with pytest.raises(PanopticFormatError, match="missing.png: panoptic PNG not found"):
         read_id_png(tmp_path / "missing.png")
+
+
+# --------------------------------------------------------------------------- the compiled kernel between processes
+
+# argv: PNG path. Decodes it once in a fresh process; reports how long the first decode took,
+# whether numba was imported, and numba's cache statistics of the kernel if numba ran it.
+_FIRST_DECODE = """
+import json, sys, time
+import numpy as np
+from ibs_study.data.png import decode_rgb8_ids
+data = np.fromfile(sys.argv[1], dtype=np.uint8)
+start = time.perf_counter()
+ids = decode_rgb8_ids(data)
+seconds = time.perf_counter() - start
+stats = None
+if "numba" in sys.modules and "ibs_study.data._png_kernel" in sys.modules:
+    kernel = sys.modules["ibs_study.data._png_kernel"].unfilter_rgb8_to_ids
+    stats = {"hits": sum(kernel.stats.cache_hits.values()), "misses": sum(kernel.stats.cache_misses.values())}
+print(json.dumps({"seconds": seconds, "numba": "numba" in sys.modules, "stats": stats, "sum": int(ids.sum())}))
+"""
+
+
+def _first_decode(path, cache_dir, *, compiler: bool = True) -> dict:
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache_dir)}
+    if not compiler:  # no C compiler on the PATH, and none named
+        env |= {"PATH": "/nonexistent", "CC": ""}
+    run = subprocess.run(
+        [sys.executable, "-c", _FIRST_DECODE, str(path)], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout.splitlines()[-1])
+
+
+def test_a_fresh_process_loads_the_kernel_from_the_cache(tmp_path):
+    """The first process compiles the kernel into the cache; the next one loads it, without numba,
+    and its first decode is a small fraction of a cold compile."""
+    rgb = _panoptic_like(np.random.default_rng(4), 256, 512, noise=0.001)
+    Image.fromarray(rgb, mode="RGB").save(tmp_path / "ids.png")
+    cold = _first_decode(tmp_path / "ids.png", tmp_path / "cache")
+    assert cold["numba"] and len(list((tmp_path / "cache").rglob("_png_kernel.*.so"))) == 1
+    warm = _first_decode(tmp_path / "ids.png", tmp_path / "cache")
+    assert not warm["numba"], "the second process compiled the kernel again"
+    assert warm["seconds"] < cold["seconds"] / 10, (warm, cold)
+    assert warm["sum"] == cold["sum"] == int(rgb_to_id(rgb).astype(np.int64).sum())
+
+
+def test_without_a_c_compiler_numba_caches_the_kernel_between_processes(tmp_path):
+    rgb = _panoptic_like(np.random.default_rng(5), 64, 96, noise=0.01)
+    Image.fromarray(rgb, mode="RGB").save(tmp_path / "ids.png")
+    cold = _first_decode(tmp_path / "ids.png", tmp_path / "cache", compiler=False)
+    warm = _first_decode(tmp_path / "ids.png", tmp_path / "cache", compiler=False)
+    assert not list((tmp_path / "cache").rglob("*.so"))
+    assert cold["stats"] == {"hits": 0, "misses": 1}
+    assert warm["stats"] == {"hits": 1, "misses": 0}, "numba compiled the kernel again"
+    assert warm["sum"] == cold["sum"] == int(rgb_to_id(rgb).astype(np.int64).sum())

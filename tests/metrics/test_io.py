@@ -1,4 +1,4 @@
-"""Readers of the metrics: fast PNG decoding (libpng and Pillow paths) and threaded prefetching."""
+"""Readers of the metrics: PNG decoding (fast path and Pillow) and threaded prefetching."""
 
 from __future__ import annotations
 
@@ -8,19 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from ibs_study.data.panoptic import MAX_SEGMENT_ID, PanopticFormatError, read_id_png, write_id_png
-from ibs_study.metrics import io as metrics_io
+from ibs_study.data.panoptic import MAX_SEGMENT_ID, PanopticFormatError, rgb_to_id, write_id_png
 from ibs_study.metrics.io import decode_id_png, prefetch
-
-
-@pytest.fixture(params=["libpng", "pillow"])
-def decoder(request, monkeypatch):
-    """decode_id_png through torchvision's libpng op, or through the Pillow fallback."""
-    if request.param == "pillow":
-        monkeypatch.setattr(metrics_io, "_DECODE_PNG", None)
-    else:
-        assert metrics_io._DECODE_PNG is not None
-    return decode_id_png
 
 
 @settings(max_examples=20, deadline=None)
@@ -29,37 +18,29 @@ def decoder(request, monkeypatch):
     width=st.integers(1, 23),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_decode_equals_read_id_png(tmp_path_factory, height, width, seed):
+def test_decode_equals_pillow_and_the_written_ids(tmp_path_factory, height, width, seed):
     rng = np.random.default_rng(seed)
     ids = rng.choice([0, 1, 255, 256, 65535, 65536, 70001, MAX_SEGMENT_ID], size=(height, width))
     path = tmp_path_factory.mktemp("png") / "ids.png"
     write_id_png(path, ids)
-    expected = read_id_png(path)
-    for fallback in (False, True):
-        original = metrics_io._DECODE_PNG
-        try:
-            if fallback:
-                metrics_io._DECODE_PNG = None
-            decoded = decode_id_png(path)
-        finally:
-            metrics_io._DECODE_PNG = original
-        assert decoded.dtype == np.uint32 and decoded.shape == (height, width)
-        np.testing.assert_array_equal(decoded, expected)
-        np.testing.assert_array_equal(decoded, ids)
+    decoded = decode_id_png(path)
+    assert decoded.dtype == np.uint32 and decoded.shape == (height, width)
+    np.testing.assert_array_equal(decoded, ids)
+    np.testing.assert_array_equal(decoded, rgb_to_id(np.asarray(Image.open(path))))
 
 
-def test_decode_rejects_non_rgb(tmp_path, decoder):
+def test_decode_rejects_non_rgb(tmp_path):
     Image.fromarray(np.zeros((4, 4), dtype=np.uint8), mode="L").save(tmp_path / "gray.png")
     with pytest.raises(PanopticFormatError, match="gray.png: panoptic PNG must be 8-bit RGB"):
-        decoder(tmp_path / "gray.png")
+        decode_id_png(tmp_path / "gray.png")
     Image.fromarray(np.zeros((4, 4, 4), dtype=np.uint8), mode="RGBA").save(tmp_path / "rgba.png")
     with pytest.raises(PanopticFormatError, match="rgba.png: panoptic PNG must be 8-bit RGB"):
-        decoder(tmp_path / "rgba.png")
+        decode_id_png(tmp_path / "rgba.png")
     with pytest.raises(PanopticFormatError, match="missing.png: panoptic PNG not found"):
-        decoder(tmp_path / "missing.png")
+        decode_id_png(tmp_path / "missing.png")
     (tmp_path / "broken.png").write_bytes(b"not a png")
     with pytest.raises(PanopticFormatError, match="broken.png: not a readable PNG"):
-        decoder(tmp_path / "broken.png")
+        decode_id_png(tmp_path / "broken.png")
 
 
 def test_prefetch_keeps_order_and_raises_at_the_failing_item():

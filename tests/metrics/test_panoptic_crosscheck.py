@@ -341,3 +341,25 @@ def test_invariant_to_segment_ids_and_order(seed):
         assert shuffled[key] == pytest.approx(reference[key], abs=1e-12)
     assert shuffled["pixels"] == reference["pixels"]
     assert shuffled["confusion_curve"] == reference["confusion_curve"]
+
+
+# The scores of the random split as the evaluator gave them before threads replaced worker
+# processes and the PNG kernel became a cached library (7c6788a): scoring must not change them.
+EXPECTED_RANDOM_SPLIT = {
+    "all": {"pq": 0.717479147066376, "sq": 0.9051450041152784, "rq": 0.7787351422183201, "n": 19},
+    "things": {"pq": 0.41548769556221454, "sq": 0.8468125884569602, "rq": 0.4896614039449807, "n": 8},
+    "stuff": {"pq": 0.9371092936148572, "sq": 0.9475685791395101, "rq": 0.9889705882352942, "n": 11},
+    "acc_th": 0.5121769098219414,
+    "prec_th": 0.5819356522874111,
+}
+EXPECTED_CONFUSED = [80, 65, 59, 47, 43, 39, 34, 31, 29, 25, 24, 23, 23, 20, 20, 17, 15, 14, 14]  # of 335
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_scores_are_those_of_the_earlier_evaluator(random_split, workers):
+    paths, _ = random_split
+    results, records = evaluate_panoptic_folders(*paths, workers=workers)
+    assert {key: results[key] for key in EXPECTED_RANDOM_SPLIT} == EXPECTED_RANDOM_SPLIT
+    curve = results["confusion_curve"]
+    assert curve["num_predictions"] == len(records) == 335
+    assert curve["ratio"] == [count / 335 for count in EXPECTED_CONFUSED]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ import pytest
 
 from ibs_study.cli import main
 from ibs_study.data.datasets import CITYSCAPES_META
+from ibs_study.data.panoptic import write_id_png
 from ibs_study.metrics.panoptic import DEFAULT_THRESHOLDS
 from ibs_study.metrics.simulate import perturb_prediction, street_scene
 
@@ -118,3 +121,80 @@ def test_score_as_a_command(folders, tmp_path):
     )
     assert run.returncode == 0, run.stderr
     assert "Things" in run.stdout and json.loads(out_json.read_text())["num_images"] == 4
+
+
+def _drop_png(pred_json: Path, pred_dir: Path) -> None:
+    (pred_dir / "1.png").unlink()
+
+
+def _non_utf8_json(pred_json: Path, pred_dir: Path) -> None:
+    pred_json.write_bytes(b'{"annotations": ["\xff\xfe caf\xe9"]}')
+
+
+def _truncated_json(pred_json: Path, pred_dir: Path) -> None:
+    pred_json.write_text(pred_json.read_text()[:-20])
+
+
+def _edit_annotation(image_id: str, **changes) -> Callable[[Path, Path], None]:
+    def edit(pred_json: Path, pred_dir: Path) -> None:
+        data = json.loads(pred_json.read_text())
+        annotation = next(a for a in data["annotations"] if a["image_id"] == image_id)
+        for key, change in changes.items():
+            annotation[key] = change(annotation[key])
+        pred_json.write_text(json.dumps(data))
+
+    return edit
+
+
+def _garbage_png(pred_json: Path, pred_dir: Path) -> None:
+    data = (pred_dir / "0.png").read_bytes()
+    (pred_dir / "0.png").write_bytes(data[: len(data) // 2])  # truncated inside its image data
+
+
+def _small_png(pred_json: Path, pred_dir: Path) -> None:
+    write_id_png(pred_dir / "2.png", np.zeros((24, 48), dtype=np.int64))
+
+
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        (_drop_png, r"png/1\.png: prediction PNG for image id 'img1' not found"),
+        (_non_utf8_json, r"panoptic\.json: not valid JSON"),
+        (_truncated_json, r"panoptic\.json: not valid JSON"),
+        (
+            _edit_annotation("img2", segments_info=lambda _: None),
+            r"panoptic\.json: image id 'img2': segments_info must be a list of segments, got NoneType",
+        ),
+        (
+            _edit_annotation("img1", segments_info=lambda s: [*s[:1], {"id": "x", "category_id": 26}]),
+            r"panoptic\.json: image id 'img1': segment id must be an integer, got 'x'",
+        ),
+        (_garbage_png, r"image id 'img0': .*png/0\.png: not a readable PNG \(truncated"),
+        (
+            _edit_annotation("img3", segments_info=lambda s: [*s, {"id": 999, "category_id": 26}]),
+            r"png/3\.png \(image id 'img3'\): segment id 999 is listed in the JSON but absent from the PNG",
+        ),
+        (
+            _small_png,
+            r"png/2\.png \(image id 'img2'\): size \(24, 48\) \(H, W\) differs from the ground truth's",
+        ),
+    ],
+)
+def test_bad_predictions_are_one_line_errors(folders, capsys, damage, expected):
+    damage(Path(folders[5]), Path(folders[7]))
+    assert main(["score", *folders, "--workers", "2"]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ibs-study score: error: "), captured.err
+    assert re.search(expected, lines[0]), lines[0]
+    assert captured.out == ""
+
+
+def test_a_bad_prediction_png_exits_2_without_traceback(folders):
+    _garbage_png(Path(folders[5]), Path(folders[7]))
+    run = subprocess.run(
+        [sys.executable, "-m", "ibs_study", "score", *folders], capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 2
+    assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr, run.stderr
+    assert "image id 'img0'" in run.stderr and "0.png: not a readable PNG" in run.stderr
