@@ -133,9 +133,9 @@ def remove_temp_files(folder: str | os.PathLike, name: str | None = None) -> lis
             continue
         if name is not None and not path.name.lstrip(".").startswith(f"{name}."):
             continue
-        name = path.name[: -len(TEMP_SUFFIX)]
-        if path.is_dir() and name.startswith(".") and name.endswith(".old"):
-            original = folder / name[1:].rsplit(".", 2)[0]
+        stem = path.name[: -len(TEMP_SUFFIX)]
+        if path.is_dir() and stem.startswith(".") and stem.endswith(".old"):
+            original = folder / stem[1:].rsplit(".", 2)[0]
             if not original.exists():
                 os.replace(path, original)
                 continue

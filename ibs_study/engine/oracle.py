@@ -28,7 +28,6 @@ in no GT thing.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -39,8 +38,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ibs_study.atomic import write_json_atomic
 from ibs_study.data.batch import target_from_sample
 from ibs_study.data.datasets import PanopticDataset
+from ibs_study.engine.run_dir import run_lock
 
 logger = logging.getLogger(__name__)
 
@@ -179,21 +180,22 @@ def oracle_confusion_run(
     to the config's ``eval.max_images``, as ``ibs-study evaluate``."""
     from ibs_study.engine.evaluate import open_trained_run
 
-    run = open_trained_run(run_dir, checkpoint=checkpoint, data_root=data_root, split=split, device=device)
-    result = oracle_confusion(
-        run.model,
-        run.dataset,
-        min_pixels=run.cfg.data.min_pixels,
-        max_images=max_images if max_images is not None else run.cfg.eval.max_images,
-        progress=progress,
-    )
-    result["checkpoint"] = str(run.checkpoint)
-    result["split"] = run.split
-    folder = Path(out_dir) if out_dir is not None else run.default_out
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / ORACLE_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp, path)
+    with run_lock(run_dir):
+        run = open_trained_run(
+            run_dir, checkpoint=checkpoint, data_root=data_root, split=split, device=device
+        )
+        result = oracle_confusion(
+            run.model,
+            run.dataset,
+            min_pixels=run.cfg.data.min_pixels,
+            max_images=max_images if max_images is not None else run.cfg.eval.max_images,
+            progress=progress,
+        )
+        result["checkpoint"] = str(run.checkpoint)
+        result["split"] = run.split
+        folder = Path(out_dir) if out_dir is not None else run.default_out
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / ORACLE_FILE
+        write_json_atomic(path, result, indent=1)
     logger.info("oracle confusion of %s written to %s", run_dir, path)
     return result
