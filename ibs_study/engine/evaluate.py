@@ -546,8 +546,8 @@ def evaluate_run(
         other = _other_source(run_dir, cfg, checkpoint, data_root, split)
         if other and (target / "metrics.json").is_file():
             raise RunDirError(
-                f"{target} holds an evaluation of the run as trained; evaluating {other} would replace "
-                "it: pass --out FOLDER to write this evaluation elsewhere, or --force to replace it"
+                f"{target} holds an earlier evaluation of this run; evaluating {other} (not the run's "
+                "own) would replace it: pass --out FOLDER to write it elsewhere, or --force to replace it"
             )
     with run_lock(run_dir):
         remove_temp_files(run_dir)

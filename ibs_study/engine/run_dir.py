@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import json
 import logging
@@ -91,7 +92,9 @@ def run_lock(run_dir: str | os.PathLike) -> Iterator[None]:
         raise RunDirError(f"{run_dir}: no such run directory")
     try:
         handle = open(key / LOCK_FILE, "a+")
-    except PermissionError:  # a read-only run directory: nothing can be written into it either
+    except OSError as err:  # a read-only run directory: nothing can be written into it either
+        if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
         logger.warning("%s is read-only: not locked", run_dir)
         yield
         return

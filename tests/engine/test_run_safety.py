@@ -256,12 +256,15 @@ def test_evaluation_records_its_source_and_another_source_needs_out_or_force(dat
     before = _files(trained / "eval_val")
     older = trained / "checkpoints" / "step_00000002.pt"
     with pytest.raises(
-        RunDirError, match=r"eval_val holds an evaluation .* checkpoint .*--out FOLDER .*--force"
+        RunDirError,
+        match=r"eval_val holds an earlier evaluation of this run; evaluating checkpoint .*--out FOLDER .*--force",
     ):
         evaluate_run(trained, checkpoint=older, max_images=2, progress=False)
     copy = tmp_path / "copy"
     shutil.copytree(data_root, copy)
-    with pytest.raises(RunDirError, match=r"evaluating data root .*copy would replace it"):
+    with pytest.raises(
+        RunDirError, match=r"evaluating data root .*copy \(not the run's own\) would replace it"
+    ):
         evaluate_run(trained, data_root=copy, max_images=2, progress=False)
     assert _files(trained / "eval_val") == before
     # the run's own checkpoint named explicitly is the run's own evaluation
