@@ -289,8 +289,8 @@ def prepare_run_dir(
 
 
 class RunStart:
-    """A start of training in a run directory (:func:`open_run_dir`); :meth:`commit` marks the
-    first optimiser step done, after which the run's files stay whatever happens."""
+    """A start of training in a run directory (:func:`open_run_dir`); :meth:`commit` marks its
+    first checkpoint written, after which the run's files stay whatever happens (for --resume)."""
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
@@ -311,10 +311,12 @@ def open_run_dir(
 ) -> Iterator[RunStart]:
     """Lock ``run_dir`` (:func:`run_lock`) and prepare it (:func:`prepare_run_dir`) for the block.
 
-    A start that ends with an exception before :meth:`RunStart.commit` (a failure before the
-    first optimiser step) leaves the directory as it found it, so the same command can run again:
-    a new run removes what it wrote (and the directory, if it made it); a resume restores its
-    ``config.yaml`` and ``environment.json``.
+    A start that ends with an exception before :meth:`RunStart.commit` (a failure before this
+    start wrote a checkpoint, e.g. in the model build or at a non-finite first loss: nothing to
+    resume from) leaves the directory as it found it, so the same command can run again: a new
+    run removes what it wrote (and the directory, if it made it); a resume restores its
+    ``config.yaml`` and ``environment.json`` (its log records past the checkpoint are rolled back
+    by the next resume, as after a kill).
 
     Raises:
         RunDirError: as :func:`prepare_run_dir`; or another process holds the lock.
@@ -338,6 +340,12 @@ def open_run_dir(
                 elif not start.committed and was_empty and not created:
                     for path in _run_entries(run_dir):
                         shutil.rmtree(path) if path.is_dir() else path.unlink()
+                if not start.committed and (resume or was_empty):
+                    logger.warning(
+                        "%s: the start failed before writing a checkpoint; the folder is as it was, "
+                        "so the same command can run again",
+                        run_dir,
+                    )
                 raise
     except BaseException:
         if created and not start.committed:

@@ -14,8 +14,8 @@ Recipe of :func:`train`:
 
 A loss that is NaN or infinite stops the run with :class:`FloatingPointError` naming the
 step and the term; the last checkpoint on disk is the last good state. A start that fails
-before its first optimiser step leaves the run directory as it found it
-(:func:`~ibs_study.engine.run_dir.open_run_dir`), so the same command can run again.
+before it has written a checkpoint (nothing to resume from) leaves the run directory as it found
+it (:func:`~ibs_study.engine.run_dir.open_run_dir`), so the same command can run again.
 """
 
 from __future__ import annotations
@@ -402,8 +402,6 @@ def train(
                     step,
                     step_generator(cfg.seed, info.rank, step),
                 )
-                if start is not None:
-                    start.commit()  # from here on the run's files stay, for --resume
                 scheduler.step()
                 step += 1
                 bar.update(1)
@@ -416,6 +414,7 @@ def train(
                 if info.is_main and (step % cfg.train.checkpoint_every == 0 or step == cfg.train.max_steps):
                     state = _checkpoint_state(model, optimizer, scheduler, scaler, cfg, step)
                     last_checkpoint = save_checkpoint(state, run_dir / "checkpoints", step)
+                    start.commit()  # from here on the run's files stay, for --resume
             bar.close()
             barrier(info)
             return TrainResult(run_dir, step, last_checkpoint, time.perf_counter() - started, info.is_main)

@@ -153,28 +153,56 @@ def _failing_build(cfg, meta):
     raise RuntimeError("model build failed")
 
 
+def _nan_at_step_1(build):
+    """``build_model`` whose model's loss is NaN at its second step (after one optimiser step)."""
+
+    def build_nan(cfg, meta):
+        model, calls = build(cfg, meta), []
+        forward = model.forward
+
+        def forward_nan(images, targets):
+            out = forward(images, targets)
+            calls.append(1)
+            if len(calls) == 2:
+                out.losses["loss_seg_th"] = out.losses["loss_seg_th"] * float("nan")
+            return out
+
+        model.forward = forward_nan
+        return model
+
+    return build_nan
+
+
+@pytest.mark.parametrize("failure", ["model build", "NaN at step 1"])
 @pytest.mark.parametrize("existing", [False, True])
-def test_a_start_that_fails_before_the_first_step_can_be_run_again(
-    data_root, tmp_path, monkeypatch, existing
+def test_a_start_that_fails_before_its_first_checkpoint_can_be_run_again(
+    data_root, tmp_path, monkeypatch, existing, failure
 ):
     import ibs_study.engine.train as engine
 
     run = tmp_path / "run"
     if existing:
         run.mkdir()
-    cfg = _cfg(data_root, "train.max_steps=2")
-    monkeypatch.setattr(engine, "build_model", _failing_build)
-    with pytest.raises(RuntimeError, match="model build failed"):
-        train(cfg, run, progress=False)
+    cfg = _cfg(data_root, "train.max_steps=3", "train.checkpoint_every=3")
+    if failure == "model build":
+        monkeypatch.setattr(engine, "build_model", _failing_build)
+        with pytest.raises(RuntimeError, match="model build failed"):
+            train(cfg, run, progress=False)
+    else:
+        monkeypatch.setattr(engine, "build_model", _nan_at_step_1(engine.build_model))
+        with pytest.raises(FloatingPointError, match="step 1: non-finite"):
+            train(cfg, run, progress=False)
     if existing:  # as it was: empty (the lock file aside)
         assert [p.name for p in run.iterdir() if p.name != LOCK_FILE] == []
     else:
         assert not run.exists()
     monkeypatch.undo()
-    assert train(cfg, run, progress=False).steps == 2
+    assert train(cfg, run, progress=False).steps == 3
 
 
-def test_a_resume_that_fails_before_the_first_step_restores_its_records(data_root, trained, monkeypatch):
+def test_a_resume_that_fails_before_its_first_checkpoint_restores_its_records(
+    data_root, trained, monkeypatch
+):
     import ibs_study.engine.train as engine
 
     before = {name: (trained / name).read_bytes() for name in ("config.yaml", "environment.json")}
