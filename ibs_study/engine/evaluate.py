@@ -50,7 +50,7 @@ from ibs_study.engine.data import open_split
 from ibs_study.engine.distributed import DistInfo, resolve_device
 from ibs_study.engine.run_dir import RunDirError, read_run_config, run_lock
 from ibs_study.engine.train import set_threads
-from ibs_study.errors import ConfigError, DataError
+from ibs_study.errors import CheckpointError, ConfigError, DataError
 from ibs_study.metrics.instance import evaluate_instances, read_instance_results
 from ibs_study.metrics.io import decode_id_png, load_prediction_json
 from ibs_study.metrics.panoptic import PanopticEvaluator, format_results
@@ -144,7 +144,10 @@ def _trained_model(
         model.load_state_dict(state["model"])
     except RuntimeError as err:
         if not overrides:
-            raise
+            raise CheckpointError(
+                f"{path}: its weights do not fit the model of {run_dir}/config.yaml (a checkpoint of another "
+                f"run?); pass one of this run's checkpoints ({str(err).splitlines()[0]})"
+            ) from None
         raise ConfigError(
             f"{path}: the weights do not fit the model built with {list(overrides)}; those keys change "
             f"its parameters, not only how it predicts ({str(err).splitlines()[0]})"
@@ -442,8 +445,14 @@ def _rescore(
         raise RunDirError(
             f"{metrics_path} not found: nothing to rescore; run `ibs-study evaluate {run_dir}` first"
         )
-    previous = json.loads(metrics_path.read_text())
-    count = int(previous["num_images"])
+    try:
+        previous = json.loads(metrics_path.read_bytes().decode("utf-8"))
+        count = int(previous["num_images"])
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise RunDirError(
+            f"{metrics_path}: not an evaluation's metrics ({type(err).__name__}: {err}); evaluate again "
+            "instead of rescoring"
+        ) from None
     indices = tqdm(range(count), desc=f"rescoring {out}", disable=not progress)
     if cfg.eval.task == "panoptic":
         evaluator = _panoptic_evaluator(dataset, cfg.eval.confusion_thresholds)

@@ -94,14 +94,18 @@ def read_metrics(run_dir: str | os.PathLike, split: str | None = None) -> dict:
     """The ``metrics.json`` an evaluation wrote for ``run_dir``.
 
     Raises:
-        RunDirError: there is none (the run is missing, or was not evaluated).
+        RunDirError: there is none (the run is missing, or was not evaluated), or it is damaged.
     """
     path = _eval_dir(Path(run_dir), split) / "metrics.json"
     if not path.is_file():
         what = "no such run directory" if not Path(run_dir).is_dir() else "not evaluated yet"
         raise RunDirError(f"{path} not found: {what} (`ibs-study evaluate {run_dir}`)")
-    with open(path) as f:
-        return json.load(f)
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RunDirError(
+            f"{path}: not valid JSON ({err}); evaluate again (`ibs-study evaluate {run_dir}`)"
+        ) from None
 
 
 def _commands(spec: RunSpec, run_dir: Path, status: str) -> list[list[str]]:

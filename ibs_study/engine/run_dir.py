@@ -35,7 +35,7 @@ import torch
 
 from ibs_study.atomic import TEMP_SUFFIX, atomic_write, remove_temp_files, write_json_atomic
 from ibs_study.config import ExperimentConfig, config_from_dict, config_to_dict, save_config
-from ibs_study.errors import RunDirError
+from ibs_study.errors import ConfigError, RunDirError
 
 logger = logging.getLogger(__name__)
 
@@ -202,14 +202,30 @@ def environment_info(device: torch.device | str) -> dict[str, Any]:
 
 
 def read_run_config(run_dir: str | os.PathLike) -> ExperimentConfig:
-    """The resolved config a run directory was started with."""
+    """The resolved config a run directory was started with.
+
+    Raises:
+        RunDirError: no ``config.yaml``, or one that is not a YAML mapping.
+        ConfigError: a key or value of it that is not valid (named, with the file).
+    """
     import yaml
 
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise RunDirError(f"{run_dir}: not a run directory (no config.yaml)")
-    with open(path) as f:
-        return config_from_dict(yaml.safe_load(f))
+    try:
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as err:
+        reason = str(err).splitlines()[0]
+        raise RunDirError(
+            f"{path}: not a readable config ({reason}); restore it or start a new run"
+        ) from None
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path}: holds no config (a YAML mapping); restore it or start a new run")
+    try:
+        return config_from_dict(data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
 
 
 def config_differences(a: dict, b: dict, prefix: str = "") -> list[str]:

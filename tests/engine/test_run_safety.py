@@ -370,3 +370,29 @@ def test_same_threads_give_bit_identical_weights_and_are_recorded(data_root, tmp
 def test_the_synthetic_presets_train_with_one_thread_as_the_study():
     assert resolve_config(preset="synthetic_pfcn_crop_ibs").train.threads == 1
     assert resolve_config(preset="cityscapes_pfcn_crop").train.threads is None
+
+
+# ------------------------------------------------------------------------------- damaged records
+
+
+def test_damaged_run_records_are_one_line_errors_naming_the_file(trained, tmp_path, capsys):
+    state = load_checkpoint(trained / "checkpoints" / "step_00000004.pt")
+    name = next(iter(state["model"]))
+    state["model"][name] = torch.zeros(3)  # a checkpoint of another model
+    other = tmp_path / "other.pt"
+    torch.save(state, other)
+    assert main(["evaluate", str(trained), "--checkpoint", str(other), "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"ibs-study evaluate: error: {other}: its weights do not fit the model of {trained}"
+    )
+    evaluate_run(trained, max_images=1, progress=False)
+    metrics = trained / "eval_val" / "metrics.json"
+    metrics.write_bytes(metrics.read_bytes()[:50])
+    assert main(["evaluate", str(trained), "--rescore"]) == 2
+    assert f"error: {metrics}: not an evaluation's metrics" in capsys.readouterr().err
+    config = trained / "config.yaml"
+    config.write_bytes(b"train: {max_steps: [\n")
+    assert main(["evaluate", str(trained), "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {config}: not a readable config" in err and len(err.strip().splitlines()) == 1
