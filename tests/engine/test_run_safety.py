@@ -367,6 +367,25 @@ def test_same_threads_give_bit_identical_weights_and_are_recorded(data_root, tmp
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
+@pytest.mark.slow
+def test_the_presets_one_thread_trains_as_the_study_runner_does(data_root, tmp_path):
+    """The study runner trains with OMP_NUM_THREADS=1 (engine.grid); the synthetic presets'
+    train.threads=1 gives the same weights without it, so the stored results stay valid."""
+    weights = {}
+    for name, env, extra in [
+        ("runner", dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"), ["train.threads=null"]),
+        ("preset", {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}, []),
+    ]:
+        command = [sys.executable, "-m", "ibs_study", "train", "--preset", "synthetic_pfcn_crop_ibs"]
+        command += ["--out", str(tmp_path / name), "--no-progress"]
+        for item in [f"data.root={data_root}", *TINY, "train.max_steps=3", *extra]:
+            command += ["--set", item]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        weights[name] = load_checkpoint(tmp_path / name / "checkpoints" / "step_00000003.pt")["model"]
+    assert all(torch.equal(weights["runner"][k], weights["preset"][k]) for k in weights["runner"])
+
+
 def test_the_synthetic_presets_train_with_one_thread_as_the_study():
     assert resolve_config(preset="synthetic_pfcn_crop_ibs").train.threads == 1
     assert resolve_config(preset="cityscapes_pfcn_crop").train.threads is None
