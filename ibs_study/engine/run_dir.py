@@ -118,7 +118,10 @@ def run_lock(run_dir: str | os.PathLike) -> Iterator[None]:
     finally:
         if _HELD_LOCKS[key][1] == 1:
             del _HELD_LOCKS[key]
-            handle.close()  # releases the flock
+            # unlock explicitly: forked children (data loader workers) share the open file, and
+            # closing only this process's copy would leave the lock held while they live
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
 
 
 def thread_info() -> dict[str, Any]:
