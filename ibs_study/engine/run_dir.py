@@ -49,7 +49,6 @@ __all__ = [
     "read_environment",
     "thread_info",
     "run_lock",
-    "open_run_dir",
     "RunStart",
     "LOCK_FILE",
 ]
@@ -263,7 +262,7 @@ def prepare_run_dir(
 ) -> Path:
     """Create or reopen ``run_dir`` and record the config and environment (atomically); remove
     the temporary files a killed process left in it and in its ``checkpoints/``. The caller holds
-    the run's lock (:func:`run_lock`, or :func:`open_run_dir`, which does both).
+    the run's lock (:func:`run_lock`, or :class:`RunStart`, which does both).
 
     A resume whose ``environment.json`` is damaged keeps it as ``environment.json.damaged-<time>``
     (with a warning) and starts a new history.
@@ -308,68 +307,76 @@ def prepare_run_dir(
 
 
 class RunStart:
-    """A start of training in a run directory (:func:`open_run_dir`); :meth:`commit` marks its
-    first checkpoint written, after which the run's files stay whatever happens (for --resume)."""
+    """A start of training in ``run_dir``: locks it (:func:`run_lock`) and prepares it
+    (:func:`prepare_run_dir`) until :meth:`close`.
 
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = run_dir
-        self.committed = False
-
-    def commit(self) -> None:
-        self.committed = True
-
-
-@contextlib.contextmanager
-def open_run_dir(
-    run_dir: str | os.PathLike,
-    cfg: ExperimentConfig,
-    device: torch.device | str,
-    *,
-    resume: bool,
-    force: bool = False,
-) -> Iterator[RunStart]:
-    """Lock ``run_dir`` (:func:`run_lock`) and prepare it (:func:`prepare_run_dir`) for the block.
-
-    A start that ends with an exception before :meth:`RunStart.commit` (a failure before this
-    start wrote a checkpoint, e.g. in the model build or at a non-finite first loss: nothing to
-    resume from) leaves the directory as it found it, so the same command can run again: a new
-    run removes what it wrote (and the directory, if it made it); a resume restores its
-    ``config.yaml`` and ``environment.json`` (its log records past the checkpoint are rolled back
-    by the next resume, as after a kill).
+    :meth:`commit` marks this start's first checkpoint written. A start closed as failed before
+    that (e.g. in the model build or at a non-finite first loss: nothing to resume from) leaves
+    the directory as it found it, so the same command can run again: a new run removes what it
+    wrote (and the directory, if it made it); a resume restores its ``config.yaml`` and
+    ``environment.json`` (its log records past the checkpoint are rolled back by the next
+    resume, as after a kill).
 
     Raises:
         RunDirError: as :func:`prepare_run_dir`; or another process holds the lock.
     """
-    run_dir = Path(run_dir)
-    if resume:
-        read_run_config(run_dir)  # a resume of a missing run makes no directory
-    created = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    start = RunStart(run_dir)
-    try:
-        with run_lock(run_dir):
-            was_empty = not _run_entries(run_dir)
-            records = {name: _read_bytes(run_dir / name) for name in ("config.yaml", "environment.json")}
-            try:
-                prepare_run_dir(run_dir, cfg, device, resume=resume, force=force)
-                yield start
-            except BaseException:
-                if not start.committed and resume:
-                    _restore_files(run_dir, records)
-                elif not start.committed and was_empty and not created:
-                    for path in _run_entries(run_dir):
-                        shutil.rmtree(path) if path.is_dir() else path.unlink()
-                if not start.committed and (resume or was_empty):
-                    logger.warning(
-                        "%s: the start failed before writing a checkpoint; the folder is as it was, "
-                        "so the same command can run again",
-                        run_dir,
-                    )
-                raise
-    except BaseException:
-        if created and not start.committed:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
+
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        cfg: ExperimentConfig,
+        device: torch.device | str,
+        *,
+        resume: bool,
+        force: bool = False,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.resume = resume
+        self.committed = False
+        self.prepared = False
+        if resume:
+            read_run_config(self.run_dir)  # a resume of a missing run makes no directory
+        self.created = not self.run_dir.exists()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = contextlib.ExitStack()
+        try:
+            self._lock.enter_context(run_lock(self.run_dir))
+        except BaseException:
+            if self.created:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
+        self.was_empty = not _run_entries(self.run_dir)
+        self.records = {
+            name: _read_bytes(self.run_dir / name) for name in ("config.yaml", "environment.json")
+        }
+        try:
+            prepare_run_dir(self.run_dir, cfg, device, resume=resume, force=force)
+        except BaseException:
+            self.close(failed=True)
+            raise
+        self.prepared = True
+
+    def commit(self) -> None:
+        """This start has written a checkpoint: its files stay, whatever happens next."""
+        self.committed = True
+
+    def close(self, failed: bool) -> None:
+        """Release the lock; after a failure before :meth:`commit`, first undo this start."""
+        undo = failed and not self.committed
+        if undo and self.resume:
+            _restore_files(self.run_dir, self.records)
+        elif undo and self.was_empty and not self.created:
+            for path in _run_entries(self.run_dir):
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if undo and self.prepared and (self.resume or self.was_empty):
+            logger.warning(
+                "%s: the start failed before writing a checkpoint; the folder is as it was, so the "
+                "same command can run again",
+                self.run_dir,
+            )
+        self._lock.close()
+        if undo and self.created:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
 def _read_bytes(path: Path) -> bytes | None:

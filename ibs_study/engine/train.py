@@ -15,12 +15,11 @@ Recipe of :func:`train`:
 A loss that is NaN or infinite stops the run with :class:`FloatingPointError` naming the
 step and the term; the last checkpoint on disk is the last good state. A start that fails
 before it has written a checkpoint (nothing to resume from) leaves the run directory as it found
-it (:func:`~ibs_study.engine.run_dir.open_run_dir`), so the same command can run again.
+it (:class:`~ibs_study.engine.run_dir.RunStart`), so the same command can run again.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -56,7 +55,7 @@ from ibs_study.engine.distributed import (
     resolve_device,
 )
 from ibs_study.engine.optim import build_optimizer, build_scheduler, clip_gradients
-from ibs_study.engine.run_dir import RunDirError, open_run_dir
+from ibs_study.engine.run_dir import RunDirError, RunStart
 from ibs_study.losses import assign_partners, shared_thing_class_fraction, weighted_ibs_loss
 from ibs_study.models.build import build_model
 from ibs_study.sampling import build_train_loader
@@ -320,7 +319,7 @@ def train(
         dataset: training split already opened (default: from ``cfg.data``).
 
     Raises:
-        RunDirError: see :func:`~ibs_study.engine.run_dir.open_run_dir` (a run directory in use,
+        RunDirError: see :class:`~ibs_study.engine.run_dir.RunStart` (a run directory in use,
             not empty, or of another config).
         CheckpointError: a resume whose checkpoints are all unreadable.
     """
@@ -332,91 +331,97 @@ def train(
         else "cpu"
     )
     info: DistInfo = init_distributed(device_kind)
+    start: RunStart | None = None
     try:
         device = resolve_device(cfg.train.device, info)
         set_matmul_precision(cfg, device)
         run_dir = Path(run_dir)
-        with contextlib.ExitStack() as stack:
+        if info.is_main:
+            start = RunStart(run_dir, cfg, device, resume=resume, force=force)
+        barrier(info)
+        torch.manual_seed(cfg.seed + info.rank)
+        if dataset is None:
+            if info.is_main:  # generates a missing synthetic dataset once, before any rank reads it
+                dataset = open_split(cfg, cfg.data.train_split, prepare=True)
+            barrier(info)
+            if not info.is_main:
+                dataset = open_split(cfg, cfg.data.train_split, prepare=False)
+
+        model = build_model(cfg.model, dataset.meta).to(device)
+        optimizer = build_optimizer(model, cfg.optimizer)
+        scheduler = build_scheduler(optimizer, cfg.optimizer, cfg.train.max_steps)
+        scaler = torch.amp.GradScaler("cuda") if cfg.train.amp and device.type == "cuda" else None
+        start_step = 0
+        if resume:
+            loaded = load_latest_checkpoint(run_dir / "checkpoints", map_location=device)
+            if loaded is not None:
+                checkpoint_path, state = loaded
+                model.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+                scheduler.load_state_dict(state["scheduler"])
+                if scaler is not None and state["scaler"] is not None:
+                    scaler.load_state_dict(state["scaler"])
+                restore_rng_state(state["rng"])
+                start_step = int(state["step"])
+                logger.info("resuming %s from %s (step %d)", run_dir, checkpoint_path.name, start_step)
+            else:
+                logger.info("resuming %s: no checkpoint yet, starting at step 0", run_dir)
+        if info.enabled:
+            model = nn.parallel.DistributedDataParallel(
+                model,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=True,
+            )
+        model.train()
+
+        loader = train_loader(
+            cfg, dataset, start_step=start_step, info=info, num_workers=cfg.data.num_workers
+        )
+        log = _RunLog(run_dir, enabled=info.is_main, start_step=start_step)
+        last_checkpoint = latest_checkpoint(run_dir / "checkpoints")
+        bar = tqdm(
+            total=cfg.train.max_steps,
+            initial=start_step,
+            desc=cfg.name,
+            disable=not (progress and info.is_main),
+        )
+        step = start_step
+        window_start = time.perf_counter()
+        for batch in loader:
+            if step >= cfg.train.max_steps:
+                break
+            values = train_step(
+                model,
+                batch.to(device),
+                cfg,
+                optimizer,
+                scaler,
+                step,
+                step_generator(cfg.seed, info.rank, step),
+            )
+            scheduler.step()
+            step += 1
+            bar.update(1)
+            if step % cfg.train.log_every == 0 or step == cfg.train.max_steps:
+                values["lr"] = optimizer.param_groups[0]["lr"]
+                values["seconds_per_step"] = (time.perf_counter() - window_start) / cfg.train.log_every
+                window_start = time.perf_counter()
+                log.write(step, values)
+                bar.set_postfix(loss=f"{values['loss_total']:.3f}")
+            if info.is_main and (step % cfg.train.checkpoint_every == 0 or step == cfg.train.max_steps):
+                state = _checkpoint_state(model, optimizer, scheduler, scaler, cfg, step)
+                last_checkpoint = save_checkpoint(state, run_dir / "checkpoints", step)
+                start.commit()  # from here on the run's files stay, for --resume
+        bar.close()
+        log.close()
+        barrier(info)
+        return TrainResult(run_dir, step, last_checkpoint, time.perf_counter() - started, info.is_main)
+    except BaseException:
+        if start is not None:
+            start.close(failed=True)  # undoes a start that wrote no checkpoint
             start = None
-            if info.is_main:
-                start = stack.enter_context(open_run_dir(run_dir, cfg, device, resume=resume, force=force))
-            barrier(info)
-            torch.manual_seed(cfg.seed + info.rank)
-            if dataset is None:
-                if info.is_main:  # generates a missing synthetic dataset once, before any rank reads it
-                    dataset = open_split(cfg, cfg.data.train_split, prepare=True)
-                barrier(info)
-                if not info.is_main:
-                    dataset = open_split(cfg, cfg.data.train_split, prepare=False)
-
-            model = build_model(cfg.model, dataset.meta).to(device)
-            optimizer = build_optimizer(model, cfg.optimizer)
-            scheduler = build_scheduler(optimizer, cfg.optimizer, cfg.train.max_steps)
-            scaler = torch.amp.GradScaler("cuda") if cfg.train.amp and device.type == "cuda" else None
-            start_step = 0
-            if resume:
-                loaded = load_latest_checkpoint(run_dir / "checkpoints", map_location=device)
-                if loaded is not None:
-                    checkpoint_path, state = loaded
-                    model.load_state_dict(state["model"])
-                    optimizer.load_state_dict(state["optimizer"])
-                    scheduler.load_state_dict(state["scheduler"])
-                    if scaler is not None and state["scaler"] is not None:
-                        scaler.load_state_dict(state["scaler"])
-                    restore_rng_state(state["rng"])
-                    start_step = int(state["step"])
-                    logger.info("resuming %s from %s (step %d)", run_dir, checkpoint_path.name, start_step)
-                else:
-                    logger.info("resuming %s: no checkpoint yet, starting at step 0", run_dir)
-            if info.enabled:
-                model = nn.parallel.DistributedDataParallel(
-                    model,
-                    device_ids=[device.index] if device.type == "cuda" else None,
-                    find_unused_parameters=True,
-                )
-            model.train()
-
-            loader = train_loader(
-                cfg, dataset, start_step=start_step, info=info, num_workers=cfg.data.num_workers
-            )
-            log = _RunLog(run_dir, enabled=info.is_main, start_step=start_step)
-            stack.callback(log.close)
-            last_checkpoint = latest_checkpoint(run_dir / "checkpoints")
-            bar = tqdm(
-                total=cfg.train.max_steps,
-                initial=start_step,
-                desc=cfg.name,
-                disable=not (progress and info.is_main),
-            )
-            step = start_step
-            window_start = time.perf_counter()
-            for batch in loader:
-                if step >= cfg.train.max_steps:
-                    break
-                values = train_step(
-                    model,
-                    batch.to(device),
-                    cfg,
-                    optimizer,
-                    scaler,
-                    step,
-                    step_generator(cfg.seed, info.rank, step),
-                )
-                scheduler.step()
-                step += 1
-                bar.update(1)
-                if step % cfg.train.log_every == 0 or step == cfg.train.max_steps:
-                    values["lr"] = optimizer.param_groups[0]["lr"]
-                    values["seconds_per_step"] = (time.perf_counter() - window_start) / cfg.train.log_every
-                    window_start = time.perf_counter()
-                    log.write(step, values)
-                    bar.set_postfix(loss=f"{values['loss_total']:.3f}")
-                if info.is_main and (step % cfg.train.checkpoint_every == 0 or step == cfg.train.max_steps):
-                    state = _checkpoint_state(model, optimizer, scheduler, scaler, cfg, step)
-                    last_checkpoint = save_checkpoint(state, run_dir / "checkpoints", step)
-                    start.commit()  # from here on the run's files stay, for --resume
-            bar.close()
-            barrier(info)
-            return TrainResult(run_dir, step, last_checkpoint, time.perf_counter() - started, info.is_main)
+        raise
     finally:
+        if start is not None:
+            start.close(failed=False)
         cleanup_distributed(info)
