@@ -301,9 +301,7 @@ def evaluate_model(
     provenance: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Predict and score ``dataset`` at full resolution; write predictions and metrics to ``out_dir``,
-    all at once when complete (a temporary folder beside it replaces it; files of the old folder
-    that are not evaluation outputs, such as ``oracle_confusion.json``, are kept).
+    """Predict and score ``dataset`` at full resolution; write predictions and metrics to ``out_dir``.
 
     Returns:
         The metrics dict (also written to ``out_dir/metrics.json``): the ``ibs-study score``
@@ -311,37 +309,8 @@ def evaluate_model(
         ``inference_overrides`` when the model was built with some (recorded, not applied here)
         and the ``provenance`` keys (:attr:`TrainedRun.provenance`).
     """
-    with atomic_folder(out_dir, replaced=EVALUATION_OUTPUTS) as tmp:
-        return _evaluate_into(
-            model,
-            dataset,
-            tmp,
-            task=task,
-            max_images=max_images,
-            thresholds=thresholds,
-            test_short_side=test_short_side,
-            test_max_size=test_max_size,
-            inference_overrides=inference_overrides,
-            provenance=provenance or {},
-            progress=progress,
-        )
-
-
-def _evaluate_into(
-    model: torch.nn.Module,
-    dataset: PanopticDataset,
-    out_dir: Path,
-    *,
-    task: str,
-    max_images: int | None,
-    thresholds: tuple[float, ...] | None,
-    test_short_side: int | None,
-    test_max_size: int | None,
-    inference_overrides: Sequence[str],
-    provenance: dict[str, Any],
-    progress: bool,
-) -> dict[str, Any]:
-    """:func:`evaluate_model` into the (new, empty) folder ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     count = len(dataset) if max_images is None else min(max_images, len(dataset))
     if task == "panoptic":
         evaluator = _panoptic_evaluator(dataset, thresholds)
@@ -376,7 +345,7 @@ def _evaluate_into(
     metrics["timing"] = {"total_s": elapsed, "per_image_s": elapsed / max(count, 1), "workers": 1}
     if inference_overrides:
         metrics["inference_overrides"] = list(inference_overrides)
-    metrics.update(provenance)
+    metrics.update(provenance or {})
     write_json_atomic(out_dir / "metrics.json", metrics)
     return metrics
 
@@ -530,7 +499,9 @@ def evaluate_run(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Evaluate a run directory on full images (default: newest checkpoint that loads, the config's
-    val split, output in ``RUN_DIR/eval_<split>``), the run directory locked meanwhile.
+    val split, output in ``RUN_DIR/eval_<split>``), the run directory locked meanwhile. The outputs
+    are written to a temporary folder beside the output folder and replace it when complete; files
+    there that are not evaluation outputs (e.g. ``oracle_confusion.json``) are kept.
 
     ``overrides`` change inference settings (:func:`inference_config`); they need an ``out_dir``
     of their own (the run's own evaluation stays what the run as trained gives) and are recorded
@@ -571,19 +542,21 @@ def evaluate_run(
         cfg = run.cfg
         out = Path(out_dir) if out_dir else run.default_out
         logger.info("evaluating %s (%s) on %s -> %s", run_dir, run.checkpoint.name, run.dataset, out)
-        return evaluate_model(
-            run.model,
-            run.dataset,
-            out,
-            task=cfg.eval.task,
-            max_images=max_images if max_images is not None else cfg.eval.max_images,
-            thresholds=cfg.eval.confusion_thresholds,
-            test_short_side=cfg.eval.test_short_side,
-            test_max_size=cfg.eval.test_max_size,
-            inference_overrides=overrides,
-            provenance=run.provenance,
-            progress=progress,
-        )
+        # written beside ``out``, which it replaces when complete (other files there are kept)
+        with atomic_folder(out, replaced=EVALUATION_OUTPUTS) as tmp:
+            return evaluate_model(
+                run.model,
+                run.dataset,
+                tmp,
+                task=cfg.eval.task,
+                max_images=max_images if max_images is not None else cfg.eval.max_images,
+                thresholds=cfg.eval.confusion_thresholds,
+                test_short_side=cfg.eval.test_short_side,
+                test_max_size=cfg.eval.test_max_size,
+                inference_overrides=overrides,
+                provenance=run.provenance,
+                progress=progress,
+            )
 
 
 def _other_source(
