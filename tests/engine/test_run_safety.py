@@ -415,3 +415,12 @@ def test_damaged_run_records_are_one_line_errors_naming_the_file(trained, tmp_pa
     assert main(["evaluate", str(trained), "--out", str(tmp_path / "e")]) == 2
     err = capsys.readouterr().err
     assert f"error: {config}: not a readable config" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_grid_trains_each_run_with_its_threads(tmp_path):
+    from ibs_study.engine.grid import RunSpec, _commands
+
+    spec = RunSpec("crop", "synthetic_pfcn_crop", ("train.max_steps=3",))
+    train_command, evaluate_command = _commands(spec, tmp_path / "crop", "new", threads=2)
+    assert train_command[-2:] == ["--set", "train.threads=2"]  # after the spec's own overrides
+    assert "train.threads=2" not in evaluate_command  # evaluate applies the run's recorded threads
