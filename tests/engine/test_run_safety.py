@@ -78,7 +78,12 @@ def test_a_failed_checkpoint_write_leaves_the_previous_files_and_no_temp_file(tr
 
 def test_a_failed_environment_write_on_resume_leaves_a_readable_run(data_root, trained, monkeypatch):
     before = (trained / "environment.json").read_bytes()
-    monkeypatch.setattr(atomic.os, "replace", _enospc)
+    replace = os.replace
+
+    def environment_fails(source, target):
+        (_enospc if Path(target).name == "environment.json" else replace)(source, target)
+
+    monkeypatch.setattr(atomic.os, "replace", environment_fails)
     with pytest.raises(OSError, match="No space left"):
         train(_cfg(data_root, "train.max_steps=4"), trained, resume=True, progress=False)
     monkeypatch.undo()
