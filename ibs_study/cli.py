@@ -244,7 +244,8 @@ def _evaluate_command_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--force",
         action="store_true",
-        help="with --rescore: replace the metrics even if earlier values change",
+        help="replace RUN_DIR/eval_<split> with an evaluation of another --checkpoint, --data or --split "
+        "than the run's own; with --rescore: replace the metrics even if earlier values change",
     )
 
 
@@ -266,10 +267,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     from ibs_study.engine.evaluate import changed_metrics, evaluate_run, format_metrics, rescore_run
 
     if not args.rescore:
-        if args.force:
-            print("ibs-study evaluate: error: --force only applies with --rescore", file=sys.stderr)
-            return 2
-        metrics = evaluate_run(args.run_dir, overrides=args.set, **_trained_run_options(args))
+        metrics = evaluate_run(
+            args.run_dir, overrides=args.set, force=args.force, **_trained_run_options(args)
+        )
         print(format_metrics(metrics))
         return 0
     from ibs_study.data.panoptic import PanopticFormatError

@@ -179,6 +179,11 @@ class TrainConfig:
             float32 (PyTorch's default since 1.12); ``high``, TF32 tensor cores (Ampere and
             later); ``medium``, bfloat16. Convolutions follow cuDNN's own setting (TF32 by
             default). Ignored on CPU.
+        threads: torch's intra-op CPU threads (``torch.set_num_threads``), set before anything
+            is computed by ``train`` and ``evaluate``; null: torch's default (the CPU cores, or
+            ``OMP_NUM_THREADS``). Sums run in another order with another thread count, so CPU
+            results change with it; the same config, seed, version and threads give
+            bit-identical CPU results.
     """
 
     max_steps: int = 500
@@ -188,11 +193,14 @@ class TrainConfig:
     amp: bool = True
     log_every: int = 10
     float32_matmul_precision: str = "highest"
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "checkpoint_every", "log_every"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name}={getattr(self, name)} must be a positive integer")
+        if self.threads is not None and self.threads <= 0:
+            raise ConfigError(f"train.threads={self.threads} must be a positive integer or null")
         _check_choice(
             "train.float32_matmul_precision", self.float32_matmul_precision, ("highest", "high", "medium")
         )
@@ -391,7 +399,8 @@ def config_value(data: Mapping[str, Any], key: str) -> Any:
 
 
 def config_hash(
-    cfg: ExperimentConfig, exclude: Iterable[str] = ("name", "train.max_steps", "train.device")
+    cfg: ExperimentConfig,
+    exclude: Iterable[str] = ("name", "train.max_steps", "train.device", "train.threads"),
 ) -> str:
     """Short SHA-1 of the resolved config; ``exclude`` lists dotted keys that do not define the experiment."""
     data = config_to_dict(cfg)
@@ -519,6 +528,7 @@ def resolve_config(
 
 
 def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
-    """Write the fully resolved config as YAML (loads back to an equal config)."""
-    with open(path, "w") as f:
-        yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
+    """Write the fully resolved config as YAML (loads back to an equal config), atomically."""
+    from ibs_study.atomic import write_text_atomic
+
+    write_text_atomic(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -25,6 +25,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from ibs_study.atomic import write_json_atomic
 from ibs_study.config import config_to_dict, config_value
 from ibs_study.engine.evaluate import evaluate_run, inference_config
 from ibs_study.engine.run_dir import read_run_config
@@ -115,9 +116,7 @@ def operating_curve(
         points.append({"value": float(value), "metrics": flat})
     result = {"run_dir": str(run_dir), "key": key, "points": points}
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f"{OPERATING_FILE}.tmp"
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp, out / OPERATING_FILE)
+    write_json_atomic(out / OPERATING_FILE, result, indent=1)
     return result
 
 

@@ -39,10 +39,11 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import os
 import shutil
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -1064,10 +1065,18 @@ def generate_dataset(
         if workers == 1 or count == 1:
             records = [job(i) for i in progress(range(count))]
         else:
-            with multiprocessing.Pool(min(workers, count)) as pool:
-                records = list(
-                    progress(pool.imap(job, range(count), chunksize=max(1, count // (8 * workers))))
-                )
+            # a worker that dies (killed, out of memory) breaks the pool: an error, never a hang
+            with ProcessPoolExecutor(min(workers, count)) as pool:
+                try:
+                    records = list(
+                        progress(pool.map(job, range(count), chunksize=max(1, count // (8 * workers))))
+                    )
+                except BrokenProcessPool as err:
+                    raise RuntimeError(
+                        f"{root}: a generation worker process died while writing the {split} split "
+                        "(killed, e.g. out of memory); the dataset is incomplete: generate it again "
+                        "with --overwrite (fewer --workers use less memory)"
+                    ) from err
         write_panoptic_json(
             root / "annotations" / f"panoptic_{split}.json",
             records,

@@ -5,13 +5,16 @@ A checkpoint is a dict: ``model``, ``optimizer``, ``scheduler``, ``scaler`` (or 
 ``rng`` (Python, NumPy, torch CPU and CUDA generator states). The training data need no
 state of their own: the crops of step ``s`` are a pure function of (seed, rank, s).
 
-Files are written to a temporary name and renamed, so a run killed while saving leaves
-the previous checkpoint intact. Loading uses ``torch.load(weights_only=True)``: only
-tensors and plain containers are accepted, never arbitrary pickled objects.
+Files are written atomically (:func:`~ibs_study.atomic.atomic_write`), so a run killed while
+saving leaves the previous checkpoint intact. Loading uses ``torch.load(weights_only=True)``:
+only tensors and plain containers are accepted, never arbitrary pickled objects. A checkpoint
+that cannot be read raises :class:`~ibs_study.errors.CheckpointError` naming it;
+:func:`load_latest_checkpoint` falls back to the newest one that loads.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
@@ -22,12 +25,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from ibs_study.atomic import atomic_write
+from ibs_study.errors import CheckpointError
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "save_checkpoint",
     "load_checkpoint",
+    "load_latest_checkpoint",
     "latest_checkpoint",
+    "checkpoint_record",
     "checkpoint_step",
     "rng_state",
     "restore_rng_state",
@@ -76,11 +84,8 @@ def save_checkpoint(state: dict[str, Any], directory: str | os.PathLike, step: i
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"step_{step:08d}.pt"
-    tmp = path.with_suffix(".pt.tmp")
-    torch.save(state, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_write(path, "wb") as f:
+        torch.save(state, f)
     for old in _checkpoints(directory)[:-keep] if keep > 0 else []:
         old.unlink()
     return path
@@ -107,11 +112,51 @@ def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``)."""
+    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``).
+
+    Raises:
+        CheckpointError: the file is missing, truncated or not an ibs_study checkpoint (named).
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
+        raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # a truncated or foreign file
-        raise ValueError(f"{path}: not a readable ibs_study checkpoint ({err})") from err
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(f"{path}: not a readable ibs_study checkpoint ({reason})") from None
+    if not isinstance(state, dict) or not {"model", "step"} <= set(state):
+        raise CheckpointError(f"{path}: not an ibs_study checkpoint (no model weights and step)")
+    return state
+
+
+def load_latest_checkpoint(
+    directory: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint in ``directory`` that loads, as (path, state); None when there is none.
+    Each newer one that does not load (e.g. truncated by a full disk) is skipped with a warning.
+
+    Raises:
+        CheckpointError: there are checkpoints but none loads (names the newest).
+    """
+    found = _checkpoints(Path(directory)) if Path(directory).is_dir() else []
+    for path in reversed(found):
+        try:
+            return path, load_checkpoint(path, map_location)
+        except CheckpointError as err:
+            logger.warning("skipping %s; trying the checkpoint before it", err)
+    if found:
+        raise CheckpointError(
+            f"{found[-1]}: none of the {len(found)} checkpoint(s) in {directory} is readable "
+            "(truncated or damaged); train again into a new --out"
+        )
+    return None
+
+
+def checkpoint_record(path: str | os.PathLike, state: dict[str, Any]) -> dict[str, Any]:
+    """What an evaluation records about the checkpoint it used: ``path``, ``step``, ``sha256``."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"path": str(path), "step": int(state["step"]), "sha256": digest.hexdigest()}

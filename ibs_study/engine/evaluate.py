@@ -9,6 +9,13 @@ scores them:
 * ``OUT/metrics.json`` in the ``ibs-study score`` format (fractions in [0, 1]);
 * ``OUT/confusion_records.jsonl``: one record per predicted thing segment.
 
+``metrics.json`` also records where the evaluation came from: ``checkpoint`` (``path``,
+``step``, ``sha256``), ``data_root`` and ``split``. The outputs appear at once: they are written
+to a temporary folder beside ``OUT`` that replaces it when complete
+(:func:`~ibs_study.atomic.atomic_folder`), and the run directory is locked meanwhile. The run's
+own ``RUN_DIR/eval_<split>`` (newest checkpoint, the config's data root and val split) is not
+replaced by an evaluation of another checkpoint, data root or split unless forced.
+
 :func:`rescore_run` scores an evaluation's stored predictions again with the current metrics
 code, without inference (for metrics added after a run was evaluated).
 """
@@ -20,7 +27,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +36,21 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ibs_study.atomic import atomic_folder, atomic_write, remove_temp_files, write_json_atomic
 from ibs_study.config import ExperimentConfig, apply_overrides, config_from_dict, config_to_dict
 from ibs_study.data.datasets import PanopticDataset
 from ibs_study.data.panoptic import PanopticFormatError, segments_from_id_map
-from ibs_study.engine.checkpoint import latest_checkpoint, load_checkpoint
+from ibs_study.engine.checkpoint import (
+    checkpoint_record,
+    latest_checkpoint,
+    load_checkpoint,
+    load_latest_checkpoint,
+)
 from ibs_study.engine.data import open_split
 from ibs_study.engine.distributed import DistInfo, resolve_device
-from ibs_study.engine.run_dir import RunDirError, read_run_config
-from ibs_study.errors import ConfigError
+from ibs_study.engine.run_dir import RunDirError, read_run_config, run_lock
+from ibs_study.engine.train import set_threads
+from ibs_study.errors import CheckpointError, ConfigError, DataError
 from ibs_study.metrics.instance import evaluate_instances, read_instance_results
 from ibs_study.metrics.io import decode_id_png, load_prediction_json
 from ibs_study.metrics.panoptic import PanopticEvaluator, format_results
@@ -53,6 +67,16 @@ from ibs_study.models.postprocess import (
 logger = logging.getLogger(__name__)
 
 INSTANCES_JSON = "instances.json"  # the instance task's predictions (COCO results, RLE)
+# what an evaluation writes into its folder (other files there, e.g. the oracle's, are kept)
+EVALUATION_OUTPUTS = (
+    PREDICTIONS_JSON,
+    PREDICTIONS_PNG_DIR,
+    INSTANCES_JSON,
+    "metrics.json",
+    "confusion_records.jsonl",
+)
+# the metrics.json keys that say where an evaluation came from
+PROVENANCE_KEYS = ("checkpoint", "data_root", "split")
 
 __all__ = [
     "evaluate_run",
@@ -92,6 +116,45 @@ def inference_config(run_dir: str | os.PathLike, overrides: Sequence[str] = ()) 
     return config_from_dict(apply_overrides(config_to_dict(cfg), overrides))
 
 
+def _checkpoint_of(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None) -> tuple[Path, dict]:
+    """(path, state) of ``checkpoint``, or of the run's newest checkpoint that loads."""
+    if checkpoint:
+        return Path(checkpoint), load_checkpoint(checkpoint, map_location="cpu")
+    loaded = load_latest_checkpoint(Path(run_dir) / "checkpoints", map_location="cpu")
+    if loaded is None:
+        raise RunDirError(f"{run_dir}: no checkpoint in {Path(run_dir) / 'checkpoints'}; train first")
+    return loaded
+
+
+def _trained_model(
+    run_dir: str | os.PathLike,
+    checkpoint: str | os.PathLike | None,
+    device: str,
+    meta,
+    overrides: Sequence[str],
+) -> tuple[torch.nn.Module, ExperimentConfig, Path, dict]:
+    """:func:`load_trained_model`, plus the checkpoint's state."""
+    cfg = inference_config(run_dir, overrides)
+    path, state = _checkpoint_of(run_dir, checkpoint)
+    dev = resolve_device(device, DistInfo())
+    if meta is None:
+        meta = _eval_split(cfg, cfg.data.val_split, None).meta
+    model = build_model(cfg.model, meta)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        if not overrides:
+            raise CheckpointError(
+                f"{path}: its weights do not fit the model of {run_dir}/config.yaml (a checkpoint of another "
+                f"run?); pass one of this run's checkpoints ({str(err).splitlines()[0]})"
+            ) from None
+        raise ConfigError(
+            f"{path}: the weights do not fit the model built with {list(overrides)}; those keys change "
+            f"its parameters, not only how it predicts ({str(err).splitlines()[0]})"
+        ) from None
+    return model.to(dev).eval(), cfg, path, state
+
+
 def load_trained_model(
     run_dir: str | os.PathLike,
     checkpoint: str | os.PathLike | None = None,
@@ -99,32 +162,39 @@ def load_trained_model(
     meta=None,
     overrides: Sequence[str] = (),
 ) -> tuple[torch.nn.Module, ExperimentConfig, Path]:
-    """The model of ``run_dir`` with weights from ``checkpoint`` (default: the newest), in eval mode,
-    built with the run's config and the inference ``overrides`` (:func:`inference_config`)."""
-    cfg = inference_config(run_dir, overrides)
-    path = Path(checkpoint) if checkpoint else latest_checkpoint(Path(run_dir) / "checkpoints")
-    if path is None:
-        raise RunDirError(f"{run_dir}: no checkpoint in {Path(run_dir) / 'checkpoints'}; train first")
-    dev = resolve_device(device, DistInfo())
-    if meta is None:
-        meta = open_split(cfg, cfg.data.val_split).meta
-    model = build_model(cfg.model, meta)
-    try:
-        model.load_state_dict(load_checkpoint(path, map_location="cpu")["model"])
-    except RuntimeError as err:
-        if not overrides:
-            raise
-        raise ConfigError(
-            f"{path}: the weights do not fit the model built with {list(overrides)}; those keys change "
-            f"its parameters, not only how it predicts ({str(err).splitlines()[0]})"
-        ) from None
-    return model.to(dev).eval(), cfg, path
+    """The model of ``run_dir`` with weights from ``checkpoint`` (default: the newest that loads),
+    in eval mode, built with the run's config and the inference ``overrides`` (:func:`inference_config`).
+
+    Raises:
+        CheckpointError: ``checkpoint`` (or every checkpoint of the run) is unreadable.
+    """
+    model, cfg, path, _ = _trained_model(run_dir, checkpoint, device, meta, overrides)
+    return model, cfg, path
+
+
+def _eval_split(cfg: ExperimentConfig, split: str, data_root: str | os.PathLike | None) -> PanopticDataset:
+    """The ``split`` of ``data_root`` (default ``data.root``) as it is: evaluation never generates
+    a dataset.
+
+    Raises:
+        DataError: the root does not exist.
+    """
+    root = Path(data_root if data_root is not None else cfg.data.root)
+    if not root.is_dir():
+        given = "--data" if data_root is not None else "the run's data.root"
+        raise DataError(
+            f"{root}: no such dataset folder ({given}); pass --data with the folder that holds the "
+            f"{cfg.data.dataset} dataset (evaluation does not generate one)"
+        )
+    return open_split(cfg, split, prepare=False, root=root)
 
 
 @dataclass
 class TrainedRun:
     """A trained run ready to evaluate: its model (eval mode), config, checkpoint, the split's
-    name and dataset, and the default output folder ``RUN_DIR/eval_<split>``."""
+    name and dataset, the default output folder ``RUN_DIR/eval_<split>`` and ``provenance``:
+    the :data:`PROVENANCE_KEYS` an evaluation records (checkpoint path, step and sha256; data
+    root; split)."""
 
     model: torch.nn.Module
     cfg: ExperimentConfig
@@ -132,6 +202,7 @@ class TrainedRun:
     split: str
     dataset: PanopticDataset
     default_out: Path
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 def open_trained_run(
@@ -143,14 +214,26 @@ def open_trained_run(
     device: str = "auto",
     overrides: Sequence[str] = (),
 ) -> TrainedRun:
-    """The model of ``run_dir`` (``checkpoint``, default the newest; inference ``overrides``, see
-    :func:`inference_config`) and ``split`` (default ``data.val_split``) of ``data_root`` (default
-    the config's ``data.root``)."""
+    """The model of ``run_dir`` (``checkpoint``, default the newest that loads; inference
+    ``overrides``, see :func:`inference_config`) and ``split`` (default ``data.val_split``) of
+    ``data_root`` (default the config's ``data.root``), with the torch threads of the run's
+    ``train.threads`` set before anything is computed.
+
+    Raises:
+        DataError: the data root does not exist (nothing is generated).
+        CheckpointError: the checkpoint cannot be read.
+    """
     cfg = read_run_config(run_dir)
+    set_threads(cfg)
     split = split or cfg.data.val_split
-    dataset = open_split(cfg, split, root=data_root)
-    model, cfg, path = load_trained_model(run_dir, checkpoint, device, meta=dataset.meta, overrides=overrides)
-    return TrainedRun(model, cfg, path, split, dataset, Path(run_dir) / f"eval_{split}")
+    dataset = _eval_split(cfg, split, data_root)
+    model, cfg, path, state = _trained_model(run_dir, checkpoint, device, dataset.meta, overrides)
+    provenance = {
+        "checkpoint": checkpoint_record(path, state),
+        "data_root": str(Path(data_root if data_root is not None else cfg.data.root)),
+        "split": split,
+    }
+    return TrainedRun(model, cfg, path, split, dataset, Path(run_dir) / f"eval_{split}", provenance)
 
 
 def _test_size(height: int, width: int, short_side: int | None, max_size: int | None) -> tuple[int, int]:
@@ -215,6 +298,7 @@ def evaluate_model(
     test_short_side: int | None = None,
     test_max_size: int | None = None,
     inference_overrides: Sequence[str] = (),
+    provenance: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Predict and score ``dataset`` at full resolution; write predictions and metrics to ``out_dir``.
@@ -222,7 +306,8 @@ def evaluate_model(
     Returns:
         The metrics dict (also written to ``out_dir/metrics.json``): the ``ibs-study score``
         format for the panoptic task; AP family plus Acc^th / Prec^th for the instance task; plus
-        ``inference_overrides`` when the model was built with some (recorded, not applied here).
+        ``inference_overrides`` when the model was built with some (recorded, not applied here)
+        and the ``provenance`` keys (:attr:`TrainedRun.provenance`).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -260,7 +345,8 @@ def evaluate_model(
     metrics["timing"] = {"total_s": elapsed, "per_image_s": elapsed / max(count, 1), "workers": 1}
     if inference_overrides:
         metrics["inference_overrides"] = list(inference_overrides)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    metrics.update(provenance or {})
+    write_json_atomic(out_dir / "metrics.json", metrics)
     return metrics
 
 
@@ -270,12 +356,9 @@ def _panoptic_evaluator(dataset: PanopticDataset, thresholds: Sequence[float] | 
 
 
 def _write_records(evaluator: PanopticEvaluator, out_dir: Path) -> None:
-    path = out_dir / "confusion_records.jsonl"
-    tmp = path.with_suffix(".jsonl.tmp")
-    with open(tmp, "w") as f:
+    with atomic_write(out_dir / "confusion_records.jsonl") as f:
         for record in evaluator.records:
             f.write(json.dumps(record.to_json()) + "\n")
-    os.replace(tmp, path)
 
 
 def rescore_run(
@@ -306,17 +389,39 @@ def rescore_run(
             values would change without ``force`` (names the first of them).
         PanopticFormatError: a prediction missing for an image the evaluation covered.
     """
+    with run_lock(run_dir):
+        return _rescore(
+            run_dir, data_root=data_root, split=split, out_dir=out_dir, force=force, progress=progress
+        )
+
+
+def _rescore(
+    run_dir: str | os.PathLike,
+    *,
+    data_root: str | os.PathLike | None,
+    split: str | None,
+    out_dir: str | os.PathLike | None,
+    force: bool,
+    progress: bool,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """:func:`rescore_run`, the run directory locked."""
     cfg = read_run_config(run_dir)
     split = split or cfg.data.val_split
-    dataset = open_split(cfg, split, root=data_root)
+    dataset = _eval_split(cfg, split, data_root)
     out = Path(out_dir) if out_dir else Path(run_dir) / f"eval_{split}"
     metrics_path = out / "metrics.json"
     if not metrics_path.is_file():
         raise RunDirError(
             f"{metrics_path} not found: nothing to rescore; run `ibs-study evaluate {run_dir}` first"
         )
-    previous = json.loads(metrics_path.read_text())
-    count = int(previous["num_images"])
+    try:
+        previous = json.loads(metrics_path.read_bytes().decode("utf-8"))
+        count = int(previous["num_images"])
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise RunDirError(
+            f"{metrics_path}: not an evaluation's metrics ({type(err).__name__}: {err}); evaluate again "
+            "instead of rescoring"
+        ) from None
     indices = tqdm(range(count), desc=f"rescoring {out}", disable=not progress)
     if cfg.eval.task == "panoptic":
         evaluator = _panoptic_evaluator(dataset, cfg.eval.confusion_thresholds)
@@ -350,6 +455,7 @@ def rescore_run(
         )
     metrics["num_images"] = count
     metrics["timing"] = previous["timing"]
+    metrics.update({key: previous[key] for key in PROVENANCE_KEYS if key in previous})
     changed = changed_metrics(metrics, previous)
     if changed and not force:
         raise RunDirError(
@@ -359,9 +465,7 @@ def rescore_run(
         )
     if cfg.eval.task == "panoptic":
         _write_records(evaluator, out)
-    tmp = metrics_path.with_suffix(".json.tmp")  # a killed rescore leaves the old file whole
-    tmp.write_text(json.dumps(metrics, indent=2))
-    os.replace(tmp, metrics_path)
+    write_json_atomic(metrics_path, metrics)  # a killed rescore leaves the old file whole
     return metrics, previous
 
 
@@ -391,38 +495,88 @@ def evaluate_run(
     max_images: int | None = None,
     device: str = "auto",
     overrides: Sequence[str] = (),
+    force: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate a run directory on full images (default: newest checkpoint, the config's val split,
-    output in ``RUN_DIR/eval_<split>``).
+    """Evaluate a run directory on full images (default: newest checkpoint that loads, the config's
+    val split, output in ``RUN_DIR/eval_<split>``), the run directory locked meanwhile. The outputs
+    are written to a temporary folder beside the output folder and replace it when complete; files
+    there that are not evaluation outputs (e.g. ``oracle_confusion.json``) are kept.
 
     ``overrides`` change inference settings (:func:`inference_config`); they need an ``out_dir``
     of their own (the run's own evaluation stays what the run as trained gives) and are recorded
-    in the metrics as ``inference_overrides``.
+    in the metrics as ``inference_overrides``. Likewise an existing ``RUN_DIR/eval_<split>`` is
+    replaced by an evaluation of another checkpoint, data root or split than the run's own only
+    with ``force``.
+
+    Raises:
+        RunDirError: another process uses the run directory; the default output folder holds an
+            evaluation that this one, of another checkpoint / data root / split, would replace.
+        DataError: the data root does not exist.
+        CheckpointError: the checkpoint cannot be read.
     """
     if overrides and out_dir is None:
         raise ConfigError(
             f"evaluating {run_dir} with {list(overrides)} needs an output folder of its own (--out): "
             "RUN_DIR/eval_<split> holds the evaluation of the run as trained"
         )
-    run = open_trained_run(
-        run_dir, checkpoint=checkpoint, data_root=data_root, split=split, device=device, overrides=overrides
-    )
-    cfg = run.cfg
-    out = Path(out_dir) if out_dir else run.default_out
-    logger.info("evaluating %s (%s) on %s -> %s", run_dir, run.checkpoint.name, run.dataset, out)
-    return evaluate_model(
-        run.model,
-        run.dataset,
-        out,
-        task=cfg.eval.task,
-        max_images=max_images if max_images is not None else cfg.eval.max_images,
-        thresholds=cfg.eval.confusion_thresholds,
-        test_short_side=cfg.eval.test_short_side,
-        test_max_size=cfg.eval.test_max_size,
-        inference_overrides=overrides,
-        progress=progress,
-    )
+    cfg = read_run_config(run_dir)
+    if out_dir is None and not force:
+        target = Path(run_dir) / f"eval_{split or cfg.data.val_split}"
+        other = _other_source(run_dir, cfg, checkpoint, data_root, split)
+        if other and (target / "metrics.json").is_file():
+            raise RunDirError(
+                f"{target} holds an earlier evaluation of this run; evaluating {other} (not the run's "
+                "own) would replace it: pass --out FOLDER to write it elsewhere, or --force to replace it"
+            )
+    with run_lock(run_dir):
+        remove_temp_files(run_dir)
+        run = open_trained_run(
+            run_dir,
+            checkpoint=checkpoint,
+            data_root=data_root,
+            split=split,
+            device=device,
+            overrides=overrides,
+        )
+        cfg = run.cfg
+        out = Path(out_dir) if out_dir else run.default_out
+        logger.info("evaluating %s (%s) on %s -> %s", run_dir, run.checkpoint.name, run.dataset, out)
+        # written beside ``out``, which it replaces when complete (other files there are kept)
+        with atomic_folder(out, replaced=EVALUATION_OUTPUTS) as tmp:
+            return evaluate_model(
+                run.model,
+                run.dataset,
+                tmp,
+                task=cfg.eval.task,
+                max_images=max_images if max_images is not None else cfg.eval.max_images,
+                thresholds=cfg.eval.confusion_thresholds,
+                test_short_side=cfg.eval.test_short_side,
+                test_max_size=cfg.eval.test_max_size,
+                inference_overrides=overrides,
+                provenance=run.provenance,
+                progress=progress,
+            )
+
+
+def _other_source(
+    run_dir: str | os.PathLike,
+    cfg: ExperimentConfig,
+    checkpoint: str | os.PathLike | None,
+    data_root: str | os.PathLike | None,
+    split: str | None,
+) -> str:
+    """What differs from the run's own evaluation (its newest checkpoint, ``data.root`` and
+    ``data.val_split``), e.g. ``"checkpoint C and split train"``; empty when nothing does."""
+    other = []
+    newest = latest_checkpoint(Path(run_dir) / "checkpoints")
+    if checkpoint and (newest is None or Path(checkpoint).resolve() != newest.resolve()):
+        other.append(f"checkpoint {checkpoint}")
+    if data_root is not None and Path(data_root).resolve() != Path(cfg.data.root).resolve():
+        other.append(f"data root {data_root}")
+    if split is not None and split != cfg.data.val_split:
+        other.append(f"split {split}")
+    return " and ".join(other)
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:

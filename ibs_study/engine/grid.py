@@ -94,21 +94,26 @@ def read_metrics(run_dir: str | os.PathLike, split: str | None = None) -> dict:
     """The ``metrics.json`` an evaluation wrote for ``run_dir``.
 
     Raises:
-        RunDirError: there is none (the run is missing, or was not evaluated).
+        RunDirError: there is none (the run is missing, or was not evaluated), or it is damaged.
     """
     path = _eval_dir(Path(run_dir), split) / "metrics.json"
     if not path.is_file():
         what = "no such run directory" if not Path(run_dir).is_dir() else "not evaluated yet"
         raise RunDirError(f"{path} not found: {what} (`ibs-study evaluate {run_dir}`)")
-    with open(path) as f:
-        return json.load(f)
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RunDirError(
+            f"{path}: not valid JSON ({err}); evaluate again (`ibs-study evaluate {run_dir}`)"
+        ) from None
 
 
-def _commands(spec: RunSpec, run_dir: Path, status: str) -> list[list[str]]:
+def _commands(spec: RunSpec, run_dir: Path, status: str, threads: int) -> list[list[str]]:
     python = [sys.executable, "-m", "ibs_study"]
     train = [*python, "train", "--preset", spec.preset, "--out", str(run_dir), "--no-progress"]
     for item in spec.overrides:
         train += ["--set", item]
+    train += ["--set", f"train.threads={threads}"]  # recorded in the run's config (see run_grid)
     evaluate = [*python, "evaluate", str(run_dir), "--no-progress"]
     if spec.split:
         evaluate += ["--split", spec.split, "--out", str(_eval_dir(run_dir, spec.split))]
@@ -129,7 +134,9 @@ def run_grid(
 ) -> dict[str, dict]:
     """Train and evaluate every spec under ``root/<spec.name>``; returns name -> metrics.
 
-    Runs that are already done are only read. A run that fails raises
+    Each run trains with ``train.threads=threads`` (and ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS``
+    set to it), whatever its preset says: its ``config.yaml`` records the threads it used. Runs
+    that are already done are only read. A run that fails raises
     :class:`RuntimeError` naming it and its log file (``root/<name>.log``) after the
     other runs have finished; an existing run directory of another config raises
     :class:`~ibs_study.engine.run_dir.RunDirError` before anything runs
@@ -148,7 +155,7 @@ def run_grid(
         run_dir = root / spec.name
         status = run_status(run_dir, spec.split)
         if status != "done":
-            pending.append((spec, run_dir, _commands(spec, run_dir, status)))
+            pending.append((spec, run_dir, _commands(spec, run_dir, status, threads)))
     running: list[tuple[RunSpec, Path, list[list[str]], subprocess.Popen, object]] = []
     failed: list[str] = []
     bar = tqdm(total=len(specs), initial=len(specs) - len(pending), desc="runs", disable=not progress)

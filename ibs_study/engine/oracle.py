@@ -38,7 +38,6 @@ This needs a model that records which GT thing each embedding stands for
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -50,8 +49,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ibs_study.atomic import write_json_atomic
 from ibs_study.data.batch import target_from_sample
 from ibs_study.data.datasets import PanopticDataset
+from ibs_study.engine.run_dir import run_lock
 from ibs_study.models.output import UnifiedOutput
 
 logger = logging.getLogger(__name__)
@@ -358,17 +359,6 @@ def oracle_logits(
     }
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(data, indent=1) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def oracle_confusion_run(
     run_dir: str | os.PathLike,
     *,
@@ -386,18 +376,23 @@ def oracle_confusion_run(
     to the config's ``eval.max_images``, as ``ibs-study evaluate``."""
     from ibs_study.engine.evaluate import open_trained_run
 
-    run = open_trained_run(run_dir, checkpoint=checkpoint, data_root=data_root, split=split, device=device)
-    result = oracle_confusion(
-        run.model,
-        run.dataset,
-        min_pixels=run.cfg.data.min_pixels,
-        max_images=max_images if max_images is not None else run.cfg.eval.max_images,
-        progress=progress,
-    )
-    result["checkpoint"] = str(run.checkpoint)
-    result["split"] = run.split
-    path = (Path(out_dir) if out_dir is not None else run.default_out) / ORACLE_FILE
-    _write_json(path, result)
+    with run_lock(run_dir):
+        run = open_trained_run(
+            run_dir, checkpoint=checkpoint, data_root=data_root, split=split, device=device
+        )
+        result = oracle_confusion(
+            run.model,
+            run.dataset,
+            min_pixels=run.cfg.data.min_pixels,
+            max_images=max_images if max_images is not None else run.cfg.eval.max_images,
+            progress=progress,
+        )
+        result["checkpoint"] = str(run.checkpoint)
+        result["split"] = run.split
+        folder = Path(out_dir) if out_dir is not None else run.default_out
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / ORACLE_FILE
+        write_json_atomic(path, result, indent=1)
     logger.info("oracle confusion of %s written to %s", run_dir, path)
     return result
 
@@ -417,17 +412,22 @@ def oracle_logits_run(
     arguments as :func:`oracle_confusion_run`."""
     from ibs_study.engine.evaluate import open_trained_run
 
-    run = open_trained_run(run_dir, checkpoint=checkpoint, data_root=data_root, split=split, device=device)
-    result = oracle_logits(
-        run.model,
-        run.dataset,
-        min_pixels=run.cfg.data.min_pixels,
-        max_images=max_images if max_images is not None else run.cfg.eval.max_images,
-        progress=progress,
-    )
-    result["checkpoint"] = str(run.checkpoint)
-    result["split"] = run.split
-    path = (Path(out_dir) if out_dir is not None else run.default_out) / ORACLE_LOGITS_FILE
-    _write_json(path, result)
+    with run_lock(run_dir):
+        run = open_trained_run(
+            run_dir, checkpoint=checkpoint, data_root=data_root, split=split, device=device
+        )
+        result = oracle_logits(
+            run.model,
+            run.dataset,
+            min_pixels=run.cfg.data.min_pixels,
+            max_images=max_images if max_images is not None else run.cfg.eval.max_images,
+            progress=progress,
+        )
+        result["checkpoint"] = str(run.checkpoint)
+        result["split"] = run.split
+        folder = Path(out_dir) if out_dir is not None else run.default_out
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / ORACLE_LOGITS_FILE
+        write_json_atomic(path, result, indent=1)
     logger.info("oracle logits of %s written to %s", run_dir, path)
     return result

@@ -2,17 +2,20 @@
 
 Recipe of :func:`train`:
 
-1. join the process group (torchrun), pick the device and its float32 matmul precision;
-2. prepare the run directory (config, environment; refuses to overwrite);
+1. set the torch threads (``train.threads``), join the process group (torchrun), pick the
+   device and its float32 matmul precision;
+2. lock and prepare the run directory (config, environment; refuses to overwrite);
 3. open the training split (a missing synthetic dataset is generated first);
 4. build the model, optimiser, poly schedule and AMP scaler;
-5. resume from the newest checkpoint if asked (model, optimiser, schedule, scaler, RNG);
+5. resume from the newest checkpoint that loads if asked (model, optimiser, schedule, scaler, RNG);
 6. loop over steps: batch -> model's own losses + lambda * IBS -> backward -> clip -> step;
    log every ``train.log_every`` steps to ``log.jsonl`` and TensorBoard, checkpoint every
    ``train.checkpoint_every`` steps and at the end.
 
 A loss that is NaN or infinite stops the run with :class:`FloatingPointError` naming the
-step and the term; the last checkpoint on disk is the last good state.
+step and the term; the last checkpoint on disk is the last good state. A start that fails
+before it has written a checkpoint (nothing to resume from) leaves the run directory as it found
+it (:class:`~ibs_study.engine.run_dir.RunStart`), so the same command can run again.
 """
 
 from __future__ import annotations
@@ -31,13 +34,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ibs_study.atomic import write_text_atomic
 from ibs_study.config import ExperimentConfig, config_to_dict
 from ibs_study.data.batch import Batch
 from ibs_study.data.datasets import PanopticDataset
 from ibs_study.data.transforms import TrainAugmentation
 from ibs_study.engine.checkpoint import (
     latest_checkpoint,
-    load_checkpoint,
+    load_latest_checkpoint,
     restore_rng_state,
     rng_state,
     save_checkpoint,
@@ -51,7 +55,7 @@ from ibs_study.engine.distributed import (
     resolve_device,
 )
 from ibs_study.engine.optim import build_optimizer, build_scheduler, clip_gradients
-from ibs_study.engine.run_dir import prepare_run_dir
+from ibs_study.engine.run_dir import RunDirError, RunStart
 from ibs_study.losses import assign_partners, shared_thing_class_fraction, weighted_ibs_loss
 from ibs_study.models.build import build_model
 from ibs_study.sampling import build_train_loader
@@ -67,6 +71,7 @@ __all__ = [
     "step_generator",
     "local_batch_size",
     "train_augmentation",
+    "set_threads",
 ]
 
 
@@ -143,6 +148,13 @@ def set_matmul_precision(cfg: ExperimentConfig, device: torch.device) -> None:
     (process-wide, as ``torch.set_float32_matmul_precision``); leave the CPU untouched."""
     if device.type == "cuda":
         torch.set_float32_matmul_precision(cfg.train.float32_matmul_precision)
+
+
+def set_threads(cfg: ExperimentConfig) -> None:
+    """Apply ``train.threads`` (torch's intra-op CPU threads, for this whole process); None
+    leaves torch's default."""
+    if cfg.train.threads is not None:
+        torch.set_num_threads(cfg.train.threads)
 
 
 def step_partner_index(
@@ -222,14 +234,14 @@ class _RunLog:
         path = run_dir / "log.jsonl"
         if path.is_file():
             kept, rolled_back = [], []
-            for line in path.read_text().splitlines():
+            for line in _read_log_lines(path):
                 (kept if json.loads(line)["step"] <= start_step else rolled_back).append(line + "\n")
             if rolled_back:
-                with open(run_dir / "log.rolled_back.jsonl", "a") as f:
-                    f.writelines(rolled_back)
-                tmp = path.with_suffix(".jsonl.tmp")
-                tmp.write_text("".join(kept))
-                os.replace(tmp, path)
+                old = run_dir / "log.rolled_back.jsonl"
+                earlier = old.read_text() if old.is_file() else ""
+                write_text_atomic(old, earlier + "".join(rolled_back))
+            if "".join(kept) != path.read_text(errors="replace"):
+                write_text_atomic(path, "".join(kept))
         self.file = open(path, "a")
         self.board = SummaryWriter(str(run_dir / "tensorboard"))
 
@@ -245,6 +257,33 @@ class _RunLog:
         if self.enabled:
             self.file.close()
             self.board.close()
+
+
+def _read_log_lines(path: Path) -> list[str]:
+    """The records of ``log.jsonl``, one JSON line each; a blank or partial last line (a run
+    killed while writing it) is dropped with a warning.
+
+    Raises:
+        RunDirError: a line before the last is not a JSON record.
+    """
+    lines = path.read_text(errors="replace").splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+            good = isinstance(record, dict) and isinstance(record.get("step"), int)
+        except json.JSONDecodeError:
+            good = False
+        if good:
+            records.append(line)
+        elif number == len(lines) or not line.strip():
+            logger.warning("%s: dropped line %d, %r (cut when the run was stopped)", path, number, line[:80])
+        else:
+            raise RunDirError(
+                f"{path}: line {number} is not a JSON record with a step ({line[:60]!r}); "
+                "repair or remove that line, then resume"
+            )
+    return records
 
 
 def _checkpoint_state(model, optimizer, scheduler, scaler, cfg: ExperimentConfig, step: int) -> dict:
@@ -274,24 +313,31 @@ def train(
     Args:
         cfg: resolved experiment config.
         run_dir: run directory (new, or existing with ``resume``).
-        resume: continue from the newest checkpoint in ``run_dir``.
+        resume: continue from the newest checkpoint in ``run_dir`` that loads.
         force: allow resuming with a config that differs from the recorded one.
         progress: show a tqdm bar.
         dataset: training split already opened (default: from ``cfg.data``).
+
+    Raises:
+        RunDirError: see :class:`~ibs_study.engine.run_dir.RunStart` (a run directory in use,
+            not empty, or of another config).
+        CheckpointError: a resume whose checkpoints are all unreadable.
     """
     started = time.perf_counter()
+    set_threads(cfg)
     device_kind = (
         "cuda"
         if cfg.train.device.startswith("cuda") or (cfg.train.device == "auto" and torch.cuda.is_available())
         else "cpu"
     )
     info: DistInfo = init_distributed(device_kind)
+    start: RunStart | None = None
     try:
         device = resolve_device(cfg.train.device, info)
         set_matmul_precision(cfg, device)
         run_dir = Path(run_dir)
         if info.is_main:
-            prepare_run_dir(run_dir, cfg, device, resume=resume, force=force)
+            start = RunStart(run_dir, cfg, device, resume=resume, force=force)
         barrier(info)
         torch.manual_seed(cfg.seed + info.rank)
         if dataset is None:
@@ -307,9 +353,9 @@ def train(
         scaler = torch.amp.GradScaler("cuda") if cfg.train.amp and device.type == "cuda" else None
         start_step = 0
         if resume:
-            checkpoint_path = latest_checkpoint(run_dir / "checkpoints")
-            if checkpoint_path is not None:
-                state = load_checkpoint(checkpoint_path, map_location=device)
+            loaded = load_latest_checkpoint(run_dir / "checkpoints", map_location=device)
+            if loaded is not None:
+                checkpoint_path, state = loaded
                 model.load_state_dict(state["model"])
                 optimizer.load_state_dict(state["optimizer"])
                 scheduler.load_state_dict(state["scheduler"])
@@ -365,9 +411,17 @@ def train(
             if info.is_main and (step % cfg.train.checkpoint_every == 0 or step == cfg.train.max_steps):
                 state = _checkpoint_state(model, optimizer, scheduler, scaler, cfg, step)
                 last_checkpoint = save_checkpoint(state, run_dir / "checkpoints", step)
+                start.commit()  # from here on the run's files stay, for --resume
         bar.close()
         log.close()
         barrier(info)
         return TrainResult(run_dir, step, last_checkpoint, time.perf_counter() - started, info.is_main)
+    except BaseException:
+        if start is not None:
+            start.close(failed=True)  # undoes a start that wrote no checkpoint
+            start = None
+        raise
     finally:
+        if start is not None:
+            start.close(failed=False)
         cleanup_distributed(info)
