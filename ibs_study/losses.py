@@ -373,8 +373,8 @@ def ibs_loss(
     if not pairs:
         return {"loss_ibs": zero, **{f"ibs_layer{layer}": zero for layer in layers}}
     # rows meet the features of their partner crop at their layer: one group per such map
-    per_layer = output.layer_features is not None
-    pairs.sort(key=lambda pair: (partners[pair[0]][pair[2]], pair[1] if per_layer else 0))
+    layer_own_features = output.layer_features is not None
+    pairs.sort(key=lambda pair: (partners[pair[0]][pair[2]], pair[1] if layer_own_features else 0))
     counts = [output.thing_index[layer][crop].numel() for _, layer, crop in pairs]
     rows = torch.cat([output.thing_embeddings(layer, crop) for _, layer, crop in pairs])  # (R, C)
     weights = torch.cat([output.thing_weights[layer][crop].reshape(-1) for _, layer, crop in pairs])  # (R,)
@@ -385,7 +385,7 @@ def ibs_loss(
     # (partner crop, layer of its features) -> its rows, in that order (pairs are sorted)
     group_sizes: dict[tuple[int, int], int] = {}
     for (position, layer, crop), count in zip(pairs, counts):
-        key = (partners[position][crop], layer if per_layer else layers[0])
+        key = (partners[position][crop], layer if layer_own_features else layers[0])
         group_sizes[key] = group_sizes.get(key, 0) + count
 
     flat = {}  # layer -> B x (C, h * w)

@@ -175,6 +175,23 @@ def _labels(meta: DatasetMeta) -> dict[str, Any]:
     }
 
 
+def _checked_overrides(config_class: type, spec: Any) -> dict[str, Any]:
+    """The configuration fields of a ``model.hf.config`` mapping ({} for a name).
+
+    Raises:
+        ConfigError: a field ``config_class`` does not have (transformers would keep it unused).
+    """
+    if not isinstance(spec, Mapping):
+        return {}
+    known = set(config_class().to_dict())
+    unknown = sorted(set(spec) - known)
+    if unknown:
+        raise ConfigError(
+            f"model.hf.config: {config_class.__name__} has no field(s) {unknown}; valid fields: {sorted(known)}"
+        )
+    return dict(spec)
+
+
 def hf_config(name: str, cfg: HFConfig, meta: DatasetMeta):
     """The transformers configuration of a random-init model ``name`` (``model.hf.config``),
     with the dataset's classes.
@@ -199,7 +216,7 @@ def hf_config(name: str, cfg: HFConfig, meta: DatasetMeta):
         values = {k: v for k, v in values.items() if k not in ("architectures", "transformers_version")}
     else:
         values = dict(TINY_CONFIGS[name])
-        values.update(spec if isinstance(spec, Mapping) else {})
+        values.update(_checked_overrides(config_class, spec))
     values.update(_labels(meta))
     try:
         return config_class(**values)
@@ -207,23 +224,45 @@ def hf_config(name: str, cfg: HFConfig, meta: DatasetMeta):
         raise ConfigError(f"model.hf.config: {config_class.__name__} rejects it ({err})") from None
 
 
-def _load_pretrained(name: str, cfg: HFConfig, meta: DatasetMeta) -> tuple[nn.Module, Any]:
-    """Model and image processor from ``model.hf.pretrained`` (weights; class head resized to
-    the dataset)."""
-    _, model_class, processor_class = _architecture(name)
-    overrides = cfg.config if isinstance(cfg.config, Mapping) else {}
+def _from_pretrained(loader: Any, source: str, **kwargs: Any) -> Any:
+    """``loader(source)`` from a local folder or the Hugging Face cache, else from the hub.
+
+    Raises:
+        CheckpointError: a folder-like ``source`` that holds no model, or a hub id that
+            neither the cache nor the hub (e.g. offline) can give.
+    """
     try:
-        model = model_class.from_pretrained(
-            cfg.pretrained, ignore_mismatched_sizes=True, **_labels(meta), **overrides
-        )
+        return loader(source, local_files_only=True, **kwargs)
+    except (OSError, ValueError) as err:
+        if source.startswith(("/", ".", "~")) or Path(source).exists():
+            raise CheckpointError(
+                f"model.hf.pretrained={source!r}: no {loader.__self__.__name__} there "
+                f"({str(err).splitlines()[0]}); point it at a folder written by save_pretrained"
+            ) from None
+    try:
+        return loader(source, **kwargs)
     except (OSError, ValueError) as err:
         raise CheckpointError(
-            f"model.hf.pretrained={cfg.pretrained!r}: cannot load {model_class.__name__} "
+            f"model.hf.pretrained={source!r}: cannot load {loader.__self__.__name__} "
             f"({str(err).splitlines()[0]}); without network, download it first or give a local folder"
         ) from None
+
+
+def _load_pretrained(name: str, cfg: HFConfig, meta: DatasetMeta) -> tuple[nn.Module, Any]:
+    """Model and image processor from ``model.hf.pretrained`` (weights; class head resized to
+    the dataset; the processor's defaults where the source has none)."""
+    _, model_class, processor_class = _architecture(name)
+    overrides = _checked_overrides(_architecture(name)[0], cfg.config)
+    model = _from_pretrained(
+        model_class.from_pretrained,
+        cfg.pretrained,
+        ignore_mismatched_sizes=True,
+        **_labels(meta),
+        **overrides,
+    )
     try:
-        processor = processor_class.from_pretrained(cfg.pretrained)
-    except OSError:
+        processor = processor_class.from_pretrained(cfg.pretrained, local_files_only=True)
+    except (OSError, ValueError):
         processor = processor_class()
     return model, processor
 
