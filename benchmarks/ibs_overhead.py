@@ -1,6 +1,7 @@
 """IBS overhead: training-step time and peak memory with vs without IBS, same batches, one run.
 
-For each model (Panoptic FCN, Mask2Former) the preset's crop+IBS configuration is run twice
+For each model (Panoptic FCN, Mask2Former; on the CPU scale also transformers' Mask2Former
+and EoMT, ``--models hf_m2f hf_eomt``) the preset's crop+IBS configuration is run twice
 on identical batches (paired crops), once with ``ibs.enabled=false``; the two variants
 alternate step by step (which goes first alternates too) so that machine load affects both
 alike; the overhead is reported from the medians and from the per-step paired differences.
@@ -13,6 +14,7 @@ and reports its peak RSS growth during the timed steps.
     python benchmarks/ibs_overhead.py --scale paper --device cuda   # ResNet-50, 512x1024 crops
     python benchmarks/ibs_overhead.py --scale paper --device cuda --set train.float32_matmul_precision=high
     python benchmarks/ibs_overhead.py --profile 15          # plus the IBS term's 15 costliest operators
+    python benchmarks/ibs_overhead.py --models hf_m2f --set ibs.weight=50   # transformers' Mask2Former, tiny
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ from ibs_study.models.build import build_model
 PRESETS = {
     ("cpu", "pfcn"): "synthetic_pfcn_crop_ibs",
     ("cpu", "m2f"): "synthetic_m2f_crop_ibs",
+    ("cpu", "hf_m2f"): "synthetic_hf_m2f_crop_ibs",
+    ("cpu", "hf_eomt"): "synthetic_hf_eomt_crop_ibs",
     ("paper", "pfcn"): "synthetic_gpu_pfcn_crop_ibs",
     ("paper", "m2f"): "synthetic_gpu_m2f_crop_ibs",
 }
@@ -197,7 +201,9 @@ def measure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=["cpu", "paper"], default="cpu")
-    parser.add_argument("--models", nargs="+", default=["pfcn", "m2f"])
+    parser.add_argument(
+        "--models", nargs="+", default=["pfcn", "m2f"], choices=sorted({model for _, model in PRESETS})
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=3)

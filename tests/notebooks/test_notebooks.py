@@ -25,6 +25,7 @@ NOTEBOOKS = (
     "05_confusion_explorer",
     "06_instance_segmentation",
     "07_paper_figures",
+    "08_ibs_on_transformers",
 )
 MAX_LOGIC_LINES = 15
 
@@ -240,3 +241,17 @@ def test_07_paper_figures(tmp_path):
         assert (out / name).is_file(), name
     assert any(name.startswith("fig8_pfcn_panoptic/") for name in provenance["files"])
     assert len(provenance["config_hashes"]) == 4
+
+
+@pytest.mark.slow
+def test_08_ibs_on_transformers(tmp_path):
+    pytest.importorskip("transformers")
+    _execute("08_ibs_on_transformers", tmp_path)
+    out = tmp_path / "out"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == [3, 3] and summary["explorer_runs"] == ["crop", "crop + IBS"]
+    assert {"loss_ibs", "loss_cross_entropy", "loss_mask_0"} <= set(summary["loss_terms"])
+    for name in ("crop", "crop_ibs"):
+        assert (out / "runs" / name / "eval_val" / "confusion_records.jsonl").is_file()
+        assert (out / f"loss_curves_{name}.png").is_file()
+    assert (out / "confusion_curve.png").is_file()
