@@ -43,9 +43,9 @@ dataset; a pretrained class head of another size is re-initialised.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import json
-import logging
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -63,8 +63,6 @@ from ibs_study.data.panoptic import segments_from_id_map
 from ibs_study.errors import CheckpointError, ConfigError
 from ibs_study.models.output import UnifiedOutput
 from ibs_study.models.postprocess import PanopticPrediction
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["HFConfig", "HFMask2Former", "HFEomt", "HF_MODELS", "TINY_CONFIGS", "hf_config"]
 
@@ -251,8 +249,8 @@ def _from_pretrained(loader: Any, source: str, **kwargs: Any) -> Any:
 def _load_pretrained(name: str, cfg: HFConfig, meta: DatasetMeta) -> tuple[nn.Module, Any]:
     """Model and image processor from ``model.hf.pretrained`` (weights; class head resized to
     the dataset; the processor's defaults where the source has none)."""
-    _, model_class, processor_class = _architecture(name)
-    overrides = _checked_overrides(_architecture(name)[0], cfg.config)
+    config_class, model_class, processor_class = _architecture(name)
+    overrides = _checked_overrides(config_class, cfg.config)
     model = _from_pretrained(
         model_class.from_pretrained,
         cfg.pretrained,
@@ -282,11 +280,11 @@ def _recorded_outputs(*modules: nn.Module) -> Iterator[list[list[Any]]]:
             handle.remove()
 
 
-class _HFUniversalSegmentation(nn.Module):
+class _HFUniversalSegmentation(nn.Module, abc.ABC):
     """What both wrappers share: targets, matching, the UnifiedOutput and the panoptic prediction.
+    A subclass names its ``model.name`` in ``name``.
 
     Args:
-        name: ``hf_mask2former`` or ``hf_eomt``.
         cfg: the ``model.hf`` section.
         meta: dataset categories; class k of the model is contiguous label k.
     """
@@ -313,10 +311,11 @@ class _HFUniversalSegmentation(nn.Module):
 
     # ------------------------------------------------------------------ model specifics
 
+    @abc.abstractmethod
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """(H_in, W_in) the model's input for a (height, width) image (zero-padded bottom/right)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def predictions(
         self, pixel_values: torch.Tensor, mask_labels: list[torch.Tensor], class_labels: list[torch.Tensor]
     ) -> tuple[dict[str, torch.Tensor], list, list[torch.Tensor], list[torch.Tensor]]:
@@ -326,7 +325,6 @@ class _HFUniversalSegmentation(nn.Module):
             the weighted losses, transformers' matches of every prediction l (first to final),
             the mask embeddings (B, Q, C) and pixel features (B, C, h, w) of every prediction.
         """
-        raise NotImplementedError
 
     # ------------------------------------------------------------------------ training
 
@@ -389,9 +387,9 @@ class _HFUniversalSegmentation(nn.Module):
 
     # ----------------------------------------------------------------------- inference
 
+    @abc.abstractmethod
     def post_process(self, outputs: Any, image_size: tuple[int, int], input_size: tuple[int, int]) -> dict:
         """The image processor's ``post_process_panoptic_segmentation`` of one image."""
-        raise NotImplementedError
 
     def inference_input(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """(1, 3, H_in, W_in) model input of one (3, H, W) uint8 image and its (H_in, W_in)."""
