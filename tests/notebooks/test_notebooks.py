@@ -1,4 +1,4 @@
-"""The seven notebooks: .ipynb / .py pairs in sync, outputs stripped, one parameters cell, short
+"""The notebooks: .ipynb / .py pairs in sync, outputs stripped, one parameters cell, short
 cells; each executed end to end by papermill with ``smoke=True``, checking what it wrote."""
 
 from __future__ import annotations
