@@ -502,8 +502,9 @@ class HFEomt(_HFUniversalSegmentation):
     def forward(self, images: torch.Tensor, targets: list[CropTarget]) -> UnifiedOutput:
         if max(images.shape[-2:]) > self.side:
             raise ConfigError(
-                f"hf_eomt takes inputs up to model.hf.config image_size={self.side}; data.crop_size gives "
-                f"{tuple(images.shape[-2:])}: set data.crop_size to at most [{self.side}, {self.side}]"
+                f"hf_eomt trains on inputs up to its image_size {self.side} x {self.side} (model.hf.config), "
+                f"got {tuple(images.shape[-2:])}: set data.crop_size to at most [{self.side}, {self.side}] "
+                "or a larger image_size"
             )
         return super().forward(images, targets)
 
