@@ -5,6 +5,8 @@ and EoMT, ``--models hf_m2f hf_eomt``) the preset's crop+IBS configuration is ru
 on identical batches (paired crops), once with ``ibs.enabled=false``; the two variants
 alternate step by step (which goes first alternates too) so that machine load affects both
 alike; the overhead is reported from the medians and from the per-step paired differences.
+CPU time of the process (``time.process_time``, all its threads) is recorded beside the wall
+clock: on a machine shared with other work it counts what the step computes, not the waiting.
 The IBS term is also timed alone (forward and backward to the model outputs it reads, on the
 same batches), which a loaded machine disturbs far less than the whole step. Peak memory: CUDA's
 ``max_memory_allocated`` on a GPU; on a CPU each variant also runs alone in a subprocess
@@ -155,6 +157,7 @@ def measure(
         scaler = torch.amp.GradScaler("cuda") if variant.train.amp and dev.type == "cuda" else None
         models[name] = (variant, model, build_optimizer(model, variant.optimizer), scaler)
     times = {name: [] for name in variants}
+    cpu_times = {name: [] for name in variants}  # this process's CPU seconds: what other load leaves alone
     peaks = {}
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     names = list(models)
@@ -165,20 +168,33 @@ def measure(
             _synchronize(dev)
             if dev.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             train_step(model, batch_, variant, optimizer, scaler, step, step_generator(0, 0, step))
             if dev.type == "cuda":
                 torch.cuda.synchronize()
                 peaks[name] = max(peaks.get(name, 0.0), torch.cuda.max_memory_allocated() / 2**20)
             if step >= warmup:
                 times[name].append(time.perf_counter() - start)
-    result = {name: {"median_s": statistics.median(t), "steps": len(t)} for name, t in times.items()}
+                cpu_times[name].append(time.process_time() - cpu_start)
+    result = {
+        name: {
+            "median_s": statistics.median(t),
+            "median_cpu_s": statistics.median(cpu_times[name]),
+            "steps": len(t),
+        }
+        for name, t in times.items()
+    }
     if len(times) == 2:  # the same batch and step, one right after the other: paired differences
         differences = sorted(a - b for a, b in zip(times["with_ibs"], times["without_ibs"]))
         quarter = len(differences) // 4
         result["paired_difference_s"] = {
             "median": statistics.median(differences),
             "quartiles": (differences[quarter], differences[-1 - quarter]),
+        }
+        cpu_differences = sorted(a - b for a, b in zip(cpu_times["with_ibs"], cpu_times["without_ibs"]))
+        result["paired_cpu_difference_s"] = {
+            "median": statistics.median(cpu_differences),
+            "quartiles": (cpu_differences[quarter], cpu_differences[-1 - quarter]),
         }
         variant, model = models["with_ibs"][:2]
         alone = sorted(time_ibs_term(variant, model, batches, dev, warmup))
@@ -279,6 +295,15 @@ def main() -> None:
             f"= {100 * paired['median'] / without_s:+.1f} % of the step (quartiles {1000 * low:.1f} .. "
             f"{1000 * high:.1f} ms)"
         )
+        if not args.device.startswith("cuda"):  # on a GPU the host time says little
+            without_cpu = result["without_ibs"]["median_cpu_s"]
+            cpu = result["paired_cpu_difference_s"]
+            low, high = cpu["quartiles"]
+            print(
+                f"  CPU time of this process per step: without IBS {without_cpu:.4f} s   with IBS "
+                f"{result['with_ibs']['median_cpu_s']:.4f} s   paired difference median {1000 * cpu['median']:.1f} ms "
+                f"= {100 * cpu['median'] / without_cpu:+.1f} % (quartiles {1000 * low:.1f} .. {1000 * high:.1f} ms)"
+            )
         alone = result["ibs_term_alone_s"]
         low, high = alone["quartiles"]
         print(
