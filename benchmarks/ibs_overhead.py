@@ -1,9 +1,12 @@
 """IBS overhead: training-step time and peak memory with vs without IBS, same batches, one run.
 
-For each model (Panoptic FCN, Mask2Former) the preset's crop+IBS configuration is run twice
+For each model (Panoptic FCN, Mask2Former; on the CPU scale also transformers' Mask2Former
+and EoMT, ``--models hf_m2f hf_eomt``) the preset's crop+IBS configuration is run twice
 on identical batches (paired crops), once with ``ibs.enabled=false``; the two variants
 alternate step by step (which goes first alternates too) so that machine load affects both
 alike; the overhead is reported from the medians and from the per-step paired differences.
+CPU time of the process (``time.process_time``, all its threads) is recorded beside the wall
+clock: on a machine shared with other work it counts what the step computes, not the waiting.
 The IBS term is also timed alone (forward and backward to the model outputs it reads, on the
 same batches), which a loaded machine disturbs far less than the whole step. Peak memory: CUDA's
 ``max_memory_allocated`` on a GPU; on a CPU each variant also runs alone in a subprocess
@@ -13,6 +16,7 @@ and reports its peak RSS growth during the timed steps.
     python benchmarks/ibs_overhead.py --scale paper --device cuda   # ResNet-50, 512x1024 crops
     python benchmarks/ibs_overhead.py --scale paper --device cuda --set train.float32_matmul_precision=high
     python benchmarks/ibs_overhead.py --profile 15          # plus the IBS term's 15 costliest operators
+    python benchmarks/ibs_overhead.py --models hf_m2f --set ibs.weight=50   # transformers' Mask2Former, tiny
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ from ibs_study.models.build import build_model
 PRESETS = {
     ("cpu", "pfcn"): "synthetic_pfcn_crop_ibs",
     ("cpu", "m2f"): "synthetic_m2f_crop_ibs",
+    ("cpu", "hf_m2f"): "synthetic_hf_m2f_crop_ibs",
+    ("cpu", "hf_eomt"): "synthetic_hf_eomt_crop_ibs",
     ("paper", "pfcn"): "synthetic_gpu_pfcn_crop_ibs",
     ("paper", "m2f"): "synthetic_gpu_m2f_crop_ibs",
 }
@@ -151,6 +157,7 @@ def measure(
         scaler = torch.amp.GradScaler("cuda") if variant.train.amp and dev.type == "cuda" else None
         models[name] = (variant, model, build_optimizer(model, variant.optimizer), scaler)
     times = {name: [] for name in variants}
+    cpu_times = {name: [] for name in variants}  # this process's CPU seconds: what other load leaves alone
     peaks = {}
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     names = list(models)
@@ -161,20 +168,33 @@ def measure(
             _synchronize(dev)
             if dev.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             train_step(model, batch_, variant, optimizer, scaler, step, step_generator(0, 0, step))
             if dev.type == "cuda":
                 torch.cuda.synchronize()
                 peaks[name] = max(peaks.get(name, 0.0), torch.cuda.max_memory_allocated() / 2**20)
             if step >= warmup:
                 times[name].append(time.perf_counter() - start)
-    result = {name: {"median_s": statistics.median(t), "steps": len(t)} for name, t in times.items()}
+                cpu_times[name].append(time.process_time() - cpu_start)
+    result = {
+        name: {
+            "median_s": statistics.median(t),
+            "median_cpu_s": statistics.median(cpu_times[name]),
+            "steps": len(t),
+        }
+        for name, t in times.items()
+    }
     if len(times) == 2:  # the same batch and step, one right after the other: paired differences
         differences = sorted(a - b for a, b in zip(times["with_ibs"], times["without_ibs"]))
         quarter = len(differences) // 4
         result["paired_difference_s"] = {
             "median": statistics.median(differences),
             "quartiles": (differences[quarter], differences[-1 - quarter]),
+        }
+        cpu_differences = sorted(a - b for a, b in zip(cpu_times["with_ibs"], cpu_times["without_ibs"]))
+        result["paired_cpu_difference_s"] = {
+            "median": statistics.median(cpu_differences),
+            "quartiles": (cpu_differences[quarter], cpu_differences[-1 - quarter]),
         }
         variant, model = models["with_ibs"][:2]
         alone = sorted(time_ibs_term(variant, model, batches, dev, warmup))
@@ -197,7 +217,9 @@ def measure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=["cpu", "paper"], default="cpu")
-    parser.add_argument("--models", nargs="+", default=["pfcn", "m2f"])
+    parser.add_argument(
+        "--models", nargs="+", default=["pfcn", "m2f"], choices=sorted({model for _, model in PRESETS})
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=3)
@@ -273,6 +295,15 @@ def main() -> None:
             f"= {100 * paired['median'] / without_s:+.1f} % of the step (quartiles {1000 * low:.1f} .. "
             f"{1000 * high:.1f} ms)"
         )
+        if not args.device.startswith("cuda"):  # on a GPU the host time says little
+            without_cpu = result["without_ibs"]["median_cpu_s"]
+            cpu = result["paired_cpu_difference_s"]
+            low, high = cpu["quartiles"]
+            print(
+                f"  CPU time of this process per step: without IBS {without_cpu:.4f} s   with IBS "
+                f"{result['with_ibs']['median_cpu_s']:.4f} s   paired difference median {1000 * cpu['median']:.1f} ms "
+                f"= {100 * cpu['median'] / without_cpu:+.1f} % (quartiles {1000 * low:.1f} .. {1000 * high:.1f} ms)"
+            )
         alone = result["ibs_term_alone_s"]
         low, high = alone["quartiles"]
         print(

@@ -27,6 +27,7 @@ import yaml
 from ibs_study.errors import ConfigError
 from ibs_study.losses import IBSConfig
 from ibs_study.models.backbone import BackboneConfig
+from ibs_study.models.hf import HFConfig
 from ibs_study.models.mask2former import Mask2FormerConfig
 from ibs_study.models.panoptic_fcn import PanopticFCNConfig
 from ibs_study.sampling import SamplerConfig
@@ -51,7 +52,7 @@ __all__ = [
     "config_value",
 ]
 
-MODEL_NAMES = ("panoptic_fcn", "mask2former")
+MODEL_NAMES = ("panoptic_fcn", "mask2former", "hf_mask2former", "hf_eomt")
 
 
 def _check_choice(key: str, value: Any, choices: Iterable[Any]) -> None:
@@ -113,12 +114,14 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Which unified model and its hyper-parameters (only the chosen model's section is used)."""
+    """Which unified model and its hyper-parameters (only the chosen model's section is used;
+    ``hf_mask2former`` and ``hf_eomt``, transformers' models, use ``hf`` and not ``backbone``)."""
 
     name: str = "panoptic_fcn"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     panoptic_fcn: PanopticFCNConfig = field(default_factory=PanopticFCNConfig)
     mask2former: Mask2FormerConfig = field(default_factory=Mask2FormerConfig)
+    hf: HFConfig = field(default_factory=HFConfig)
 
     def __post_init__(self) -> None:
         _check_choice("model.name", self.name, MODEL_NAMES)

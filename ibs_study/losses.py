@@ -329,6 +329,9 @@ def ibs_loss(
     Nothing is detached, unless ``cfg.detach_bias``: then the rows come from
     ``output.bias_detached_thing_embeddings`` (same values, no gradient into the projection bias).
 
+    A model whose layers have features of their own (``output.layer_features``, EoMT) has
+    each layer's rows meet the partner's features of that layer.
+
     All layers and crops are computed at once: the thing rows of every (layer, crop) are
     grouped by the crop whose features they meet, and each group meets those features in one
     matrix product (no gathered copy of the features, no padding to the largest group), so
@@ -374,7 +377,9 @@ def ibs_loss(
     ]
     if not pairs:
         return {"loss_ibs": zero, **{f"ibs_layer{layer}": zero for layer in layers}}
-    pairs.sort(key=lambda pair: partners[pair[0]][pair[2]])
+    # rows meet the features of their partner crop at their layer: one group per such map
+    layer_own_features = output.layer_features is not None
+    pairs.sort(key=lambda pair: (partners[pair[0]][pair[2]], pair[1] if layer_own_features else 0))
     counts = [output.thing_index[layer][crop].numel() for _, layer, crop in pairs]
     thing_rows = output.thing_embeddings
     if cfg.detach_bias:
@@ -387,15 +392,18 @@ def ibs_loss(
     row_layer = _to_device(
         [position for (position, _, _), count in zip(pairs, counts) for _ in range(count)], device
     )  # (R,) the position in ``layers`` of every row's layer
-    group_sizes: dict[int, int] = {}  # partner crop -> its rows, in crop order (pairs are sorted)
-    for (position, _, crop), count in zip(pairs, counts):
-        partner = partners[position][crop]
-        group_sizes[partner] = group_sizes.get(partner, 0) + count
+    # (partner crop, layer of its features) -> its rows, in that order (pairs are sorted)
+    group_sizes: dict[tuple[int, int], int] = {}
+    for (position, layer, crop), count in zip(pairs, counts):
+        key = (partners[position][crop], layer if layer_own_features else layers[0])
+        group_sizes[key] = group_sizes.get(key, 0) + count
 
-    partner_features = features.flatten(2).to(rows.dtype).unbind(0)  # B x (C, h * w)
+    flat = {}  # layer -> B x (C, h * w)
     products, start = [], 0
-    for partner, size in group_sizes.items():
-        products.append(rows[start : start + size] @ partner_features[partner])  # (size, h * w)
+    for (partner, layer), size in group_sizes.items():
+        if layer not in flat:
+            flat[layer] = output.features_of(layer).flatten(2).to(rows.dtype).unbind(0)
+        products.append(rows[start : start + size] @ flat[layer][partner])  # (size, h * w)
         start += size
     logits = products[0] if len(products) == 1 else torch.cat(products)  # (R, h * w), by partner
     if cfg.point_sampling:

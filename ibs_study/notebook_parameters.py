@@ -160,6 +160,7 @@ _CHECKS: dict[str, Check] = {
     "labels": _optional(_list(_text, 1, 2)),
     # config values, checked by the config
     "preset": _preset,
+    "presets": _list(_preset, 2, 2),
     "overrides": _overrides,
     "data_root": _optional(_path),
     "max_steps": _optional(_config("train.max_steps")),

@@ -94,7 +94,7 @@ __all__ = [
 
 
 # config sections whose keys only change how a trained model predicts, not its parameters
-INFERENCE_SECTIONS = ("model.panoptic_fcn.", "model.mask2former.", "eval.")
+INFERENCE_SECTIONS = ("model.panoptic_fcn.", "model.mask2former.", "model.hf.", "eval.")
 
 
 def inference_config(run_dir: str | os.PathLike, overrides: Sequence[str] = ()) -> ExperimentConfig:

@@ -44,6 +44,10 @@ class UnifiedOutput:
             :meth:`thing_embeddings`, computed again with the bias of the projection that
             makes them detached (equal values; no gradient reaches that bias through them),
             for ``ibs.detach_bias``; None: the model offers no such view.
+        layer_features: ``[L]`` tensors (B, C, h, w) when each layer multiplies its
+            embeddings with features of its own (EoMT: the upscaled patch tokens of the block
+            it predicts from; ``features`` is then the last layer's); None: every layer uses
+            ``features``.
     """
 
     features: torch.Tensor
@@ -56,6 +60,7 @@ class UnifiedOutput:
     stats: dict[str, float] = field(default_factory=dict)
     thing_segments: list[list[torch.Tensor]] | None = None
     bias_detached_thing_embeddings: Callable[[int, int], torch.Tensor] | None = None
+    layer_features: list[torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         batch = self.features.shape[0]
@@ -70,9 +75,22 @@ class UnifiedOutput:
                 f"UnifiedOutput.ibs_layers {self.ibs_layers} outside 0..{len(self.embeddings) - 1}"
             )
 
+        if self.layer_features is not None:
+            if len(self.layer_features) != len(self.embeddings):
+                raise ValueError(
+                    f"UnifiedOutput.layer_features holds {len(self.layer_features)} layers, "
+                    f"embeddings {len(self.embeddings)}"
+                )
+            if any(f.shape != self.features.shape for f in self.layer_features):
+                raise ValueError("UnifiedOutput.layer_features must each have the shape of features")
+
     @property
     def batch_size(self) -> int:
         return int(self.features.shape[0])
+
+    def features_of(self, layer: int) -> torch.Tensor:
+        """(B, C, h, w) the features that ``embeddings[layer]`` multiply."""
+        return self.features if self.layer_features is None else self.layer_features[layer]
 
     def thing_embeddings(self, layer: int, crop: int) -> torch.Tensor:
         """(T_b, C) embeddings of crop ``crop``'s ground-truth things at ``layer``."""

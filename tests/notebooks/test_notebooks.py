@@ -1,4 +1,4 @@
-"""The seven notebooks: .ipynb / .py pairs in sync, outputs stripped, one parameters cell, short
+"""The notebooks: .ipynb / .py pairs in sync, outputs stripped, one parameters cell, short
 cells, parameters checked first; each executed end to end by papermill with ``smoke=True`` and its
 default output folders in a clean clone of the repository, checking what it wrote and that no
 tracked file changed (``git status``)."""
@@ -32,6 +32,7 @@ NOTEBOOKS = (
     "05_confusion_explorer",
     "06_instance_segmentation",
     "07_paper_figures",
+    "08_ibs_on_transformers",
 )
 MAX_LOGIC_LINES = 15
 
@@ -341,3 +342,16 @@ def test_07_paper_figures(clone, tmp_path):
         assert (out / name).is_file(), name
     assert any(name.startswith("fig8_pfcn_panoptic/") for name in provenance["files"])
     assert len(provenance["config_hashes"]) == 4
+
+
+@pytest.mark.slow
+def test_08_ibs_on_transformers(clone, tmp_path):
+    pytest.importorskip("transformers")
+    out = _execute("08_ibs_on_transformers", clone, tmp_path)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == [3, 3] and summary["explorer_runs"] == ["crop", "crop + IBS"]
+    assert {"loss_ibs", "loss_cross_entropy", "loss_mask_0"} <= set(summary["loss_terms"])
+    for name in ("crop", "crop_ibs"):
+        assert (out / "runs" / name / "eval_val" / "confusion_records.jsonl").is_file()
+        assert (out / f"loss_curves_{name}.png").is_file()
+    assert (out / "confusion_curve.png").is_file()
