@@ -1,7 +1,8 @@
 """Run directories: what a run records about itself, and the rules for reusing one.
 
 A run directory holds ``config.yaml`` (the resolved config), ``environment.json``
-(package versions, device, git commit, command line; one entry per start or resume),
+(package versions, device, git commit, command line, a synthetic dataset's ``synthetic.json``;
+one entry per start or resume),
 ``log.jsonl`` (one record per logged step), ``tensorboard/`` and ``checkpoints/``.
 
 Rules: a new run refuses an existing non-empty directory (nothing is overwritten); a
@@ -25,6 +26,7 @@ from typing import Any
 import torch
 
 from ibs_study.config import ExperimentConfig, config_from_dict, config_to_dict, save_config
+from ibs_study.engine.data import data_record
 from ibs_study.errors import RunDirError
 
 logger = logging.getLogger(__name__)
@@ -147,10 +149,11 @@ def prepare_run_dir(
         raise RunDirError(
             f"{run_dir} already exists and is not empty; pass --resume to continue that run or choose another --out"
         )
+    data = data_record(cfg)  # generates a missing synthetic set; a bad data.root fails before any write
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     env_path = run_dir / "environment.json"
     history = json.loads(env_path.read_text()) if resume and env_path.is_file() else []
-    history.append({"event": "resume" if resume else "start", **environment_info(device)})
+    history.append({"event": "resume" if resume else "start", **environment_info(device), **data})
     env_path.write_text(json.dumps(history, indent=2))
     return run_dir
