@@ -53,13 +53,18 @@ def warn_if_no_thing_predictions(model: nn.Module, predicted_things: int, num_im
     if predicted_things or not num_images:
         return False
     keys = getattr(model, "THING_THRESHOLD_KEYS", ())
-    values = [f"{key}={getattr(model.cfg, key.rsplit('.', 1)[1])}" for key in keys]
-    thresholds = ", ".join(values) if values else "the model's score thresholds"
+    values = {key: getattr(model.cfg, key.rsplit(".", 1)[1]) for key in keys}
+    thresholds = ", ".join(f"{k}={v}" for k, v in values.items()) or "the model's score thresholds"
+    lower = (
+        ""
+        if values and not any(values.values())
+        else " or evaluate with lower thresholds (`ibs-study evaluate RUN --out DIR --set KEY=VALUE`)"
+    )
     logger.warning(
         "no thing prediction on the %d evaluated image(s) passed the thresholds (%s): thing metrics are 0; "
-        "train more steps (train.max_steps) or evaluate with lower thresholds (`ibs-study evaluate RUN "
-        "--out DIR --set KEY=VALUE`)",
+        "train more steps (train.max_steps)%s",
         num_images,
         thresholds,
+        lower,
     )
     return True
