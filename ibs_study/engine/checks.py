@@ -47,10 +47,12 @@ def count_thing_predictions(
 
 
 def warn_if_no_thing_predictions(model: nn.Module, predicted_things: int, num_images: int) -> bool:
-    """Log one warning when an evaluation of ``num_images`` images predicted no thing: every
-    thing candidate fell below the thresholds (the config keys the model lists in
-    ``THING_THRESHOLD_KEYS``, with their values); returns whether it warned."""
-    if predicted_things or not num_images:
+    """Log one warning when an evaluation of ``num_images`` images of a dataset with thing classes
+    (``model.meta``) predicted no thing: every thing candidate fell below the thresholds (the
+    config keys the model lists in ``THING_THRESHOLD_KEYS``, with their values); returns whether
+    it warned."""
+    meta = getattr(model, "meta", None)
+    if predicted_things or not num_images or (meta is not None and not meta.thing_labels):
         return False
     keys = getattr(model, "THING_THRESHOLD_KEYS", ())
     values = {key: getattr(model.cfg, key.rsplit(".", 1)[1]) for key in keys}

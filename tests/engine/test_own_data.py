@@ -12,6 +12,8 @@ import pytest
 
 from ibs_study.cli import main
 from ibs_study.config import resolve_config
+from ibs_study.data.datasets import DatasetMeta
+from ibs_study.data.panoptic import CategoryInfo
 from ibs_study.engine.grid import RunSpec, prepare_spec_data, run_grid
 from ibs_study.errors import DataError
 from ibs_study.runs import run_in_process
@@ -175,3 +177,7 @@ def test_an_evaluation_without_thing_predictions_names_the_thresholds(own_data, 
     model = type("Model", (), {"THING_THRESHOLD_KEYS": (key,), "cfg": cfg.model.panoptic_fcn})()
     assert not warn_if_no_thing_predictions(model, predicted_things=3, num_images=2)
     assert warn_if_no_thing_predictions(model, predicted_things=0, num_images=2)
+    model.meta = DatasetMeta.from_categories(
+        "stuff only", [CategoryInfo(7, "road", False, (1, 2, 3), "flat")]
+    )
+    assert not warn_if_no_thing_predictions(model, predicted_things=0, num_images=2)  # nothing to predict
