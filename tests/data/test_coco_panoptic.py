@@ -31,9 +31,9 @@ CATEGORIES = [
     {"id": 184, "name": "sky-other-merged", "isthing": 0, "color": [106, 154, 176], "supercategory": "sky"},
     {"id": 1, "name": "person", "isthing": 1, "color": [220, 20, 60], "supercategory": "person"},
     {"id": 125, "name": "grass-merged", "isthing": 0, "color": [152, 251, 152], "supercategory": "plant"},
-    {"id": 3, "name": "car", "isthing": 1, "color": [0, 0, 142], "supercategory": "vehicle"},
+    {"id": 3, "name": "car", "isthing": 1, "supercategory": "vehicle"},  # no colour, as in COCO's JSONs
 ]
-COLOUR = {c["id"]: c["color"] for c in CATEGORIES}
+COLOUR = {c["id"]: c.get("color", [0, 0, 142]) for c in CATEGORIES}
 HEIGHT, WIDTH = 64, 96
 
 COCO_2017 = {  # data.coco_panoptic keys for COCO 2017's layout
@@ -157,6 +157,8 @@ def test_coco_2017_layout_is_read_with_the_jsons_categories(coco_root):
     assert meta.class_names == ["person", "car", "grass-merged", "sky-other-merged"]
     assert meta.thing_labels == [0, 1] and meta.stuff_labels == [2, 3]
     assert meta.by_id()[184].color == (106, 154, 176) and meta.contiguous_of[125] == 2
+    car = meta.by_id()[3].color  # none in the JSON: a fixed colour of its own, not black
+    assert min(car) >= 40 and max(car) < 216 and car == open_split(cfg, "val2017").meta.by_id()[3].color
     train.validate()
     sample = train[1]
     assert sample.image_id == 1140 and sample.image.shape == (HEIGHT, WIDTH, 3)
