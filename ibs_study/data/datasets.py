@@ -414,13 +414,16 @@ def coco_panoptic(
 
     Args:
         keys: the config keys that name these paths, e.g. ``data.coco_panoptic.train``
-            (messages about a missing part then name ``{keys}_json`` and so on).
+            (messages about a missing part then name ``{keys}_json`` and so on; default: the
+            ``train`` or ``val`` keys for those splits).
 
     Raises:
         DataError: ``root``, the JSON, the PNG folder or the image folder is missing (named,
             with the key that sets it).
     """
     root = Path(root)
+    if keys is None and split in ("train", "val"):
+        keys = f"data.coco_panoptic.{split}"
     parts = {
         "json": (
             "COCO-panoptic JSON",
@@ -436,11 +439,11 @@ def coco_panoptic(
     for part, (what, given, default, exists) in parts.items():
         path = root / (given if given is not None else default)  # an absolute ``given`` replaces root
         if not exists(path):
-            setting = f"{keys}_{part}" if keys else f"the {part} argument"
-            where = f"set by {setting}" if given is not None else f"default layout; {setting} names another"
+            key = f"{keys or 'data.coco_panoptic.{train,val}'}_{part}"
+            where = f"set by {key}" if given is not None else f"the default layout; {key} names another"
             raise DataError(
-                f"{path}: {what} of split {split!r} not found ({where}, relative to the dataset root {root} "
-                "or absolute)"
+                f"{path}: {what} of split {split!r} not found ({where}, relative to the dataset root "
+                f"{root} (data.root) or absolute)"
             )
         paths[part] = path
     kwargs.setdefault("name", f"coco_panoptic_{split}")

@@ -213,7 +213,8 @@ def test_missing_parts_are_one_line_errors_naming_the_file_and_the_key(coco_root
         open_split(cfg, "train2017")
     # the default layout names the key that points elsewhere
     with pytest.raises(
-        DataError, match=r"panoptic_train\.json: .*default layout; data\.coco_panoptic\.train_json"
+        DataError,
+        match=r"panoptic_train\.json: .*the default layout; data\.coco_panoptic\.train_json names another.*\(data\.root\)",
     ):
         open_split(resolve_config(preset="synthetic_pfcn_crop", overrides=overrides[:2]), "train")
     missing = root / "val2017" / "000000002140.jpg"
