@@ -453,6 +453,7 @@ def coco_panoptic(
 def synthetic(root: str | os.PathLike, split: str = "train", **kwargs) -> PanopticDataset:
     """The synthetic set: ``annotations/panoptic_{split}.json``, ``panoptic_{split}/``, ``images/{split}/``
     (:func:`coco_panoptic`'s default layout)."""
+    _require_layout(Path(root), [], "synthetic", f"generate one with `ibs-study synth --out {root}`")
     return coco_panoptic(root, split, name=f"synthetic_{split}", **kwargs)
 
 

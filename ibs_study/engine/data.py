@@ -123,14 +123,15 @@ def open_split(
 ) -> PanopticDataset:
     """The ``split`` of ``cfg.data`` (or of ``root``).
 
-    With ``prepare``, a synthetic dataset whose root does not exist is generated first
-    (:func:`ensure_synthetic`; an existing complete generation is used as it is).
+    With ``prepare``, a synthetic ``data.root`` that does not exist is generated first
+    (:func:`ensure_synthetic`; an existing complete generation is used as it is). A ``root``
+    given here must hold the dataset: nothing is generated at, say, a mistyped ``--data``.
 
     Raises:
-        DataError: the root of a real dataset does not exist, or lacks the split's files.
+        DataError: the dataset root does not exist, or lacks the split's files.
     """
+    if prepare and root is None:
+        ensure_synthetic(cfg)
     root = Path(root if root is not None else cfg.data.root)
-    if prepare:
-        ensure_synthetic(cfg, root)
     _check_root(cfg, root)
     return open_dataset(cfg.data.dataset, root, split, **split_layout(cfg, split))

@@ -181,3 +181,18 @@ def test_an_evaluation_without_thing_predictions_names_the_thresholds(own_data, 
         "stuff only", [CategoryInfo(7, "road", False, (1, 2, 3), "flat")]
     )
     assert not warn_if_no_thing_predictions(model, predicted_things=0, num_images=2)  # nothing to predict
+
+
+def test_evaluate_on_a_mistyped_data_root_generates_nothing(own_data, tmp_path, capsys):
+    from ibs_study.engine.train import train
+
+    cfg = resolve_config(preset="synthetic_pfcn_crop", overrides=[f"data.root={own_data}", "data.crop_size=[32, 64]", *FAST])  # fmt: skip
+    train(cfg, tmp_path / "run", progress=False)
+    typo = tmp_path / "typo"
+    assert main(["evaluate", str(tmp_path / "run"), "--data", str(typo), "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"ibs-study evaluate: error: {typo}: synthetic dataset root (data.root) not found; generate one with "
+        f"`ibs-study synth --out {typo}`\n"
+    )
+    assert not typo.exists()
