@@ -81,7 +81,12 @@ register("synth", "generate the synthetic high-resolution street-scene dataset",
 
 def _stats_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("root", help="dataset root")
-    parser.add_argument("--kind", default="synthetic", help="synthetic | cityscapes | mapillary_vistas")
+    parser.add_argument(
+        "--kind",
+        default="synthetic",
+        help="synthetic | cityscapes | mapillary_vistas | coco_panoptic (the layout `synth` writes: "
+        "annotations/panoptic_SPLIT.json, panoptic_SPLIT/, images/SPLIT/)",
+    )
     parser.add_argument("--split", action="append", help="split(s) to describe (default: train and val)")
     parser.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), default=None, help="crop size")
 

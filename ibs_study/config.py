@@ -34,6 +34,7 @@ from ibs_study.sampling import SamplerConfig
 
 __all__ = [
     "ConfigError",
+    "CocoPanopticConfig",
     "DataConfig",
     "ModelConfig",
     "OptimizerConfig",
@@ -62,12 +63,34 @@ def _check_choice(key: str, value: Any, choices: Iterable[Any]) -> None:
 
 
 @dataclass
+class CocoPanopticConfig:
+    """Where ``data.dataset=coco_panoptic`` finds the splits ``data.train_split`` (``train_*``) and
+    ``data.val_split`` (``val_*``): each path relative to ``data.root`` or absolute; null takes the
+    default layout ``annotations/panoptic_{split}.json``, ``panoptic_{split}/``, ``images/{split}/``.
+
+    Args:
+        train_json / val_json: the COCO-panoptic JSON.
+        train_png_dir / val_png_dir: the folder of id PNGs.
+        train_image_dir / val_image_dir: the folder of images (the JSON's ``file_name`` s).
+    """
+
+    train_json: str | None = None
+    train_png_dir: str | None = None
+    train_image_dir: str | None = None
+    val_json: str | None = None
+    val_png_dir: str | None = None
+    val_image_dir: str | None = None
+
+
+@dataclass
 class DataConfig:
     """Dataset and augmentation.
 
     Args:
-        dataset: ``synthetic`` | ``cityscapes`` | ``mapillary_vistas``.
+        dataset: ``synthetic`` | ``cityscapes`` | ``mapillary_vistas`` | ``coco_panoptic`` (any
+            COCO-panoptic folder; categories from its JSON).
         root: dataset root folder.
+        coco_panoptic: the paths of a ``coco_panoptic`` dataset (:class:`CocoPanopticConfig`).
         synthetic_scale: scale generated when a synthetic ``root`` does not exist yet.
         synthetic_seed: seed of that generation.
         synthetic_colour_jitter: per-instance body-colour offset (RGB levels per channel) of that
@@ -100,9 +123,12 @@ class DataConfig:
     flip_prob: float = 0.5
     min_pixels: int = 1
     num_workers: int = 0
+    coco_panoptic: CocoPanopticConfig = field(default_factory=CocoPanopticConfig)
 
     def __post_init__(self) -> None:
-        _check_choice("data.dataset", self.dataset, ("synthetic", "cityscapes", "mapillary_vistas"))
+        _check_choice(
+            "data.dataset", self.dataset, ("synthetic", "cityscapes", "mapillary_vistas", "coco_panoptic")
+        )
         _check_choice("data.resize_mode", self.resize_mode, ("scale", "shortest_edge"))
         if self.resize_mode == "shortest_edge" and not self.short_edges:
             raise ConfigError("data.short_edges must list sizes when data.resize_mode='shortest_edge'")

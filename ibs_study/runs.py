@@ -30,7 +30,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ibs_study.config import resolve_config
-from ibs_study.engine.grid import RunSpec, check_run_matches, read_metrics, run_grid, run_status
+from ibs_study.engine.grid import (
+    RunSpec,
+    check_run_matches,
+    prepare_spec_data,
+    read_metrics,
+    run_grid,
+    run_status,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -227,6 +234,7 @@ def run_in_process(spec: RunSpec, root: str | os.PathLike, *, progress: bool = F
 
     run_dir = Path(root) / spec.name
     check_run_matches(spec, run_dir)
+    prepare_spec_data([spec])
     status = run_status(run_dir, spec.split)
     if status in ("new", "partial"):
         cfg = resolve_config(preset=spec.preset, overrides=spec.overrides)

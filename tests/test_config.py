@@ -17,6 +17,7 @@ from ibs_study.config import (
     resolve_config,
     save_config,
 )
+from ibs_study.errors import DataError
 
 
 def test_defaults_round_trip_through_yaml(tmp_path):
@@ -114,7 +115,7 @@ def test_every_preset_loads():
 
 def test_a_synthetic_root_is_generated_and_checked_with_the_configured_colour_jitter(tmp_path):
     from ibs_study.data.synthetic import read_generation_info
-    from ibs_study.engine.data import open_split
+    from ibs_study.engine.data import ensure_synthetic, open_split
 
     root = tmp_path / "synthetic"
     overrides = [f"data.root={root}", "data.synthetic_scale=tiny", "data.synthetic_colour_jitter=8"]
@@ -123,19 +124,23 @@ def test_a_synthetic_root_is_generated_and_checked_with_the_configured_colour_ji
     assert read_generation_info(root)["colour_jitter"] == 8.0
     plain = load_preset("synthetic_pfcn_crop", overrides[:2])
     assert plain.data.synthetic_colour_jitter == 0.0
-    with pytest.raises(FileExistsError, match="colour_jitter: found 8.0, expected 0.0"):
-        open_split(plain, "val")
+    assert len(open_split(plain, "val")) == 8  # the generation at data.root is used as it is
+    assert read_generation_info(root)["colour_jitter"] == 8.0
+    with pytest.raises(DataError, match="colour_jitter: found 8.0, expected 0.0"):
+        ensure_synthetic(plain, strict=True)  # as the study runner asks
 
 
 def test_a_synthetic_root_is_generated_with_the_configured_colour_classes(tmp_path):
-    from ibs_study.engine.data import open_split
+    from ibs_study.engine.data import ensure_synthetic, open_split
 
     overrides = [f"data.root={tmp_path / 'synthetic'}", "data.synthetic_scale=tiny"]
     cfg = load_preset("synthetic_pfcn_crop", [*overrides, "data.synthetic_colour_classes=true"])
     assert cfg.data.synthetic_colour_classes is True
     dataset = open_split(cfg, "val")
     assert dataset.meta.num_classes == 29 and sum(dataset.meta.is_thing) == 24
-    with pytest.raises(FileExistsError, match="colour_classes: found True, expected False"):
-        open_split(load_preset("synthetic_pfcn_crop", overrides), "val")
+    plain = load_preset("synthetic_pfcn_crop", overrides)
+    assert open_split(plain, "val").meta.num_classes == 29  # categories come from the generation's JSON
+    with pytest.raises(DataError, match="colour_classes: found True, expected False"):
+        ensure_synthetic(plain, strict=True)
     with pytest.raises(ConfigError, match="data.synthetic_colour_classes"):
         load_preset("synthetic_pfcn_crop", ["data.synthetic_colour_classes=several"])

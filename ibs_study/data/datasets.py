@@ -31,6 +31,7 @@ from ibs_study.data.panoptic import (
     load_panoptic_json,
     read_id_png,
 )
+from ibs_study.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ __all__ = [
     "cityscapes",
     "mapillary_vistas",
     "synthetic",
+    "coco_panoptic",
     "coco_panoptic_folder",
     "open_dataset",
     "DATASET_KINDS",
@@ -333,6 +335,13 @@ def cityscapes(
     root = Path(root)
     gt = root / "gtFine"
     suffix = "_trainId" if use_train_id else ""
+    _require_layout(
+        root,
+        [gt / f"cityscapes_panoptic_{split}{suffix}.json", gt / f"cityscapes_panoptic_{split}{suffix}"],
+        "Cityscapes",
+        "point it at the folder holding gtFine/ and leftImg8bit/ and run cityscapesScripts' "
+        "createPanopticImgs (csCreatePanopticImgs) there",
+    )
 
     def image_path(record: ImageRecord) -> Path:
         stem = str(record.image_id)
@@ -370,6 +379,12 @@ def mapillary_vistas(root: str | os.PathLike, split: str = "val", **kwargs) -> P
     panoptic_dir = split_dir / "panoptic"
     if not (panoptic_dir / "panoptic_2018.json").is_file() and (split_dir / "v1.2" / "panoptic").is_dir():
         panoptic_dir = split_dir / "v1.2" / "panoptic"
+    _require_layout(
+        root,
+        [panoptic_dir / "panoptic_2018.json", split_dir / "images"],
+        "Mapillary Vistas",
+        "point it at the folder holding training/ and validation/ (v1.2, or the v2.0 bundle with v1.2/)",
+    )
     return PanopticDataset(
         panoptic_dir / "panoptic_2018.json",
         panoptic_dir,
@@ -380,27 +395,87 @@ def mapillary_vistas(root: str | os.PathLike, split: str = "val", **kwargs) -> P
     )
 
 
-def synthetic(root: str | os.PathLike, split: str = "train", **kwargs) -> PanopticDataset:
-    """The synthetic set: ``annotations/panoptic_{split}.json``, ``panoptic_{split}/``, ``images/{split}/``."""
+def coco_panoptic(
+    root: str | os.PathLike,
+    split: str = "train",
+    *,
+    json_path: str | os.PathLike | None = None,
+    png_dir: str | os.PathLike | None = None,
+    image_dir: str | os.PathLike | None = None,
+    keys: str | None = None,
+    **kwargs,
+) -> PanopticDataset:
+    """Any COCO-panoptic folder; categories (ids, names, isthing, colours) come from its JSON.
+
+    Default layout (what ``ibs-study synth`` writes): ``annotations/panoptic_{split}.json``,
+    ``panoptic_{split}/`` and ``images/{split}/``. ``json_path``, ``png_dir`` and ``image_dir``
+    replace one part each, relative to ``root`` or absolute (COCO 2017:
+    ``annotations/panoptic_train2017.json``, ``annotations/panoptic_train2017``, ``train2017``).
+
+    Args:
+        keys: the config keys that name these paths, e.g. ``data.coco_panoptic.train``
+            (messages about a missing part then name ``{keys}_json`` and so on; default: the
+            ``train`` or ``val`` keys for those splits).
+
+    Raises:
+        DataError: ``root``, the JSON, the PNG folder or the image folder is missing (named,
+            with the key that sets it).
+    """
     root = Path(root)
-    return PanopticDataset(
-        root / "annotations" / f"panoptic_{split}.json",
-        root / f"panoptic_{split}",
-        root / "images" / split,
-        name=f"synthetic_{split}",
-        **kwargs,
-    )
+    if keys is None and split in ("train", "val"):
+        keys = f"data.coco_panoptic.{split}"
+    parts = {
+        "json": (
+            "COCO-panoptic JSON",
+            json_path,
+            Path("annotations") / f"panoptic_{split}.json",
+            Path.is_file,
+        ),
+        "png_dir": ("panoptic PNG folder", png_dir, Path(f"panoptic_{split}"), Path.is_dir),
+        "image_dir": ("image folder", image_dir, Path("images") / split, Path.is_dir),
+    }
+    _require_layout(root, [], "COCO-panoptic", "point it at the dataset's folder")
+    paths = {}
+    for part, (what, given, default, exists) in parts.items():
+        path = root / (given if given is not None else default)  # an absolute ``given`` replaces root
+        if not exists(path):
+            key = f"{keys or 'data.coco_panoptic.{train,val}'}_{part}"
+            where = f"set by {key}" if given is not None else f"the default layout; {key} names another"
+            raise DataError(
+                f"{path}: {what} of split {split!r} not found ({where}, relative to the dataset root "
+                f"{root} (data.root) or absolute)"
+            )
+        paths[part] = path
+    kwargs.setdefault("name", f"coco_panoptic_{split}")
+    return PanopticDataset(paths["json"], paths["png_dir"], paths["image_dir"], **kwargs)
+
+
+def synthetic(root: str | os.PathLike, split: str = "train", **kwargs) -> PanopticDataset:
+    """The synthetic set: ``annotations/panoptic_{split}.json``, ``panoptic_{split}/``, ``images/{split}/``
+    (:func:`coco_panoptic`'s default layout)."""
+    _require_layout(Path(root), [], "synthetic", f"generate one with `ibs-study synth --out {root}`")
+    return coco_panoptic(root, split, name=f"synthetic_{split}", **kwargs)
+
+
+def _require_layout(root: Path, paths: list[Path], kind: str, remedy: str) -> None:
+    """Raise a :class:`DataError` naming the dataset root and the first of ``paths`` that is missing."""
+    if not root.is_dir():
+        raise DataError(f"{root}: {kind} dataset root (data.root) not found; {remedy}")
+    for path in paths:
+        if not path.exists():
+            raise DataError(f"{path}: not found in the {kind} dataset root {root} (data.root); {remedy}")
 
 
 DATASET_KINDS: dict[str, Callable[..., PanopticDataset]] = {
     "synthetic": synthetic,
     "cityscapes": cityscapes,
     "mapillary_vistas": mapillary_vistas,
+    "coco_panoptic": coco_panoptic,
 }
 
 
 def open_dataset(kind: str, root: str | os.PathLike, split: str, **kwargs) -> PanopticDataset:
-    """Open a dataset by kind name (``synthetic``, ``cityscapes``, ``mapillary_vistas``)."""
+    """Open a dataset by kind name (``synthetic``, ``cityscapes``, ``mapillary_vistas``, ``coco_panoptic``)."""
     if kind not in DATASET_KINDS:
-        raise ValueError(f"unknown dataset kind {kind!r}; valid kinds: {sorted(DATASET_KINDS)}")
+        raise DataError(f"unknown dataset kind {kind!r}; valid kinds: {sorted(DATASET_KINDS)}")
     return DATASET_KINDS[kind](root, split, **kwargs)

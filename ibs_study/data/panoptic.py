@@ -387,6 +387,11 @@ def _require(entry: dict, keys: Iterable[str], what: str, path: Path) -> None:
         raise PanopticFormatError(f"{path}: {what} lacks key(s) {missing}: {str(entry)[:200]}")
 
 
+def _category_color(category_id: int) -> tuple[int, int, int]:
+    """A fixed mid-range colour for a category whose JSON entry has none (COCO's panoptic_*.json)."""
+    return tuple(int(c) for c in np.random.default_rng([7, category_id]).integers(40, 216, 3))  # type: ignore[return-value]
+
+
 def categories_from_json(entries: list[dict], path: Path | str = "<categories>") -> dict[int, CategoryInfo]:
     """Parse a COCO-panoptic ``categories`` list, rejecting duplicates and missing keys."""
     path = Path(path)
@@ -396,7 +401,7 @@ def categories_from_json(entries: list[dict], path: Path | str = "<categories>")
         cat_id = int(entry["id"])
         if cat_id in categories:
             raise PanopticFormatError(f"{path}: duplicate category id {cat_id}")
-        color = tuple(int(c) for c in entry.get("color", (0, 0, 0)))
+        color = tuple(int(c) for c in entry["color"]) if "color" in entry else _category_color(cat_id)
         categories[cat_id] = CategoryInfo(
             id=cat_id,
             name=str(entry["name"]),

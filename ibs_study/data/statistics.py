@@ -154,7 +154,7 @@ def dataset_statistics(
 
     Args:
         root: dataset root.
-        kind: ``synthetic``, ``cityscapes`` or ``mapillary_vistas``.
+        kind: ``synthetic``, ``cityscapes``, ``mapillary_vistas`` or ``coco_panoptic``.
         splits: splits to describe (default: train and val; for a synthetic set, those it has).
         crop_size: (H, W) of the random crops. Default: the synthetic scale's crop, else half
             of each image side (the share a 512x1024 crop takes of a 1024x2048 image).

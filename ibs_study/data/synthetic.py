@@ -60,6 +60,7 @@ from ibs_study.data.panoptic import (
     write_id_png,
     write_panoptic_json,
 )
+from ibs_study.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ __all__ = [
     "render_image",
     "generate_dataset",
     "read_generation_info",
+    "generation_differences",
     "ensure_dataset",
 ]
 
@@ -1100,9 +1102,24 @@ def read_generation_info(root: str | os.PathLike) -> dict | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
+        info = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(
+            f"{path}: not valid JSON ({err}); regenerate the dataset with `ibs-study synth`"
+        ) from None
+    if not isinstance(info, dict):
+        raise DataError(
+            f"{path}: holds no generation parameters; regenerate the dataset with `ibs-study synth`"
+        )
+    return info
+
+
+def generation_differences(found: dict, expected: dict) -> dict[str, tuple]:
+    """``{parameter: (found value, expected value)}`` where a generation's ``synthetic.json``
+    (``found``) differs from :func:`synthetic_parameters` output (``expected``); a parameter
+    added after ``found`` was written counts as its old fixed value."""
+    found = {**_PARAMETERS_BEFORE_RECORDED, **found}
+    return {k: (found.get(k), v) for k, v in expected.items() if found.get(k) != v}
 
 
 def ensure_dataset(
@@ -1113,15 +1130,18 @@ def ensure_dataset(
     colour_jitter: float | None = None,
     colour_classes: bool = False,
     workers: int | None = None,
+    strict: bool = True,
 ) -> Path:
     """The synthetic dataset of ``scale``, ``seed``, ``colour_jitter`` (default: the scale's) and
     ``colour_classes`` at ``root``: generated when ``root`` is absent or empty, reused when it
     holds a complete generation with the same parameters (a ``synthetic.json`` written before a
-    parameter existed counts as that parameter's old fixed value).
+    parameter existed counts as that parameter's old fixed value), or with any parameters
+    unless ``strict``.
 
     Raises:
-        FileExistsError: ``root`` holds something else, an incomplete generation (no
-            ``synthetic.json``) or a generation with other parameters; the message names them.
+        DataError: ``root`` holds something else, an incomplete generation (no
+            ``synthetic.json``), a generation without a split the parameters ask for, or (with
+            ``strict``) a generation with other parameters; the message names them.
     """
     root = Path(root)
     expected = synthetic_parameters(
@@ -1138,25 +1158,28 @@ def ensure_dataset(
         )
     found = read_generation_info(root)
     if found is None:
-        raise FileExistsError(
+        raise DataError(
             f"{root}: not a complete synthetic dataset (no {INFO_FILE}: an interrupted generation or "
-            f"other files); delete the folder or regenerate with `ibs-study synth --out {root} --overwrite`"
+            f"other files); delete the folder or regenerate with `ibs-study synth --out {root} --overwrite` "
+            "(a COCO-panoptic folder made by another tool: data.dataset=coco_panoptic)"
         )
-    found = {**_PARAMETERS_BEFORE_RECORDED, **found}
-    differences = {k: (found.get(k), v) for k, v in expected.items() if found.get(k) != v}
-    if differences:
+    differences = generation_differences(found, expected)
+    if differences and strict:
         listed = ", ".join(f"{k}: found {a!r}, expected {b!r}" for k, (a, b) in differences.items())
         options = f" --colour-jitter {expected['colour_jitter']:g}" if expected["colour_jitter"] else ""
         options += " --colour-classes" if expected["colour_classes"] else ""
-        raise FileExistsError(
+        raise DataError(
             f"{root}: holds a synthetic dataset with other parameters ({listed}); use another folder "
             f"or regenerate with "
             f"`ibs-study synth --out {root} --scale {scale} --seed {seed}{options} --overwrite`"
         )
+    checked = found if differences else expected
     for split in SPLITS:
-        if expected[f"num_{split}"] and not (root / "annotations" / f"panoptic_{split}.json").is_file():
-            raise FileExistsError(
+        if checked.get(f"num_{split}") and not (root / "annotations" / f"panoptic_{split}.json").is_file():
+            raise DataError(
                 f"{root}: {INFO_FILE} is present but annotations/panoptic_{split}.json is missing"
             )
-    logger.info("%s: reusing the synthetic dataset (scale %s, seed %d)", root, scale, seed)
+    logger.info(
+        "%s: reusing the synthetic dataset (scale %s, seed %s)", root, found.get("scale"), found.get("seed")
+    )
     return root

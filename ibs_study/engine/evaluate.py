@@ -46,6 +46,7 @@ from ibs_study.engine.checkpoint import (
     load_checkpoint,
     load_latest_checkpoint,
 )
+from ibs_study.engine.checks import count_thing_predictions, warn_if_no_thing_predictions
 from ibs_study.engine.data import open_split
 from ibs_study.engine.distributed import DistInfo, resolve_device
 from ibs_study.engine.run_dir import RunDirError, read_run_config, run_lock
@@ -317,6 +318,7 @@ def evaluate_model(
         writer = PanopticPredictionWriter(out_dir, dataset.meta)
     else:
         writer = InstancePredictionWriter(out_dir / INSTANCES_JSON)
+    thing_ids, predicted_things = {c.id for c in dataset.meta.categories if c.isthing}, 0
     started = time.perf_counter()
     for index in tqdm(range(count), desc=f"evaluating {dataset.name}", disable=not progress):
         sample = dataset[index]
@@ -329,6 +331,8 @@ def evaluate_model(
                 sample.id_map, sample.segments, prediction.id_map, prediction.segments, sample.image_id
             )
         writer.add(prediction)
+        predicted_things += count_thing_predictions(prediction, thing_ids)
+    warn_if_no_thing_predictions(model, predicted_things, count)
     results_path = writer.close()
     if task == "panoptic":
         metrics = evaluator.summarize()

@@ -6,8 +6,9 @@ Each run is ``ibs-study train`` into its own run directory followed by
 core). A finished run (its ``eval_<split>/metrics.json`` exists and is newer than its
 last checkpoint) is not run again; a killed run resumes from its last checkpoint. A run
 directory holding a run of another config (other steps, seed, preset, ...) is refused before
-anything runs, so its results are never reported as the asked run's. The demo, the study and
-notebook 04 all use this.
+anything runs, so its results are never reported as the asked run's; so is a synthetic data
+root holding another generation than a run's config asks for (:func:`prepare_spec_data`). The
+demo, the study and notebook 04 all use this.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from tqdm.auto import tqdm
 
 from ibs_study.config import config_to_dict, resolve_config
 from ibs_study.engine.checkpoint import checkpoint_step, latest_checkpoint
+from ibs_study.engine.data import ensure_synthetic
 from ibs_study.engine.run_dir import RunDirError, config_differences, read_run_config
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RunSpec", "run_grid", "run_status", "check_run_matches", "read_metrics"]
+__all__ = ["RunSpec", "run_grid", "run_status", "check_run_matches", "prepare_spec_data", "read_metrics"]
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,25 @@ def check_run_matches(spec: RunSpec, run_dir: str | os.PathLike) -> None:
         )
 
 
+def prepare_spec_data(specs: Sequence[RunSpec]) -> None:
+    """Generate, before any run starts, the synthetic dataset each spec's config names where its
+    ``data.root`` does not exist, and check an existing one (once per data root and parameters).
+
+    Raises:
+        DataError: a data root holds another generation than a spec's ``data.synthetic_*`` ask
+            for (a single run would use it as it is; a spec's results must come from its own data).
+    """
+    seen = set()
+    for spec in specs:
+        cfg = resolve_config(preset=spec.preset, overrides=spec.overrides)
+        data = cfg.data
+        key = (data.dataset, data.root, data.synthetic_scale, data.synthetic_seed)
+        key += (data.synthetic_colour_jitter, data.synthetic_colour_classes)
+        if key not in seen:
+            seen.add(key)
+            ensure_synthetic(cfg, strict=True)
+
+
 def read_metrics(run_dir: str | os.PathLike, split: str | None = None) -> dict:
     """The ``metrics.json`` an evaluation wrote for ``run_dir``.
 
@@ -140,7 +161,8 @@ def run_grid(
     :class:`RuntimeError` naming it and its log file (``root/<name>.log``) after the
     other runs have finished; an existing run directory of another config raises
     :class:`~ibs_study.engine.run_dir.RunDirError` before anything runs
-    (:func:`check_run_matches`).
+    (:func:`check_run_matches`), a data root of another synthetic generation
+    :class:`~ibs_study.errors.DataError` (:func:`prepare_spec_data`).
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -150,6 +172,7 @@ def run_grid(
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     for spec in specs:
         check_run_matches(spec, root / spec.name)
+    prepare_spec_data(specs)
     pending = []
     for spec in specs:
         run_dir = root / spec.name

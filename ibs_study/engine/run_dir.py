@@ -1,9 +1,9 @@
 """Run directories: what a run records about itself, and the rules for reusing one.
 
 A run directory holds ``config.yaml`` (the resolved config), ``environment.json``
-(package versions, device, thread counts, git commit, command line; one entry per start or
-resume), ``log.jsonl`` (one record per logged step), ``tensorboard/``, ``checkpoints/`` and
-the lock file ``.lock``.
+(package versions, device, thread counts, git commit, command line, a synthetic dataset's
+``synthetic.json``; one entry per start or resume), ``log.jsonl`` (one record per logged step),
+``tensorboard/``, ``checkpoints/`` and the lock file ``.lock``.
 
 Rules: a new run refuses an existing non-empty directory (nothing is overwritten); a
 resume refuses a directory whose config differs from the requested one unless forced. One
@@ -35,6 +35,7 @@ import torch
 
 from ibs_study.atomic import TEMP_SUFFIX, atomic_write, remove_temp_files, write_json_atomic
 from ibs_study.config import ExperimentConfig, config_from_dict, config_to_dict, save_config
+from ibs_study.engine.data import data_record
 from ibs_study.errors import ConfigError, RunDirError
 
 logger = logging.getLogger(__name__)
@@ -287,6 +288,7 @@ def prepare_run_dir(
         raise RunDirError(
             f"{run_dir} already exists and is not empty; pass --resume to continue that run or choose another --out"
         )
+    data = data_record(cfg)  # generates a missing synthetic set; a bad data.root fails before any write
     run_dir.mkdir(parents=True, exist_ok=True)
     for folder in (run_dir, run_dir / "checkpoints"):
         for path in remove_temp_files(folder):
@@ -301,7 +303,7 @@ def prepare_run_dir(
             kept = env_path.with_name(f"environment.json.damaged-{dt.datetime.now():%Y%m%dT%H%M%S}")
             os.replace(env_path, kept)
             logger.warning("%s; kept it as %s and started a new environment history", err, kept.name)
-    history.append({"event": "resume" if resume else "start", **environment_info(device)})
+    history.append({"event": "resume" if resume else "start", **environment_info(device), **data})
     write_json_atomic(env_path, history)
     return run_dir
 

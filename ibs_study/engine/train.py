@@ -46,6 +46,7 @@ from ibs_study.engine.checkpoint import (
     rng_state,
     save_checkpoint,
 )
+from ibs_study.engine.checks import warn_if_crop_exceeds_images
 from ibs_study.engine.data import open_split
 from ibs_study.engine.distributed import (
     DistInfo,
@@ -128,6 +129,8 @@ def train_loader(
     from ``start_step`` on: process ``info``'s local batch (one process when None), crops
     augmented as ``train_augmentation(cfg)``, loaded by ``num_workers`` worker processes."""
     info = info or DistInfo()
+    if info.is_main:
+        warn_if_crop_exceeds_images(cfg, dataset)
     return build_train_loader(
         dataset,
         dataset.meta,

@@ -35,6 +35,7 @@ from torch import nn
 
 from ibs_study.data.batch import CropTarget
 from ibs_study.data.datasets import DatasetMeta
+from ibs_study.errors import DataError
 from ibs_study.models.backbone import BackboneConfig, build_backbone
 from ibs_study.models.mask2former_criterion import SetCriterion
 from ibs_study.models.matcher import HungarianMatcher
@@ -188,6 +189,9 @@ class Mask2Former(nn.Module):
         meta: dataset categories; contiguous labels index ``meta.categories``.
     """
 
+    # the config key a thing prediction must pass (its threshold), named when none does
+    THING_THRESHOLD_KEYS = ("model.mask2former.object_mask_threshold",)
+
     def __init__(self, cfg: Mask2FormerConfig, backbone: BackboneConfig, meta: DatasetMeta) -> None:
         super().__init__()
         self.cfg = cfg
@@ -198,7 +202,10 @@ class Mask2Former(nn.Module):
         else:
             class_labels = torch.as_tensor(meta.thing_labels, dtype=torch.int64)
             if class_labels.numel() == 0:
-                raise ValueError(f"Mask2Former: task 'instance' needs thing classes, {meta.name} has none")
+                raise DataError(
+                    f"Mask2Former: model.mask2former.task='instance' needs thing classes; the dataset "
+                    f"{meta.name} has none"
+                )
         model_label_of = torch.full((meta.num_classes,), -1, dtype=torch.int64)
         model_label_of[class_labels] = torch.arange(len(class_labels))
         self.num_classes = len(class_labels)

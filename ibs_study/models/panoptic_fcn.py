@@ -53,6 +53,7 @@ from torchvision.ops import DeformConv2d, sigmoid_focal_loss
 
 from ibs_study.data.batch import CropTarget
 from ibs_study.data.datasets import DatasetMeta
+from ibs_study.errors import DataError
 from ibs_study.losses import squared_dice_loss
 from ibs_study.models.backbone import FPN, BackboneConfig, build_backbone
 from ibs_study.models.mask_ops import mask_logits
@@ -490,14 +491,22 @@ class PanopticFCN(nn.Module):
             (all, or only stuff) region channels.
     """
 
+    # the config keys a thing prediction must pass (their thresholds), named when none does
+    THING_THRESHOLD_KEYS = (
+        "model.panoptic_fcn.center_threshold",
+        "model.panoptic_fcn.rescored_score_threshold",
+        "model.panoptic_fcn.thing_score_threshold",
+    )
+
     def __init__(self, cfg: PanopticFCNConfig, backbone: BackboneConfig, meta: DatasetMeta) -> None:
         super().__init__()
         if not meta.thing_labels:
-            raise ValueError(f"PanopticFCN needs at least one thing class; {meta.name} has none")
+            raise DataError(f"PanopticFCN needs at least one thing class; the dataset {meta.name} has none")
         region_labels = list(range(meta.num_classes)) if cfg.stuff_all_classes else meta.stuff_labels
         if not region_labels:
-            raise ValueError(
-                f"PanopticFCN with stuff_all_classes=False needs a stuff class; {meta.name} has none"
+            raise DataError(
+                f"PanopticFCN with model.panoptic_fcn.stuff_all_classes=false needs a stuff class; the "
+                f"dataset {meta.name} has none (set model.panoptic_fcn.stuff_all_classes=true)"
             )
         self.cfg = cfg
         self.meta = meta

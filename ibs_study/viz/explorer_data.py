@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from ibs_study.data.datasets import PanopticDataset, open_dataset
+from ibs_study.data.datasets import PanopticDataset
 from ibs_study.data.panoptic import (
     CategoryInfo,
     ImageRecord,
@@ -36,6 +36,7 @@ from ibs_study.data.panoptic import (
     check_segments_match_png,
     read_id_png,
 )
+from ibs_study.engine.data import open_split
 from ibs_study.engine.run_dir import read_run_config
 from ibs_study.errors import RunDirError
 from ibs_study.metrics.io import load_prediction_json
@@ -312,13 +313,13 @@ class ExplorerData:
         """
         if not run_dirs:
             raise ValueError("from_runs needs at least one run directory")
-        sources = []
-        for run_dir in run_dirs:
-            cfg = read_run_config(run_dir)
+        sources, configs = [], [read_run_config(run_dir) for run_dir in run_dirs]
+        for cfg in configs:
             sources.append((cfg.data.dataset, Path(data_root if data_root is not None else cfg.data.root)))
-        dataset = open_dataset(sources[0][0], sources[0][1], split)
-        for run_dir, source in zip(run_dirs[1:], sources[1:]):
-            if source != sources[0] and open_dataset(*source, split).content_hash != dataset.content_hash:
+        dataset = open_split(configs[0], split, prepare=False, root=sources[0][1])
+        for run_dir, cfg, source in zip(run_dirs[1:], configs[1:], sources[1:]):
+            other = open_split(cfg, split, prepare=False, root=source[1])
+            if other.json_path != dataset.json_path and other.content_hash != dataset.content_hash:
                 raise ValueError(
                     f"{run_dir} was evaluated on {source[0]} at {source[1]}, {run_dirs[0]} on "
                     f"{sources[0][0]} at {sources[0][1]}: the {split} ground truth differs"

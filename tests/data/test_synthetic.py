@@ -15,6 +15,7 @@ from ibs_study.data import synthetic as S
 from ibs_study.data.datasets import synthetic
 from ibs_study.data.panoptic import segments_from_id_map
 from ibs_study.data.statistics import things_in_crop
+from ibs_study.errors import DataError
 
 THING_IDS = {s.category_id for s in S.THING_STYLES}
 
@@ -447,24 +448,24 @@ def test_ensure_dataset_generates_reuses_and_refuses(tmp_path, monkeypatch):
     assert S.ensure_dataset(root, scale="tiny", seed=1) == root
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == before
 
-    with pytest.raises(FileExistsError, match=r"seed: found 1, expected 2"):
+    with pytest.raises(DataError, match=r"seed: found 1, expected 2"):
         S.ensure_dataset(root, scale="tiny", seed=2)
-    with pytest.raises(FileExistsError, match=r"scale: found 'tiny', expected 'cpu'"):
+    with pytest.raises(DataError, match=r"scale: found 'tiny', expected 'cpu'"):
         S.ensure_dataset(root, scale="cpu", seed=1)
     (root / S.INFO_FILE).unlink()  # as if the generation had been interrupted
-    with pytest.raises(FileExistsError, match="not a complete synthetic dataset"):
+    with pytest.raises(DataError, match="not a complete synthetic dataset"):
         S.ensure_dataset(root, scale="tiny", seed=1)
     other = tmp_path / "other"
     other.mkdir()
     (other / "something.txt").write_text("x")
-    with pytest.raises(FileExistsError, match=str(other)):
+    with pytest.raises(DataError, match=str(other)):
         S.ensure_dataset(other, scale="tiny")
 
 
 def test_ensure_dataset_checks_the_colour_jitter(tmp_path):
     root = S.ensure_dataset(tmp_path / "jittered", scale="tiny", colour_jitter=8)
     assert json.loads((root / S.INFO_FILE).read_text())["colour_jitter"] == 8.0
-    with pytest.raises(FileExistsError, match=r"colour_jitter: found 8.0, expected 0.0"):
+    with pytest.raises(DataError, match=r"colour_jitter: found 8.0, expected 0.0"):
         S.ensure_dataset(root, scale="tiny")
     assert S.ensure_dataset(root, scale="tiny", colour_jitter=8.0) == root
 
@@ -477,7 +478,7 @@ def test_ensure_dataset_checks_the_colour_classes_and_writes_their_categories(tm
     used = {s.category_id for record in dataset.records for s in record.segments}
     assert used & {c.id for c in S.synthetic_categories(True) if c.isthing}
     assert not used & THING_IDS
-    with pytest.raises(FileExistsError, match=r"colour_classes: found True, expected False"):
+    with pytest.raises(DataError, match=r"colour_classes: found True, expected False"):
         S.ensure_dataset(root, scale="tiny")
     assert S.ensure_dataset(root, scale="tiny", colour_classes=True) == root
 
@@ -498,7 +499,7 @@ def test_ensure_dataset_reads_a_dataset_older_than_a_parameter_as_without_it(
     (older / S.INFO_FILE).write_text(json.dumps(info))
     monkeypatch.setattr(S, "generate_dataset", lambda *a, **k: pytest.fail("regenerated an older dataset"))
     assert S.ensure_dataset(older, scale="tiny") == older
-    with pytest.raises(FileExistsError, match=message):
+    with pytest.raises(DataError, match=message):
         S.ensure_dataset(older, scale="tiny", **{parameter: other})
 
 
