@@ -25,11 +25,9 @@ from typing import Any
 import yaml
 
 from ibs_study.errors import ConfigError
-from ibs_study.losses import IBSConfig
-from ibs_study.models.backbone import BackboneConfig
-from ibs_study.models.mask2former import Mask2FormerConfig
-from ibs_study.models.panoptic_fcn import PanopticFCNConfig
-from ibs_study.sampling import SamplerConfig
+from ibs_study.ibs_config import IBSConfig
+from ibs_study.models.configs import BackboneConfig, Mask2FormerConfig, PanopticFCNConfig
+from ibs_study.sampling.plans import SamplerConfig
 
 __all__ = [
     "ConfigError",
