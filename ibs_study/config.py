@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -56,6 +57,164 @@ def _check_choice(key: str, value: Any, choices: Iterable[Any]) -> None:
     choices = tuple(choices)
     if value not in choices:
         raise ConfigError(f"{key}={value!r} is not valid; choose one of {list(choices)}")
+
+
+@dataclass(frozen=True)
+class _Range:
+    """The values a numeric config key (or each item of a list-valued key) may take."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # ``low`` itself is outside the range
+    high_open: bool = False
+
+    def contains(self, value: float) -> bool:
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"be {'>' if self.low_open else '>='} {self.low:g}"
+        return f"lie in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+_POSITIVE = _Range(0, low_open=True)
+_NON_NEGATIVE = _Range(0)
+_AT_LEAST_ONE = _Range(1)
+_FRACTION = _Range(0, 1)
+
+# dotted config key -> the range its value (each item, for a list) must lie in; None is always allowed
+# where the field is optional. The sections' own checks (e.g. ibs.*, sampler.*) come on top.
+_RANGES: dict[str, _Range] = {
+    "seed": _NON_NEGATIVE,
+    "data.synthetic_seed": _NON_NEGATIVE,
+    "data.synthetic_colour_jitter": _NON_NEGATIVE,
+    "data.crop_size": _AT_LEAST_ONE,
+    "data.scale_range": _POSITIVE,
+    "data.short_edges": _AT_LEAST_ONE,
+    "data.max_size": _AT_LEAST_ONE,
+    "data.flip_prob": _FRACTION,
+    "data.min_pixels": _AT_LEAST_ONE,
+    "data.num_workers": _NON_NEGATIVE,
+    "model.backbone.freeze_at": _Range(0, 5),
+    "model.backbone.tiny_width": _AT_LEAST_ONE,
+    **{
+        f"model.panoptic_fcn.{name}": _AT_LEAST_ONE
+        for name in (
+            "size_divisibility",
+            "fpn_channels",
+            "semantic_fpn_channels",
+            "encoder_channels",
+            "kernel_channels",
+            "position_channels",
+            "encoder_num_convs",
+            "position_num_convs",
+            "kernel_num_convs",
+            "pos_num",
+            "tensor_dim",
+            "center_top_num",
+            "inference_chunk_size",
+        )
+    },
+    **{
+        f"model.panoptic_fcn.{name}": _FRACTION
+        for name in (
+            "focal_alpha",
+            "center_threshold",
+            "stuff_threshold",
+            "mask_threshold",
+            "similarity_threshold",
+            "rescored_score_threshold",
+            "thing_score_threshold",
+            "overlap_threshold",
+        )
+    },
+    **{
+        f"model.panoptic_fcn.{name}": _NON_NEGATIVE
+        for name in (
+            "instance_scale_low",
+            "position_weight",
+            "segment_weight",
+            "focal_gamma",
+            "stuff_area_limit",
+        )
+    },
+    "model.panoptic_fcn.instance_scale_high": _POSITIVE,
+    "model.panoptic_fcn.min_overlap": _Range(0, 1, low_open=True, high_open=True),
+    "model.panoptic_fcn.gaussian_sigma": _POSITIVE,
+    "model.panoptic_fcn.pixel_std": _POSITIVE,
+    **{
+        f"model.mask2former.{name}": _AT_LEAST_ONE
+        for name in (
+            "num_queries",
+            "dec_layers",
+            "hidden_dim",
+            "num_heads",
+            "dim_feedforward",
+            "conv_dim",
+            "mask_dim",
+            "enc_layers",
+            "enc_dim_feedforward",
+            "enc_num_points",
+            "norm_groups",
+            "train_num_points",
+            "test_topk_per_image",
+            "size_divisibility",
+            "inference_chunk_size",
+        )
+    },
+    **{
+        f"model.mask2former.{name}": _FRACTION
+        for name in ("importance_sample_ratio", "object_mask_threshold", "overlap_threshold")
+    },
+    **{
+        f"model.mask2former.{name}": _NON_NEGATIVE
+        for name in ("class_weight", "mask_weight", "dice_weight", "no_object_weight")
+    },
+    "model.mask2former.dropout": _Range(0, 1, high_open=True),
+    "model.mask2former.oversample_ratio": _AT_LEAST_ONE,
+    "model.mask2former.pixel_std": _POSITIVE,
+    "sampler.pair_sizes": _AT_LEAST_ONE,
+    "sampler.min_short_side": _AT_LEAST_ONE,
+    "sampler.max_short_side": _AT_LEAST_ONE,
+    "sampler.max_long_side": _AT_LEAST_ONE,
+    "ibs.weight": _NON_NEGATIVE,
+    "ibs.num_points": _AT_LEAST_ONE,
+    "ibs.oversample_ratio": _AT_LEAST_ONE,
+    "ibs.importance_sample_ratio": _FRACTION,
+    "ibs.alpha": _FRACTION,
+    "ibs.gamma": _NON_NEGATIVE,
+    "optimizer.lr": _POSITIVE,
+    "optimizer.weight_decay": _NON_NEGATIVE,
+    "optimizer.weight_decay_norm": _NON_NEGATIVE,
+    "optimizer.momentum": _Range(0, 1, high_open=True),
+    "optimizer.backbone_lr_multiplier": _NON_NEGATIVE,
+    "optimizer.poly_power": _NON_NEGATIVE,
+    "optimizer.warmup_steps": _NON_NEGATIVE,
+    "optimizer.warmup_factor": _Range(0, 1, low_open=True),
+    "optimizer.clip_value": _POSITIVE,
+    "train.max_steps": _AT_LEAST_ONE,
+    "train.batch_size": _AT_LEAST_ONE,
+    "train.checkpoint_every": _AT_LEAST_ONE,
+    "train.log_every": _AT_LEAST_ONE,
+    "eval.max_images": _AT_LEAST_ONE,
+    "eval.test_short_side": _AT_LEAST_ONE,
+    "eval.test_max_size": _AT_LEAST_ONE,
+    "eval.confusion_thresholds": _FRACTION,
+}
+
+
+def _check_range(key: str, value: Any) -> None:
+    """Raise :class:`ConfigError` naming ``key`` if ``value`` (or an item of it) lies outside ``_RANGES[key]``."""
+    bounds = _RANGES.get(key)
+    if bounds is None or value is None:
+        return
+    for item in value if isinstance(value, list | tuple) else (value,):
+        if not bounds.contains(item):
+            raise ConfigError(
+                f"{key}={value!r} is out of range: {'each value ' if item is not value else 'it '}must {bounds}"
+            )
 
 
 @dataclass
@@ -312,12 +471,17 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool):
             raise ConfigError(f"{key} must be a number, got {value!r}")
+        number = None
         if isinstance(value, int | float):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             with contextlib.suppress(ValueError):
-                return float(value)
-        raise ConfigError(f"{key} must be a number, got {value!r}")
+                number = float(value)
+        if number is None:
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}={value} is not a finite number; give a finite value")
+        return number
     if tp is str:
         if isinstance(value, str | int | float) and not isinstance(value, bool):
             return str(value)
@@ -348,6 +512,7 @@ def config_from_dict(data: Mapping[str, Any], cls: type = ExperimentConfig, pref
                 f"unknown config key {full!r}; valid keys{' of ' + prefix if prefix else ''}: {names}"
             )
         kwargs[key] = _coerce(value, hints[key], full)
+        _check_range(full, kwargs[key])
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:

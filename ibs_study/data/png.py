@@ -26,12 +26,14 @@ from dataclasses import dataclass
 import deflate
 import numpy as np
 
+from ibs_study.errors import DataError
+
 __all__ = ["PNG_SIGNATURE", "PngHeader", "PngError", "read_png_chunks", "decode_rgb8_ids"]
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-class PngError(ValueError):
+class PngError(DataError):
     """The bytes are not a well-formed PNG (the message says what is wrong)."""
 
 
