@@ -48,6 +48,8 @@ from typing import Any
 
 import torch
 
+from ibs_study.errors import DataError, RunDirError
+from ibs_study.input_files import expect, read_json
 from ibs_study.study import (
     TABLES,
     claims_table,
@@ -335,6 +337,27 @@ def _index(build: _Build) -> str:
 # ---------------------------------------------------------------------------------- entry
 
 
+def _read_operating_curves(path: Path) -> dict[str, Any]:
+    """An ``operating_curves_<model>.json`` (:func:`ibs_study.operating.collect_operating_curves`).
+
+    Raises:
+        DataError: naming the file and key path: unreadable, not JSON, or without ``rows`` of
+            ``setting`` and ``points``.
+    """
+    curves = expect(read_json(path, "operating-curve JSON"), dict, "the top level", path)
+    for k, row in enumerate(expect(curves.get("rows"), list, "rows", path)):
+        expect(row, dict, f"rows[{k}]", path)
+        expect(row.get("setting"), str, f"rows[{k}].setting", path)
+        for j, point in enumerate(expect(row.get("points"), list, f"rows[{k}].points", path)):
+            expect(
+                expect(point, dict, f"rows[{k}].points[{j}]", path).get("metrics"),
+                dict,
+                f"rows[{k}].points[{j}].metrics",
+                path,
+            )
+    return curves
+
+
 def _operating_curves(folder: Path, build: _Build) -> None:
     from ibs_study.viz.figures import operating_curve_figure, save_figure
 
@@ -343,7 +366,7 @@ def _operating_curves(folder: Path, build: _Build) -> None:
         build.skip("operating curves", f"no operating_curves_<model>.json beside the results in {folder}")
     for path in paths:
         model = path.stem.removeprefix("operating_curves_")
-        figure = operating_curve_figure(load_results(path))
+        figure = operating_curve_figure(_read_operating_curves(path))
         build.add(save_figure(figure, build.out_dir / f"operating_curve_{model}"))
 
 
@@ -373,11 +396,13 @@ def build_all(
         The provenance record (also written to ``out_dir/provenance.json``).
 
     Raises:
-        FileNotFoundError: ``results_json`` or ``runs_root`` does not exist.
+        DataError: ``results_json`` does not exist, cannot be read or is not a results JSON, or
+            ``shared_plotly_js`` does not exist (names the file).
+        RunDirError: ``runs_root`` is not a folder.
     """
     results_path = Path(results_json)
     if not results_path.is_file():
-        raise FileNotFoundError(
+        raise DataError(
             f"{results_path}: results not found; run the study first (notebook 04_ablations writes "
             "synthetic_results.json, or ibs_study.runs.run_study + ibs_study.study.save_results)"
         )
@@ -388,7 +413,7 @@ def build_all(
     if shared_plotly_js is None:
         _write_plotly_js(build)
     elif not (out / shared_plotly_js).is_file():
-        raise FileNotFoundError(f"shared_plotly_js {shared_plotly_js!r}: no such file relative to {out}")
+        raise DataError(f"shared_plotly_js {shared_plotly_js!r}: no such file relative to {out}")
     _tables_and_bars(results, build)
     _claims(results, build)
     _confusion_curves(results, build)
@@ -400,7 +425,7 @@ def build_all(
     else:
         root = Path(runs_root)
         if not root.is_dir():
-            raise FileNotFoundError(f"runs_root {root} is not a folder")
+            raise RunDirError(f"runs_root {root} is not a folder; give the folder of the study's runs")
         runs = _study_run_dirs(results, root)
         if runs:
             _instance_counts_figure(list(runs.values()), build)

@@ -12,7 +12,6 @@ notebook 04 all use this.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
@@ -27,6 +26,7 @@ from tqdm.auto import tqdm
 from ibs_study.config import config_to_dict, resolve_config
 from ibs_study.engine.checkpoint import checkpoint_step, latest_checkpoint
 from ibs_study.engine.run_dir import RunDirError, config_differences, read_run_config
+from ibs_study.input_files import expect, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -95,13 +95,13 @@ def read_metrics(run_dir: str | os.PathLike, split: str | None = None) -> dict:
 
     Raises:
         RunDirError: there is none (the run is missing, or was not evaluated).
+        DataError: it cannot be read or is not a JSON object (names the file).
     """
     path = _eval_dir(Path(run_dir), split) / "metrics.json"
     if not path.is_file():
         what = "no such run directory" if not Path(run_dir).is_dir() else "not evaluated yet"
         raise RunDirError(f"{path} not found: {what} (`ibs-study evaluate {run_dir}`)")
-    with open(path) as f:
-        return json.load(f)
+    return expect(read_json(path, "metrics JSON"), dict, "the top level", path)
 
 
 def _commands(spec: RunSpec, run_dir: Path, status: str) -> list[list[str]]:
