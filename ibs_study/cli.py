@@ -65,10 +65,10 @@ def _synth_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder (COCO-panoptic layout)")
     parser.add_argument("--scale", choices=sorted(SYNTHETIC_SCALES), default="cpu", help="size preset")
     parser.add_argument(
-        "--num-train", type=_POSITIVE_INT, default=None, help="training images (default: from --scale)"
+        "--num-train", type=_NON_NEGATIVE_INT, default=None, help="training images (default: from --scale)"
     )
     parser.add_argument(
-        "--num-val", type=_POSITIVE_INT, default=None, help="validation images (default: from --scale)"
+        "--num-val", type=_NON_NEGATIVE_INT, default=None, help="validation images (default: from --scale)"
     )
     parser.add_argument(
         "--height", type=_POSITIVE_INT, default=None, help="image height (default: from --scale)"
@@ -95,20 +95,24 @@ def _synth_arguments(parser: argparse.ArgumentParser) -> None:
 def _synth(args: argparse.Namespace) -> int:
     from ibs_study.data.statistics import dataset_statistics, format_statistics
     from ibs_study.data.synthetic import generate_dataset
+    from ibs_study.errors import DataError
 
-    root = generate_dataset(
-        args.out,
-        scale=args.scale,
-        num_train=args.num_train,
-        num_val=args.num_val,
-        height=args.height,
-        width=args.width,
-        seed=args.seed,
-        workers=args.workers,
-        overwrite=args.overwrite,
-        colour_jitter=args.colour_jitter,
-        colour_classes=args.colour_classes,
-    )
+    try:
+        root = generate_dataset(
+            args.out,
+            scale=args.scale,
+            num_train=args.num_train,
+            num_val=args.num_val,
+            height=args.height,
+            width=args.width,
+            seed=args.seed,
+            workers=args.workers,
+            overwrite=args.overwrite,
+            colour_jitter=args.colour_jitter,
+            colour_classes=args.colour_classes,
+        )
+    except FileExistsError as err:  # --out holds something else; the message says what to do
+        raise DataError(str(err)) from err
     print(format_statistics(dataset_statistics(root)))
     return 0
 
@@ -120,8 +124,15 @@ register("synth", "generate the synthetic high-resolution street-scene dataset",
 
 
 def _stats_arguments(parser: argparse.ArgumentParser) -> None:
+    from ibs_study.data.datasets import DATASET_KINDS
+
     parser.add_argument("root", help="dataset root")
-    parser.add_argument("--kind", default="synthetic", help="synthetic | cityscapes | mapillary_vistas")
+    parser.add_argument(
+        "--kind",
+        choices=sorted(DATASET_KINDS),
+        default="synthetic",
+        help="synthetic | cityscapes | mapillary_vistas",
+    )
     parser.add_argument("--split", action="append", help="split(s) to describe (default: train and val)")
     parser.add_argument(
         "--crop", type=_POSITIVE_INT, nargs=2, metavar=("H", "W"), default=None, help="crop size"
