@@ -52,6 +52,16 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _device(text: str) -> str:
+    """An argparse ``type`` for a device name (:func:`ibs_study.config.check_device`)."""
+    from ibs_study.config import ConfigError, check_device
+
+    try:
+        return check_device("device", text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 _POSITIVE_INT = _bounded_int(1)
 _NON_NEGATIVE_INT = _bounded_int(0)
 
@@ -265,7 +275,7 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", help="split (default: the run config's data.val_split)")
     parser.add_argument("--out", help="output folder (default: RUN_DIR/eval_<split>)")
     parser.add_argument("--max-images", type=_POSITIVE_INT, help="evaluate only the first N images")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--device", type=_device, default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -383,7 +393,7 @@ def _operating_curve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="output folder (default: RUN_DIR/eval_<split>_operating/<key>)")
     parser.add_argument("--data", help="dataset root (default: the run config's data.root)")
     parser.add_argument("--split", help="split (default: the run config's data.val_split)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--device", type=_device, default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -51,6 +52,26 @@ __all__ = [
 ]
 
 MODEL_NAMES = ("panoptic_fcn", "mask2former")
+# the devices ``train.device`` and ``--device`` accept
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def check_device(key: str, device: str) -> str:
+    """``device`` itself if it matches :data:`DEVICE_PATTERN`, else :class:`ConfigError` naming ``key``."""
+    if not DEVICE_PATTERN.fullmatch(device):
+        raise ConfigError(f"{key}={device!r} is not a device; use auto, cpu, mps, cuda or cuda:N")
+    return device
+
+
+def _load_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load(text)``; a syntax error is a :class:`ConfigError` naming ``where`` and the line."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise ConfigError(f"{where}: not valid YAML{line}: {problem}") from err
 
 
 def _check_choice(key: str, value: Any, choices: Iterable[Any]) -> None:
@@ -347,6 +368,7 @@ class TrainConfig:
     float32_matmul_precision: str = "highest"
 
     def __post_init__(self) -> None:
+        check_device("train.device", self.device)
         for name in ("max_steps", "batch_size", "checkpoint_every", "log_every"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name}={getattr(self, name)} must be a positive integer")
@@ -437,7 +459,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(errors[0] if errors else f"{key}: no valid type for {value!r}")
     if origin is tuple or origin is list:
         if isinstance(value, str):
-            value = yaml.safe_load(value)
+            value = _load_yaml(value, key)
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key} must be a list, got {value!r}")
         args = typing.get_args(tp)
@@ -502,6 +524,8 @@ def _field_names(cls: type) -> list[str]:
 
 def config_from_dict(data: Mapping[str, Any], cls: type = ExperimentConfig, prefix: str = "") -> Any:
     """Build dataclass ``cls`` from a nested dict; every key must be a field of ``cls``."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix or 'a config'} must be a mapping of keys to values, got {data!r:.60}")
     hints = _type_hints(cls)
     names = _field_names(cls)
     kwargs = {}
@@ -594,7 +618,7 @@ def apply_overrides(
             if depth == len(parts) - 1:
                 if _is_dataclass_type(tp):
                     raise ConfigError(f"{key} is a section with keys {_field_names(tp)}; set one of them")
-                parsed = yaml.safe_load(raw) if raw else raw
+                parsed = _load_yaml(raw, f"--set {key}") if raw else raw
                 node[part] = _coerce(parsed, tp, key)
             else:
                 if not _is_dataclass_type(tp):
@@ -630,13 +654,23 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
 def _read_yaml_with_bases(path: Path, seen: tuple[str, ...] = ()) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config file ({err.strerror or err})") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path}: the config file is not UTF-8 text (byte {err.start}); save it as UTF-8"
+        ) from err
+    data = _load_yaml(text, str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config file must hold a mapping, got {type(data).__name__}")
     bases = data.pop("_base_", [])
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(name, str) for name in bases):
+        raise ConfigError(f"{path}: _base_ must be a preset name or a list of them, got {bases!r}")
     merged: dict[str, Any] = {}
-    for base_name in [bases] if isinstance(bases, str) else bases:
+    for base_name in bases:
         if base_name in seen:
             raise ConfigError(f"{path}: circular _base_ chain {list(seen) + [base_name]}")
         _merge(merged, _read_yaml_with_bases(_preset_path(base_name), seen + (base_name,)))
