@@ -408,6 +408,8 @@ def build_all(
         )
     results = load_results(results_path)
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder; give an output folder")
     out.mkdir(parents=True, exist_ok=True)
     build = _Build(out, shared_plotly_js or PLOTLY_JS)
     if shared_plotly_js is None:

@@ -95,13 +95,21 @@ def read_metrics(run_dir: str | os.PathLike, split: str | None = None) -> dict:
 
     Raises:
         RunDirError: there is none (the run is missing, or was not evaluated).
-        DataError: it cannot be read or is not a JSON object (names the file).
+        DataError: it cannot be read or lacks the panoptic metrics the study reads (names the
+            file and the key).
     """
     path = _eval_dir(Path(run_dir), split) / "metrics.json"
     if not path.is_file():
         what = "no such run directory" if not Path(run_dir).is_dir() else "not evaluated yet"
         raise RunDirError(f"{path} not found: {what} (`ibs-study evaluate {run_dir}`)")
-    return expect(read_json(path, "metrics JSON"), dict, "the top level", path)
+    metrics = expect(read_json(path, "metrics JSON"), dict, "the top level", path)
+    if "all" in metrics:  # panoptic (an instance evaluation has only top-level numbers)
+        number = (int, float, type(None))
+        for section in ("all", "things", "stuff"):
+            expect(expect(metrics.get(section), dict, section, path).get("pq"), number, f"{section}.pq", path)
+        for key in ("acc_th", "prec_th"):
+            expect(metrics.get(key), number, key, path)
+    return metrics
 
 
 def _commands(spec: RunSpec, run_dir: Path, status: str) -> list[list[str]]:
