@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
 import typing
 from collections.abc import Callable, Sequence
@@ -62,6 +63,13 @@ def _device(text: str) -> str:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _folder(text: str) -> str:
+    """An argparse ``type`` for an output folder: new, or an existing folder (not a file)."""
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a folder; give a folder")
+    return text
+
+
 _POSITIVE_INT = _bounded_int(1)
 _NON_NEGATIVE_INT = _bounded_int(0)
 
@@ -72,7 +80,7 @@ _NON_NEGATIVE_INT = _bounded_int(0)
 def _synth_arguments(parser: argparse.ArgumentParser) -> None:
     from ibs_study.data.synthetic import SYNTHETIC_SCALES
 
-    parser.add_argument("--out", required=True, help="output folder (COCO-panoptic layout)")
+    parser.add_argument("--out", type=_folder, required=True, help="output folder (COCO-panoptic layout)")
     parser.add_argument("--scale", choices=sorted(SYNTHETIC_SCALES), default="cpu", help="size preset")
     parser.add_argument(
         "--num-train", type=_NON_NEGATIVE_INT, default=None, help="training images (default: from --scale)"
@@ -173,7 +181,7 @@ def _score_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gt-dir", required=True, help="folder of ground-truth id PNGs")
     parser.add_argument("--pred-json", required=True, help="prediction JSON (COCO-panoptic annotations)")
     parser.add_argument("--pred-dir", required=True, help="folder of predicted id PNGs")
-    parser.add_argument("--workers", type=int, default=1, help="processes (default: 1)")
+    parser.add_argument("--workers", type=_POSITIVE_INT, default=1, help="processes (default: 1)")
     parser.add_argument("--json", default=None, help="write the metrics (fractions in [0, 1]) to this JSON")
     parser.add_argument("--curve-csv", default=None, help="write the confusion curve to this CSV")
     parser.add_argument(
@@ -241,7 +249,9 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
         help="override a config value, e.g. --set train.max_steps=200 (repeatable)",
     )
     run = parser.add_argument_group("run")
-    run.add_argument("--out", required=True, help="run directory (new, or existing with --resume)")
+    run.add_argument(
+        "--out", type=_folder, required=True, help="run directory (new, or existing with --resume)"
+    )
     run.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its newest checkpoint"
     )
@@ -273,7 +283,7 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="checkpoint file (default: the newest in RUN_DIR/checkpoints)")
     parser.add_argument("--data", help="dataset root (default: the run config's data.root)")
     parser.add_argument("--split", help="split (default: the run config's data.val_split)")
-    parser.add_argument("--out", help="output folder (default: RUN_DIR/eval_<split>)")
+    parser.add_argument("--out", type=_folder, help="output folder (default: RUN_DIR/eval_<split>)")
     parser.add_argument("--max-images", type=_POSITIVE_INT, help="evaluate only the first N images")
     parser.add_argument("--device", type=_device, default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -390,7 +400,9 @@ def _operating_curve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--values", type=_finite_float, nargs="+", required=True, help="its values, one evaluation each"
     )
-    parser.add_argument("--out", help="output folder (default: RUN_DIR/eval_<split>_operating/<key>)")
+    parser.add_argument(
+        "--out", type=_folder, help="output folder (default: RUN_DIR/eval_<split>_operating/<key>)"
+    )
     parser.add_argument("--data", help="dataset root (default: the run config's data.root)")
     parser.add_argument("--split", help="split (default: the run config's data.val_split)")
     parser.add_argument("--device", type=_device, default="auto", help="auto | cpu | cuda | cuda:N")
@@ -499,7 +511,9 @@ register("presets", "list the bundled presets, or print one resolved", _presets_
 
 
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="runs/demo", help="folder of the three runs and the plot")
+    parser.add_argument(
+        "--out", type=_folder, default="runs/demo", help="folder of the three runs and the plot"
+    )
     parser.add_argument(
         "--data", default="data/synthetic", help="synthetic dataset folder (generated if absent)"
     )
@@ -529,7 +543,7 @@ def _figures_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--results", default="paper_figures/synthetic_results.json", help="the study's results JSON"
     )
-    parser.add_argument("--out", default="paper_figures", help="output folder")
+    parser.add_argument("--out", type=_folder, default="paper_figures", help="output folder")
     parser.add_argument(
         "--runs", default=None, help="folder of the study's run directories (qualitative figures need them)"
     )
@@ -588,12 +602,14 @@ def build_parser() -> argparse.ArgumentParser:
         # argparse %-formats an action's help (not a description): "95 %" must read "95 %%" there
         command_parser = sub.add_parser(name, help=help_text.replace("%", "%%"), description=help_text)
         add_arguments(command_parser)
-        command_parser.set_defaults(run=run)
+        command_parser.set_defaults(run=run, command_parser=command_parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:  # reported by the command's parser, so the line names the command
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
