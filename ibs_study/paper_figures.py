@@ -49,10 +49,10 @@ from typing import Any
 import torch
 
 from ibs_study.errors import DataError, RunDirError
-from ibs_study.input_files import expect, read_json
 from ibs_study.study import (
     TABLES,
     claims_table,
+    load_operating_curves,
     load_results,
     reproduction_checks,
     results_table,
@@ -337,27 +337,6 @@ def _index(build: _Build) -> str:
 # ---------------------------------------------------------------------------------- entry
 
 
-def _read_operating_curves(path: Path) -> dict[str, Any]:
-    """An ``operating_curves_<model>.json`` (:func:`ibs_study.operating.collect_operating_curves`).
-
-    Raises:
-        DataError: naming the file and key path: unreadable, not JSON, or without ``rows`` of
-            ``setting`` and ``points``.
-    """
-    curves = expect(read_json(path, "operating-curve JSON"), dict, "the top level", path)
-    for k, row in enumerate(expect(curves.get("rows"), list, "rows", path)):
-        expect(row, dict, f"rows[{k}]", path)
-        expect(row.get("setting"), str, f"rows[{k}].setting", path)
-        for j, point in enumerate(expect(row.get("points"), list, f"rows[{k}].points", path)):
-            expect(
-                expect(point, dict, f"rows[{k}].points[{j}]", path).get("metrics"),
-                dict,
-                f"rows[{k}].points[{j}].metrics",
-                path,
-            )
-    return curves
-
-
 def _operating_curves(folder: Path, build: _Build) -> None:
     from ibs_study.viz.figures import operating_curve_figure, save_figure
 
@@ -366,7 +345,7 @@ def _operating_curves(folder: Path, build: _Build) -> None:
         build.skip("operating curves", f"no operating_curves_<model>.json beside the results in {folder}")
     for path in paths:
         model = path.stem.removeprefix("operating_curves_")
-        figure = operating_curve_figure(_read_operating_curves(path))
+        figure = operating_curve_figure(load_operating_curves(path))
         build.add(save_figure(figure, build.out_dir / f"operating_curve_{model}"))
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "SWEEP_REFERENCE_SETTING",
     "save_results",
     "load_results",
+    "load_operating_curves",
     "results_table",
     "TABLES",
     "PANOPTIC_METRICS",
@@ -407,6 +408,27 @@ def load_results(path: str | os.PathLike) -> dict[str, Any]:
             for metric, value in expect(point["metrics"], dict, f"sweeps.{name}[{j}].metrics", path).items():
                 expect(value, (int, float), f"sweeps.{name}[{j}].metrics.{metric}", path)
     return results
+
+
+def load_operating_curves(path: str | os.PathLike) -> dict[str, Any]:
+    """An ``operating_curves_<model>.json`` (:func:`ibs_study.operating.collect_operating_curves`).
+
+    Raises:
+        DataError: naming the file and key path: unreadable, not JSON, or without ``rows`` of
+            ``setting`` and ``points``.
+    """
+    curves = expect(read_json(path, "operating-curve JSON"), dict, "the top level", path)
+    for k, row in enumerate(expect(curves.get("rows"), list, "rows", path)):
+        expect(row, dict, f"rows[{k}]", path)
+        expect(row.get("setting"), str, f"rows[{k}].setting", path)
+        for j, point in enumerate(expect(row.get("points"), list, f"rows[{k}].points", path)):
+            expect(
+                expect(point, dict, f"rows[{k}].points[{j}]", path).get("metrics"),
+                dict,
+                f"rows[{k}].points[{j}].metrics",
+                path,
+            )
+    return curves
 
 
 def _check_summary(summary: Any, num_seeds: int, where: str, path: str | os.PathLike) -> None:
