@@ -63,10 +63,15 @@ def check_device(key: str, device: str) -> str:
     return device
 
 
+# libyaml's parser where PyYAML has it (same safe constructors, several times faster: `presets`
+# reads every preset with its bases)
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _load_yaml(text: str, where: str) -> Any:
     """``yaml.safe_load(text)``; a syntax error is a :class:`ConfigError` naming ``where`` and the line."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_SAFE_LOADER)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
