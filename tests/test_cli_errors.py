@@ -174,3 +174,20 @@ def test_a_bug_keeps_its_traceback(monkeypatch, capsys):
     with pytest.raises(KeyError, match="missing"):
         main(["presets"])
     assert "error:" not in capsys.readouterr().err
+
+
+def test_weights_that_cannot_be_downloaded_name_the_key(monkeypatch):
+    """Offline, pretrained weights missing from torch's cache are a ConfigError naming the key."""
+    import urllib.error
+
+    import torchvision.models._api
+
+    from ibs_study.config import ConfigError
+    from ibs_study.models.backbone import BackboneConfig, build_backbone
+
+    def offline(url, *args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)
+    with pytest.raises(ConfigError, match=r"model\.backbone\.weights='IMAGENET1K_V1'.*weights=null"):
+        build_backbone(BackboneConfig(name="resnet18", weights="IMAGENET1K_V1"))

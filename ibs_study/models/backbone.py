@@ -23,6 +23,7 @@ from torch import nn
 from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
+from ibs_study.errors import ConfigError
 from ibs_study.models.configs import BACKBONE_NAMES, NORMS, BackboneConfig
 
 logger = logging.getLogger(__name__)
@@ -137,13 +138,20 @@ class ResNetBackbone(Backbone):
         resolved = None
         if weights is not None:
             if weights not in weights_enum.__members__:
-                raise ValueError(
-                    f"ResNetBackbone: unknown torchvision weights {weights!r} for resnet{depth}; "
-                    f"choose one of {sorted(weights_enum.__members__)} or None"
+                raise ConfigError(
+                    f"model.backbone.weights: unknown torchvision weights {weights!r} for resnet{depth}; "
+                    f"choose one of {sorted(weights_enum.__members__)} or null"
                 )
             resolved = weights_enum[weights]
             logger.info("loading torchvision weights %s for resnet%d", resolved, depth)
-        net = build(weights=resolved, norm_layer=norm_layer)
+        try:
+            net = build(weights=resolved, norm_layer=norm_layer)
+        except OSError as err:  # only the weights are read from disk or the network
+            raise ConfigError(
+                f"model.backbone.weights={weights!r}: the torchvision weights are not in torch's cache "
+                f"({torch.hub.get_dir()}/checkpoints) and cannot be downloaded ({err}); download them once "
+                "with network access, or set model.backbone.weights=null (random initialisation)"
+            ) from err
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.res2, self.res3, self.res4, self.res5 = net.layer1, net.layer2, net.layer3, net.layer4
         self.out_channels = {
