@@ -143,18 +143,20 @@ _RANGES: dict[str, _Range] = {
             "inference_chunk_size",
         )
     },
+    # score and probability thresholds: >= 0, where above 1 keeps nothing (an operating curve's end)
     **{
-        f"model.panoptic_fcn.{name}": _FRACTION
+        f"model.panoptic_fcn.{name}": _NON_NEGATIVE
         for name in (
-            "focal_alpha",
             "center_threshold",
             "stuff_threshold",
             "mask_threshold",
-            "similarity_threshold",
             "rescored_score_threshold",
             "thing_score_threshold",
-            "overlap_threshold",
         )
+    },
+    **{
+        f"model.panoptic_fcn.{name}": _FRACTION
+        for name in ("focal_alpha", "similarity_threshold", "overlap_threshold")
     },
     **{
         f"model.panoptic_fcn.{name}": _NON_NEGATIVE
@@ -190,10 +192,8 @@ _RANGES: dict[str, _Range] = {
             "inference_chunk_size",
         )
     },
-    **{
-        f"model.mask2former.{name}": _FRACTION
-        for name in ("importance_sample_ratio", "object_mask_threshold", "overlap_threshold")
-    },
+    "model.mask2former.object_mask_threshold": _NON_NEGATIVE,
+    **{f"model.mask2former.{name}": _FRACTION for name in ("importance_sample_ratio", "overlap_threshold")},
     **{
         f"model.mask2former.{name}": _NON_NEGATIVE
         for name in ("class_weight", "mask_weight", "dice_weight", "no_object_weight")

@@ -109,7 +109,7 @@ CASES = [
     ("train-lr-nan", lambda w: _train(w, "optimizer.lr=nan"), "optimizer.lr=nan"),
     ("train-lr-inf", lambda w: _train(w, "optimizer.lr=inf"), "optimizer.lr=inf"),
     ("train-ibs-weight-neg", lambda w: _train(w, "ibs.weight=-1"), "ibs.weight"),
-    ("train-threshold", lambda w: _train(w, "model.panoptic_fcn.thing_score_threshold=1.5"), "model.panoptic_fcn.thing_score_threshold"),
+    ("train-threshold", lambda w: _train(w, "model.panoptic_fcn.thing_score_threshold=-0.5"), "model.panoptic_fcn.thing_score_threshold"),
     ("train-batch-0", lambda w: _train(w, "train.batch_size=0"), "train.batch_size"),
     ("train-workers-neg", lambda w: _train(w, "data.num_workers=-1"), "data.num_workers"),
     ("train-weight-decay-neg", lambda w: _train(w, "optimizer.weight_decay=-0.1"), "optimizer.weight_decay"),
