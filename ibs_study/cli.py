@@ -63,9 +63,16 @@ def _device(text: str) -> str:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _non_empty(text: str) -> str:
+    """An argparse ``type`` for a name or path that may not be empty."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("may not be empty")
+    return text
+
+
 def _folder(text: str) -> str:
     """An argparse ``type`` for an output folder: new, or an existing folder (not a file)."""
-    if os.path.exists(text) and not os.path.isdir(text):
+    if os.path.exists(_non_empty(text)) and not os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"{text} exists and is not a folder; give a folder")
     return text
 
@@ -281,8 +288,8 @@ register("train", "train a preset or config (one process; several with torchrun)
 def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", help="run directory written by `ibs-study train`")
     parser.add_argument("--checkpoint", help="checkpoint file (default: the newest in RUN_DIR/checkpoints)")
-    parser.add_argument("--data", help="dataset root (default: the run config's data.root)")
-    parser.add_argument("--split", help="split (default: the run config's data.val_split)")
+    parser.add_argument("--data", type=_non_empty, help="dataset root (default: the run config's data.root)")
+    parser.add_argument("--split", type=_non_empty, help="split (default: the run config's data.val_split)")
     parser.add_argument("--out", type=_folder, help="output folder (default: RUN_DIR/eval_<split>)")
     parser.add_argument("--max-images", type=_POSITIVE_INT, help="evaluate only the first N images")
     parser.add_argument("--device", type=_device, default="auto", help="auto | cpu | cuda | cuda:N")
@@ -403,8 +410,8 @@ def _operating_curve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", type=_folder, help="output folder (default: RUN_DIR/eval_<split>_operating/<key>)"
     )
-    parser.add_argument("--data", help="dataset root (default: the run config's data.root)")
-    parser.add_argument("--split", help="split (default: the run config's data.val_split)")
+    parser.add_argument("--data", type=_non_empty, help="dataset root (default: the run config's data.root)")
+    parser.add_argument("--split", type=_non_empty, help="split (default: the run config's data.val_split)")
     parser.add_argument("--device", type=_device, default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 

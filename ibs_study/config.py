@@ -292,6 +292,15 @@ class DataConfig:
             raise ConfigError(f"data.crop_size={self.crop_size} must be positive (H, W) or null")
         if not 0.0 <= self.flip_prob <= 1.0:
             raise ConfigError(f"data.flip_prob={self.flip_prob} must lie in [0, 1]")
+        if self.scale_range[0] > self.scale_range[1]:
+            raise ConfigError(
+                f"data.scale_range={list(self.scale_range)} must be [low, high] with low <= high"
+            )
+        for name in ("root", "train_split", "val_split"):
+            if not getattr(self, name).strip():
+                raise ConfigError(
+                    f"data.{name} is empty; give a {'folder' if name == 'root' else 'split name'}"
+                )
 
 
 @dataclass
