@@ -38,7 +38,6 @@ def _bounded_int(low: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{value} must be >= {low}")
         return value
 
-    parse.__name__ = f"integer >= {low}"
     return parse
 
 

@@ -49,6 +49,7 @@ __all__ = [
     "config_from_dict",
     "config_hash",
     "config_value",
+    "check_device",
 ]
 
 MODEL_NAMES = ("panoptic_fcn", "mask2former")
