@@ -29,6 +29,7 @@ from ibs_study.data.datasets import PanopticDataset
 from ibs_study.data.panoptic import VOID_ID, CategoryInfo, PanopticSample, Segment, segments_from_id_map
 from ibs_study.data.statistics import things_in_crop
 from ibs_study.data.transforms import random_crop_box
+from ibs_study.errors import ConfigError, RunDirError
 from ibs_study.losses import assign_partners, shared_thing_class_fraction
 from ibs_study.metrics.panoptic import DEFAULT_SIZE_BOUNDS, SIZE_NAMES, PanopticEvaluator
 
@@ -321,20 +322,34 @@ def run_differences(
 
     Raises:
         RunDirError: a run directory is missing or not evaluated (names it).
-        ValueError: the two sets trained for different numbers of steps.
+        ConfigError: a seed given twice, or a metric neither set has.
+        RunDirError: also when the two sets (or the runs of one set) trained for different numbers
+            of steps.
     """
     from ibs_study.study import paired_difference, per_seed_values, row_from_runs
 
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds {list(seeds)} repeat a seed; give each once")
     rows = [
         row_from_runs([f"{prefix}_s{seed}" for seed in seeds], seeds)
         for prefix in (baseline_runs, other_runs)
     ]
     if rows[0]["steps"] != rows[1]["steps"]:
-        raise ValueError(
-            f"{baseline_runs} trained {rows[0]['steps']} steps, {other_runs} {rows[1]['steps']}: not one budget"
+        raise RunDirError(
+            f"{baseline_runs} trained {rows[0]['steps']} steps, {other_runs} {rows[1]['steps']}: not one budget; "
+            "compare runs trained for the same train.max_steps"
         )
     if metrics is None:
         metrics = [m for m in rows[0]["metrics"] if m in rows[1]["metrics"]] + ["confusion_auc"]
+    unknown = [
+        m
+        for m in metrics
+        if m != "confusion_auc" and not (m in rows[0]["metrics"] or m in rows[1]["metrics"])
+    ]
+    if unknown:
+        raise ConfigError(
+            f"metric(s) {unknown} not in these runs' metrics; choose from {sorted(rows[0]['metrics'])} or confusion_auc"
+        )
     out = {}
     for metric in metrics:
         difference = paired_difference(rows[0], rows[1], metric)

@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
+import typing
 from collections.abc import Callable, Sequence
 
 __all__ = ["main", "build_parser"]
@@ -24,22 +26,84 @@ def register(name: str, help_text: str, add_arguments: AddArguments, run: Run) -
     COMMANDS[name] = (help_text, add_arguments, run)
 
 
+def _bounded_int(low: int) -> Callable[[str], int]:
+    """An argparse ``type`` for integers ``>= low``; anything else is argparse's one-line error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} must be >= {low}")
+        return value
+
+    return parse
+
+
+def _finite_float(text: str) -> float:
+    """An argparse ``type`` for finite numbers (no nan or inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def _device(text: str) -> str:
+    """An argparse ``type`` for a device name (:func:`ibs_study.config.check_device`)."""
+    from ibs_study.config import ConfigError, check_device
+
+    try:
+        return check_device("device", text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _non_empty(text: str) -> str:
+    """An argparse ``type`` for a name or path that may not be empty."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("may not be empty")
+    return text
+
+
+def _folder(text: str) -> str:
+    """An argparse ``type`` for an output folder: new, or an existing folder (not a file)."""
+    if os.path.exists(_non_empty(text)) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a folder; give a folder")
+    return text
+
+
+_POSITIVE_INT = _bounded_int(1)
+_NON_NEGATIVE_INT = _bounded_int(0)
+
+
 # ---------------------------------------------------------------------------- synth
 
 
 def _synth_arguments(parser: argparse.ArgumentParser) -> None:
     from ibs_study.data.synthetic import SYNTHETIC_SCALES
 
-    parser.add_argument("--out", required=True, help="output folder (COCO-panoptic layout)")
+    parser.add_argument("--out", type=_folder, required=True, help="output folder (COCO-panoptic layout)")
     parser.add_argument("--scale", choices=sorted(SYNTHETIC_SCALES), default="cpu", help="size preset")
-    parser.add_argument("--num-train", type=int, default=None, help="training images (default: from --scale)")
-    parser.add_argument("--num-val", type=int, default=None, help="validation images (default: from --scale)")
-    parser.add_argument("--height", type=int, default=None, help="image height (default: from --scale)")
-    parser.add_argument("--width", type=int, default=None, help="image width (default: from --scale)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--num-train", type=_NON_NEGATIVE_INT, default=None, help="training images (default: from --scale)"
+    )
+    parser.add_argument(
+        "--num-val", type=_NON_NEGATIVE_INT, default=None, help="validation images (default: from --scale)"
+    )
+    parser.add_argument(
+        "--height", type=_POSITIVE_INT, default=None, help="image height (default: from --scale)"
+    )
+    parser.add_argument(
+        "--width", type=_POSITIVE_INT, default=None, help="image width (default: from --scale)"
+    )
+    parser.add_argument("--seed", type=_NON_NEGATIVE_INT, default=0)
     parser.add_argument(
         "--colour-jitter",
-        type=float,
+        type=_finite_float,
         default=None,
         help="per-instance body-colour offset, uniform in +-this many RGB levels per channel (default: 0)",
     )
@@ -48,27 +112,31 @@ def _synth_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="one thing class per (shape, body colour): 24 thing classes instead of 4",
     )
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    parser.add_argument("--workers", type=_POSITIVE_INT, default=None, help="processes (default: all cores)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
 
 
 def _synth(args: argparse.Namespace) -> int:
     from ibs_study.data.statistics import dataset_statistics, format_statistics
     from ibs_study.data.synthetic import generate_dataset
+    from ibs_study.errors import DataError
 
-    root = generate_dataset(
-        args.out,
-        scale=args.scale,
-        num_train=args.num_train,
-        num_val=args.num_val,
-        height=args.height,
-        width=args.width,
-        seed=args.seed,
-        workers=args.workers,
-        overwrite=args.overwrite,
-        colour_jitter=args.colour_jitter,
-        colour_classes=args.colour_classes,
-    )
+    try:
+        root = generate_dataset(
+            args.out,
+            scale=args.scale,
+            num_train=args.num_train,
+            num_val=args.num_val,
+            height=args.height,
+            width=args.width,
+            seed=args.seed,
+            workers=args.workers,
+            overwrite=args.overwrite,
+            colour_jitter=args.colour_jitter,
+            colour_classes=args.colour_classes,
+        )
+    except FileExistsError as err:  # --out holds something else; the message says what to do
+        raise DataError(str(err)) from err
     print(format_statistics(dataset_statistics(root)))
     return 0
 
@@ -80,15 +148,20 @@ register("synth", "generate the synthetic high-resolution street-scene dataset",
 
 
 def _stats_arguments(parser: argparse.ArgumentParser) -> None:
+    from ibs_study.data.datasets import DATASET_KINDS
+
     parser.add_argument("root", help="dataset root")
     parser.add_argument(
         "--kind",
+        choices=sorted(DATASET_KINDS),
         default="synthetic",
         help="synthetic | cityscapes | mapillary_vistas | coco_panoptic (the layout `synth` writes: "
         "annotations/panoptic_SPLIT.json, panoptic_SPLIT/, images/SPLIT/)",
     )
     parser.add_argument("--split", action="append", help="split(s) to describe (default: train and val)")
-    parser.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), default=None, help="crop size")
+    parser.add_argument(
+        "--crop", type=_POSITIVE_INT, nargs=2, metavar=("H", "W"), default=None, help="crop size"
+    )
 
 
 def _stats(args: argparse.Namespace) -> int:
@@ -191,7 +264,9 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
         help="override a config value, e.g. --set train.max_steps=200 (repeatable)",
     )
     run = parser.add_argument_group("run")
-    run.add_argument("--out", required=True, help="run directory (new, or existing with --resume)")
+    run.add_argument(
+        "--out", type=_folder, required=True, help="run directory (new, or existing with --resume)"
+    )
     run.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its newest checkpoint"
     )
@@ -221,11 +296,11 @@ register("train", "train a preset or config (one process; several with torchrun)
 def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", help="run directory written by `ibs-study train`")
     parser.add_argument("--checkpoint", help="checkpoint file (default: the newest in RUN_DIR/checkpoints)")
-    parser.add_argument("--data", help="dataset root (default: the run config's data.root)")
-    parser.add_argument("--split", help="split (default: the run config's data.val_split)")
-    parser.add_argument("--out", help="output folder (default: RUN_DIR/eval_<split>)")
-    parser.add_argument("--max-images", type=int, help="evaluate only the first N images")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--data", type=_non_empty, help="dataset root (default: the run config's data.root)")
+    parser.add_argument("--split", type=_non_empty, help="split (default: the run config's data.val_split)")
+    parser.add_argument("--out", type=_folder, help="output folder (default: RUN_DIR/eval_<split>)")
+    parser.add_argument("--max-images", type=_POSITIVE_INT, help="evaluate only the first N images")
+    parser.add_argument("--device", type=_device, default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -277,8 +352,6 @@ def _evaluate(args: argparse.Namespace) -> int:
         )
         print(format_metrics(metrics))
         return 0
-    from ibs_study.data.panoptic import PanopticFormatError
-
     for option in ("checkpoint", "max_images", "set"):
         if getattr(args, option):
             print(
@@ -287,18 +360,14 @@ def _evaluate(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-    try:
-        metrics, previous = rescore_run(
-            args.run_dir,
-            data_root=args.data,
-            split=args.split,
-            out_dir=args.out,
-            force=args.force,
-            progress=not args.no_progress,
-        )
-    except PanopticFormatError as err:
-        print(f"ibs-study evaluate: error: {err}", file=sys.stderr)
-        return 2
+    metrics, previous = rescore_run(
+        args.run_dir,
+        data_root=args.data,
+        split=args.split,
+        out_dir=args.out,
+        force=args.force,
+        progress=not args.no_progress,
+    )
     print(format_metrics(metrics))
     changed = changed_metrics(metrics, previous)
     print(
@@ -364,12 +433,14 @@ def _operating_curve_arguments(parser: argparse.ArgumentParser) -> None:
         help="the inference setting to sweep (default: Panoptic FCN's thing score threshold)",
     )
     parser.add_argument(
-        "--values", type=float, nargs="+", required=True, help="its values, one evaluation each"
+        "--values", type=_finite_float, nargs="+", required=True, help="its values, one evaluation each"
     )
-    parser.add_argument("--out", help="output folder (default: RUN_DIR/eval_<split>_operating/<key>)")
-    parser.add_argument("--data", help="dataset root (default: the run config's data.root)")
-    parser.add_argument("--split", help="split (default: the run config's data.val_split)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument(
+        "--out", type=_folder, help="output folder (default: RUN_DIR/eval_<split>_operating/<key>)"
+    )
+    parser.add_argument("--data", type=_non_empty, help="dataset root (default: the run config's data.root)")
+    parser.add_argument("--split", type=_non_empty, help="split (default: the run config's data.val_split)")
+    parser.add_argument("--device", type=_device, default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -377,20 +448,16 @@ def _operating_curve(args: argparse.Namespace) -> int:
     from ibs_study.operating import operating_curve
     from ibs_study.study import METRIC_LABELS
 
-    try:
-        curve = operating_curve(
-            args.run_dir,
-            args.key,
-            args.values,
-            out_dir=args.out,
-            data_root=args.data,
-            split=args.split,
-            device=args.device,
-            progress=not args.no_progress,
-        )
-    except ValueError as err:
-        print(f"ibs-study operating-curve: error: {err}", file=sys.stderr)
-        return 2
+    curve = operating_curve(
+        args.run_dir,
+        args.key,
+        args.values,
+        out_dir=args.out,
+        data_root=args.data,
+        split=args.split,
+        device=args.device,
+        progress=not args.no_progress,
+    )
     names = [
         n
         for n in ("pq_th", "ap", "acc_th", "prec_th", "pred_th_other_instance")
@@ -408,7 +475,11 @@ def _compare_arguments(parser: argparse.ArgumentParser) -> None:
         "other", help="run-directory prefix compared with it, e.g. runs/exp_thingcrop/pfcn_crop"
     )
     parser.add_argument(
-        "--seeds", type=int, nargs="+", required=True, help="seeds: runs PREFIX_s<seed> under both prefixes"
+        "--seeds",
+        type=_NON_NEGATIVE_INT,
+        nargs="+",
+        required=True,
+        help="seeds: runs PREFIX_s<seed> under both prefixes",
     )
     parser.add_argument("--metrics", nargs="+", help="study metric names (default: all both sets have)")
 
@@ -418,11 +489,7 @@ def _compare(args: argparse.Namespace) -> int:
     from ibs_study.engine.oracle import LOGIT_METRICS
     from ibs_study.study import METRIC_LABELS
 
-    try:
-        differences = run_differences(args.baseline, args.other, args.seeds, args.metrics)
-    except ValueError as err:
-        print(f"ibs-study compare: error: {err}", file=sys.stderr)
-        return 2
+    differences = run_differences(args.baseline, args.other, args.seeds, args.metrics)
     print(
         f"other - baseline, paired by seed (seeds {args.seeds}), percent (logits as they are): "
         f"{args.other} - {args.baseline}"
@@ -535,12 +602,14 @@ register("presets", "list the bundled presets, or print one resolved", _presets_
 
 
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="runs/demo", help="folder of the three runs and the plot")
+    parser.add_argument(
+        "--out", type=_folder, default="runs/demo", help="folder of the three runs and the plot"
+    )
     parser.add_argument(
         "--data", default="data/synthetic", help="synthetic dataset folder (generated if absent)"
     )
-    parser.add_argument("--steps", type=int, help="training steps per run (default: the presets')")
-    parser.add_argument("--parallel", type=int, default=2, help="runs trained side by side")
+    parser.add_argument("--steps", type=_POSITIVE_INT, help="training steps per run (default: the presets')")
+    parser.add_argument("--parallel", type=_POSITIVE_INT, default=2, help="runs trained side by side")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -565,11 +634,13 @@ def _figures_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--results", default="paper_figures/synthetic_results.json", help="the study's results JSON"
     )
-    parser.add_argument("--out", default="paper_figures", help="output folder")
+    parser.add_argument("--out", type=_folder, default="paper_figures", help="output folder")
     parser.add_argument(
         "--runs", default=None, help="folder of the study's run directories (qualitative figures need them)"
     )
-    parser.add_argument("--top-k", type=int, default=4, help="images / predictions per qualitative figure")
+    parser.add_argument(
+        "--top-k", type=_POSITIVE_INT, default=4, help="images / predictions per qualitative figure"
+    )
     parser.add_argument(
         "--shared-plotly-js",
         default=None,
@@ -580,13 +651,9 @@ def _figures_arguments(parser: argparse.ArgumentParser) -> None:
 def _figures(args: argparse.Namespace) -> int:
     from ibs_study.paper_figures import build_all
 
-    try:
-        provenance = build_all(
-            args.results, args.out, args.runs, top_k=args.top_k, shared_plotly_js=args.shared_plotly_js
-        )
-    except FileNotFoundError as err:
-        print(f"ibs-study figures: error: {err}", file=sys.stderr)
-        return 2
+    provenance = build_all(
+        args.results, args.out, args.runs, top_k=args.top_k, shared_plotly_js=args.shared_plotly_js
+    )
     for name in provenance["files"]:
         print(f"{args.out}/{name}")
     for what, why in provenance["skipped"].items():
@@ -605,8 +672,16 @@ register(
 # ---------------------------------------------------------------------------- entry point
 
 
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """argparse reporting a bad argument as one line, ``PROG: error: MESSAGE``, with exit status 2
+    (without the usage block, which ``PROG --help`` shows)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrorParser(
         prog="ibs-study",
         description="Intra-Batch Supervision study: synthetic data, training, full-image evaluation, "
         "confusion measures and the paper's figures.",
@@ -618,12 +693,14 @@ def build_parser() -> argparse.ArgumentParser:
         # argparse %-formats an action's help (not a description): "95 %" must read "95 %%" there
         command_parser = sub.add_parser(name, help=help_text.replace("%", "%%"), description=help_text)
         add_arguments(command_parser)
-        command_parser.set_defaults(run=run)
+        command_parser.set_defaults(run=run, command_parser=command_parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:  # reported by the command's parser, so the line names the command
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )

@@ -14,6 +14,8 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import math
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -25,12 +27,9 @@ from typing import Any
 import yaml
 
 from ibs_study.errors import ConfigError
-from ibs_study.losses import IBSConfig
-from ibs_study.models.backbone import BackboneConfig
-from ibs_study.models.hf import HFConfig
-from ibs_study.models.mask2former import Mask2FormerConfig
-from ibs_study.models.panoptic_fcn import PanopticFCNConfig
-from ibs_study.sampling import SamplerConfig
+from ibs_study.ibs_config import IBSConfig
+from ibs_study.models.configs import BackboneConfig, HFConfig, Mask2FormerConfig, PanopticFCNConfig
+from ibs_study.sampling.plans import SamplerConfig
 
 __all__ = [
     "ConfigError",
@@ -51,15 +50,199 @@ __all__ = [
     "config_from_dict",
     "config_hash",
     "config_value",
+    "check_device",
 ]
 
 MODEL_NAMES = ("panoptic_fcn", "mask2former", "hf_mask2former", "hf_eomt")
+# the devices ``train.device`` and ``--device`` accept
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def check_device(key: str, device: str) -> str:
+    """``device`` itself if it matches :data:`DEVICE_PATTERN`, else :class:`ConfigError` naming ``key``."""
+    if not DEVICE_PATTERN.fullmatch(device):
+        raise ConfigError(f"{key}={device!r} is not a device; use auto, cpu, mps, cuda or cuda:N")
+    return device
+
+
+# libyaml's parser where PyYAML has it (same safe constructors, several times faster: `presets`
+# reads every preset with its bases)
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _load_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load(text)``; a syntax error is a :class:`ConfigError` naming ``where`` and the line."""
+    try:
+        return yaml.load(text, Loader=_SAFE_LOADER)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise ConfigError(f"{where}: not valid YAML{line}: {problem}") from err
 
 
 def _check_choice(key: str, value: Any, choices: Iterable[Any]) -> None:
     choices = tuple(choices)
     if value not in choices:
         raise ConfigError(f"{key}={value!r} is not valid; choose one of {list(choices)}")
+
+
+@dataclass(frozen=True)
+class _Range:
+    """The values a numeric config key (or each item of a list-valued key) may take."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # ``low`` itself is outside the range
+    high_open: bool = False
+
+    def contains(self, value: float) -> bool:
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"be {'>' if self.low_open else '>='} {self.low:g}"
+        return f"lie in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+_POSITIVE = _Range(0, low_open=True)
+_NON_NEGATIVE = _Range(0)
+_AT_LEAST_ONE = _Range(1)
+_FRACTION = _Range(0, 1)
+
+# dotted config key -> the range its value (each item, for a list) must lie in; None is always allowed
+# where the field is optional. The sections' own checks (e.g. ibs.*, sampler.*) come on top.
+_RANGES: dict[str, _Range] = {
+    "seed": _NON_NEGATIVE,
+    "data.synthetic_seed": _NON_NEGATIVE,
+    "data.synthetic_colour_jitter": _NON_NEGATIVE,
+    "data.crop_size": _AT_LEAST_ONE,
+    "data.scale_range": _POSITIVE,
+    "data.short_edges": _AT_LEAST_ONE,
+    "data.max_size": _AT_LEAST_ONE,
+    "data.flip_prob": _FRACTION,
+    "data.min_pixels": _AT_LEAST_ONE,
+    "data.num_workers": _NON_NEGATIVE,
+    "model.backbone.freeze_at": _Range(0, 5),
+    "model.backbone.tiny_width": _AT_LEAST_ONE,
+    **{
+        f"model.panoptic_fcn.{name}": _AT_LEAST_ONE
+        for name in (
+            "size_divisibility",
+            "fpn_channels",
+            "semantic_fpn_channels",
+            "encoder_channels",
+            "kernel_channels",
+            "position_channels",
+            "encoder_num_convs",
+            "position_num_convs",
+            "kernel_num_convs",
+            "pos_num",
+            "tensor_dim",
+            "center_top_num",
+            "inference_chunk_size",
+        )
+    },
+    # score and probability thresholds: >= 0, where above 1 keeps nothing (an operating curve's end)
+    **{
+        f"model.panoptic_fcn.{name}": _NON_NEGATIVE
+        for name in (
+            "center_threshold",
+            "stuff_threshold",
+            "mask_threshold",
+            "rescored_score_threshold",
+            "thing_score_threshold",
+        )
+    },
+    **{
+        f"model.panoptic_fcn.{name}": _FRACTION
+        for name in ("focal_alpha", "similarity_threshold", "overlap_threshold")
+    },
+    **{
+        f"model.panoptic_fcn.{name}": _NON_NEGATIVE
+        for name in (
+            "instance_scale_low",
+            "position_weight",
+            "segment_weight",
+            "focal_gamma",
+            "stuff_area_limit",
+        )
+    },
+    "model.panoptic_fcn.instance_scale_high": _POSITIVE,
+    "model.panoptic_fcn.min_overlap": _Range(0, 1, low_open=True, high_open=True),
+    "model.panoptic_fcn.gaussian_sigma": _POSITIVE,
+    "model.panoptic_fcn.pixel_std": _POSITIVE,
+    **{
+        f"model.mask2former.{name}": _AT_LEAST_ONE
+        for name in (
+            "num_queries",
+            "dec_layers",
+            "hidden_dim",
+            "num_heads",
+            "dim_feedforward",
+            "conv_dim",
+            "mask_dim",
+            "enc_layers",
+            "enc_dim_feedforward",
+            "enc_num_points",
+            "norm_groups",
+            "train_num_points",
+            "test_topk_per_image",
+            "size_divisibility",
+            "inference_chunk_size",
+        )
+    },
+    "model.mask2former.object_mask_threshold": _NON_NEGATIVE,
+    **{f"model.mask2former.{name}": _FRACTION for name in ("importance_sample_ratio", "overlap_threshold")},
+    **{
+        f"model.mask2former.{name}": _NON_NEGATIVE
+        for name in ("class_weight", "mask_weight", "dice_weight", "no_object_weight")
+    },
+    "model.mask2former.dropout": _Range(0, 1, high_open=True),
+    "model.mask2former.oversample_ratio": _AT_LEAST_ONE,
+    "model.mask2former.pixel_std": _POSITIVE,
+    "sampler.pair_sizes": _AT_LEAST_ONE,
+    "sampler.min_short_side": _AT_LEAST_ONE,
+    "sampler.max_short_side": _AT_LEAST_ONE,
+    "sampler.max_long_side": _AT_LEAST_ONE,
+    "ibs.weight": _NON_NEGATIVE,
+    "ibs.num_points": _AT_LEAST_ONE,
+    "ibs.oversample_ratio": _AT_LEAST_ONE,
+    "ibs.importance_sample_ratio": _FRACTION,
+    "ibs.alpha": _FRACTION,
+    "ibs.gamma": _NON_NEGATIVE,
+    "optimizer.lr": _POSITIVE,
+    "optimizer.weight_decay": _NON_NEGATIVE,
+    "optimizer.weight_decay_norm": _NON_NEGATIVE,
+    "optimizer.momentum": _Range(0, 1, high_open=True),
+    "optimizer.backbone_lr_multiplier": _NON_NEGATIVE,
+    "optimizer.poly_power": _NON_NEGATIVE,
+    "optimizer.warmup_steps": _NON_NEGATIVE,
+    "optimizer.warmup_factor": _Range(0, 1, low_open=True),
+    "optimizer.clip_value": _POSITIVE,
+    "train.max_steps": _AT_LEAST_ONE,
+    "train.batch_size": _AT_LEAST_ONE,
+    "train.checkpoint_every": _AT_LEAST_ONE,
+    "train.log_every": _AT_LEAST_ONE,
+    "eval.max_images": _AT_LEAST_ONE,
+    "eval.test_short_side": _AT_LEAST_ONE,
+    "eval.test_max_size": _AT_LEAST_ONE,
+    "eval.confusion_thresholds": _FRACTION,
+}
+
+
+def _check_range(key: str, value: Any) -> None:
+    """Raise :class:`ConfigError` naming ``key`` if ``value`` (or an item of it) lies outside ``_RANGES[key]``."""
+    bounds = _RANGES.get(key)
+    if bounds is None or value is None:
+        return
+    for item in value if isinstance(value, list | tuple) else (value,):
+        if not bounds.contains(item):
+            raise ConfigError(
+                f"{key}={value!r} is out of range: {'each value ' if item is not value else 'it '}must {bounds}"
+            )
 
 
 @dataclass
@@ -136,6 +319,15 @@ class DataConfig:
             raise ConfigError(f"data.crop_size={self.crop_size} must be positive (H, W) or null")
         if not 0.0 <= self.flip_prob <= 1.0:
             raise ConfigError(f"data.flip_prob={self.flip_prob} must lie in [0, 1]")
+        if self.scale_range[0] > self.scale_range[1]:
+            raise ConfigError(
+                f"data.scale_range={list(self.scale_range)} must be [low, high] with low <= high"
+            )
+        for name in ("root", "train_split", "val_split"):
+            if not getattr(self, name).strip():
+                raise ConfigError(
+                    f"data.{name} is empty; give a {'folder' if name == 'root' else 'split name'}"
+                )
 
 
 @dataclass
@@ -225,6 +417,7 @@ class TrainConfig:
     threads: int | None = None
 
     def __post_init__(self) -> None:
+        check_device("train.device", self.device)
         for name in ("max_steps", "batch_size", "checkpoint_every", "log_every"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"train.{name}={getattr(self, name)} must be a positive integer")
@@ -322,7 +515,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(errors[0] if errors else f"{key}: no valid type for {value!r}")
     if origin is tuple or origin is list:
         if isinstance(value, str):
-            value = yaml.safe_load(value)
+            value = _load_yaml(value, key)
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key} must be a list, got {value!r}")
         args = typing.get_args(tp)
@@ -356,12 +549,17 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool):
             raise ConfigError(f"{key} must be a number, got {value!r}")
+        number = None
         if isinstance(value, int | float):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             with contextlib.suppress(ValueError):
-                return float(value)
-        raise ConfigError(f"{key} must be a number, got {value!r}")
+                number = float(value)
+        if number is None:
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}={value} is not a finite number; give a finite value")
+        return number
     if tp is str:
         if isinstance(value, str | int | float) and not isinstance(value, bool):
             return str(value)
@@ -382,6 +580,8 @@ def _field_names(cls: type) -> list[str]:
 
 def config_from_dict(data: Mapping[str, Any], cls: type = ExperimentConfig, prefix: str = "") -> Any:
     """Build dataclass ``cls`` from a nested dict; every key must be a field of ``cls``."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix or 'a config'} must be a mapping of keys to values, got {data!r:.60}")
     hints = _type_hints(cls)
     names = _field_names(cls)
     kwargs = {}
@@ -392,6 +592,7 @@ def config_from_dict(data: Mapping[str, Any], cls: type = ExperimentConfig, pref
                 f"unknown config key {full!r}; valid keys{' of ' + prefix if prefix else ''}: {names}"
             )
         kwargs[key] = _coerce(value, hints[key], full)
+        _check_range(full, kwargs[key])
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:
@@ -474,7 +675,7 @@ def apply_overrides(
             if depth == len(parts) - 1:
                 if _is_dataclass_type(tp):
                     raise ConfigError(f"{key} is a section with keys {_field_names(tp)}; set one of them")
-                parsed = yaml.safe_load(raw) if raw else raw
+                parsed = _load_yaml(raw, f"--set {key}") if raw else raw
                 node[part] = _coerce(parsed, tp, key)
             else:
                 if not _is_dataclass_type(tp):
@@ -510,13 +711,23 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
 def _read_yaml_with_bases(path: Path, seen: tuple[str, ...] = ()) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config file ({err.strerror or err})") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path}: the config file is not UTF-8 text (byte {err.start}); save it as UTF-8"
+        ) from err
+    data = _load_yaml(text, str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config file must hold a mapping, got {type(data).__name__}")
     bases = data.pop("_base_", [])
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(name, str) for name in bases):
+        raise ConfigError(f"{path}: _base_ must be a preset name or a list of them, got {bases!r}")
     merged: dict[str, Any] = {}
-    for base_name in [bases] if isinstance(bases, str) else bases:
+    for base_name in bases:
         if base_name in seen:
             raise ConfigError(f"{path}: circular _base_ chain {list(seen) + [base_name]}")
         _merge(merged, _read_yaml_with_bases(_preset_path(base_name), seen + (base_name,)))

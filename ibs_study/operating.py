@@ -29,6 +29,8 @@ from ibs_study.atomic import write_json_atomic
 from ibs_study.config import config_to_dict, config_value
 from ibs_study.engine.evaluate import evaluate_run, inference_config
 from ibs_study.engine.run_dir import read_run_config
+from ibs_study.errors import ConfigError
+from ibs_study.input_files import read_json
 from ibs_study.study import StudyRow, flat_metrics, metric_summary
 
 __all__ = [
@@ -88,20 +90,22 @@ def operating_curve(
 
     Raises:
         ConfigError: ``key`` is not an inference setting, or a value does not fit its type.
-        ValueError: no values, or a value given twice.
+        ConfigError: also for no values, or a value given twice.
     """
     if not values:
-        raise ValueError(f"operating_curve of {run_dir}: give at least one value of {key}")
+        raise ConfigError(f"operating_curve of {run_dir}: give at least one value of {key}")
     names = [_value_name(v) for v in values]
     if len(set(names)) != len(names):
-        raise ValueError(f"operating_curve of {run_dir}: values of {key} repeat: {list(values)}")
+        raise ConfigError(
+            f"operating_curve of {run_dir}: values of {key} repeat: {list(values)}; give each once"
+        )
     inference_config(run_dir, [f"{key}={v}" for v in values])  # every value checked before any work
     out = Path(out_dir) if out_dir is not None else operating_curve_dir(run_dir, key, split)
     points = []
     for value, name in zip(tqdm(values, desc=f"{Path(run_dir).name}: {key}", disable=not progress), names):
         override = f"{key}={value}"
         metrics_path = out / name / "metrics.json"
-        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+        metrics = read_json(metrics_path, "metrics JSON") if metrics_path.is_file() else None
         if metrics is None or metrics.get("inference_overrides") != [override]:
             metrics = evaluate_run(
                 run_dir,

@@ -48,9 +48,11 @@ from typing import Any
 
 import torch
 
+from ibs_study.errors import DataError, RunDirError
 from ibs_study.study import (
     TABLES,
     claims_table,
+    load_operating_curves,
     load_results,
     reproduction_checks,
     results_table,
@@ -351,7 +353,7 @@ def _operating_curves(folder: Path, build: _Build) -> None:
         build.skip("operating curves", f"no operating_curves_<model>.json beside the results in {folder}")
     for path in paths:
         model = path.stem.removeprefix("operating_curves_")
-        figure = operating_curve_figure(load_results(path))
+        figure = operating_curve_figure(load_operating_curves(path))
         build.add(save_figure(figure, build.out_dir / f"operating_curve_{model}"))
 
 
@@ -381,22 +383,26 @@ def build_all(
         The provenance record (also written to ``out_dir/provenance.json``).
 
     Raises:
-        FileNotFoundError: ``results_json`` or ``runs_root`` does not exist.
+        DataError: ``results_json`` does not exist, cannot be read or is not a results JSON, or
+            ``shared_plotly_js`` does not exist (names the file).
+        RunDirError: ``runs_root`` is not a folder.
     """
     results_path = Path(results_json)
     if not results_path.is_file():
-        raise FileNotFoundError(
+        raise DataError(
             f"{results_path}: results not found; run the study first (notebook 04_ablations writes "
             "synthetic_results.json, or ibs_study.runs.run_study + ibs_study.study.save_results)"
         )
     results = load_results(results_path)
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder; give an output folder")
     out.mkdir(parents=True, exist_ok=True)
     build = _Build(out, shared_plotly_js or PLOTLY_JS)
     if shared_plotly_js is None:
         _write_plotly_js(build)
     elif not (out / shared_plotly_js).is_file():
-        raise FileNotFoundError(f"shared_plotly_js {shared_plotly_js!r}: no such file relative to {out}")
+        raise DataError(f"shared_plotly_js {shared_plotly_js!r}: no such file relative to {out}")
     _tables_and_bars(results, build)
     _claims(results, build)
     _confusion_curves(results, build)
@@ -408,7 +414,7 @@ def build_all(
     else:
         root = Path(runs_root)
         if not root.is_dir():
-            raise FileNotFoundError(f"runs_root {root} is not a folder")
+            raise RunDirError(f"runs_root {root} is not a folder; give the folder of the study's runs")
         runs = _study_run_dirs(results, root)
         if runs:
             _instance_counts_figure(list(runs.values()), build)

@@ -28,6 +28,8 @@ from scipy import stats
 from ibs_study.engine.grid import RunSpec, read_metrics
 from ibs_study.engine.oracle import LOGIT_METRICS, ORACLE_FILE, ORACLE_LOGITS_FILE
 from ibs_study.engine.run_dir import read_run_config
+from ibs_study.errors import DataError, RunDirError
+from ibs_study.input_files import expect, read_json
 from ibs_study.metrics.panoptic import GT_THING_PIXEL_FATES, PRED_THING_PIXEL_FATES
 from ibs_study.paper_reference import PAPER_INSTANCE, PAPER_PANOPTIC
 
@@ -48,6 +50,7 @@ __all__ = [
     "SWEEP_REFERENCE_SETTING",
     "save_results",
     "load_results",
+    "load_operating_curves",
     "results_table",
     "TABLES",
     "PANOPTIC_METRICS",
@@ -227,7 +230,7 @@ def read_oracle(run_dir: str | os.PathLike, name: str = ORACLE_FILE) -> dict[str
     """The run's ``eval_val/oracle_confusion.json`` (``ibs-study oracle``; ``name``
     ``oracle_logits.json``: ``ibs-study oracle --logits``), or None."""
     path = Path(run_dir) / "eval_val" / name
-    return json.loads(path.read_text()) if path.is_file() else None
+    return expect(read_json(path, "oracle JSON"), dict, "the top level", path) if path.is_file() else None
 
 
 def flat_metrics(
@@ -323,8 +326,9 @@ def row_from_runs(run_dirs: Sequence[str | os.PathLike], seeds: Sequence[int]) -
     logits = [read_oracle(run_dir, ORACLE_LOGITS_FILE) for run_dir in run_dirs]
     steps = {read_run_config(run_dir).train.max_steps for run_dir in run_dirs}
     if len(steps) != 1:
-        raise ValueError(
-            f"{Path(run_dirs[0]).name} ...: these runs trained for different numbers of steps {sorted(steps)}"
+        raise RunDirError(
+            f"{Path(run_dirs[0]).name} ...: these runs trained for different numbers of steps {sorted(steps)}; "
+            "compare runs of one budget"
         )
     flat = [flat_metrics(m, o, g) for m, o, g in zip(per_seed, oracles, logits, strict=True)]
     entry: dict[str, Any] = {
@@ -406,8 +410,84 @@ def save_results(results: dict[str, Any], path: str | os.PathLike) -> None:
 
 
 def load_results(path: str | os.PathLike) -> dict[str, Any]:
-    with open(path) as f:
-        return json.load(f)
+    """The study's results JSON (:func:`save_results`), its structure checked.
+
+    Raises:
+        DataError: naming ``path`` and the key path: the file cannot be read, is not JSON, or is
+            not shaped as :func:`save_results` writes it (e.g. a run's ``metrics.json``).
+    """
+    results = read_json(path, "results JSON")
+    expect(results, dict, "the top level", path)
+    if "rows" not in results:
+        raise DataError(
+            f"{path}: not a study results JSON (no 'rows'; keys: {sorted(results)[:8]}); give the file "
+            "ibs_study.study.save_results writes, e.g. paper_figures/synthetic_results.json"
+        )
+    for k, row in enumerate(expect(results["rows"], list, "rows", path)):
+        where = f"rows[{k}]"
+        expect(row, dict, where, path)
+        missing = [key for key in ("model", "setting", "seeds", "steps", "metrics") if key not in row]
+        if missing:
+            raise DataError(f"{path}: {where} lacks the key(s) {missing}")
+        expect(row["model"], str, f"{where}.model", path)
+        expect(row["setting"], str, f"{where}.setting", path)
+        for j, seed in enumerate(expect(row["seeds"], list, f"{where}.seeds", path)):
+            expect(seed, int, f"{where}.seeds[{j}]", path)
+        expect(row["steps"], int, f"{where}.steps", path)
+        for name, summary in expect(row["metrics"], dict, f"{where}.metrics", path).items():
+            _check_summary(summary, len(row["seeds"]), f"{where}.metrics.{name}", path)
+        for curve in ("confusion_curve", "oracle_confusion_curve"):
+            if curve in row:
+                _check_curve(row[curve], f"{where}.{curve}", path)
+    for name, points in expect(results.get("sweeps") or {}, dict, "sweeps", path).items():
+        for j, point in enumerate(expect(points, list, f"sweeps.{name}", path)):
+            expect(point, dict, f"sweeps.{name}[{j}]", path)
+            if "metrics" not in point or "value" not in point:
+                raise DataError(f"{path}: sweeps.{name}[{j}] lacks 'value' or 'metrics'")
+            for metric, value in expect(point["metrics"], dict, f"sweeps.{name}[{j}].metrics", path).items():
+                expect(value, (int, float), f"sweeps.{name}[{j}].metrics.{metric}", path)
+    return results
+
+
+def load_operating_curves(path: str | os.PathLike) -> dict[str, Any]:
+    """An ``operating_curves_<model>.json`` (:func:`ibs_study.operating.collect_operating_curves`).
+
+    Raises:
+        DataError: naming the file and key path: unreadable, not JSON, or without ``rows`` of
+            ``setting`` and ``points``.
+    """
+    curves = expect(read_json(path, "operating-curve JSON"), dict, "the top level", path)
+    for k, row in enumerate(expect(curves.get("rows"), list, "rows", path)):
+        expect(row, dict, f"rows[{k}]", path)
+        expect(row.get("setting"), str, f"rows[{k}].setting", path)
+        for j, point in enumerate(expect(row.get("points"), list, f"rows[{k}].points", path)):
+            expect(
+                expect(point, dict, f"rows[{k}].points[{j}]", path).get("metrics"),
+                dict,
+                f"rows[{k}].points[{j}].metrics",
+                path,
+            )
+    return curves
+
+
+def _check_summary(summary: Any, num_seeds: int, where: str, path: str | os.PathLike) -> None:
+    """Raise :class:`DataError` unless ``summary`` is a :func:`metric_summary` of ``num_seeds`` values."""
+    expect(summary, dict, where, path)
+    if not {"mean", "ci95", "per_seed"} <= set(summary):
+        raise DataError(f"{path}: {where} needs 'mean', 'ci95' and 'per_seed', has {sorted(summary)}")
+    expect(summary["mean"], (int, float, type(None)), f"{where}.mean", path)
+    if len(expect(summary["ci95"], list, f"{where}.ci95", path)) != 2:
+        raise DataError(f"{path}: {where}.ci95 must hold 2 numbers, got {summary['ci95']}")
+    if len(expect(summary["per_seed"], list, f"{where}.per_seed", path)) != num_seeds:
+        raise DataError(f"{path}: {where}.per_seed must hold one value per seed ({num_seeds})")
+
+
+def _check_curve(curve: Any, where: str, path: str | os.PathLike) -> None:
+    """Raise :class:`DataError` unless ``curve`` holds equally long ``thresholds`` and ``mean`` lists."""
+    expect(curve, dict, where, path)
+    thresholds = expect(curve.get("thresholds"), list, f"{where}.thresholds", path)
+    if len(expect(curve.get("mean"), list, f"{where}.mean", path)) != len(thresholds):
+        raise DataError(f"{path}: {where}.mean must hold one value per threshold ({len(thresholds)})")
 
 
 # --------------------------------------------------------------------------------- tables

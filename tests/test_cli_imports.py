@@ -76,3 +76,31 @@ def test_score_imports_neither_torch_nor_torchvision(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "exit 0 torch False torchvision False" in result.stdout, result.stdout + result.stderr
     assert "All" in result.stdout  # it did score
+
+
+LISTING_SCRIPT = """
+import contextlib
+import io
+import sys
+from ibs_study.cli import COMMANDS, main
+with contextlib.redirect_stdout(io.StringIO()) as listing:
+    assert main(["presets"]) == 0
+    assert main(["presets", "synthetic_pfcn_crop_ibs"]) == 0
+    for argv in [["--help"]] + [[name, "--help"] for name in COMMANDS]:
+        try:
+            main(argv)
+        except SystemExit as done:  # argparse's --help
+            assert done.code == 0, argv
+assert "synthetic_pfcn_crop_ibs" in listing.getvalue()
+print("torch imported:", "torch" in sys.modules)
+"""
+
+
+def test_presets_and_help_do_not_import_torch():
+    """``ibs-study presets`` (listing and one preset) and every ``--help`` answer without torch."""
+    result = subprocess.run(
+        [sys.executable, "-c", LISTING_SCRIPT], capture_output=True, text=True, timeout=120
+    )
+    if result.returncode != 0:
+        pytest.fail(result.stderr)
+    assert "torch imported: False" in result.stdout, result.stdout + result.stderr

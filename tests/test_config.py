@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from ibs_study.config import (
+    _RANGES,
     ConfigError,
     ExperimentConfig,
     apply_overrides,
     config_from_dict,
     config_hash,
     config_to_dict,
+    config_value,
     list_presets,
     load_config,
     load_preset,
@@ -144,3 +148,67 @@ def test_a_synthetic_root_is_generated_with_the_configured_colour_classes(tmp_pa
         ensure_synthetic(plain, strict=True)
     with pytest.raises(ConfigError, match="data.synthetic_colour_classes"):
         load_preset("synthetic_pfcn_crop", ["data.synthetic_colour_classes=several"])
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("optimizer.lr=nan", "optimizer.lr"),
+        ("optimizer.lr=.inf", "optimizer.lr"),
+        ("optimizer.lr=0", "optimizer.lr"),
+        ("optimizer.weight_decay=-1e-4", "optimizer.weight_decay"),
+        ("optimizer.momentum=1.5", "optimizer.momentum"),
+        ("ibs.weight=-0.5", "ibs.weight"),
+        ("ibs.weight=inf", "ibs.weight"),
+        ("model.panoptic_fcn.thing_score_threshold=-0.01", "model.panoptic_fcn.thing_score_threshold"),
+        ("model.panoptic_fcn.overlap_threshold=1.01", "model.panoptic_fcn.overlap_threshold"),
+        ("model.panoptic_fcn.mask_threshold=-0.1", "model.panoptic_fcn.mask_threshold"),
+        ("model.mask2former.overlap_threshold=2", "model.mask2former.overlap_threshold"),
+        ("model.mask2former.object_mask_threshold=nan", "model.mask2former.object_mask_threshold"),
+        ("eval.confusion_thresholds=[0.5, 1.5]", "eval.confusion_thresholds"),
+        ("eval.max_images=0", "eval.max_images"),
+        ("train.max_steps=0", "train.max_steps"),
+        ("train.checkpoint_every=-5", "train.checkpoint_every"),
+        ("data.num_workers=-1", "data.num_workers"),
+        ("data.crop_size=[0, 64]", "data.crop_size"),
+        ("data.scale_range=[nan, 2]", "data.scale_range[0]"),
+        ("data.flip_prob=nan", "data.flip_prob"),
+        ("seed=-1", "seed"),
+        ("train.device=gpu0", "train.device"),
+    ],
+)
+def test_non_finite_and_out_of_range_values_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)}(?![\w.])"):
+        resolve_config(preset="synthetic_pfcn_crop", overrides=[override])
+
+
+def test_limits_admit_the_edges_and_every_limited_key_exists():
+    """Each key of the range table is a real config key (a typo would disable its check), and the
+    closed edges of the ranges are accepted."""
+    data = config_to_dict(ExperimentConfig())
+    for key in _RANGES:
+        config_value(data, key)  # KeyError on a key that does not exist
+    cfg = resolve_config(
+        preset="synthetic_pfcn_crop",
+        overrides=[
+            "ibs.weight=0",
+            "model.panoptic_fcn.thing_score_threshold=1",
+            "data.num_workers=0",
+            "seed=0",
+        ],
+    )
+    assert (cfg.ibs.weight, cfg.model.panoptic_fcn.thing_score_threshold, cfg.data.num_workers) == (
+        0.0,
+        1.0,
+        0,
+    )
+
+
+def test_a_config_file_with_a_non_finite_value_names_file_and_key(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("_base_: synthetic_pfcn_crop\noptimizer:\n  lr: .nan\n")
+    with pytest.raises(ConfigError, match=r"optimizer\.lr=nan is not a finite number"):
+        load_config(path)
+    path.write_text("_base_: synthetic_pfcn_crop\noptimizer: {lr: [1,\n")
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}: not valid YAML \(line 3"):
+        load_config(path)

@@ -13,6 +13,7 @@ from PIL import Image
 from ibs_study.cli import main
 from ibs_study.config import config_hash
 from ibs_study.engine.run_dir import read_run_config
+from ibs_study.errors import DataError, RunDirError
 from ibs_study.paper_figures import build_all
 from ibs_study.runs import run_study, smoke_overrides
 from ibs_study.study import (
@@ -174,14 +175,14 @@ def test_rebuild_without_runs_keeps_the_qualitative_figures_and_with_runs_replac
 
 
 def test_missing_inputs_are_named(tmp_path, capsys):
-    with pytest.raises(FileNotFoundError, match="nope.json: results not found; run the study first"):
+    with pytest.raises(DataError, match="nope.json: results not found; run the study first"):
         build_all(tmp_path / "nope.json", tmp_path / "out")
     assert main(["figures", "--results", str(tmp_path / "nope.json"), "--out", str(tmp_path / "out")]) == 2
     assert "results not found" in capsys.readouterr().err
     (tmp_path / "r.json").write_text(
         json.dumps({"scale": "tiny", "device": "cpu", "commit": None, "rows": []})
     )
-    with pytest.raises(FileNotFoundError, match="runs_root .*absent is not a folder"):
+    with pytest.raises(RunDirError, match="runs_root .*absent is not a folder"):
         build_all(tmp_path / "r.json", tmp_path / "out", tmp_path / "absent")
 
 
@@ -210,7 +211,7 @@ def test_a_follow_up_in_a_subfolder_loads_the_shared_plotly_js(study, tmp_path, 
     assert not (out / "plotly.min.js").exists()
     for page in ("bars_table3.html", "fig5_confusion_pfcn.html"):
         assert 'src="../plotly.min.js"' in (out / page).read_text()
-    with pytest.raises(FileNotFoundError, match="shared_plotly_js 'none.js': no such file relative to"):
+    with pytest.raises(DataError, match="shared_plotly_js 'none.js': no such file relative to"):
         build_all(study[0], tmp_path / "other", shared_plotly_js="none.js")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from ibs_study.study import TABLES, load_results, results_table
+from ibs_study.study import TABLES, load_operating_curves, load_results, results_table
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "paper_figures" / "synthetic_results.json"
@@ -201,7 +201,7 @@ CURVES = sorted((ROOT / "paper_figures").rglob("operating_curves_*.json"))
 def test_stored_operating_curves_meet_the_results_at_the_runs_own_threshold(path):
     """At the value the runs were trained and evaluated with, each curve's point is the row of the
     results file beside it (the same evaluation), seed by seed; the figure is drawn from it."""
-    curves = load_results(path)
+    curves = load_operating_curves(path)
     results = load_results(path.parent / "synthetic_results.json")
     at = curves["values"].index(curves["default"])
     for row in curves["rows"]:

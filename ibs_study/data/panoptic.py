@@ -22,12 +22,14 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from ibs_study.data.png import PngError, decode_rgb8_ids
 from ibs_study.errors import DataError
+from ibs_study.input_files import expect, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -364,24 +366,8 @@ class PanopticAnnotations:
         return len(self.records)
 
 
-def _entries(data: dict, key: str, path: Path) -> list[dict]:
-    """``data[key]`` (absent: empty), checked to be a list."""
-    entries = data.get(key, [])
-    if not isinstance(entries, list):
-        raise PanopticFormatError(f"{path}: '{key}' must be a list, got {type(entries).__name__}")
-    return entries
-
-
-def _integer(value: object, what: str, path: Path) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise PanopticFormatError(f"{path}: {what} must be an integer, got {value!r}") from None
-
-
 def _require(entry: dict, keys: Iterable[str], what: str, path: Path) -> None:
-    if not isinstance(entry, dict):
-        raise PanopticFormatError(f"{path}: {what} must be a JSON object, got {str(entry)[:200]}")
+    _expect(entry, dict, what, path)
     missing = [k for k in keys if k not in entry]
     if missing:
         raise PanopticFormatError(f"{path}: {what} lacks key(s) {missing}: {str(entry)[:200]}")
@@ -392,20 +378,47 @@ def _category_color(category_id: int) -> tuple[int, int, int]:
     return tuple(int(c) for c in np.random.default_rng([7, category_id]).integers(40, 216, 3))  # type: ignore[return-value]
 
 
+def _expect(value: Any, types: type | tuple[type, ...], where: str, path: Path) -> Any:
+    """:func:`~ibs_study.input_files.expect`, raising :class:`PanopticFormatError`."""
+    try:
+        return expect(value, types, where, path)
+    except DataError as err:
+        raise PanopticFormatError(str(err)) from None
+
+
+def _integer(value: Any, where: str, path: Path) -> int:
+    """``value`` as an int (an integral float such as ``3.0`` too), else :class:`PanopticFormatError`."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return _expect(value, int, where, path)
+
+
+def _integers(value: Any, length: int, where: str, path: Path) -> tuple[int, ...]:
+    """A list of ``length`` numbers as a tuple of ints (truncated), else :class:`PanopticFormatError`."""
+    items = _expect(value, list, where, path)
+    if len(items) != length:
+        raise PanopticFormatError(f"{path}: {where} must list {length} numbers, got {items}")
+    return tuple(int(_expect(v, (int, float), f"{where}[{i}]", path)) for i, v in enumerate(items))
+
+
 def categories_from_json(entries: list[dict], path: Path | str = "<categories>") -> dict[int, CategoryInfo]:
     """Parse a COCO-panoptic ``categories`` list, rejecting duplicates and missing keys."""
     path = Path(path)
     categories: dict[int, CategoryInfo] = {}
-    for entry in entries:
-        _require(entry, ("id", "name", "isthing"), "category", path)
-        cat_id = int(entry["id"])
+    for k, entry in enumerate(_expect(entries, list, "'categories'", path)):
+        _require(entry, ("id", "name", "isthing"), f"categories[{k}]", path)
+        cat_id = _integer(entry["id"], f"categories[{k}].id", path)
         if cat_id in categories:
             raise PanopticFormatError(f"{path}: duplicate category id {cat_id}")
-        color = tuple(int(c) for c in entry["color"]) if "color" in entry else _category_color(cat_id)
+        color = (
+            _integers(entry["color"], 3, f"category id {cat_id}: color", path)
+            if "color" in entry
+            else _category_color(cat_id)
+        )
         categories[cat_id] = CategoryInfo(
             id=cat_id,
             name=str(entry["name"]),
-            isthing=bool(entry["isthing"]),
+            isthing=bool(_expect(entry["isthing"], (bool, int), f"category id {cat_id}: isthing", path)),
             color=color,  # type: ignore[arg-type]
             supercategory=str(entry.get("supercategory", "")),
         )
@@ -439,10 +452,10 @@ def load_panoptic_json(
     if not path.is_file():
         raise PanopticFormatError(f"{path}: panoptic JSON not found")
     try:
-        data = json.loads(path.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise PanopticFormatError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
+        data = read_json(path, "panoptic JSON")
+    except DataError as err:
+        raise PanopticFormatError(str(err)) from err
+    if not isinstance(data, dict) or "annotations" not in data:
         raise PanopticFormatError(
             f"{path}: not a COCO-panoptic JSON (needs 'images', 'annotations', 'categories')"
         )
@@ -452,22 +465,18 @@ def load_panoptic_json(
         categories = categories_from_json(data["categories"], path)
 
     images: dict[str | int, dict] = {}
-    for entry in _entries(data, "images", path):
-        _require(entry, ("id", "file_name"), "image entry", path)
+    for k, entry in enumerate(_expect(data.get("images", []), list, "'images'", path)):
+        _require(entry, ("id", "file_name"), f"images[{k}]", path)
+        _expect(entry["id"], (int, str), f"images[{k}].id", path)
         if entry["id"] in images:
             raise PanopticFormatError(f"{path}: duplicate image id {entry['id']!r} in 'images'")
         images[entry["id"]] = entry
 
     records: dict[str | int, ImageRecord] = {}
     images_only_annotated: list[str | int] = []
-    for ann in _entries(data, "annotations", path):
-        _require(ann, ("image_id", "file_name", "segments_info"), "annotation", path)
-        image_id = ann["image_id"]
-        if not isinstance(ann["segments_info"], list):
-            raise PanopticFormatError(
-                f"{path}: image id {image_id!r}: segments_info must be a list of segments, "
-                f"got {type(ann['segments_info']).__name__}"
-            )
+    for k, ann in enumerate(_expect(data["annotations"], list, "'annotations'", path)):
+        _require(ann, ("image_id", "file_name", "segments_info"), f"annotations[{k}]", path)
+        image_id = _expect(ann["image_id"], (int, str), f"annotations[{k}].image_id", path)
         if image_id in records:
             raise PanopticFormatError(f"{path}: image id {image_id!r} has more than one annotation")
         if image_id not in images:
@@ -478,9 +487,10 @@ def load_panoptic_json(
             images_only_annotated.append(image_id)
         segments: list[Segment] = []
         seen: set[int] = set()
-        for info in ann["segments_info"]:
-            _require(info, ("id", "category_id"), f"segment of image {image_id!r}", path)
-            seg_id = _integer(info["id"], f"image id {image_id!r}: segment id", path)
+        where = f"image id {image_id!r}"
+        for j, info in enumerate(_expect(ann["segments_info"], list, f"{where}: segments_info", path)):
+            _require(info, ("id", "category_id"), f"{where}: segments_info[{j}]", path)
+            seg_id = _integer(info["id"], f"{where}: segments_info[{j}].id", path)
             if seg_id in seen:
                 raise PanopticFormatError(f"{path}: image id {image_id!r} lists segment id {seg_id} twice")
             if seg_id <= VOID_ID or seg_id > MAX_SEGMENT_ID:
@@ -488,30 +498,35 @@ def load_panoptic_json(
                     f"{path}: image id {image_id!r}: segment id {seg_id} outside [1, {MAX_SEGMENT_ID}]"
                 )
             seen.add(seg_id)
-            cat_id = _integer(
-                info["category_id"], f"image id {image_id!r}, segment id {seg_id}: category id", path
-            )
+            cat_id = _integer(info["category_id"], f"{where}, segment id {seg_id}: category_id", path)
             if cat_id not in categories:
                 raise PanopticFormatError(
                     f"{path}: image id {image_id!r}, segment id {seg_id}: unknown category id {cat_id}"
                 )
-            bbox = tuple(int(v) for v in info.get("bbox", (0, 0, 0, 0)))
+            bbox = _integers(info.get("bbox", [0, 0, 0, 0]), 4, f"{where}, segment id {seg_id}: bbox", path)
+            score = info.get("score")
             segments.append(
                 Segment(
                     id=seg_id,
                     category_id=cat_id,
-                    iscrowd=int(info.get("iscrowd", 0)),
-                    area=int(info.get("area", -1)),
+                    iscrowd=_integer(info.get("iscrowd", 0), f"{where}, segment id {seg_id}: iscrowd", path),
+                    area=int(
+                        _expect(
+                            info.get("area", -1), (int, float), f"{where}, segment id {seg_id}: area", path
+                        )
+                    ),
                     bbox=bbox,  # type: ignore[arg-type]
-                    score=float(info["score"]) if "score" in info else None,
+                    score=None
+                    if score is None
+                    else float(_expect(score, (int, float), f"{where}, segment id {seg_id}: score", path)),
                 )
             )
         entry = images.get(image_id, {"file_name": ann["file_name"]})
         records[image_id] = ImageRecord(
             image_id=image_id,
             file_name=str(entry["file_name"]),
-            width=int(entry.get("width", -1)),
-            height=int(entry.get("height", -1)),
+            width=_integer(entry.get("width", -1), f"{where}: width", path),
+            height=_integer(entry.get("height", -1), f"{where}: height", path),
             png_name=str(ann["file_name"]),
             segments=segments,
         )

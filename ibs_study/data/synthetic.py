@@ -60,7 +60,7 @@ from ibs_study.data.panoptic import (
     write_id_png,
     write_panoptic_json,
 )
-from ibs_study.errors import DataError
+from ibs_study.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -664,7 +664,7 @@ def _jitter(rng: np.random.Generator, amount: float) -> float:
 
 def _check_colour_jitter(colour_jitter: float) -> None:
     if not 0 <= colour_jitter <= 255:
-        raise ValueError(f"colour_jitter must be in [0, 255] (RGB levels), got {colour_jitter}")
+        raise ConfigError(f"colour_jitter must be in [0, 255] (RGB levels), got {colour_jitter}")
 
 
 def _body_colour(
@@ -691,7 +691,7 @@ def _body_colour(
 
 def _check_colour_classes(colour_classes: bool, instance_colours: bool) -> None:
     if colour_classes and not instance_colours:
-        raise ValueError(
+        raise ConfigError(
             "colour_classes needs instance_colours: without per-instance body colours every "
             "shape has one colour, so there are no colour classes to make"
         )
@@ -919,7 +919,7 @@ def synthetic_parameters(
     With a custom height/width the crop size keeps the scale's share of the image.
     """
     if scale not in SYNTHETIC_SCALES:
-        raise ValueError(f"unknown synthetic scale {scale!r}; valid scales: {sorted(SYNTHETIC_SCALES)}")
+        raise ConfigError(f"unknown synthetic scale {scale!r}; valid scales: {sorted(SYNTHETIC_SCALES)}")
     preset = SYNTHETIC_SCALES[scale]
     height = preset.height if height is None else int(height)
     width = preset.width if width is None else int(width)
@@ -929,11 +929,11 @@ def synthetic_parameters(
     _check_colour_jitter(colour_jitter)
     _check_colour_classes(bool(colour_classes), preset.instance_colours)
     if height < 32 or width < 32:
-        raise ValueError(
+        raise ConfigError(
             f"synthetic images must be at least 32x32 pixels, got height={height}, width={width}"
         )
     if num_train < 0 or num_val < 0 or num_train + num_val == 0:
-        raise ValueError(f"need num_train >= 0 and num_val >= 0, not both 0; got {num_train} and {num_val}")
+        raise ConfigError(f"need num_train >= 0 and num_val >= 0, not both 0; got {num_train} and {num_val}")
     crop = (
         max(1, round(preset.crop_size[0] * height / preset.height)),
         max(1, round(preset.crop_size[1] * width / preset.width)),
@@ -1049,7 +1049,7 @@ def generate_dataset(
     )
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
     if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+        raise ConfigError(f"workers must be >= 1, got {workers}")
     root = Path(out)
     _prepare_output(root, overwrite)
     logger.info(

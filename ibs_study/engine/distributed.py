@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ibs_study.errors import ConfigError
+
 __all__ = ["DistInfo", "init_distributed", "resolve_device", "barrier", "cleanup_distributed"]
 
 
@@ -51,7 +53,9 @@ def resolve_device(requested: str, info: DistInfo) -> torch.device:
     device = torch.device(requested)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(f"train.device={requested!r} but no CUDA device is available")
+            raise ConfigError(
+                f"device {requested!r} asked for, but no CUDA device is available; use cpu (or auto)"
+            )
         if device.index is None:
             device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)

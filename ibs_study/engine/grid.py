@@ -13,7 +13,6 @@ demo, the study and notebook 04 all use this.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import subprocess
@@ -29,6 +28,7 @@ from ibs_study.config import config_to_dict, resolve_config
 from ibs_study.engine.checkpoint import checkpoint_step, latest_checkpoint
 from ibs_study.engine.data import ensure_synthetic
 from ibs_study.engine.run_dir import RunDirError, config_differences, read_run_config
+from ibs_study.input_files import expect, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -115,18 +115,22 @@ def read_metrics(run_dir: str | os.PathLike, split: str | None = None) -> dict:
     """The ``metrics.json`` an evaluation wrote for ``run_dir``.
 
     Raises:
-        RunDirError: there is none (the run is missing, or was not evaluated), or it is damaged.
+        RunDirError: there is none (the run is missing, or was not evaluated).
+        DataError: it cannot be read or lacks the panoptic metrics the study reads (names the
+            file and the key).
     """
     path = _eval_dir(Path(run_dir), split) / "metrics.json"
     if not path.is_file():
         what = "no such run directory" if not Path(run_dir).is_dir() else "not evaluated yet"
         raise RunDirError(f"{path} not found: {what} (`ibs-study evaluate {run_dir}`)")
-    try:
-        return json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise RunDirError(
-            f"{path}: not valid JSON ({err}); evaluate again (`ibs-study evaluate {run_dir}`)"
-        ) from None
+    metrics = expect(read_json(path, "metrics JSON"), dict, "the top level", path)
+    if "all" in metrics:  # panoptic (an instance evaluation has only top-level numbers)
+        number = (int, float, type(None))
+        for section in ("all", "things", "stuff"):
+            expect(expect(metrics.get(section), dict, section, path).get("pq"), number, f"{section}.pq", path)
+        for key in ("acc_th", "prec_th"):
+            expect(metrics.get(key), number, key, path)
+    return metrics
 
 
 def _commands(spec: RunSpec, run_dir: Path, status: str, threads: int) -> list[list[str]]:

@@ -16,13 +16,15 @@ import abc
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torchvision
 from torch import nn
 from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+from ibs_study.errors import ConfigError
+from ibs_study.models.configs import BACKBONE_NAMES, NORMS, BackboneConfig
 
 logger = logging.getLogger(__name__)
 
@@ -38,54 +40,10 @@ __all__ = [
     "NORMS",
 ]
 
-BACKBONE_NAMES = ("tiny", "resnet18", "resnet50")
-NORMS = ("frozen_bn", "bn", "sync_bn", "gn")
 STAGES = ("res2", "res3", "res4", "res5")
 STRIDES = {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
 
 NormLayer = Callable[[int], nn.Module]
-
-
-@dataclass
-class BackboneConfig:
-    """Which backbone to build.
-
-    Args:
-        name: "tiny" (small CNN for CPU tests and demos), "resnet18" or "resnet50".
-        weights: torchvision weight name for the ResNets, e.g. "IMAGENET1K_V1" (downloaded
-            by torchvision on first use); None: random initialisation (works offline).
-        norm: "frozen_bn" (detectron2's default with pretrained weights), "bn", "sync_bn"
-            (batch statistics synchronised across processes under DDP) or "gn" (group norm;
-            suits the randomly initialised tiny backbone).
-        freeze_at: detectron2's FREEZE_AT: 0 trains everything, 1 freezes the stem,
-            k >= 2 also freezes res2..res{k}; 5 freezes the whole backbone.
-        tiny_width: channels of the tiny backbone's res2 (res3..res5: x2, x4, x8).
-    """
-
-    name: str = "resnet50"
-    weights: str | None = None
-    norm: str = "frozen_bn"
-    freeze_at: int = 2
-    tiny_width: int = 16
-
-    @classmethod
-    def tiny(cls) -> BackboneConfig:
-        """The CPU variant: tiny CNN, group norm, nothing frozen (it starts from random weights)."""
-        return cls(name="tiny", weights=None, norm="gn", freeze_at=0)
-
-    def __post_init__(self) -> None:
-        if self.name not in BACKBONE_NAMES:
-            raise ValueError(f"BackboneConfig.name must be one of {BACKBONE_NAMES}, got {self.name!r}")
-        if self.norm not in NORMS:
-            raise ValueError(f"BackboneConfig.norm must be one of {NORMS}, got {self.norm!r}")
-        if not 0 <= self.freeze_at <= 5:
-            raise ValueError(f"BackboneConfig.freeze_at must lie in 0..5, got {self.freeze_at}")
-        if self.name == "tiny" and self.weights is not None:
-            raise ValueError(
-                f"BackboneConfig: the tiny backbone has no pretrained weights, got {self.weights!r}"
-            )
-        if self.tiny_width < 1:
-            raise ValueError(f"BackboneConfig.tiny_width must be >= 1, got {self.tiny_width}")
 
 
 def _group_norm(channels: int) -> nn.GroupNorm:
@@ -180,13 +138,20 @@ class ResNetBackbone(Backbone):
         resolved = None
         if weights is not None:
             if weights not in weights_enum.__members__:
-                raise ValueError(
-                    f"ResNetBackbone: unknown torchvision weights {weights!r} for resnet{depth}; "
-                    f"choose one of {sorted(weights_enum.__members__)} or None"
+                raise ConfigError(
+                    f"model.backbone.weights: unknown torchvision weights {weights!r} for resnet{depth}; "
+                    f"choose one of {sorted(weights_enum.__members__)} or null"
                 )
             resolved = weights_enum[weights]
             logger.info("loading torchvision weights %s for resnet%d", resolved, depth)
-        net = build(weights=resolved, norm_layer=norm_layer)
+        try:
+            net = build(weights=resolved, norm_layer=norm_layer)
+        except OSError as err:  # only the weights are read from disk or the network
+            raise ConfigError(
+                f"model.backbone.weights={weights!r}: the torchvision weights are not in torch's cache "
+                f"({torch.hub.get_dir()}/checkpoints) and cannot be downloaded ({err}); download them once "
+                "with network access, or set model.backbone.weights=null (random initialisation)"
+            ) from err
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.res2, self.res3, self.res4, self.res5 = net.layer1, net.layer2, net.layer3, net.layer4
         self.out_channels = {

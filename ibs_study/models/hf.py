@@ -48,7 +48,6 @@ import contextlib
 import json
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +60,7 @@ from ibs_study.data.batch import CropTarget
 from ibs_study.data.datasets import DatasetMeta
 from ibs_study.data.panoptic import segments_from_id_map
 from ibs_study.errors import CheckpointError, ConfigError
+from ibs_study.models.configs import HFConfig
 from ibs_study.models.output import UnifiedOutput
 from ibs_study.models.postprocess import PanopticPrediction
 
@@ -104,47 +104,6 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {
         "train_num_points": 1024,
     },
 }
-
-
-@dataclass
-class HFConfig:
-    """A transformers universal-segmentation model (config keys ``model.hf.*``).
-
-    Args:
-        config: ``tiny`` (the small random-init configuration of :data:`TINY_CONFIGS`), a
-            mapping of configuration fields overriding it (or overriding the pretrained
-            configuration when ``pretrained`` is set), or a hub id, local folder or
-            ``config.json`` path of a full configuration (random init).
-        pretrained: hub id or local folder of trained weights ("" for none).
-        object_mask_threshold: post-processing keeps queries whose class score exceeds it
-            (``threshold`` of ``post_process_panoptic_segmentation``).
-        mask_threshold: probability above which a pixel belongs to a query's mask.
-        overlap_threshold: a query keeps its segment only if this fraction of its mask won the
-            per-pixel argmax (``overlap_mask_area_threshold``).
-    """
-
-    config: Any = "tiny"
-    pretrained: str = ""
-    object_mask_threshold: float = 0.8
-    mask_threshold: float = 0.5
-    overlap_threshold: float = 0.8
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.config, str | Mapping):
-            raise ConfigError(
-                f"model.hf.config={self.config!r} must be 'tiny', a hub id / folder / config.json, "
-                "or a mapping of configuration fields"
-            )
-        if isinstance(self.config, Mapping):
-            self.config = dict(self.config)
-        if isinstance(self.config, str) and self.config != "tiny" and self.pretrained:
-            raise ConfigError(
-                f"model.hf.config={self.config!r} and model.hf.pretrained={self.pretrained!r}: the pretrained "
-                "model brings its configuration; give model.hf.config as a mapping of overrides or 'tiny'"
-            )
-        for name in ("object_mask_threshold", "mask_threshold", "overlap_threshold"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"model.hf.{name}={getattr(self, name)} must lie in [0, 1]")
 
 
 def _architecture(name: str) -> tuple[type, type, type]:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -36,7 +35,8 @@ from torch import nn
 from ibs_study.data.batch import CropTarget
 from ibs_study.data.datasets import DatasetMeta
 from ibs_study.errors import DataError
-from ibs_study.models.backbone import BackboneConfig, build_backbone
+from ibs_study.models.backbone import build_backbone
+from ibs_study.models.configs import TASKS, BackboneConfig, Mask2FormerConfig
 from ibs_study.models.mask2former_criterion import SetCriterion
 from ibs_study.models.matcher import HungarianMatcher
 from ibs_study.models.output import UnifiedOutput
@@ -47,114 +47,6 @@ from ibs_study.models.transformer_decoder import DecoderOutput, MaskedAttentionD
 logger = logging.getLogger(__name__)
 
 __all__ = ["Mask2FormerConfig", "Mask2Former", "TASKS", "binary_masks"]
-
-TASKS = ("panoptic", "instance")
-
-
-@dataclass
-class Mask2FormerConfig:
-    """Mask2Former hyper-parameters; defaults = the official Cityscapes panoptic R50 config.
-
-    Args:
-        task: "panoptic" (all classes) or "instance" (thing classes only).
-        num_queries: learnable queries (NUM_OBJECT_QUERIES 100).
-        dec_layers: number of predictions, official DEC_LAYERS meaning: the query-only
-            prediction plus ``dec_layers - 1`` decoder layers (10: 9 layers).
-        hidden_dim: query width (HIDDEN_DIM 256).
-        num_heads: attention heads of the decoder and the pixel decoder (NHEADS 8).
-        dim_feedforward: decoder FFN width (DIM_FEEDFORWARD 2048).
-        dropout: decoder and encoder dropout (DROPOUT 0.0).
-        enforce_input_proj: 1x1 projection of the multi-scale maps even if widths agree.
-        conv_dim: pixel-decoder width (CONVS_DIM 256).
-        mask_dim: channels C of F and E (MASK_DIM 256).
-        enc_layers: deformable encoder layers (TRANSFORMER_ENC_LAYERS 6).
-        enc_dim_feedforward: encoder FFN width (hard-coded 1024 in the official code).
-        enc_num_points: sampling points per head and level (4).
-        norm_groups: GroupNorm groups of the pixel decoder (32).
-        class_weight / mask_weight / dice_weight: loss and matching-cost weights (2 / 5 / 5).
-        no_object_weight: cross-entropy weight of "no object" (NO_OBJECT_WEIGHT 0.1).
-        train_num_points: points per mask in matching and losses (TRAIN_NUM_POINTS 12544).
-        oversample_ratio / importance_sample_ratio: PointRend sampling (3.0 / 0.75).
-        object_mask_threshold: panoptic inference keeps queries with class score above it (0.8).
-        overlap_threshold: panoptic merge overlap ratio (0.8).
-        test_topk_per_image: instance inference keeps this many (query, class) pairs (100).
-        size_divisibility: inputs are zero-padded (after normalisation) to a multiple of it (32).
-        pixel_mean / pixel_std: RGB normalisation on the 0-255 scale.
-        inference_chunk_size: full-resolution masks computed at once at inference.
-    """
-
-    task: str = "panoptic"
-    num_queries: int = 100
-    dec_layers: int = 10
-    hidden_dim: int = 256
-    num_heads: int = 8
-    dim_feedforward: int = 2048
-    dropout: float = 0.0
-    enforce_input_proj: bool = False
-    conv_dim: int = 256
-    mask_dim: int = 256
-    enc_layers: int = 6
-    enc_dim_feedforward: int = 1024
-    enc_num_points: int = 4
-    norm_groups: int = 32
-    class_weight: float = 2.0
-    mask_weight: float = 5.0
-    dice_weight: float = 5.0
-    no_object_weight: float = 0.1
-    train_num_points: int = 12544
-    oversample_ratio: float = 3.0
-    importance_sample_ratio: float = 0.75
-    object_mask_threshold: float = 0.8
-    overlap_threshold: float = 0.8
-    test_topk_per_image: int = 100
-    size_divisibility: int = 32
-    pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
-    pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
-    inference_chunk_size: int = 16
-
-    def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"Mask2FormerConfig.task must be one of {TASKS}, got {self.task!r}")
-        for name in (
-            "num_queries",
-            "dec_layers",
-            "train_num_points",
-            "test_topk_per_image",
-            "inference_chunk_size",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"Mask2FormerConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.size_divisibility < 1:
-            raise ValueError(
-                f"Mask2FormerConfig.size_divisibility must be >= 1, got {self.size_divisibility}"
-            )
-        if len(self.pixel_mean) != 3 or len(self.pixel_std) != 3:
-            raise ValueError("Mask2FormerConfig.pixel_mean and pixel_std need 3 values (RGB)")
-        self.pixel_mean = tuple(float(v) for v in self.pixel_mean)
-        self.pixel_std = tuple(float(v) for v in self.pixel_std)
-
-    @classmethod
-    def tiny(cls, **overrides: object) -> Mask2FormerConfig:
-        """The CPU variant: width 32, 16 queries, 4 predictions (3 decoder layers), 1 encoder layer,
-        1024 points; every other value as the official config unless overridden."""
-        values: dict[str, object] = dict(
-            num_queries=16,
-            dec_layers=4,
-            hidden_dim=32,
-            num_heads=4,
-            dim_feedforward=64,
-            conv_dim=32,
-            mask_dim=32,
-            enc_layers=1,
-            enc_dim_feedforward=64,
-            norm_groups=8,
-            train_num_points=1024,
-        )
-        values.update(overrides)
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"Mask2FormerConfig.tiny: unknown fields {sorted(unknown)}")
-        return cls(**values)  # type: ignore[arg-type]
 
 
 def binary_masks(masks: MaskLogits, chunk_size: int) -> tuple[np.ndarray, torch.Tensor]:

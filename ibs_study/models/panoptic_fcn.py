@@ -55,7 +55,8 @@ from ibs_study.data.batch import CropTarget
 from ibs_study.data.datasets import DatasetMeta
 from ibs_study.errors import DataError
 from ibs_study.losses import squared_dice_loss
-from ibs_study.models.backbone import FPN, BackboneConfig, build_backbone
+from ibs_study.models.backbone import FPN, build_backbone
+from ibs_study.models.configs import HEAD_LEVELS, BackboneConfig, PanopticFCNConfig
 from ibs_study.models.mask_ops import mask_logits
 from ibs_study.models.output import UnifiedOutput
 from ibs_study.models.panoptic_fcn_targets import CropTargets, TargetSpec, build_crop_targets
@@ -65,155 +66,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["PanopticFCNConfig", "PanopticFCN", "HeadOutputs", "fuse_thing_kernels", "fuse_stuff_kernels"]
 
-HEAD_LEVELS = ("p3", "p4", "p5", "p6", "p7")
-FEATURE_ACTIVATIONS = ("relu", "none")
 SEMANTIC_LEVELS = ("p2", "p3", "p4", "p5")
-
-
-@dataclass
-class PanopticFCNConfig:
-    """Every hyper-parameter of Panoptic FCN (config keys ``model.panoptic_fcn.<field>``).
-
-    Defaults follow the official Cityscapes config (``PanopticFCN-R50-cityscapes*.yaml`` on
-    top of ``panopticfcn/config.py``) except the pixel statistics, which are torchvision's
-    (the backbone weights are torchvision's, not detectron2's MSRA ones).
-
-    Args:
-        pixel_mean: RGB mean subtracted from uint8 images.
-        pixel_std: RGB standard deviation images are divided by.
-        size_divisibility: images are zero-padded (after normalisation) to a multiple of this.
-        fpn_channels: FPN output channels (MODEL.FPN.OUT_CHANNELS).
-        semantic_fpn_channels: semantic FPN channels (SEMANTIC_FPN.CONVS_DIM).
-        encoder_channels: C, channels of the features F and of the embeddings
-            (FEATURE_ENCODER.CONVS_DIM; 256 in the IBS paper, 64 in the original Panoptic FCN).
-        encoder_num_convs: feature-encoder convs (FEATURE_ENCODER.NUM_CONVS).
-        feature_activation: what follows the feature encoder's last conv: ``relu`` (official:
-            ``F >= 0``) or ``none`` (signed features ``F``; the earlier convs keep their ReLU).
-        position_channels: position-head channels (POSITION_HEAD.CONVS_DIM).
-        position_num_convs: position-head convs (POSITION_HEAD.NUM_CONVS).
-        position_deform: modulated deformable convs in the position head (POSITION_HEAD.DEFORM).
-        center_bias: initial bias of the centre and region outputs (THING.BIAS_VALUE).
-        kernel_channels: kernel-head channels C_k (KERNEL_HEAD.CONVS_DIM).
-        kernel_num_convs: kernel-head convs (KERNEL_HEAD.NUM_CONVS).
-        instance_scale_low: per head level P3..P7, the smallest ``sqrt(box area)`` (input
-            pixels) of the things assigned to it (KERNEL_HEAD.INSTANCE_SCALES, first values).
-        instance_scale_high: the largest (INSTANCE_SCALES, second values).
-        pos_num: kernels gathered per ground-truth thing and level (THING.POS_NUM).
-        tensor_dim: the most things per crop and level (MODEL.TENSOR_DIM); more is an error.
-        min_overlap: CornerNet Gaussian-radius overlap (THING.MIN_OVERLAP).
-        gaussian_sigma: Gaussian sigma = diameter / gaussian_sigma (THING.GAUSSIAN_SIGMA).
-        stuff_all_classes: the region branch predicts every class, things included, as a
-            semantic map (STUFF.ALL_CLASSES); False: stuff classes only.
-        position_weight: weight of both position losses (LOSS_WEIGHT.POSITION).
-        segment_weight: weight of both dice losses (LOSS_WEIGHT.SEGMENT); also the factor
-            the official code applies to the IBS term.
-        focal_alpha: focal-loss alpha (LOSS_WEIGHT.FOCAL_LOSS_ALPHA).
-        focal_gamma: focal-loss gamma (LOSS_WEIGHT.FOCAL_LOSS_GAMMA).
-        center_threshold: a centre peak needs a higher score (THING.THRES).
-        center_top_num: at most this many things per image; half of it per level is the
-            top-k of peaks (THING.TOP_NUM).
-        center_pool_sizes: per head level, the window of the local mean averaged with the
-            centre heatmap before NMS (official, hard-coded 3, 3, 3, 5, 5).
-        stuff_threshold: a stuff region needs a higher mean probability (STUFF.THRES).
-        mask_threshold: a mask pixel needs a higher probability (INFERENCE.INST_THRES).
-        similarity_threshold: thing kernels with at least this cosine similarity are fused
-            (INFERENCE.SIMILAR_THRES).
-        class_specific_fusion: fuse only kernels of one class (INFERENCE.CLASS_SPECIFIC).
-        rescored_score_threshold: things whose rescored score is lower are dropped (official,
-            hard-coded 0.05).
-        thing_score_threshold: things below it are not pasted (COMBINE.INST_THRESH).
-        overlap_threshold: a thing whose mask is covered by more than this fraction is
-            dropped (COMBINE.OVERLAP_THRESH).
-        stuff_area_limit: a stuff segment needs at least this many pixels (COMBINE.STUFF_AREA_LIMIT).
-        inference_chunk_size: masks computed and upsampled at once during inference.
-    """
-
-    pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
-    pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
-    size_divisibility: int = 32
-    fpn_channels: int = 256
-    semantic_fpn_channels: int = 256
-    encoder_channels: int = 256
-    encoder_num_convs: int = 3
-    feature_activation: str = "relu"
-    position_channels: int = 256
-    position_num_convs: int = 3
-    position_deform: bool = True
-    center_bias: float = -2.19
-    kernel_channels: int = 256
-    kernel_num_convs: int = 3
-    instance_scale_low: tuple[float, ...] = (1, 64, 128, 256, 512)
-    instance_scale_high: tuple[float, ...] = (128, 256, 512, 1024, 2048)
-    pos_num: int = 7
-    tensor_dim: int = 150
-    min_overlap: float = 0.7
-    gaussian_sigma: float = 3.0
-    stuff_all_classes: bool = True
-    position_weight: float = 1.0
-    segment_weight: float = 4.0
-    focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
-    center_threshold: float = 0.01
-    center_top_num: int = 200
-    center_pool_sizes: tuple[int, ...] = (3, 3, 3, 5, 5)
-    stuff_threshold: float = 0.1
-    mask_threshold: float = 0.5
-    similarity_threshold: float = 0.97
-    class_specific_fusion: bool = True
-    rescored_score_threshold: float = 0.05
-    thing_score_threshold: float = 0.2
-    overlap_threshold: float = 0.5
-    stuff_area_limit: int = 2048
-    inference_chunk_size: int = 16
-
-    @classmethod
-    def tiny(cls) -> PanopticFCNConfig:
-        """The CPU variant: 32 channels everywhere, 2 convs per head, no deformable convs.
-
-        Every other value (targets, losses, inference thresholds) is the official one.
-        """
-        return cls(
-            fpn_channels=32,
-            semantic_fpn_channels=32,
-            encoder_channels=32,
-            encoder_num_convs=2,
-            position_channels=32,
-            position_num_convs=2,
-            position_deform=False,
-            kernel_channels=32,
-            kernel_num_convs=2,
-        )
-
-    def __post_init__(self) -> None:
-        levels = len(HEAD_LEVELS)
-        for name in ("instance_scale_low", "instance_scale_high", "center_pool_sizes"):
-            if len(getattr(self, name)) != levels:
-                raise ValueError(
-                    f"panoptic_fcn.{name} needs one value per head level {HEAD_LEVELS}, got {getattr(self, name)}"
-                )
-        if any(
-            low > high for low, high in zip(self.instance_scale_low, self.instance_scale_high, strict=True)
-        ):
-            raise ValueError(
-                f"panoptic_fcn.instance_scale_low {self.instance_scale_low} exceeds instance_scale_high "
-                f"{self.instance_scale_high} on some level"
-            )
-        if any(size < 1 or size % 2 == 0 for size in self.center_pool_sizes):
-            raise ValueError(
-                f"panoptic_fcn.center_pool_sizes must be odd and >= 1, got {self.center_pool_sizes}"
-            )
-        for name in ("pos_num", "tensor_dim", "center_top_num", "size_divisibility", "inference_chunk_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"panoptic_fcn.{name} must be >= 1, got {getattr(self, name)}")
-        if self.feature_activation not in FEATURE_ACTIVATIONS:
-            raise ValueError(
-                f"panoptic_fcn.feature_activation must be one of {list(FEATURE_ACTIVATIONS)}, "
-                f"got {self.feature_activation!r}"
-            )
-        if self.size_divisibility % 32:
-            raise ValueError(
-                f"panoptic_fcn.size_divisibility must be a multiple of 32, got {self.size_divisibility}"
-            )
 
 
 # ----------------------------------------------------------------------------- building blocks

@@ -6,51 +6,49 @@
 * :mod:`~ibs_study.sampling.loader`: plans to crops to :class:`~ibs_study.data.batch.Batch`.
 
 IBS partner assignment lives with the loss: :func:`ibs_study.losses.assign_partners`.
+
+The names below load their submodule on first use, so importing
+:mod:`~ibs_study.sampling.plans` (the config does) does not import torch, which only
+:mod:`~ibs_study.sampling.loader` needs.
 """
 
-from ibs_study.sampling.index import IndexCacheError, SegmentIndex, default_cache_dir, image_sizes
-from ibs_study.sampling.loader import (
-    CropDataset,
-    CropItem,
-    StepPlanSampler,
-    apply_plan,
-    build_sampler,
-    build_train_loader,
-    collate_crops,
-)
-from ibs_study.sampling.plans import (
-    PAIR_CLASS_POOLS,
-    RANDOM_CROP_CENTRES,
-    SAMPLER_KINDS,
-    CropPlan,
-    PairedCropSampler,
-    RandomCropSampler,
-    ResizeConfig,
-    SamplerConfig,
-    step_rng,
-    thing_pair_resize,
-)
+from __future__ import annotations
 
-__all__ = [
-    "IndexCacheError",
-    "SegmentIndex",
-    "default_cache_dir",
-    "image_sizes",
-    "CropDataset",
-    "CropItem",
-    "StepPlanSampler",
-    "apply_plan",
-    "build_sampler",
-    "build_train_loader",
-    "collate_crops",
-    "PAIR_CLASS_POOLS",
-    "RANDOM_CROP_CENTRES",
-    "SAMPLER_KINDS",
-    "CropPlan",
-    "PairedCropSampler",
-    "RandomCropSampler",
-    "ResizeConfig",
-    "SamplerConfig",
-    "step_rng",
-    "thing_pair_resize",
-]
+import importlib
+from typing import Any
+
+_SUBMODULE = {
+    "IndexCacheError": "index",
+    "SegmentIndex": "index",
+    "default_cache_dir": "index",
+    "image_sizes": "index",
+    "CropDataset": "loader",
+    "CropItem": "loader",
+    "StepPlanSampler": "loader",
+    "apply_plan": "loader",
+    "build_sampler": "loader",
+    "build_train_loader": "loader",
+    "collate_crops": "loader",
+    "PAIR_CLASS_POOLS": "plans",
+    "RANDOM_CROP_CENTRES": "plans",
+    "SAMPLER_KINDS": "plans",
+    "CropPlan": "plans",
+    "PairedCropSampler": "plans",
+    "RandomCropSampler": "plans",
+    "ResizeConfig": "plans",
+    "SamplerConfig": "plans",
+    "step_rng": "plans",
+    "thing_pair_resize": "plans",
+}
+
+__all__ = list(_SUBMODULE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _SUBMODULE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_SUBMODULE[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

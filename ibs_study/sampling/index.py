@@ -28,6 +28,7 @@ import numpy as np
 
 from ibs_study.data.datasets import DatasetMeta, PanopticDataset
 from ibs_study.data.panoptic import ImageRecord, PanopticFormatError, load_panoptic_json
+from ibs_study.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ _ARRAYS = (
 )
 
 
-class IndexCacheError(ValueError):
+class IndexCacheError(DataError):
     """A segment-index cache file that cannot be used (unreadable, stale or inconsistent)."""
 
 
