@@ -192,7 +192,7 @@ def test_evaluate_on_a_mistyped_data_root_generates_nothing(own_data, tmp_path, 
     assert main(["evaluate", str(tmp_path / "run"), "--data", str(typo), "--out", str(tmp_path / "e")]) == 2
     err = capsys.readouterr().err
     assert err == (
-        f"ibs-study evaluate: error: {typo}: synthetic dataset root (data.root) not found; generate one with "
-        f"`ibs-study synth --out {typo}`\n"
+        f"ibs-study evaluate: error: {typo}: no such dataset folder (--data); pass --data with the folder "
+        "that holds the synthetic dataset (evaluation does not generate one)\n"
     )
     assert not typo.exists()

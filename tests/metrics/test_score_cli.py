@@ -159,15 +159,15 @@ def _small_png(pred_json: Path, pred_dir: Path) -> None:
     "damage, expected",
     [
         (_drop_png, r"png/1\.png: prediction PNG for image id 'img1' not found"),
-        (_non_utf8_json, r"panoptic\.json: not valid JSON"),
-        (_truncated_json, r"panoptic\.json: not valid JSON"),
+        (_non_utf8_json, r"panoptic\.json: the panoptic JSON is not UTF-8 text"),
+        (_truncated_json, r"panoptic\.json: the panoptic JSON is not valid JSON"),
         (
             _edit_annotation("img2", segments_info=lambda _: None),
-            r"panoptic\.json: image id 'img2': segments_info must be a list of segments, got NoneType",
+            r"panoptic\.json: image id 'img2': segments_info must be a list, got None",
         ),
         (
             _edit_annotation("img1", segments_info=lambda s: [*s[:1], {"id": "x", "category_id": 26}]),
-            r"panoptic\.json: image id 'img1': segment id must be an integer, got 'x'",
+            r"panoptic\.json: image id 'img1': segments_info\[1\]\.id must be an integer, got 'x'",
         ),
         (_garbage_png, r"image id 'img0': .*png/0\.png: not a readable PNG \(truncated"),
         (

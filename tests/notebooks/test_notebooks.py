@@ -20,7 +20,7 @@ import pytest
 from jupytext.config import load_jupytext_config
 
 from ibs_study.notebook_parameters import CHECKED_PARAMETERS, ParameterError, check_parameters
-from ibs_study.study import load_results, results_table
+from ibs_study.study import load_operating_curves, load_results, results_table
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO / "notebooks"
@@ -285,7 +285,7 @@ def test_04_ablations(clone, tmp_path):
         assert (out / f"bars_table{number}.png").is_file()
     for stem in ("fig5_confusion_pfcn", "sweep_lambda", "sweep_crop_size", "operating_curve_pfcn"):
         assert (out / f"{stem}.png").is_file()
-    curves = load_results(out / "operating_curves_pfcn.json")
+    curves = load_operating_curves(out / "operating_curves_pfcn.json")
     assert [p["value"] for p in curves["rows"][0]["points"]] == [0.05, 0.1, 0.15, 0.2, 0.3, 0.4]
     # at the presets' threshold the curve's point is the run's own evaluation
     at_default = curves["rows"][1]["points"][3]["metrics"]["prec_th"]["per_seed"]
