@@ -628,18 +628,38 @@ def config_value(data: Mapping[str, Any], key: str) -> Any:
     return value
 
 
+# Keys added to the config after the study's runs were recorded: they enter config_hash only when
+# they differ from their defaults, so an earlier run's config keeps the hash it was recorded with.
+HASHED_WHEN_CHANGED = (
+    "data.coco_panoptic",
+    "ibs.detach_bias",
+    "model.hf",
+    "model.panoptic_fcn.feature_activation",
+)
+
+
+def _pop_key(data: dict[str, Any], key: str) -> Any:
+    """Remove dotted ``key`` from the nested dict ``data``; returns its value (None if absent)."""
+    *parents, last = key.split(".")
+    for part in parents:
+        data = data[part]
+    return data.pop(last, None)
+
+
 def config_hash(
     cfg: ExperimentConfig,
     exclude: Iterable[str] = ("name", "train.max_steps", "train.device", "train.threads"),
 ) -> str:
-    """Short SHA-1 of the resolved config; ``exclude`` lists dotted keys that do not define the experiment."""
+    """Short SHA-1 of the resolved config; ``exclude`` lists dotted keys that do not define the
+    experiment; a key of :data:`HASHED_WHEN_CHANGED` counts only where it is not at its default."""
     data = config_to_dict(cfg)
+    defaults = config_to_dict(ExperimentConfig())
     for key in exclude:
-        node = data
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node[part]
-        node.pop(last, None)
+        _pop_key(data, key)
+    for key in HASHED_WHEN_CHANGED:
+        value = _pop_key(data, key)
+        if value != _pop_key(defaults, key):
+            data[key] = value
     return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -212,3 +212,17 @@ def test_a_config_file_with_a_non_finite_value_names_file_and_key(tmp_path):
     path.write_text("_base_: synthetic_pfcn_crop\noptimizer: {lr: [1,\n")
     with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}: not valid YAML \(line 3"):
         load_config(path)
+
+
+def test_keys_added_later_keep_earlier_config_hashes():
+    """The hashes the study's provenance recorded before ``model.hf``, ``data.coco_panoptic``,
+    ``ibs.detach_bias`` and ``feature_activation`` existed stay as they were; setting one changes it."""
+    assert config_hash(load_preset("synthetic_pfcn_crop_ibs")) == "e15b835ad034"
+    assert config_hash(load_preset("synthetic_m2f_crop_ibs")) == "1bb5d343443c"
+    for override in (
+        "model.panoptic_fcn.feature_activation=none",
+        "ibs.detach_bias=true",
+        "data.coco_panoptic.val_json=annotations/val.json",
+        "model.hf.mask_threshold=0.4",
+    ):
+        assert config_hash(load_preset("synthetic_pfcn_crop_ibs", [override])) != "e15b835ad034", override

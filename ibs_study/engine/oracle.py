@@ -41,6 +41,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -359,6 +360,46 @@ def oracle_logits(
     }
 
 
+def _measure_run(
+    measure: Callable[..., dict[str, Any]],
+    file_name: str,
+    run_dir: str | os.PathLike,
+    *,
+    checkpoint: str | os.PathLike | None,
+    data_root: str | os.PathLike | None,
+    split: str | None,
+    out_dir: str | os.PathLike | None,
+    max_images: int | None,
+    device: str,
+    progress: bool,
+) -> dict[str, Any]:
+    """``measure(model, dataset, ...)`` of a trained run (``checkpoint``, default the newest) on
+    ``split`` (default ``data.val_split``) of ``data_root`` (default ``data.root``), under the
+    run's lock, written atomically to ``OUT_DIR/file_name`` (default ``RUN_DIR/eval_<split>``);
+    ``max_images`` defaults to the config's ``eval.max_images``, as ``ibs-study evaluate``."""
+    from ibs_study.engine.evaluate import open_trained_run
+
+    with run_lock(run_dir):
+        run = open_trained_run(
+            run_dir, checkpoint=checkpoint, data_root=data_root, split=split, device=device
+        )
+        result = measure(
+            run.model,
+            run.dataset,
+            min_pixels=run.cfg.data.min_pixels,
+            max_images=max_images if max_images is not None else run.cfg.eval.max_images,
+            progress=progress,
+        )
+        result["checkpoint"] = str(run.checkpoint)
+        result["split"] = run.split
+        folder = Path(out_dir) if out_dir is not None else run.default_out
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / file_name
+        write_json_atomic(path, result, indent=1)
+    logger.info("%s of %s written to %s", file_name, run_dir, path)
+    return result
+
+
 def oracle_confusion_run(
     run_dir: str | os.PathLike,
     *,
@@ -374,27 +415,10 @@ def oracle_confusion_run(
     ``split`` (default ``data.val_split``) of ``data_root`` (default ``data.root``), written to
     ``OUT_DIR/oracle_confusion.json`` (default ``RUN_DIR/eval_<split>``); ``max_images`` defaults
     to the config's ``eval.max_images``, as ``ibs-study evaluate``."""
-    from ibs_study.engine.evaluate import open_trained_run
-
-    with run_lock(run_dir):
-        run = open_trained_run(
-            run_dir, checkpoint=checkpoint, data_root=data_root, split=split, device=device
-        )
-        result = oracle_confusion(
-            run.model,
-            run.dataset,
-            min_pixels=run.cfg.data.min_pixels,
-            max_images=max_images if max_images is not None else run.cfg.eval.max_images,
-            progress=progress,
-        )
-        result["checkpoint"] = str(run.checkpoint)
-        result["split"] = run.split
-        folder = Path(out_dir) if out_dir is not None else run.default_out
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / ORACLE_FILE
-        write_json_atomic(path, result, indent=1)
-    logger.info("oracle confusion of %s written to %s", run_dir, path)
-    return result
+    return _measure_run(
+        oracle_confusion, ORACLE_FILE, run_dir, checkpoint=checkpoint, data_root=data_root, split=split,
+        out_dir=out_dir, max_images=max_images, device=device, progress=progress,
+    )  # fmt: skip
 
 
 def oracle_logits_run(
@@ -410,24 +434,7 @@ def oracle_logits_run(
 ) -> dict[str, Any]:
     """:func:`oracle_logits` of a trained run, written to ``OUT_DIR/oracle_logits.json``; the
     arguments as :func:`oracle_confusion_run`."""
-    from ibs_study.engine.evaluate import open_trained_run
-
-    with run_lock(run_dir):
-        run = open_trained_run(
-            run_dir, checkpoint=checkpoint, data_root=data_root, split=split, device=device
-        )
-        result = oracle_logits(
-            run.model,
-            run.dataset,
-            min_pixels=run.cfg.data.min_pixels,
-            max_images=max_images if max_images is not None else run.cfg.eval.max_images,
-            progress=progress,
-        )
-        result["checkpoint"] = str(run.checkpoint)
-        result["split"] = run.split
-        folder = Path(out_dir) if out_dir is not None else run.default_out
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / ORACLE_LOGITS_FILE
-        write_json_atomic(path, result, indent=1)
-    logger.info("oracle logits of %s written to %s", run_dir, path)
-    return result
+    return _measure_run(
+        oracle_logits, ORACLE_LOGITS_FILE, run_dir, checkpoint=checkpoint, data_root=data_root, split=split,
+        out_dir=out_dir, max_images=max_images, device=device, progress=progress,
+    )  # fmt: skip
