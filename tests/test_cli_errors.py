@@ -194,3 +194,14 @@ def test_weights_that_cannot_be_downloaded_name_the_key(monkeypatch):
     monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)
     with pytest.raises(ConfigError, match=r"model\.backbone\.weights='IMAGENET1K_V1'.*weights=null"):
         build_backbone(BackboneConfig(name="resnet18", weights="IMAGENET1K_V1"))
+
+
+def test_a_missing_dataset_root_is_the_only_message(tmp_path, capsys, caplog):
+    """``stats`` on a folder that does not exist: the one error line, no warning before it."""
+    missing = tmp_path / "no_such_dataset"
+    status, err = _run(["stats", str(missing)], capsys)
+    assert status == 2 and err.strip().splitlines() == [
+        f"ibs-study stats: error: {missing}: synthetic dataset root (data.root) not found; generate one "
+        f"with `ibs-study synth --out {missing}`"
+    ]
+    assert not [record for record in caplog.records if record.levelname == "WARNING"]

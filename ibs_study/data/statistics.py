@@ -177,7 +177,7 @@ def dataset_statistics(
     elif info is not None:
         crop, rule = tuple(int(v) for v in info["crop_size"]), f"scale {info['scale']!r}"
     else:
-        if kind == "synthetic":
+        if kind == "synthetic" and root.is_dir():  # a missing root is the reader's one-line error
             logger.warning(
                 "%s: no synthetic.json (incomplete generation?); crops default to half of each side", root
             )
