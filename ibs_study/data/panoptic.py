@@ -19,15 +19,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
 
-from ibs_study.data.png import PngError, decode_rgb8_ids
+from ibs_study.data.png import IdRuns, PngError, decode_rgb8_ids, decode_rgb8_runs
 from ibs_study.errors import DataError
 from ibs_study.input_files import expect, read_json
 
@@ -45,6 +45,8 @@ __all__ = [
     "id_to_rgb",
     "read_fast_id_png",
     "read_id_png",
+    "read_id_runs",
+    "id_runs",
     "write_id_png",
     "segments_from_id_map",
     "check_segments_match_png",
@@ -53,6 +55,8 @@ __all__ = [
     "write_panoptic_json",
     "categories_from_json",
 ]
+
+T = TypeVar("T")
 
 VOID_ID = 0
 MAX_SEGMENT_ID = 256**3 - 1
@@ -188,14 +192,45 @@ def read_fast_id_png(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | 
     Raises:
         PanopticFormatError: the file is missing or corrupt.
     """
+    return _read_fast(path, decode_rgb8_ids)
+
+
+def _read_fast(
+    path: str | os.PathLike, decode: Callable[[np.ndarray], T | None]
+) -> tuple[np.ndarray, T | None]:
+    """The file's bytes and ``decode`` of them, a missing or corrupt file named in the error."""
     path = Path(path)
     if not path.is_file():
         raise PanopticFormatError(f"{path}: panoptic PNG not found")
     data = np.fromfile(path, dtype=np.uint8)
     try:
-        return data, decode_rgb8_ids(data)
+        return data, decode(data)
     except PngError as err:
         raise PanopticFormatError(f"{path}: not a readable PNG ({err})") from err
+
+
+def id_runs(id_map: np.ndarray) -> IdRuns:
+    """The runs of constant id along each row of an (H, W) id map (see :class:`IdRuns`)."""
+    height, width = id_map.shape
+    flat = id_map.reshape(-1)
+    change = np.empty(flat.size, dtype=bool)
+    change[0] = True
+    np.not_equal(flat[1:], flat[:-1], out=change[1:])
+    change[::width] = True
+    starts = np.flatnonzero(change)
+    return IdRuns(height, width, starts, flat[starts].astype(np.uint32))
+
+
+def read_id_runs(path: str | os.PathLike) -> IdRuns:
+    """The runs of constant id along each row of a panoptic PNG (:class:`IdRuns`), the ids
+    those of :func:`read_id_png`: what counting overlaps needs, decoded without building the
+    id map where the PNG is 8-bit RGB without interlacing (see :func:`read_fast_id_png`).
+
+    Raises:
+        PanopticFormatError: the file is missing, corrupt, or not 8-bit RGB.
+    """
+    _, runs = _read_fast(path, decode_rgb8_runs)
+    return runs if runs is not None else id_runs(read_id_png(path))
 
 
 def read_id_png(path: str | os.PathLike) -> np.ndarray:
