@@ -460,6 +460,75 @@ def categories_from_json(entries: list[dict], path: Path | str = "<categories>")
     return categories
 
 
+_NO_BBOX = object()
+
+
+def _plain_segment(info: Any, categories: Mapping[int, CategoryInfo]) -> Segment | None:
+    """The segment of a ``segments_info`` entry whose values are all plain integers (what tools
+    write; ``score`` a float or absent) and valid; None for anything else, which
+    :func:`_checked_segment` then reads or names as an error."""
+    if type(info) is not dict:
+        return None
+    seg_id, cat_id = info.get("id"), info.get("category_id")
+    iscrowd, area, score = info.get("iscrowd", 0), info.get("area", -1), info.get("score")
+    bbox = info.get("bbox", _NO_BBOX)
+    if not (
+        type(seg_id) is int
+        and VOID_ID < seg_id <= MAX_SEGMENT_ID
+        and type(cat_id) is int
+        and cat_id in categories
+        and type(iscrowd) is int
+        and type(area) is int
+        and (score is None or type(score) is float)
+    ):
+        return None
+    if bbox is _NO_BBOX:
+        bbox = (0, 0, 0, 0)
+    elif type(bbox) is list and len(bbox) == 4 and all(type(v) is int for v in bbox):
+        bbox = tuple(bbox)
+    else:
+        return None
+    return Segment(seg_id, cat_id, iscrowd, area, bbox, score)
+
+
+def _checked_segment(
+    info: Any,
+    j: int,
+    image_id: str | int,
+    seen: set[int],
+    categories: Mapping[int, CategoryInfo],
+    path: Path,
+) -> Segment:
+    """Segment ``j`` of image ``image_id``, every value checked (``seen``: the image's segment
+    ids so far); :class:`PanopticFormatError` naming the file, image and segment otherwise."""
+    where = f"image id {image_id!r}"
+    _require(info, ("id", "category_id"), f"{where}: segments_info[{j}]", path)
+    seg_id = _integer(info["id"], f"{where}: segments_info[{j}].id", path)
+    if seg_id in seen:
+        raise PanopticFormatError(f"{path}: image id {image_id!r} lists segment id {seg_id} twice")
+    if seg_id <= VOID_ID or seg_id > MAX_SEGMENT_ID:
+        raise PanopticFormatError(
+            f"{path}: image id {image_id!r}: segment id {seg_id} outside [1, {MAX_SEGMENT_ID}]"
+        )
+    cat_id = _integer(info["category_id"], f"{where}, segment id {seg_id}: category_id", path)
+    if cat_id not in categories:
+        raise PanopticFormatError(
+            f"{path}: image id {image_id!r}, segment id {seg_id}: unknown category id {cat_id}"
+        )
+    bbox = _integers(info.get("bbox", [0, 0, 0, 0]), 4, f"{where}, segment id {seg_id}: bbox", path)
+    score = info.get("score")
+    return Segment(
+        id=seg_id,
+        category_id=cat_id,
+        iscrowd=_integer(info.get("iscrowd", 0), f"{where}, segment id {seg_id}: iscrowd", path),
+        area=int(_expect(info.get("area", -1), (int, float), f"{where}, segment id {seg_id}: area", path)),
+        bbox=bbox,  # type: ignore[arg-type]
+        score=None
+        if score is None
+        else float(_expect(score, (int, float), f"{where}, segment id {seg_id}: score", path)),
+    )
+
+
 def load_panoptic_json(
     path: str | os.PathLike,
     categories: dict[int, CategoryInfo] | None = None,
@@ -524,38 +593,11 @@ def load_panoptic_json(
         seen: set[int] = set()
         where = f"image id {image_id!r}"
         for j, info in enumerate(_expect(ann["segments_info"], list, f"{where}: segments_info", path)):
-            _require(info, ("id", "category_id"), f"{where}: segments_info[{j}]", path)
-            seg_id = _integer(info["id"], f"{where}: segments_info[{j}].id", path)
-            if seg_id in seen:
-                raise PanopticFormatError(f"{path}: image id {image_id!r} lists segment id {seg_id} twice")
-            if seg_id <= VOID_ID or seg_id > MAX_SEGMENT_ID:
-                raise PanopticFormatError(
-                    f"{path}: image id {image_id!r}: segment id {seg_id} outside [1, {MAX_SEGMENT_ID}]"
-                )
-            seen.add(seg_id)
-            cat_id = _integer(info["category_id"], f"{where}, segment id {seg_id}: category_id", path)
-            if cat_id not in categories:
-                raise PanopticFormatError(
-                    f"{path}: image id {image_id!r}, segment id {seg_id}: unknown category id {cat_id}"
-                )
-            bbox = _integers(info.get("bbox", [0, 0, 0, 0]), 4, f"{where}, segment id {seg_id}: bbox", path)
-            score = info.get("score")
-            segments.append(
-                Segment(
-                    id=seg_id,
-                    category_id=cat_id,
-                    iscrowd=_integer(info.get("iscrowd", 0), f"{where}, segment id {seg_id}: iscrowd", path),
-                    area=int(
-                        _expect(
-                            info.get("area", -1), (int, float), f"{where}, segment id {seg_id}: area", path
-                        )
-                    ),
-                    bbox=bbox,  # type: ignore[arg-type]
-                    score=None
-                    if score is None
-                    else float(_expect(score, (int, float), f"{where}, segment id {seg_id}: score", path)),
-                )
-            )
+            segment = _plain_segment(info, categories)
+            if segment is None or segment.id in seen:
+                segment = _checked_segment(info, j, image_id, seen, categories, path)
+            seen.add(segment.id)
+            segments.append(segment)
         entry = images.get(image_id, {"file_name": ann["file_name"]})
         records[image_id] = ImageRecord(
             image_id=image_id,
