@@ -75,7 +75,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ibs_study.data.datasets import DatasetMeta
 from ibs_study.data.panoptic import (
     VOID_ID,
     CategoryInfo,
@@ -127,6 +126,8 @@ PRED_THING_PIXEL_FATES = ("matched", "unmatched_own", "other_instance", "stuff")
 
 if TYPE_CHECKING:  # torch is imported only by callers that pass tensors
     import torch
+
+    from ibs_study.data.datasets import DatasetMeta
 
     IdMap = np.ndarray | torch.Tensor
 
@@ -616,7 +617,7 @@ def _thing_pixel_fates(
 
 
 def _categories_of(categories: Mapping[int, CategoryInfo] | DatasetMeta) -> list[CategoryInfo]:
-    if isinstance(categories, DatasetMeta):
+    if not isinstance(categories, Mapping):  # a DatasetMeta (its module is not imported to score folders)
         return list(categories.categories)
     return list(categories.values())
 
