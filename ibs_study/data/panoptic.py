@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from PIL import Image
 
 from ibs_study.data.png import IdRuns, PngError, decode_rgb8_ids, decode_rgb8_runs
 from ibs_study.errors import DataError
@@ -245,6 +244,8 @@ def read_id_png(path: str | os.PathLike) -> np.ndarray:
     _, ids = read_fast_id_png(path)
     if ids is not None:
         return ids.view(np.int32)  # ids < 2^24
+    from PIL import Image  # only for layouts the fast path does not read (scoring imports no Pillow)
+
     try:
         with Image.open(path) as png:
             if png.mode != "RGB":
@@ -259,6 +260,8 @@ def read_id_png(path: str | os.PathLike) -> np.ndarray:
 
 def write_id_png(path: str | os.PathLike, id_map: np.ndarray) -> None:
     """Write an (H, W) id map as an RGB PNG (lossless)."""
+    from PIL import Image
+
     Image.fromarray(id_to_rgb(id_map), mode="RGB").save(path, compress_level=1)
 
 
