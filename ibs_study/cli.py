@@ -222,6 +222,7 @@ def _score(args: argparse.Namespace) -> int:
         workers=args.workers,
         allow_missing=args.allow_missing,
         progress=sys.stderr.isatty(),
+        keep_records=False,  # the metrics are printed and written, the records are not
     )
     print(format_results(results))
     timing = results["timing"]

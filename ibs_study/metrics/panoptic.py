@@ -1010,6 +1010,7 @@ def evaluate_panoptic_folders(
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     size_bounds: tuple[float, float] = DEFAULT_SIZE_BOUNDS,
     progress: bool = False,
+    keep_records: bool = True,
 ) -> tuple[dict, list[ConfusionRecord]]:
     """Score a folder of COCO-panoptic predictions against COCO-panoptic ground truth.
 
@@ -1024,6 +1025,7 @@ def evaluate_panoptic_folders(
             number is in the result as ``num_missing``); an error otherwise.
         thresholds, size_bounds: confusion-curve settings (see the module docstring).
         progress: show a tqdm bar.
+        keep_records: build the confusion records (False: the metrics alone, records ``[]``).
 
     Returns:
         (results, confusion records): the :func:`summarize_stat` dict plus ``num_missing`` and
@@ -1054,7 +1056,11 @@ def evaluate_panoptic_folders(
             "%d ground-truth image(s) have no prediction and count as all false negatives", num_missing
         )
     evaluator = PanopticEvaluator(
-        gt.categories, thresholds=thresholds, size_bounds=size_bounds, check_gt_area=True
+        gt.categories,
+        thresholds=thresholds,
+        size_bounds=size_bounds,
+        keep_records=keep_records,
+        check_gt_area=True,
     )
     counted = prefetch(
         functools.partial(_count_pair, evaluator, gt_dir, pred_dir), pairs, threads=workers, depth=2 * workers
