@@ -18,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from ibs_study.data.panoptic import PanopticFormatError, read_id_png, rgb_to_id, write_id_png
-from ibs_study.data.png import PngError, decode_rgb8_ids, read_png_chunks
+from ibs_study.data.panoptic import PanopticFormatError, read_id_png, read_id_runs, rgb_to_id, write_id_png
+from ibs_study.data.png import PngError, decode_rgb8_ids, decode_rgb8_runs, read_png_chunks
 from ibs_study.metrics.io import decode_id_png
 
 # --------------------------------------------------------------------------- an encoder for the tests
@@ -128,6 +128,45 @@ def test_mixed_filters_equal_the_encoded_image_and_libpng(height, width, noise, 
     np.testing.assert_array_equal(ids, rgb_to_id(rgb))
     libpng = torch.ops.image.decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8), 0, False)
     np.testing.assert_array_equal(ids, rgb_to_id(libpng.permute(1, 2, 0).numpy()))
+
+
+def _runs_pixel_by_pixel(ids: np.ndarray) -> tuple[list[int], list[int]]:
+    """Start (raster index) and id of every run of equal ids along each row, one pixel at a time."""
+    starts, values = [], []
+    height, width = ids.shape
+    for r in range(height):
+        for c in range(width):
+            if c == 0 or ids[r, c] != ids[r, c - 1]:
+                starts.append(r * width + c)
+                values.append(int(ids[r, c]))
+    return starts, values
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    height=st.integers(1, 12),
+    width=st.integers(1, 20),
+    noise=st.sampled_from([0.0, 0.1, 1.0]),
+    filters=st.lists(st.integers(0, 4), min_size=1, max_size=12),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_runs_are_those_of_the_encoded_image(height, width, noise, filters, seed):
+    rgb = _panoptic_like(np.random.default_rng(seed), height, width, noise)
+    runs = decode_rgb8_runs(encode_png(rgb, filters))
+    assert (runs.height, runs.width) == (height, width)
+    assert runs.starts.dtype == np.int64 and runs.ids.dtype == np.uint32
+    assert (runs.starts.tolist(), runs.ids.tolist()) == _runs_pixel_by_pixel(rgb_to_id(rgb))
+
+
+def test_runs_of_bad_and_other_pngs(tmp_path):
+    rgb = _panoptic_like(np.random.default_rng(3), 6, 7, noise=0.5)
+    with pytest.raises(PngError, match="row 2 names filter type 7"):
+        decode_rgb8_runs(encode_png(rgb, [0, 0, 7]))
+    interlaced = encode_png(rgb, [0], interlace=1)
+    assert decode_rgb8_runs(interlaced) is None
+    (tmp_path / "interlaced.png").write_bytes(interlaced)  # read through Pillow instead
+    runs = read_id_runs(tmp_path / "interlaced.png")
+    assert (runs.starts.tolist(), runs.ids.tolist()) == _runs_pixel_by_pixel(rgb_to_id(rgb))
 
 
 def test_pillow_and_write_id_png_files_decode_like_pillow(tmp_path):
