@@ -162,7 +162,7 @@ def test_runs_of_bad_and_other_pngs(tmp_path):
     rgb = _panoptic_like(np.random.default_rng(3), 6, 7, noise=0.5)
     with pytest.raises(PngError, match="row 2 names filter type 7"):
         decode_rgb8_runs(encode_png(rgb, [0, 0, 7]))
-    interlaced = encode_png(rgb, [0], interlace=1)
+    interlaced = encode_png(rgb, [0], interlace=True)
     assert decode_rgb8_runs(interlaced) is None
     (tmp_path / "interlaced.png").write_bytes(interlaced)  # read through Pillow instead
     runs = read_id_runs(tmp_path / "interlaced.png")
