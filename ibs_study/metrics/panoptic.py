@@ -5,7 +5,8 @@ Everything about one image comes from one table: the pixel count of every
 The table is built from the horizontal runs of constant (GT id, prediction id) in the two
 id maps, so the per-pixel work is a few vectorised comparisons (numpy, or torch on any
 device) and everything after it works on run- or segment-sized arrays; no sorting of the
-pixels. Per-image sums go into a :class:`PanopticStat` (``+=`` merges images, processes
+pixels. Scoring folders skips the maps: the PNG decoder lists each map's runs
+(:func:`overlap_table_from_runs`). Per-image sums go into a :class:`PanopticStat` (``+=`` merges images, processes
 or workers); :func:`summarize_stat` holds every formula.
 
 Rules, exactly those of the COCO panoptic evaluation (panopticapi ``pq_compute``):

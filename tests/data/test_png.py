@@ -8,6 +8,7 @@ import os
 import struct
 import subprocess
 import sys
+import threading
 import zlib
 
 import numpy as np
@@ -156,6 +157,25 @@ def test_runs_are_those_of_the_encoded_image(height, width, noise, filters, seed
     assert (runs.height, runs.width) == (height, width)
     assert runs.starts.dtype == np.int64 and runs.ids.dtype == np.uint32
     assert (runs.starts.tolist(), runs.ids.tolist()) == _runs_pixel_by_pixel(rgb_to_id(rgb))
+
+
+def test_without_libdeflate_symbols_the_deflate_binding_inflates(monkeypatch):
+    """Where the ``deflate`` extension exports no libdeflate functions, its Python binding inflates:
+    same ids, same errors."""
+    import ibs_study.data.png as png
+
+    rgb = _panoptic_like(np.random.default_rng(4), 9, 11, noise=0.3)
+    data = encode_png(rgb, [1, 2, 4])
+    monkeypatch.setattr(png, "_LIBDEFLATE", None)
+    monkeypatch.setattr(png, "_THREAD", threading.local())  # a scratch made without libdeflate
+    np.testing.assert_array_equal(decode_rgb8_ids(data), rgb_to_id(rgb))
+    assert png._THREAD.scratch._decompressor is None
+    idat = data.index(b"IDAT")
+    body = bytearray(data[idat + 4 : idat + 4 + struct.unpack(">I", data[idat - 4 : idat])[0]])
+    body[-5] ^= 0xFF  # a corrupt zlib stream under a valid CRC
+    corrupt = data[: idat - 4] + _chunk(b"IDAT", bytes(body)) + data[idat + 8 + len(body) :]
+    with pytest.raises(PngError, match="corrupt image data"):
+        decode_rgb8_ids(corrupt)
 
 
 def test_runs_of_bad_and_other_pngs(tmp_path):
