@@ -21,8 +21,9 @@ one run on the same files, in process on the first ``--images`` images:
   crowd, so crowd regions are void for it and, on those images, for the ibs_study
   comparison;
 * the PNG-decoding floor: ``decode_id_png`` of every GT and prediction PNG, in one thread
-  and in two, and libpng (torchvision's op) in one thread for comparison; and the computing
-  alone: ``PanopticEvaluator.process`` on decoded maps.
+  and in two, and libpng (torchvision's op) in one thread for comparison; ``read_id_runs``
+  (what scoring reads: the runs of constant id, no id map) in one thread and in two; and the
+  computing alone: ``PanopticEvaluator.process`` on decoded maps.
 
 With ``--command-line 5,40,500`` it also times fresh processes as users run them (wall
 clock, imports and start-up included) on the first 5, 40 and 500 images: ``ibs-study score``
@@ -61,7 +62,14 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 import ibs_study
-from ibs_study.data.panoptic import ImageRecord, Segment, id_to_rgb, load_panoptic_json, write_panoptic_json
+from ibs_study.data.panoptic import (
+    ImageRecord,
+    Segment,
+    id_to_rgb,
+    load_panoptic_json,
+    read_id_runs,
+    write_panoptic_json,
+)
 from ibs_study.data.synthetic import SYNTHETIC_CATEGORIES, render_image
 from ibs_study.metrics.io import decode_id_png
 from ibs_study.metrics.panoptic import PanopticEvaluator, evaluate_panoptic_folders
@@ -664,6 +672,8 @@ def in_process_table(paths: tuple, n: int, args: argparse.Namespace) -> None:
             "decode PNGs with libpng, 1 thread",
             lambda: (time_decoding(paths, 1, decode_with_libpng), None),
         ),
+        ("decode PNGs to runs (as score), 1 thread", lambda: (time_decoding(paths, 1, read_id_runs), None)),
+        ("decode PNGs to runs (as score), 2 threads", lambda: (time_decoding(paths, 2, read_id_runs), None)),
         ("ibs_study, 1 worker thread", lambda: time_ibs_study(paths, 1)),
         ("ibs_study, 2 worker threads", lambda: time_ibs_study(paths, 2)),
         ("panopticapi-lite, 1 core", lambda: time_panopticapi_single_core(paths, avx512=True)),

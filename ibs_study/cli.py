@@ -222,6 +222,7 @@ def _score(args: argparse.Namespace) -> int:
         workers=args.workers,
         allow_missing=args.allow_missing,
         progress=sys.stderr.isatty(),
+        keep_records=False,  # the metrics are printed and written, the records are not
     )
     print(format_results(results))
     timing = results["timing"]
@@ -680,7 +681,10 @@ class _OneLineErrorParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; with ``command``, only that command's parser gets its
+    arguments (all a line running that command needs; adding them all imports the modules
+    whose names give argument choices)."""
     parser = _OneLineErrorParser(
         prog="ibs-study",
         description="Intra-Batch Supervision study: synthetic data, training, full-image evaluation, "
@@ -692,13 +696,16 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (help_text, add_arguments, run) in COMMANDS.items():
         # argparse %-formats an action's help (not a description): "95 %" must read "95 %%" there
         command_parser = sub.add_parser(name, help=help_text.replace("%", "%%"), description=help_text)
-        add_arguments(command_parser)
+        if command in (None, name):
+            add_arguments(command_parser)
         command_parser.set_defaults(run=run, command_parser=command_parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args, unknown = build_parser().parse_known_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    command = next((word for word in words if not word.startswith("-")), None)
+    args, unknown = build_parser(command if command in COMMANDS else None).parse_known_args(argv)
     if unknown:  # reported by the command's parser, so the line names the command
         args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(

@@ -56,6 +56,8 @@ folder = sys.argv[1]
 code = main(["score", "--gt-json", folder + "/gt.json", "--gt-dir", folder + "/gt",
              "--pred-json", folder + "/pred.json", "--pred-dir", folder + "/pred", "--workers", "2"])
 print("exit", code, "torch", "torch" in sys.modules, "torchvision", "torchvision" in sys.modules)
+# the parser adds only the running command's arguments: the other commands' modules stay unloaded
+print("synthetic", "ibs_study.data.synthetic" in sys.modules, "datasets", "ibs_study.data.datasets" in sys.modules)
 """
 
 
@@ -75,6 +77,7 @@ def test_score_imports_neither_torch_nor_torchvision(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "exit 0 torch False torchvision False" in result.stdout, result.stdout + result.stderr
+    assert "synthetic False datasets False" in result.stdout, result.stdout
     assert "All" in result.stdout  # it did score
 
 

@@ -14,7 +14,13 @@ import numba
 import numpy as np
 from numba import carray, types
 
-__all__ = ["unfilter_rgb8_to_ids", "C_SIGNATURES", "c_unfilter_rgb8_to_ids"]
+__all__ = [
+    "unfilter_rgb8_to_ids",
+    "unfilter_rgb8_to_runs",
+    "C_SIGNATURES",
+    "c_unfilter_rgb8_to_ids",
+    "c_unfilter_rgb8_to_runs",
+]
 
 _JIT = {"nogil": True, "cache": True, "boundscheck": False}
 
@@ -64,6 +70,38 @@ def _unfilter_row(row: np.ndarray, previous: np.ndarray, current: np.ndarray, fi
         current[i], current[i + 1], current[i + 2] = red, green, blue
 
 
+@numba.njit(inline="always", **_JIT)
+def _unfilter_image_row(
+    filtered: np.ndarray, r: int, stride: int, previous: np.ndarray, current: np.ndarray
+) -> bool:
+    """Undo the filter of row ``r`` into ``current`` (``previous``: the decoded row above);
+    False where the row names a filter type other than 0-4."""
+    start = r * (stride + 1)
+    filter_type = filtered[start]
+    row = filtered[start + 1 : start + 1 + stride]
+    if filter_type == 0:  # None
+        for i in range(stride):
+            current[i] = row[i]
+    elif filter_type == 2:  # Up
+        for i in range(stride):
+            current[i] = row[i] + previous[i]
+    elif filter_type == 1:  # the literal filter types let the compiler specialise each row loop
+        _unfilter_row(row, previous, current, 1)
+    elif filter_type == 3:
+        _unfilter_row(row, previous, current, 3)
+    elif filter_type == 4:
+        _unfilter_row(row, previous, current, 4)
+    else:
+        return False
+    return True
+
+
+@numba.njit(inline="always", **_JIT)
+def _pixel_id(row: np.ndarray, j: int) -> np.uint32:
+    """``R + 256 G + 256^2 B`` of pixel ``j`` of a decoded (3 W,) row."""
+    return np.uint32(row[3 * j]) | (np.uint32(row[3 * j + 1]) << 8) | (np.uint32(row[3 * j + 2]) << 16)
+
+
 @numba.njit(**_JIT)
 def unfilter_rgb8_to_ids(
     filtered: np.ndarray, height: int, width: int, rows: np.ndarray, ids: np.ndarray
@@ -84,31 +122,48 @@ def unfilter_rgb8_to_ids(
     previous, current = rows[0], rows[1]
     previous[:] = 0  # the row above the first row is zero
     for r in range(height):
-        start = r * (stride + 1)
-        filter_type = filtered[start]
-        row = filtered[start + 1 : start + 1 + stride]
-        if filter_type == 0:  # None
-            for i in range(stride):
-                current[i] = row[i]
-        elif filter_type == 2:  # Up
-            for i in range(stride):
-                current[i] = row[i] + previous[i]
-        elif filter_type == 1:  # the literal filter types let the compiler specialise each row loop
-            _unfilter_row(row, previous, current, 1)
-        elif filter_type == 3:
-            _unfilter_row(row, previous, current, 3)
-        elif filter_type == 4:
-            _unfilter_row(row, previous, current, 4)
-        else:
+        if not _unfilter_image_row(filtered, r, stride, previous, current):
             return r
         for j in range(width):
-            ids[r, j] = (
-                np.uint32(current[3 * j])
-                | (np.uint32(current[3 * j + 1]) << 8)
-                | (np.uint32(current[3 * j + 2]) << 16)
-            )
+            ids[r, j] = _pixel_id(current, j)
         previous, current = current, previous
     return -1
+
+
+@numba.njit(**_JIT)
+def unfilter_rgb8_to_runs(
+    filtered: np.ndarray, height: int, width: int, rows: np.ndarray, starts: np.ndarray, ids: np.ndarray
+) -> int:
+    """Undo the PNG row filters of an 8-bit RGB image and list its runs of constant id, rows
+    apart (a run never crosses a row end), without writing the id map.
+
+    Args:
+        filtered, height, width, rows: as in :func:`unfilter_rgb8_to_ids`.
+        starts: (H * W,) int64, written: the raster index of each run's first pixel, ascending.
+        ids: (H * W,) uint32, written: each run's id, ``R + 256 G + 256^2 B``.
+
+    Returns:
+        the number N of runs (``starts[:N]``, ``ids[:N]``), or ``-1 - r`` where row r is
+        the first whose filter type is not 0-4.
+    """
+    stride = 3 * width
+    previous, current = rows[0], rows[1]
+    previous[:] = 0  # the row above the first row is zero
+    n = 0
+    for r in range(height):
+        if not _unfilter_image_row(filtered, r, stride, previous, current):
+            return -1 - r
+        last = _pixel_id(current, 0)
+        starts[n], ids[n] = r * width, last
+        n += 1
+        for j in range(1, width):
+            value = _pixel_id(current, j)
+            if value != last:
+                starts[n], ids[n] = r * width + j, value
+                n += 1
+                last = value
+        previous, current = current, previous
+    return n
 
 
 def c_unfilter_rgb8_to_ids(filtered, height, width, rows, ids):  # noqa: ANN001, ANN201 (C pointers)
@@ -123,11 +178,30 @@ def c_unfilter_rgb8_to_ids(filtered, height, width, rows, ids):  # noqa: ANN001,
     )
 
 
+def c_unfilter_rgb8_to_runs(filtered, height, width, rows, starts, ids):  # noqa: ANN001, ANN201 (C pointers)
+    """:func:`unfilter_rgb8_to_runs` on raw pointers, for the native library."""
+    stride = 3 * width
+    return unfilter_rgb8_to_runs(
+        carray(filtered, (height * (1 + stride),)),
+        height,
+        width,
+        carray(rows, (2, stride)),
+        carray(starts, (height * width,)),
+        carray(ids, (height * width,)),
+    )
+
+
 _u8 = types.CPointer(types.uint8)
 # name -> (C entry point, its signature): what :mod:`ibs_study.data._native` compiles
 C_SIGNATURES = {
     "unfilter_rgb8_to_ids": (
         c_unfilter_rgb8_to_ids,
         types.int64(_u8, types.int64, types.int64, _u8, types.CPointer(types.uint32)),
+    ),
+    "unfilter_rgb8_to_runs": (
+        c_unfilter_rgb8_to_runs,
+        types.int64(
+            _u8, types.int64, types.int64, _u8, types.CPointer(types.int64), types.CPointer(types.uint32)
+        ),
     ),
 }

@@ -19,15 +19,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
-from PIL import Image
 
-from ibs_study.data.png import PngError, decode_rgb8_ids
+from ibs_study.data.png import IdRuns, PngError, decode_rgb8_ids, decode_rgb8_runs
 from ibs_study.errors import DataError
 from ibs_study.input_files import expect, read_json
 
@@ -45,6 +44,8 @@ __all__ = [
     "id_to_rgb",
     "read_fast_id_png",
     "read_id_png",
+    "read_id_runs",
+    "id_runs",
     "write_id_png",
     "segments_from_id_map",
     "check_segments_match_png",
@@ -53,6 +54,8 @@ __all__ = [
     "write_panoptic_json",
     "categories_from_json",
 ]
+
+T = TypeVar("T")
 
 VOID_ID = 0
 MAX_SEGMENT_ID = 256**3 - 1
@@ -188,14 +191,45 @@ def read_fast_id_png(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | 
     Raises:
         PanopticFormatError: the file is missing or corrupt.
     """
+    return _read_fast(path, decode_rgb8_ids)
+
+
+def _read_fast(
+    path: str | os.PathLike, decode: Callable[[np.ndarray], T | None]
+) -> tuple[np.ndarray, T | None]:
+    """The file's bytes and ``decode`` of them, a missing or corrupt file named in the error."""
     path = Path(path)
     if not path.is_file():
         raise PanopticFormatError(f"{path}: panoptic PNG not found")
     data = np.fromfile(path, dtype=np.uint8)
     try:
-        return data, decode_rgb8_ids(data)
+        return data, decode(data)
     except PngError as err:
         raise PanopticFormatError(f"{path}: not a readable PNG ({err})") from err
+
+
+def id_runs(id_map: np.ndarray) -> IdRuns:
+    """The runs of constant id along each row of an (H, W) id map (see :class:`IdRuns`)."""
+    height, width = id_map.shape
+    flat = id_map.reshape(-1)
+    change = np.empty(flat.size, dtype=bool)
+    change[0] = True
+    np.not_equal(flat[1:], flat[:-1], out=change[1:])
+    change[::width] = True
+    starts = np.flatnonzero(change)
+    return IdRuns(height, width, starts, flat[starts].astype(np.uint32))
+
+
+def read_id_runs(path: str | os.PathLike) -> IdRuns:
+    """The runs of constant id along each row of a panoptic PNG (:class:`IdRuns`), the ids
+    those of :func:`read_id_png`: what counting overlaps needs, decoded without building the
+    id map where the PNG is 8-bit RGB without interlacing (see :func:`read_fast_id_png`).
+
+    Raises:
+        PanopticFormatError: the file is missing, corrupt, or not 8-bit RGB.
+    """
+    _, runs = _read_fast(path, decode_rgb8_runs)
+    return runs if runs is not None else id_runs(read_id_png(path))
 
 
 def read_id_png(path: str | os.PathLike) -> np.ndarray:
@@ -210,6 +244,8 @@ def read_id_png(path: str | os.PathLike) -> np.ndarray:
     _, ids = read_fast_id_png(path)
     if ids is not None:
         return ids.view(np.int32)  # ids < 2^24
+    from PIL import Image  # only for layouts the fast path does not read (scoring imports no Pillow)
+
     try:
         with Image.open(path) as png:
             if png.mode != "RGB":
@@ -224,6 +260,8 @@ def read_id_png(path: str | os.PathLike) -> np.ndarray:
 
 def write_id_png(path: str | os.PathLike, id_map: np.ndarray) -> None:
     """Write an (H, W) id map as an RGB PNG (lossless)."""
+    from PIL import Image
+
     Image.fromarray(id_to_rgb(id_map), mode="RGB").save(path, compress_level=1)
 
 
@@ -425,6 +463,75 @@ def categories_from_json(entries: list[dict], path: Path | str = "<categories>")
     return categories
 
 
+_NO_BBOX = object()
+
+
+def _plain_segment(info: Any, categories: Mapping[int, CategoryInfo]) -> Segment | None:
+    """The segment of a ``segments_info`` entry whose values are all plain integers (what tools
+    write; ``score`` a float or absent) and valid; None for anything else, which
+    :func:`_checked_segment` then reads or names as an error."""
+    if type(info) is not dict:
+        return None
+    seg_id, cat_id = info.get("id"), info.get("category_id")
+    iscrowd, area, score = info.get("iscrowd", 0), info.get("area", -1), info.get("score")
+    bbox = info.get("bbox", _NO_BBOX)
+    if not (
+        type(seg_id) is int
+        and VOID_ID < seg_id <= MAX_SEGMENT_ID
+        and type(cat_id) is int
+        and cat_id in categories
+        and type(iscrowd) is int
+        and type(area) is int
+        and (score is None or type(score) is float)
+    ):
+        return None
+    if bbox is _NO_BBOX:
+        bbox = (0, 0, 0, 0)
+    elif type(bbox) is list and len(bbox) == 4 and all(type(v) is int for v in bbox):
+        bbox = tuple(bbox)
+    else:
+        return None
+    return Segment(seg_id, cat_id, iscrowd, area, bbox, score)
+
+
+def _checked_segment(
+    info: Any,
+    j: int,
+    image_id: str | int,
+    seen: set[int],
+    categories: Mapping[int, CategoryInfo],
+    path: Path,
+) -> Segment:
+    """Segment ``j`` of image ``image_id``, every value checked (``seen``: the image's segment
+    ids so far); :class:`PanopticFormatError` naming the file, image and segment otherwise."""
+    where = f"image id {image_id!r}"
+    _require(info, ("id", "category_id"), f"{where}: segments_info[{j}]", path)
+    seg_id = _integer(info["id"], f"{where}: segments_info[{j}].id", path)
+    if seg_id in seen:
+        raise PanopticFormatError(f"{path}: image id {image_id!r} lists segment id {seg_id} twice")
+    if seg_id <= VOID_ID or seg_id > MAX_SEGMENT_ID:
+        raise PanopticFormatError(
+            f"{path}: image id {image_id!r}: segment id {seg_id} outside [1, {MAX_SEGMENT_ID}]"
+        )
+    cat_id = _integer(info["category_id"], f"{where}, segment id {seg_id}: category_id", path)
+    if cat_id not in categories:
+        raise PanopticFormatError(
+            f"{path}: image id {image_id!r}, segment id {seg_id}: unknown category id {cat_id}"
+        )
+    bbox = _integers(info.get("bbox", [0, 0, 0, 0]), 4, f"{where}, segment id {seg_id}: bbox", path)
+    score = info.get("score")
+    return Segment(
+        id=seg_id,
+        category_id=cat_id,
+        iscrowd=_integer(info.get("iscrowd", 0), f"{where}, segment id {seg_id}: iscrowd", path),
+        area=int(_expect(info.get("area", -1), (int, float), f"{where}, segment id {seg_id}: area", path)),
+        bbox=bbox,  # type: ignore[arg-type]
+        score=None
+        if score is None
+        else float(_expect(score, (int, float), f"{where}, segment id {seg_id}: score", path)),
+    )
+
+
 def load_panoptic_json(
     path: str | os.PathLike,
     categories: dict[int, CategoryInfo] | None = None,
@@ -489,38 +596,11 @@ def load_panoptic_json(
         seen: set[int] = set()
         where = f"image id {image_id!r}"
         for j, info in enumerate(_expect(ann["segments_info"], list, f"{where}: segments_info", path)):
-            _require(info, ("id", "category_id"), f"{where}: segments_info[{j}]", path)
-            seg_id = _integer(info["id"], f"{where}: segments_info[{j}].id", path)
-            if seg_id in seen:
-                raise PanopticFormatError(f"{path}: image id {image_id!r} lists segment id {seg_id} twice")
-            if seg_id <= VOID_ID or seg_id > MAX_SEGMENT_ID:
-                raise PanopticFormatError(
-                    f"{path}: image id {image_id!r}: segment id {seg_id} outside [1, {MAX_SEGMENT_ID}]"
-                )
-            seen.add(seg_id)
-            cat_id = _integer(info["category_id"], f"{where}, segment id {seg_id}: category_id", path)
-            if cat_id not in categories:
-                raise PanopticFormatError(
-                    f"{path}: image id {image_id!r}, segment id {seg_id}: unknown category id {cat_id}"
-                )
-            bbox = _integers(info.get("bbox", [0, 0, 0, 0]), 4, f"{where}, segment id {seg_id}: bbox", path)
-            score = info.get("score")
-            segments.append(
-                Segment(
-                    id=seg_id,
-                    category_id=cat_id,
-                    iscrowd=_integer(info.get("iscrowd", 0), f"{where}, segment id {seg_id}: iscrowd", path),
-                    area=int(
-                        _expect(
-                            info.get("area", -1), (int, float), f"{where}, segment id {seg_id}: area", path
-                        )
-                    ),
-                    bbox=bbox,  # type: ignore[arg-type]
-                    score=None
-                    if score is None
-                    else float(_expect(score, (int, float), f"{where}, segment id {seg_id}: score", path)),
-                )
-            )
+            segment = _plain_segment(info, categories)
+            if segment is None or segment.id in seen:
+                segment = _checked_segment(info, j, image_id, seen, categories, path)
+            seen.add(segment.id)
+            segments.append(segment)
         entry = images.get(image_id, {"file_name": ann["file_name"]})
         records[image_id] = ImageRecord(
             image_id=image_id,

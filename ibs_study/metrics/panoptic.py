@@ -5,7 +5,8 @@ Everything about one image comes from one table: the pixel count of every
 The table is built from the horizontal runs of constant (GT id, prediction id) in the two
 id maps, so the per-pixel work is a few vectorised comparisons (numpy, or torch on any
 device) and everything after it works on run- or segment-sized arrays; no sorting of the
-pixels. Per-image sums go into a :class:`PanopticStat` (``+=`` merges images, processes
+pixels. Scoring folders skips the maps: the PNG decoder lists each map's runs
+(:func:`overlap_table_from_runs`). Per-image sums go into a :class:`PanopticStat` (``+=`` merges images, processes
 or workers); :func:`summarize_stat` holds every formula.
 
 Rules, exactly those of the COCO panoptic evaluation (panopticapi ``pq_compute``):
@@ -75,7 +76,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ibs_study.data.datasets import DatasetMeta
 from ibs_study.data.panoptic import (
     VOID_ID,
     CategoryInfo,
@@ -84,10 +84,11 @@ from ibs_study.data.panoptic import (
     Segment,
     check_segments_match_areas,
     load_panoptic_json,
+    read_id_runs,
 )
+from ibs_study.data.png import IdRuns
 from ibs_study.metrics.io import (
     check_png_files,
-    decode_id_png,
     load_prediction_json,
     match_predictions,
     prefetch,
@@ -101,6 +102,7 @@ __all__ = [
     "SIZE_NAMES",
     "OverlapTable",
     "overlap_table",
+    "overlap_table_from_runs",
     "PanopticStat",
     "GT_THING_PIXEL_FATES",
     "PRED_THING_PIXEL_FATES",
@@ -125,6 +127,8 @@ PRED_THING_PIXEL_FATES = ("matched", "unmatched_own", "other_instance", "stuff")
 
 if TYPE_CHECKING:  # torch is imported only by callers that pass tensors
     import torch
+
+    from ibs_study.data.datasets import DatasetMeta
 
     IdMap = np.ndarray | torch.Tensor
 
@@ -182,6 +186,29 @@ def _runs_torch(gt: torch.Tensor, pred: torch.Tensor) -> tuple[np.ndarray, np.nd
     starts = torch.nonzero(change).squeeze(1)
     runs = torch.stack([starts, g[starts].long(), p[starts].long()]).cpu().numpy()
     return runs[0], runs[1], runs[2]
+
+
+def _runs_of_pair(gt: IdRuns, pred: IdRuns) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_runs_numpy` from the runs of each map: a run of the pair starts wherever a run
+    of either map starts."""
+    starts = np.union1d(gt.starts, pred.starts)
+    run_gt = gt.ids[np.searchsorted(gt.starts, starts, side="right") - 1]
+    run_pred = pred.ids[np.searchsorted(pred.starts, starts, side="right") - 1]
+    return starts, run_gt.astype(np.int64), run_pred.astype(np.int64)
+
+
+def _check_same_size(
+    gt_size: tuple[int, int],
+    pred_size: tuple[int, int],
+    gt_source: str | os.PathLike,
+    pred_source: str | os.PathLike,
+    image_id: str | int,
+) -> None:
+    if gt_size != pred_size:
+        raise PanopticFormatError(
+            f"{pred_source} (image id {image_id!r}): size {pred_size} (H, W) differs from "
+            f"the ground truth's {gt_size} ({gt_source})"
+        )
 
 
 def _as_id_map(id_map: IdMap, what: str, image_id: str | int) -> IdMap:
@@ -273,12 +300,8 @@ def overlap_table(
     """
     gt_id_map = _as_id_map(gt_id_map, str(gt_source), image_id)
     pred_id_map = _as_id_map(pred_id_map, str(pred_source), image_id)
-    if tuple(gt_id_map.shape) != tuple(pred_id_map.shape):
-        raise PanopticFormatError(
-            f"{pred_source} (image id {image_id!r}): size {tuple(pred_id_map.shape)} (H, W) differs from "
-            f"the ground truth's {tuple(gt_id_map.shape)} ({gt_source})"
-        )
-    height, width = (int(v) for v in gt_id_map.shape)
+    gt_size = tuple(int(v) for v in gt_id_map.shape)
+    _check_same_size(gt_size, tuple(int(v) for v in pred_id_map.shape), gt_source, pred_source, image_id)
     if _is_tensor(gt_id_map) or _is_tensor(pred_id_map):
         import torch
 
@@ -288,6 +311,65 @@ def overlap_table(
         )
     else:
         starts, run_gt, run_pred = _runs_numpy(gt_id_map, pred_id_map)
+    return _table_from_runs(
+        starts,
+        run_gt,
+        run_pred,
+        gt_size,
+        gt_segments,
+        pred_segments,
+        image_id,
+        gt_source,
+        pred_source,
+        check_gt_area,
+    )
+
+
+def overlap_table_from_runs(
+    gt_runs: IdRuns,
+    gt_segments: Sequence[Segment],
+    pred_runs: IdRuns,
+    pred_segments: Sequence[Segment],
+    *,
+    image_id: str | int = "?",
+    gt_source: str | os.PathLike = "ground-truth id map",
+    pred_source: str | os.PathLike = "predicted id map",
+    check_gt_area: bool = False,
+) -> OverlapTable:
+    """:func:`overlap_table` of two id maps given as their runs along each row
+    (:func:`ibs_study.data.panoptic.read_id_runs`); same table, same errors."""
+    gt_size = (gt_runs.height, gt_runs.width)
+    _check_same_size(gt_size, (pred_runs.height, pred_runs.width), gt_source, pred_source, image_id)
+    starts, run_gt, run_pred = _runs_of_pair(gt_runs, pred_runs)
+    return _table_from_runs(
+        starts,
+        run_gt,
+        run_pred,
+        gt_size,
+        gt_segments,
+        pred_segments,
+        image_id,
+        gt_source,
+        pred_source,
+        check_gt_area,
+    )
+
+
+def _table_from_runs(
+    starts: np.ndarray,
+    run_gt: np.ndarray,
+    run_pred: np.ndarray,
+    size: tuple[int, int],
+    gt_segments: Sequence[Segment],
+    pred_segments: Sequence[Segment],
+    image_id: str | int,
+    gt_source: str | os.PathLike,
+    pred_source: str | os.PathLike,
+    check_gt_area: bool,
+) -> OverlapTable:
+    """The table of :func:`overlap_table` from the runs of the pair of maps (start, GT id,
+    prediction id of each; runs break at row ends), validated against the segment lists."""
+    height, width = size
     lengths = np.diff(starts, append=height * width)
     gt_index, gt_unknown = _segment_index(run_gt, gt_segments, gt_source, image_id)
     pred_index, pred_unknown = _segment_index(run_pred, pred_segments, pred_source, image_id)
@@ -536,7 +618,7 @@ def _thing_pixel_fates(
 
 
 def _categories_of(categories: Mapping[int, CategoryInfo] | DatasetMeta) -> list[CategoryInfo]:
-    if isinstance(categories, DatasetMeta):
+    if not isinstance(categories, Mapping):  # a DatasetMeta (its module is not imported to score folders)
         return list(categories.categories)
     return list(categories.values())
 
@@ -646,10 +728,11 @@ class PanopticEvaluator:
         pred_source: str | os.PathLike,
     ) -> tuple[OverlapTable, Sequence[Segment], np.ndarray, Sequence[Segment], np.ndarray, str | int]:
         """The per-pixel part of :meth:`process` (changes nothing, so threads may run it): the
-        arguments of :meth:`_add`."""
+        arguments of :meth:`_add`. The maps may also both be :class:`IdRuns`."""
         gt_category = self._category_index(gt_segments, gt_source, image_id)
         pred_category = self._category_index(pred_segments, pred_source, image_id)
-        table = overlap_table(
+        table_of = overlap_table_from_runs if isinstance(gt_id_map, IdRuns) else overlap_table
+        table = table_of(
             gt_id_map,
             gt_segments,
             pred_id_map,
@@ -897,20 +980,23 @@ def default_workers() -> int:
 def _count_pair(
     evaluator: PanopticEvaluator, gt_dir: Path, pred_dir: Path, pair: tuple[ImageRecord, ImageRecord | None]
 ) -> tuple:
-    """Decode one image pair and count its overlaps: the arguments of ``evaluator._add``."""
+    """Decode one image pair (as runs) and count its overlaps: the arguments of ``evaluator._add``."""
     gt_record, pred_record = pair
     gt_source = gt_dir / gt_record.png_name
     try:
-        gt_map = decode_id_png(gt_source)
+        gt_runs = read_id_runs(gt_source)
         if pred_record is None:  # missing prediction, allowed by the caller: all false negatives
-            pred_map, pred_segments, pred_source = np.zeros_like(gt_map), [], "(no prediction)"
+            height, width = gt_runs.height, gt_runs.width
+            no_runs = np.arange(0, height * width, width, dtype=np.int64)
+            pred_runs = IdRuns(height, width, no_runs, np.zeros(height, dtype=np.uint32))
+            pred_segments, pred_source = [], "(no prediction)"
         else:
             pred_source = pred_dir / pred_record.png_name
-            pred_map, pred_segments = decode_id_png(pred_source), pred_record.segments
+            pred_runs, pred_segments = read_id_runs(pred_source), pred_record.segments
     except PanopticFormatError as err:
         raise PanopticFormatError(f"image id {gt_record.image_id!r}: {err}") from err
     return evaluator._count(
-        gt_map, gt_record.segments, pred_map, pred_segments, gt_record.image_id, gt_source, pred_source
+        gt_runs, gt_record.segments, pred_runs, pred_segments, gt_record.image_id, gt_source, pred_source
     )
 
 
@@ -925,6 +1011,7 @@ def evaluate_panoptic_folders(
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     size_bounds: tuple[float, float] = DEFAULT_SIZE_BOUNDS,
     progress: bool = False,
+    keep_records: bool = True,
 ) -> tuple[dict, list[ConfusionRecord]]:
     """Score a folder of COCO-panoptic predictions against COCO-panoptic ground truth.
 
@@ -939,6 +1026,7 @@ def evaluate_panoptic_folders(
             number is in the result as ``num_missing``); an error otherwise.
         thresholds, size_bounds: confusion-curve settings (see the module docstring).
         progress: show a tqdm bar.
+        keep_records: build the confusion records (False: the metrics alone, records ``[]``).
 
     Returns:
         (results, confusion records): the :func:`summarize_stat` dict plus ``num_missing`` and
@@ -969,7 +1057,11 @@ def evaluate_panoptic_folders(
             "%d ground-truth image(s) have no prediction and count as all false negatives", num_missing
         )
     evaluator = PanopticEvaluator(
-        gt.categories, thresholds=thresholds, size_bounds=size_bounds, check_gt_area=True
+        gt.categories,
+        thresholds=thresholds,
+        size_bounds=size_bounds,
+        keep_records=keep_records,
+        check_gt_area=True,
     )
     counted = prefetch(
         functools.partial(_count_pair, evaluator, gt_dir, pred_dir), pairs, threads=workers, depth=2 * workers

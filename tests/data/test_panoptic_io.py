@@ -16,6 +16,7 @@ from ibs_study.data.panoptic import (
     CategoryInfo,
     ImageRecord,
     PanopticFormatError,
+    Segment,
     id_to_rgb,
     load_panoptic_json,
     read_id_png,
@@ -222,3 +223,55 @@ def test_image_without_annotation(tmp_path):
     _edit_json(tmp_path, lambda d: d["annotations"].pop())
     with pytest.raises(PanopticFormatError, match=r"1 image\(s\) have no annotation, e.g. image id 'b'"):
         _open(tmp_path)
+
+
+def _segments_json(tmp_path: Path, segments_info: list) -> Path:
+    path = tmp_path / "segments.json"
+    categories = [{"id": c.id, "name": c.name, "isthing": int(c.isthing)} for c in CATEGORIES]
+    image = {"id": "a", "file_name": "a.jpg", "width": 4, "height": 3}
+    annotation = {"image_id": "a", "file_name": "a.png", "segments_info": segments_info}
+    path.write_text(json.dumps({"images": [image], "annotations": [annotation], "categories": categories}))
+    return path
+
+
+def test_segment_values_of_every_accepted_type_read_alike(tmp_path):
+    """Plain integers, integral floats, an integer score and absent keys give the same segments."""
+    plain = {"id": 7, "category_id": 26, "iscrowd": 1, "area": 12, "bbox": [1, 2, 3, 4], "score": 0.5}
+    written_otherwise = {
+        "id": 7.0,
+        "category_id": 26.0,
+        "iscrowd": 1.0,
+        "area": 12.0,
+        "bbox": [1.0, 2, 3, 4.0],
+    }
+    path = _segments_json(tmp_path, [plain, {"id": 8, "category_id": 1}])
+    segments = load_panoptic_json(path).records[0].segments
+    assert [tuple(vars(s).values()) for s in segments] == [
+        (7, 26, 1, 12, (1, 2, 3, 4), 0.5),
+        (8, 1, 0, -1, (0, 0, 0, 0), None),
+    ]
+    path = _segments_json(tmp_path, [{**written_otherwise, "score": 1}, {"id": 8, "category_id": 1}])
+    assert load_panoptic_json(path).records[0].segments == [
+        Segment(7, 26, 1, 12, (1, 2, 3, 4), 1.0),
+        segments[1],
+    ]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"iscrowd": True}, r"image id 'a', segment id 7: iscrowd must be an integer, got True"),
+        ({"bbox": None}, r"image id 'a', segment id 7: bbox must be a list, got None"),
+        ({"bbox": [1, 2, 3]}, r"image id 'a', segment id 7: bbox must list 4 numbers"),
+        ({"area": "12"}, r"image id 'a', segment id 7: area must be an integer or a number, got '12'"),
+        ({"score": "high"}, r"image id 'a', segment id 7: score must be an integer or a number"),
+        ({"id": 0}, r"image id 'a': segment id 0 outside \[1, 16777215\]"),
+        ({"id": 2.5}, r"image id 'a': segments_info\[0\].id must be an integer, got 2.5"),
+        ({"category_id": 99}, r"image id 'a', segment id 7: unknown category id 99"),
+        ({"category_id": None}, r"image id 'a', segment id 7: category_id must be an integer, got None"),
+    ],
+)
+def test_each_bad_segment_value_is_named(tmp_path, change, message):
+    plain = {"id": 7, "category_id": 26, "iscrowd": 0, "area": 12, "bbox": [1, 2, 3, 4]}
+    with pytest.raises(PanopticFormatError, match=message):
+        load_panoptic_json(_segments_json(tmp_path, [{**plain, **change}]))

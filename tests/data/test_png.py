@@ -8,6 +8,7 @@ import os
 import struct
 import subprocess
 import sys
+import threading
 import zlib
 
 import numpy as np
@@ -18,8 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from ibs_study.data.panoptic import PanopticFormatError, read_id_png, rgb_to_id, write_id_png
-from ibs_study.data.png import PngError, decode_rgb8_ids, read_png_chunks
+from ibs_study.data.panoptic import PanopticFormatError, read_id_png, read_id_runs, rgb_to_id, write_id_png
+from ibs_study.data.png import PngError, decode_rgb8_ids, decode_rgb8_runs, read_png_chunks
 from ibs_study.metrics.io import decode_id_png
 
 # --------------------------------------------------------------------------- an encoder for the tests
@@ -130,6 +131,64 @@ def test_mixed_filters_equal_the_encoded_image_and_libpng(height, width, noise, 
     np.testing.assert_array_equal(ids, rgb_to_id(libpng.permute(1, 2, 0).numpy()))
 
 
+def _runs_pixel_by_pixel(ids: np.ndarray) -> tuple[list[int], list[int]]:
+    """Start (raster index) and id of every run of equal ids along each row, one pixel at a time."""
+    starts, values = [], []
+    height, width = ids.shape
+    for r in range(height):
+        for c in range(width):
+            if c == 0 or ids[r, c] != ids[r, c - 1]:
+                starts.append(r * width + c)
+                values.append(int(ids[r, c]))
+    return starts, values
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    height=st.integers(1, 12),
+    width=st.integers(1, 20),
+    noise=st.sampled_from([0.0, 0.1, 1.0]),
+    filters=st.lists(st.integers(0, 4), min_size=1, max_size=12),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_runs_are_those_of_the_encoded_image(height, width, noise, filters, seed):
+    rgb = _panoptic_like(np.random.default_rng(seed), height, width, noise)
+    runs = decode_rgb8_runs(encode_png(rgb, filters))
+    assert (runs.height, runs.width) == (height, width)
+    assert runs.starts.dtype == np.int64 and runs.ids.dtype == np.uint32
+    assert (runs.starts.tolist(), runs.ids.tolist()) == _runs_pixel_by_pixel(rgb_to_id(rgb))
+
+
+def test_without_libdeflate_symbols_the_deflate_binding_inflates(monkeypatch):
+    """Where the ``deflate`` extension exports no libdeflate functions, its Python binding inflates:
+    same ids, same errors."""
+    import ibs_study.data.png as png
+
+    rgb = _panoptic_like(np.random.default_rng(4), 9, 11, noise=0.3)
+    data = encode_png(rgb, [1, 2, 4])
+    monkeypatch.setattr(png, "_LIBDEFLATE", None)
+    monkeypatch.setattr(png, "_THREAD", threading.local())  # a scratch made without libdeflate
+    np.testing.assert_array_equal(decode_rgb8_ids(data), rgb_to_id(rgb))
+    assert png._THREAD.scratch._decompressor is None
+    idat = data.index(b"IDAT")
+    body = bytearray(data[idat + 4 : idat + 4 + struct.unpack(">I", data[idat - 4 : idat])[0]])
+    body[-5] ^= 0xFF  # a corrupt zlib stream under a valid CRC
+    corrupt = data[: idat - 4] + _chunk(b"IDAT", bytes(body)) + data[idat + 8 + len(body) :]
+    with pytest.raises(PngError, match="corrupt image data"):
+        decode_rgb8_ids(corrupt)
+
+
+def test_runs_of_bad_and_other_pngs(tmp_path):
+    rgb = _panoptic_like(np.random.default_rng(3), 6, 7, noise=0.5)
+    with pytest.raises(PngError, match="row 2 names filter type 7"):
+        decode_rgb8_runs(encode_png(rgb, [0, 0, 7]))
+    interlaced = encode_png(rgb, [0], interlace=True)
+    assert decode_rgb8_runs(interlaced) is None
+    (tmp_path / "interlaced.png").write_bytes(interlaced)  # read through Pillow instead
+    runs = read_id_runs(tmp_path / "interlaced.png")
+    assert (runs.starts.tolist(), runs.ids.tolist()) == _runs_pixel_by_pixel(rgb_to_id(rgb))
+
+
 def test_pillow_and_write_id_png_files_decode_like_pillow(tmp_path):
     """Pillow chooses the filters adaptively (mostly Up and Paeth on id maps)."""
     rng = np.random.default_rng(0)
@@ -233,16 +292,18 @@ def test_read_id_png_uses_the_fast_path_and_keeps_its_contract(tmp_path):
 _FIRST_DECODE = """
 import json, sys, time
 import numpy as np
-from ibs_study.data.png import decode_rgb8_ids
+from ibs_study.data.png import decode_rgb8_ids, decode_rgb8_runs
 data = np.fromfile(sys.argv[1], dtype=np.uint8)
 start = time.perf_counter()
 ids = decode_rgb8_ids(data)
 seconds = time.perf_counter() - start
+runs = decode_rgb8_runs(data)  # the second kernel, the one scoring runs
 stats = None
 if "numba" in sys.modules and "ibs_study.data._png_kernel" in sys.modules:
     kernel = sys.modules["ibs_study.data._png_kernel"].unfilter_rgb8_to_ids
     stats = {"hits": sum(kernel.stats.cache_hits.values()), "misses": sum(kernel.stats.cache_misses.values())}
-print(json.dumps({"seconds": seconds, "numba": "numba" in sys.modules, "stats": stats, "sum": int(ids.sum())}))
+print(json.dumps({"seconds": seconds, "numba": "numba" in sys.modules, "stats": stats, "sum": int(ids.sum()),
+                  "runs": len(runs.starts)}))
 """
 
 
@@ -263,11 +324,12 @@ def test_a_fresh_process_loads_the_kernel_from_the_cache(tmp_path):
     rgb = _panoptic_like(np.random.default_rng(4), 256, 512, noise=0.001)
     Image.fromarray(rgb, mode="RGB").save(tmp_path / "ids.png")
     cold = _first_decode(tmp_path / "ids.png", tmp_path / "cache")
-    assert cold["numba"] and len(list((tmp_path / "cache").rglob("_png_kernel.*.so"))) == 1
+    assert cold["numba"] and len(list((tmp_path / "cache").rglob("_png_kernel.*.so"))) == 2
     warm = _first_decode(tmp_path / "ids.png", tmp_path / "cache")
-    assert not warm["numba"], "the second process compiled the kernel again"
+    assert not warm["numba"], "the second process compiled a kernel again"
     assert warm["seconds"] < cold["seconds"] / 10, (warm, cold)
     assert warm["sum"] == cold["sum"] == int(rgb_to_id(rgb).astype(np.int64).sum())
+    assert warm["runs"] == cold["runs"] == len(_runs_pixel_by_pixel(rgb_to_id(rgb))[0])
 
 
 def test_without_a_c_compiler_numba_caches_the_kernel_between_processes(tmp_path):

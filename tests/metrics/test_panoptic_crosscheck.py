@@ -121,6 +121,16 @@ def test_two_workers_equal_one(random_split):
     assert two["timing"]["workers"] == 2 and one["num_images"] == two["num_images"] == 40
 
 
+def test_metrics_without_records_are_the_same(random_split):
+    """``keep_records=False`` (what ``ibs-study score`` asks) changes no number, only drops the records."""
+    paths, _ = random_split
+    with_records, records = evaluate_panoptic_folders(*paths, workers=2)
+    without, no_records = evaluate_panoptic_folders(*paths, workers=2, keep_records=False)
+    assert len(records) > 100 and no_records == []
+    del with_records["timing"], without["timing"]
+    assert without == with_records
+
+
 def test_folder_and_memory_apis_agree(random_split):
     paths, cases = random_split
     from_folders, records = evaluate_panoptic_folders(*paths)
