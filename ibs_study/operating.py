@@ -17,7 +17,6 @@ redone, so an interrupted curve continues where it stopped.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
