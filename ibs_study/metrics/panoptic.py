@@ -191,11 +191,17 @@ def _runs_torch(gt: torch.Tensor, pred: torch.Tensor) -> tuple[np.ndarray, np.nd
 
 def _runs_of_pair(gt: IdRuns, pred: IdRuns) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`_runs_numpy` from the runs of each map: a run of the pair starts wherever a run
-    of either map starts."""
-    starts = np.union1d(gt.starts, pred.starts)
-    run_gt = gt.ids[np.searchsorted(gt.starts, starts, side="right") - 1]
-    run_pred = pred.ids[np.searchsorted(pred.starts, starts, side="right") - 1]
-    return starts, run_gt.astype(np.int64), run_pred.astype(np.int64)
+    of either map starts, and lies in the last run of each map that starts at or before it."""
+    both = np.concatenate([gt.starts, pred.starts])
+    order = np.argsort(both, kind="stable")  # two ascending halves: a merge; GT first among equals
+    merged = both[order]
+    from_gt = order < len(gt.starts)
+    last = np.empty(len(merged), dtype=bool)  # the last of equal starts: both maps counted
+    np.not_equal(merged[1:], merged[:-1], out=last[:-1])
+    last[-1] = True
+    run_gt = gt.ids[np.cumsum(from_gt)[last] - 1]
+    run_pred = pred.ids[np.cumsum(~from_gt)[last] - 1]
+    return merged[last], run_gt.astype(np.int64), run_pred.astype(np.int64)
 
 
 def _check_same_size(
