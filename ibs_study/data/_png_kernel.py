@@ -97,6 +97,20 @@ def _unfilter_image_row(
 
 
 @numba.njit(inline="always", **_JIT)
+def _zero(row: np.ndarray) -> bool:
+    """Whether every byte of ``row`` (uint8) is 0, read 8 bytes at a time."""
+    words = row.shape[0] // 8
+    wide = row[: 8 * words].view(np.uint64)
+    for i in range(words):
+        if wide[i] != 0:
+            return False
+    for i in range(8 * words, row.shape[0]):
+        if row[i] != 0:
+            return False
+    return True
+
+
+@numba.njit(inline="always", **_JIT)
 def _pixel_id(row: np.ndarray, j: int) -> np.uint32:
     """``R + 256 G + 256^2 B`` of pixel ``j`` of a decoded (3 W,) row."""
     return np.uint32(row[3 * j]) | (np.uint32(row[3 * j + 1]) << 8) | (np.uint32(row[3 * j + 2]) << 16)
@@ -150,9 +164,21 @@ def unfilter_rgb8_to_runs(
     previous, current = rows[0], rows[1]
     previous[:] = 0  # the row above the first row is zero
     n = 0
+    above = 0  # the index of the first run of the row above
     for r in range(height):
         if not _unfilter_image_row(filtered, r, stride, previous, current):
             return -1 - r
+        first = n
+        start = r * (stride + 1) + 1
+        if r > 0 and filtered[start - 1] == 2 and _zero(filtered[start : start + stride]):
+            # an Up row of zeros repeats the row above, and so do its runs, one row further on
+            for k in range(first - above):
+                starts[n], ids[n] = starts[above + k] + width, ids[above + k]
+                n += 1
+            above = first
+            previous, current = current, previous
+            continue
+        above = first
         last = _pixel_id(current, 0)
         starts[n], ids[n] = r * width, last
         n += 1

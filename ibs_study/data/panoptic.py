@@ -486,12 +486,13 @@ def _plain_segment(info: Any, categories: Mapping[int, CategoryInfo]) -> Segment
     ):
         return None
     if bbox is _NO_BBOX:
-        bbox = (0, 0, 0, 0)
-    elif type(bbox) is list and len(bbox) == 4 and all(type(v) is int for v in bbox):
-        bbox = tuple(bbox)
-    else:
+        return Segment(seg_id, cat_id, iscrowd, area, (0, 0, 0, 0), score)
+    if type(bbox) is not list or len(bbox) != 4:
         return None
-    return Segment(seg_id, cat_id, iscrowd, area, bbox, score)
+    x, y, w, h = bbox
+    if not (type(x) is int and type(y) is int and type(w) is int and type(h) is int):
+        return None
+    return Segment(seg_id, cat_id, iscrowd, area, (x, y, w, h), score)
 
 
 def _checked_segment(

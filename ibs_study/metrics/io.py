@@ -19,6 +19,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TypeVar
 
@@ -119,16 +120,22 @@ def check_png_files(
 
 
 def prefetch(
-    function: Callable[[T], R], items: Iterable[T], *, threads: int = 2, depth: int = 4
+    function: Callable[[T], R],
+    items: Iterable[T],
+    *,
+    threads: int = 2,
+    depth: int = 4,
+    pool: ThreadPoolExecutor | None = None,
 ) -> Iterator[R]:
     """``map(function, items)`` computed ahead in ``threads`` threads, at most ``depth`` pending.
 
     Meant for I/O and decoding that release the GIL; results come in order, and an
-    exception raised by ``function`` is raised when its item is reached.
+    exception raised by ``function`` is raised when its item is reached. ``pool``: run in
+    this executor (the caller shuts it down) instead of a new one of ``threads``.
     """
     if threads < 1 or depth < 1:
         raise ValueError(f"prefetch needs threads >= 1 and depth >= 1, got {threads} and {depth}")
-    with ThreadPoolExecutor(max_workers=threads) as pool:
+    with nullcontext(pool) if pool is not None else ThreadPoolExecutor(max_workers=threads) as pool:
         pending: deque[Future[R]] = deque()
         iterator = iter(items)
         for item in iterator:

@@ -70,6 +70,7 @@ import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -190,11 +191,17 @@ def _runs_torch(gt: torch.Tensor, pred: torch.Tensor) -> tuple[np.ndarray, np.nd
 
 def _runs_of_pair(gt: IdRuns, pred: IdRuns) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`_runs_numpy` from the runs of each map: a run of the pair starts wherever a run
-    of either map starts."""
-    starts = np.union1d(gt.starts, pred.starts)
-    run_gt = gt.ids[np.searchsorted(gt.starts, starts, side="right") - 1]
-    run_pred = pred.ids[np.searchsorted(pred.starts, starts, side="right") - 1]
-    return starts, run_gt.astype(np.int64), run_pred.astype(np.int64)
+    of either map starts, and lies in the last run of each map that starts at or before it."""
+    both = np.concatenate([gt.starts, pred.starts])
+    order = np.argsort(both, kind="stable")  # two ascending halves: a merge; GT first among equals
+    merged = both[order]
+    from_gt = order < len(gt.starts)
+    last = np.empty(len(merged), dtype=bool)  # the last of equal starts: both maps counted
+    np.not_equal(merged[1:], merged[:-1], out=last[:-1])
+    last[-1] = True
+    run_gt = gt.ids[np.cumsum(from_gt)[last] - 1]
+    run_pred = pred.ids[np.cumsum(~from_gt)[last] - 1]
+    return merged[last], run_gt.astype(np.int64), run_pred.astype(np.int64)
 
 
 def _check_same_size(
@@ -972,19 +979,32 @@ def summarize_stat(
 # ----------------------------------------------------------------------------- folders
 
 
+# ground-truth PNGs decoded while the prediction JSON is read (about what one core decodes
+# meanwhile for 500 Cityscapes-sized images)
+_DECODED_AHEAD = 32
+
+
 def default_workers() -> int:
     """The number of scoring threads when none is asked for: one per CPU core this process may use."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _count_pair(
-    evaluator: PanopticEvaluator, gt_dir: Path, pred_dir: Path, pair: tuple[ImageRecord, ImageRecord | None]
+    evaluator: PanopticEvaluator,
+    gt_dir: Path,
+    pred_dir: Path,
+    decoded: dict[str | int, Future[IdRuns]],
+    pair: tuple[ImageRecord, ImageRecord | None],
 ) -> tuple:
-    """Decode one image pair (as runs) and count its overlaps: the arguments of ``evaluator._add``."""
+    """Decode one image pair (as runs) and count its overlaps: the arguments of ``evaluator._add``.
+
+    ``decoded``: ground-truth runs already being decoded, by image id (taken from it here).
+    """
     gt_record, pred_record = pair
     gt_source = gt_dir / gt_record.png_name
+    early = decoded.pop(gt_record.image_id, None)
     try:
-        gt_runs = read_id_runs(gt_source)
+        gt_runs = read_id_runs(gt_source) if early is None else early.result()
         if pred_record is None:  # missing prediction, allowed by the caller: all false negatives
             height, width = gt_runs.height, gt_runs.width
             no_runs = np.arange(0, height * width, width, dtype=np.int64)
@@ -1049,9 +1069,19 @@ def evaluate_panoptic_folders(
         if not folder.is_dir():
             raise PanopticFormatError(f"{folder}: {what} PNG folder not found")
     gt = load_panoptic_json(gt_json)
-    pred = load_prediction_json(pred_json, gt.categories)
-    pairs, num_missing = match_predictions(gt, pred, allow_missing=allow_missing)
-    check_png_files(pairs, gt_dir, pred_dir)
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        # the first ground-truth PNGs decode while this thread reads the prediction JSON
+        decoded = {
+            record.image_id: pool.submit(read_id_runs, gt_dir / record.png_name)
+            for record in gt.records[:_DECODED_AHEAD]
+        }
+        pred = load_prediction_json(pred_json, gt.categories)
+        pairs, num_missing = match_predictions(gt, pred, allow_missing=allow_missing)
+        check_png_files(pairs, gt_dir, pred_dir)
+    except BaseException:
+        pool.shutdown(cancel_futures=True)
+        raise
     if num_missing:
         logger.warning(
             "%d ground-truth image(s) have no prediction and count as all false negatives", num_missing
@@ -1064,15 +1094,22 @@ def evaluate_panoptic_folders(
         check_gt_area=True,
     )
     counted = prefetch(
-        functools.partial(_count_pair, evaluator, gt_dir, pred_dir), pairs, threads=workers, depth=2 * workers
+        functools.partial(_count_pair, evaluator, gt_dir, pred_dir, decoded),
+        pairs,
+        threads=workers,
+        depth=2 * workers,
+        pool=pool,
     )
     if progress:  # tqdm is imported only for the bar (it costs more than scoring a few images)
         from tqdm.auto import tqdm
 
         counted = tqdm(counted, total=len(pairs), desc="scoring", unit="img")
-    for image in counted:
-        evaluator._add(*image)
-        evaluator._next_image += 1
+    try:
+        for image in counted:
+            evaluator._add(*image)
+            evaluator._next_image += 1
+    finally:
+        pool.shutdown(cancel_futures=True)
     results = evaluator.summarize()
     results["num_missing"] = num_missing
     total = time.perf_counter() - start

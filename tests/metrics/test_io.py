@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -58,3 +60,9 @@ def test_prefetch_keeps_order_and_raises_at_the_failing_item():
     assert results == [0, 1, 2, 3, 4]
     with pytest.raises(ValueError, match="threads >= 1"):
         list(prefetch(abs, [1], threads=0))
+
+
+def test_prefetch_in_the_callers_pool_leaves_it_running():
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        assert list(prefetch(lambda x: x + 1, range(9), depth=3, pool=pool)) == list(range(1, 10))
+        assert pool.submit(abs, -4).result() == 4  # not shut down by prefetch

@@ -14,12 +14,13 @@ import pytest
 import torch
 
 from ibs_study.data.datasets import DatasetMeta
-from ibs_study.data.panoptic import Segment, segments_from_id_map
+from ibs_study.data.panoptic import Segment, id_runs, segments_from_id_map
 from ibs_study.metrics.panoptic import (
     DEFAULT_THRESHOLDS,
     ConfusionRecord,
     PanopticEvaluator,
     overlap_table,
+    overlap_table_from_runs,
     rank_images_by_confusion,
 )
 
@@ -369,6 +370,23 @@ def test_overlap_table_and_boxes():
     )  # rows: void, 3, 1; columns: void, 8
     assert table.counts.tolist() == [[4 - 2, 2], [12 - 4, 4], [24 - 8, 8]]
     assert table.pred_bbox.tolist() == [[2, 1, 7, 2]]
+
+
+def test_overlap_table_from_runs_equals_the_one_from_id_maps():
+    """Over random pairs of blocky maps (runs of both maps often start together, at row starts
+    always): the table counted from the runs of each map is the one counted from the maps."""
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        height, width = rng.integers(1, 9, size=2)
+        gt = rng.integers(0, 4, size=(height, (width + 1) // 2)).repeat(2, axis=1)[:, :width]
+        pred = rng.integers(0, 5, size=(height, width))
+        pred[:, rng.random(width) < 0.5] = 0
+        gt_segments = [Segment(int(i), CAR) for i in np.unique(gt) if i]
+        pred_segments = [Segment(int(i), CAR) for i in np.unique(pred) if i]
+        expected = overlap_table(gt, gt_segments, pred, pred_segments)
+        table = overlap_table_from_runs(id_runs(gt), gt_segments, id_runs(pred), pred_segments)
+        assert np.array_equal(table.counts, expected.counts)
+        assert np.array_equal(table.pred_bbox, expected.pred_bbox)
 
 
 @pytest.mark.parametrize(

@@ -198,3 +198,22 @@ def test_a_bad_prediction_png_exits_2_without_traceback(folders):
     assert run.returncode == 2
     assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr, run.stderr
     assert "image id 'img0'" in run.stderr and "0.png: not a readable PNG" in run.stderr
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_bad_ground_truth_png_decoded_ahead_keeps_its_error_and_its_turn(folders, capsys, workers):
+    """The first ground-truth PNGs decode while the prediction JSON is read: a truncated one is
+    still named with its image id, and a broken prediction JSON is still reported first."""
+    gt_png = Path(folders[3]) / "1.png"
+    gt_png.write_bytes(gt_png.read_bytes()[:100])
+    assert main(["score", *folders, "--workers", workers]) == 2
+    err = capsys.readouterr().err.strip()
+    assert re.fullmatch(
+        r"ibs-study score: error: image id 'img1': .*gt/png/1\.png: not a readable PNG \(.*", err
+    )
+    _truncated_json(Path(folders[5]), Path(folders[7]))
+    assert main(["score", *folders, "--workers", workers]) == 2
+    err = capsys.readouterr().err.strip()
+    assert re.fullmatch(
+        r"ibs-study score: error: .*panoptic\.json: the panoptic JSON is not valid JSON.*", err
+    ), err
