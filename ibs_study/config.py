@@ -28,6 +28,7 @@ import yaml
 
 from ibs_study.errors import ConfigError
 from ibs_study.ibs_config import IBSConfig
+from ibs_study.input_files import read_text
 from ibs_study.models.configs import BackboneConfig, HFConfig, Mask2FormerConfig, PanopticFCNConfig
 from ibs_study.sampling.plans import SamplerConfig
 
@@ -729,17 +730,7 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _read_yaml_with_bases(path: Path, seen: tuple[str, ...] = ()) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read the config file ({err.strerror or err})") from err
-    except UnicodeDecodeError as err:
-        raise ConfigError(
-            f"{path}: the config file is not UTF-8 text (byte {err.start}); save it as UTF-8"
-        ) from err
-    data = _load_yaml(text, str(path)) or {}
+    data = _load_yaml(read_text(path, "config file", ConfigError), str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config file must hold a mapping, got {type(data).__name__}")
     bases = data.pop("_base_", [])

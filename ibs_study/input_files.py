@@ -12,9 +12,28 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ibs_study.errors import DataError
+from ibs_study.errors import DataError, InputError
 
-__all__ = ["read_json", "expect"]
+__all__ = ["read_text", "read_json", "expect"]
+
+
+def read_text(path: str | os.PathLike, what: str, error: type[InputError] = DataError) -> str:
+    """The UTF-8 text of the file ``path``; ``what`` names it in errors (e.g. "config file").
+
+    Raises:
+        error: naming ``path``: it does not exist, is a folder, cannot be read or is not UTF-8.
+    """
+    path = Path(path)
+    try:
+        return path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found; check the path") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a folder, not a {what}; give the file") from None
+    except OSError as err:
+        raise error(f"{path}: cannot read the {what} ({err.strerror or err})") from err
+    except UnicodeDecodeError as err:
+        raise error(f"{path}: the {what} is not UTF-8 text (byte {err.start}); save it as UTF-8") from err
 
 
 def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
@@ -24,23 +43,12 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
         DataError: naming ``path``: it does not exist, is a folder, cannot be read, is not UTF-8
             or is not valid JSON (with the line and column of the first error).
     """
-    path = Path(path)
+    text = read_text(path, what)
     try:
-        text = path.read_bytes().decode("utf-8")
         return json.loads(text)
-    except FileNotFoundError:
-        raise DataError(f"{path}: {what} not found; check the path") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a folder, not a {what}; give the file") from None
-    except OSError as err:
-        raise DataError(f"{path}: cannot read the {what} ({err.strerror or err})") from err
-    except UnicodeDecodeError as err:
-        raise DataError(
-            f"{path}: the {what} is not UTF-8 text (byte {err.start}); save it as UTF-8 JSON"
-        ) from err
     except json.JSONDecodeError as err:
         raise DataError(
-            f"{path}: the {what} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); "
+            f"{Path(path)}: the {what} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); "
             "it may be truncated: write it again"
         ) from err
 
