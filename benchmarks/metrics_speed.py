@@ -2,7 +2,7 @@
 
 Writes a COCO-panoptic ground truth and predictions, either (``--generator project``) rendered
 by ``ibs_study.data.synthetic.render_image`` (street scenes, ~40-55 segments per image, crowd in
-about a third of the images) and perturbed by ``ibs_study.metrics.simulate.perturb_prediction``
+about a third of the images) and perturbed by ``tests/fixtures/simulate.py``
 (merged instances, splits, shifted boundaries, drops, wrong classes; every pixel labelled), or
 (``--generator pillow``) drawn by an independent generator written here with Pillow and saved
 with Pillow's default settings (33-40 segments, crowd and void present). Then it times, in
@@ -73,7 +73,9 @@ from ibs_study.data.panoptic import (
 from ibs_study.data.synthetic import SYNTHETIC_CATEGORIES, render_image
 from ibs_study.metrics.io import decode_id_png
 from ibs_study.metrics.panoptic import PanopticEvaluator, evaluate_panoptic_folders
-from ibs_study.metrics.simulate import perturb_prediction
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the fixtures live in tests/, not in the package
+from tests.fixtures.simulate import perturb_prediction  # noqa: E402
 
 CATEGORIES = {c.id: c for c in SYNTHETIC_CATEGORIES}
 GROUPS = (("all", "All"), ("things", "Things"), ("stuff", "Stuff"))

@@ -396,7 +396,7 @@ def _oracle_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _oracle(args: argparse.Namespace) -> int:
-    from ibs_study.engine.oracle import LOGIT_METRICS, oracle_confusion_run, oracle_logits_run
+    from ibs_study.study.oracle import LOGIT_METRICS, oracle_confusion_run, oracle_logits_run
 
     if args.logits:
         logits = oracle_logits_run(args.run_dir, **_trained_run_options(args))
@@ -446,8 +446,8 @@ def _operating_curve_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _operating_curve(args: argparse.Namespace) -> int:
-    from ibs_study.operating import operating_curve
-    from ibs_study.study import METRIC_LABELS
+    from ibs_study.study.operating import operating_curve
+    from ibs_study.study.results import METRIC_LABELS
 
     curve = operating_curve(
         args.run_dir,
@@ -486,9 +486,9 @@ def _compare_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from ibs_study.analysis import run_differences
-    from ibs_study.engine.oracle import LOGIT_METRICS
-    from ibs_study.study import METRIC_LABELS
+    from ibs_study.study.analysis import run_differences
+    from ibs_study.study.oracle import LOGIT_METRICS
+    from ibs_study.study.results import METRIC_LABELS
 
     differences = run_differences(args.baseline, args.other, args.seeds, args.metrics)
     print(
@@ -520,7 +520,9 @@ register(
 
 
 def _followup_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", help="the follow-up (ibs_study.followups.FOLLOWUPS), e.g. signed_features")
+    parser.add_argument(
+        "name", help="the follow-up (ibs_study.study.followups.FOLLOWUPS), e.g. signed_features"
+    )
     parser.add_argument(
         "--root",
         default="runs/study",
@@ -540,7 +542,7 @@ def _followup_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _followup(args: argparse.Namespace) -> int:
-    from ibs_study.followups import run_followup
+    from ibs_study.study.followups import run_followup
 
     results = run_followup(
         args.name,
@@ -614,7 +616,7 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ibs_study.demo import run_demo
+    from ibs_study.study.demo import run_demo
 
     print(run_demo(args.out, args.data, steps=args.steps, parallel=args.parallel))
     return 0
@@ -650,7 +652,7 @@ def _figures_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _figures(args: argparse.Namespace) -> int:
-    from ibs_study.paper_figures import build_all
+    from ibs_study.study.paper_figures import build_all
 
     provenance = build_all(
         args.results, args.out, args.runs, top_k=args.top_k, shared_plotly_js=args.shared_plotly_js

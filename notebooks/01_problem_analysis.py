@@ -49,7 +49,7 @@ from pathlib import Path
 
 import torch
 
-from ibs_study.analysis import (
+from ibs_study.study.analysis import (
     instance_counts,
     merge_instances,
     merge_sweep,
@@ -59,8 +59,8 @@ from ibs_study.analysis import (
 )
 from ibs_study.config import load_preset
 from ibs_study.engine.data import open_split
-from ibs_study.notebook_parameters import check_parameters
-from ibs_study.runs import notebook_overrides, project_root
+from ibs_study.study.notebook_parameters import check_parameters
+from ibs_study.study.runs import notebook_overrides, project_root
 from ibs_study.viz.figures import (
     instance_count_figure,
     merge_sweep_figure,

@@ -50,10 +50,10 @@ from ibs_study.config import load_preset
 from ibs_study.engine.data import open_split
 from ibs_study.engine.train import step_generator
 from ibs_study.losses import assign_partners, ibs_loss, weighted_ibs_loss
-from ibs_study.notebook_parameters import check_parameters
-from ibs_study.runs import notebook_overrides, project_root
+from ibs_study.study.notebook_parameters import check_parameters
+from ibs_study.study.runs import notebook_overrides, project_root
 from ibs_study.viz.figures import crops_figure, cross_crop_figure, ibs_trace_figure, save_figure
-from ibs_study.walkthrough import (
+from ibs_study.study.walkthrough import (
     cross_crop_activation,
     cross_crop_probabilities,
     ibs_training_trace,

@@ -55,8 +55,8 @@ from IPython.display import display
 from ibs_study.config import config_to_dict, load_preset
 from ibs_study.engine.data import open_split
 from ibs_study.engine.evaluate import evaluate_run, format_metrics
-from ibs_study.notebook_parameters import check_parameters
-from ibs_study.runs import launch_training, notebook_overrides, project_root, read_log
+from ibs_study.study.notebook_parameters import check_parameters
+from ibs_study.study.runs import launch_training, notebook_overrides, project_root, read_log
 from ibs_study.viz.figures import (
     LiveFigure,
     confusion_curve_figure,
@@ -65,7 +65,7 @@ from ibs_study.viz.figures import (
     save_figure,
     series_from_metrics,
 )
-from ibs_study.walkthrough import training_batch
+from ibs_study.study.walkthrough import training_batch
 
 check_parameters(
     smoke=smoke, preset=preset, overrides=overrides, max_steps=max_steps, data_root=data_root,

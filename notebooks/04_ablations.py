@@ -20,7 +20,7 @@
 # confidence interval (Student t over seeds), and every difference between two settings is
 # paired by seed. Then two sweeps: the IBS weight λ_IBS and the crop size.
 #
-# Runs are trained and evaluated by `ibs_study.engine.grid.run_grid` (parallel single-thread
+# Runs are trained and evaluated by `ibs_study.study.grid.run_grid` (parallel single-thread
 # subprocesses); finished runs in `root` are only read, so re-running the notebook after an
 # interruption continues where it stopped. `collect_only=True` reads existing runs and trains nothing.
 
@@ -52,11 +52,11 @@ from pathlib import Path
 import torch
 from IPython.display import Markdown, display
 
-from ibs_study.analysis import setting_differences
-from ibs_study.notebook_parameters import check_parameters
-from ibs_study.operating import PFCN_SCORE_THRESHOLD, collect_operating_curves
-from ibs_study.runs import notebook_overrides, project_root, run_study
-from ibs_study.study import (
+from ibs_study.study.analysis import setting_differences
+from ibs_study.study.notebook_parameters import check_parameters
+from ibs_study.study.operating import PFCN_SCORE_THRESHOLD, collect_operating_curves
+from ibs_study.study.runs import notebook_overrides, project_root, run_study
+from ibs_study.study.results import (
     TABLES,
     claims_table,
     reproduction_checks,
@@ -186,7 +186,7 @@ for model in models:
 # things its detector finds and how large it draws them. Table 5 and the oracle curves below
 # leave detection out: every ground-truth thing gets the mask of its own embeddings (the
 # kernels at its centre, or the queries matched to it), and we measure how much of that mask
-# lies on other instances (leak) and how often it covers two of them (`ibs_study.engine.oracle`).
+# lies on other instances (leak) and how often it covers two of them (`ibs_study.study.oracle`).
 
 # %%
 for model in models:
@@ -204,7 +204,7 @@ for model in models:
 # Panoptic FCN pastes a thing only if its score reaches a threshold (0.2, the official value).
 # A training change that merely lowers the scores trades Acc^th for Prec^th along the same
 # curve; one that separates instances better lifts the curve. Each trained run is evaluated
-# again at every threshold below (`ibs_study.operating`; each point a full evaluation in
+# again at every threshold below (`ibs_study.study.operating`; each point a full evaluation in
 # `RUN_DIR/eval_val_operating/`, reused when present), and the curves are averaged over seeds.
 
 # %%

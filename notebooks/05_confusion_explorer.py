@@ -46,9 +46,9 @@ from pathlib import Path
 import torch
 from IPython.display import Image, display
 
-from ibs_study.engine.grid import RunSpec
-from ibs_study.notebook_parameters import check_parameters
-from ibs_study.runs import project_root, run_specs, smoke_overrides
+from ibs_study.study.grid import RunSpec
+from ibs_study.study.notebook_parameters import check_parameters
+from ibs_study.study.runs import project_root, run_specs, smoke_overrides
 from ibs_study.viz.explorer import ConfusionExplorer
 from ibs_study.viz.explorer_data import explorer_run_dirs
 

@@ -47,13 +47,13 @@ from pathlib import Path
 import torch
 from IPython.display import Image, Markdown, display
 
-from ibs_study.analysis import setting_differences
+from ibs_study.study.analysis import setting_differences
 from ibs_study.engine.data import open_split
 from ibs_study.engine.run_dir import read_run_config
-from ibs_study.instance_maps import instance_eval_to_panoptic
-from ibs_study.notebook_parameters import check_parameters
-from ibs_study.runs import notebook_overrides, project_root, run_study
-from ibs_study.study import INSTANCE_METRICS, results_table, save_results, study_rows
+from ibs_study.study.instance_maps import instance_eval_to_panoptic
+from ibs_study.study.notebook_parameters import check_parameters
+from ibs_study.study.runs import notebook_overrides, project_root, run_study
+from ibs_study.study.results import INSTANCE_METRICS, results_table, save_results, study_rows
 from ibs_study.viz.explorer import ConfusionExplorer
 from ibs_study.viz.figures import metric_bars_figure, save_figure
 

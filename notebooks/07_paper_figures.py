@@ -15,7 +15,7 @@
 # %% [markdown]
 # # 07 · Regenerate every paper figure and table
 #
-# `ibs_study.paper_figures.build_all` turns the study's stored results
+# `ibs_study.study.paper_figures.build_all` turns the study's stored results
 # (`synthetic_results.json`) into the analogues of the paper's tables and figures in
 # `paper_figures/`: Tables 1-4 (Markdown and CSV, the paper's numbers in separate labelled
 # columns), bar charts with 95 % intervals, the Fig. 5 confusion curves with bands over
@@ -41,10 +41,10 @@ from pathlib import Path
 import torch
 from IPython.display import Image, Markdown, display
 
-from ibs_study.notebook_parameters import check_parameters
-from ibs_study.paper_figures import build_all
-from ibs_study.runs import notebook_overrides, project_root, run_study
-from ibs_study.study import load_results, save_results, study_rows
+from ibs_study.study.notebook_parameters import check_parameters
+from ibs_study.study.paper_figures import build_all
+from ibs_study.study.runs import notebook_overrides, project_root, run_study
+from ibs_study.study.results import load_results, save_results, study_rows
 
 check_parameters(
     smoke=smoke, results_json=results_json, out_dir=out_dir, runs_root=runs_root, top_k=top_k,

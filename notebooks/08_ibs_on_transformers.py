@@ -46,9 +46,9 @@ from pathlib import Path
 import torch
 from IPython.display import display
 
-from ibs_study.engine.grid import RunSpec, read_metrics
-from ibs_study.notebook_parameters import check_parameters
-from ibs_study.runs import project_root, read_log, run_specs, smoke_overrides
+from ibs_study.study.grid import RunSpec, read_metrics
+from ibs_study.study.notebook_parameters import check_parameters
+from ibs_study.study.runs import project_root, read_log, run_specs, smoke_overrides
 from ibs_study.viz.explorer import ConfusionExplorer
 from ibs_study.viz.figures import confusion_curve_figure, loss_curves_figure, save_figure, series_from_metrics
 

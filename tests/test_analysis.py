@@ -1,4 +1,4 @@
-"""Problem-analysis computations (ibs_study.analysis) on a hand-built dataset with known numbers."""
+"""Problem-analysis computations (ibs_study.study.analysis) on a hand-built dataset with known numbers."""
 
 from __future__ import annotations
 
@@ -6,15 +6,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ibs_study.analysis import (
-    instance_counts,
-    merge_instances,
-    merge_sweep,
-    segment_sizes,
-    setting_differences,
-    shared_class_fractions,
-    size_shares,
-)
 from ibs_study.config import load_preset
 from ibs_study.data.datasets import synthetic as open_synthetic
 from ibs_study.data.panoptic import (
@@ -26,7 +17,16 @@ from ibs_study.data.panoptic import (
     write_panoptic_json,
 )
 from ibs_study.data.transforms import random_crop_box
-from ibs_study.runs import smoke_overrides
+from ibs_study.study.analysis import (
+    instance_counts,
+    merge_instances,
+    merge_sweep,
+    segment_sizes,
+    setting_differences,
+    shared_class_fractions,
+    size_shares,
+)
+from ibs_study.study.runs import smoke_overrides
 
 ROAD, SKY, PERSON, CAR = 7, 23, 24, 26
 CATEGORIES = {

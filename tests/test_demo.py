@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from ibs_study.demo import demo_findings, demo_table, explore_command, run_demo
 from ibs_study.engine.run_dir import RunDirError
-from ibs_study.runs import project_root
+from ibs_study.study.demo import demo_findings, demo_table, explore_command, run_demo
+from ibs_study.study.runs import project_root
 
 
 def _metrics(prec: float, acc: float = 0.5) -> dict:

@@ -1,4 +1,4 @@
-"""Instance predictions written as a panoptic folder for the explorer (ibs_study.instance_maps)."""
+"""Instance predictions written as a panoptic folder for the explorer (ibs_study.study.instance_maps)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from pycocotools import mask as mask_utils
 from ibs_study.config import load_preset, save_config
 from ibs_study.data.panoptic import read_id_png
 from ibs_study.engine.data import open_split
-from ibs_study.instance_maps import instance_eval_to_panoptic
 from ibs_study.metrics.instance import evaluate_instances, read_instance_results
 from ibs_study.metrics.io import load_prediction_json
 from ibs_study.metrics.panoptic import ConfusionRecord, PanopticEvaluator
-from ibs_study.runs import smoke_overrides
+from ibs_study.study.instance_maps import instance_eval_to_panoptic
+from ibs_study.study.runs import smoke_overrides
 
 
 def _rle(mask: np.ndarray) -> dict:

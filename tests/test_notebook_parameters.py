@@ -7,7 +7,7 @@ import math
 import pytest
 
 from ibs_study.errors import ConfigError
-from ibs_study.notebook_parameters import ParameterError, check_parameters
+from ibs_study.study.notebook_parameters import ParameterError, check_parameters
 
 
 @pytest.mark.parametrize(

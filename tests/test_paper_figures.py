@@ -14,9 +14,8 @@ from ibs_study.cli import main
 from ibs_study.config import config_hash
 from ibs_study.engine.run_dir import read_run_config
 from ibs_study.errors import DataError, RunDirError
-from ibs_study.paper_figures import build_all
-from ibs_study.runs import run_study, smoke_overrides
-from ibs_study.study import (
+from ibs_study.study.paper_figures import build_all
+from ibs_study.study.results import (
     ORACLE_METRICS,
     THING_PIXEL_METRICS,
     load_results,
@@ -27,6 +26,7 @@ from ibs_study.study import (
     sweep_reference,
     sweep_specs,
 )
+from ibs_study.study.runs import run_study, smoke_overrides
 from ibs_study.viz.figures import sweep_figure, sweep_plotly, sweep_points, table_bar_rows
 
 SEEDS = [0, 1]
@@ -297,7 +297,7 @@ def test_table_bar_rows_follow_the_table_and_skip_absent_rows():
 
 
 def test_operating_curves_of_study_rows_summarise_each_seeds_curve(study, tmp_path):
-    from ibs_study.operating import collect_operating_curves, operating_curve
+    from ibs_study.study.operating import collect_operating_curves, operating_curve
     from ibs_study.viz.figures import operating_curve_figure
 
     _, runs_root = study
@@ -332,7 +332,7 @@ def test_operating_curves_of_study_rows_summarise_each_seeds_curve(study, tmp_pa
 def test_run_differences_across_folders_equal_the_results_rows(study, capsys):
     """Two sets of runs compared by folder prefix give the seed-paired differences the study's
     results give for the same two rows; the compare command prints them."""
-    from ibs_study.analysis import run_differences, setting_differences
+    from ibs_study.study.analysis import run_differences, setting_differences
 
     results_path, runs_root = study
     differences = run_differences(runs_root / "pfcn_crop", runs_root / "pfcn_crop_ibs", SEEDS)

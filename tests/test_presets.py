@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from ibs_study.config import config_to_dict, list_presets, load_preset
-from ibs_study.paper_reference import PAPER_TRAINING
+from ibs_study.study.paper_reference import PAPER_TRAINING
 
 ROWS = ("pfcn_full", "pfcn_crop", "pfcn_crop_ibs_random", "pfcn_crop_ibs", "m2f_crop", "m2f_crop_ibs")
 REQUIRED = [

@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
 from ibs_study.config import ConfigError
-from ibs_study.engine.grid import RunSpec
 from ibs_study.engine.run_dir import RunDirError
-from ibs_study.runs import (
+from ibs_study.study.grid import RunSpec
+from ibs_study.study.results import study_rows
+from ibs_study.study.runs import (
     launch_training,
     notebook_overrides,
+    project_root,
     read_log,
     run_in_process,
     run_specs,
     run_study,
     smoke_overrides,
 )
-from ibs_study.study import study_rows
 
 
 def test_read_log_columns_with_gaps_and_a_line_being_written(tmp_path):
@@ -91,7 +93,7 @@ def test_launch_training_reports_a_failed_torchrun_with_its_output(tmp_path, mon
     script = tmp_path / "fake_python"
     script.write_text("#!/bin/sh\necho 'rank 0 exploded'\nexit 3\n")
     script.chmod(0o755)
-    monkeypatch.setattr("ibs_study.runs.sys.executable", str(script))
+    monkeypatch.setattr("ibs_study.study.runs.sys.executable", str(script))
     overrides = smoke_overrides(tmp_path / "data", steps=2)
     with pytest.raises(RuntimeError, match=r"failed \(exit 3\)(.|\n)*rank 0 exploded"):
         launch_training(
@@ -128,3 +130,7 @@ def test_run_study_collect_only_names_a_missing_run(tmp_path):
     rows = [row for row in study_rows("cpu", ["pfcn"]) if row.setting == "crop"]
     with pytest.raises(FileNotFoundError, match="pfcn_crop_s0"):
         run_study(tmp_path / "runs", rows, [0], overrides=smoke_overrides(tmp_path / "data"), train=False)
+
+
+def test_project_root_is_the_checkout_holding_the_package():
+    assert project_root() == Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from ibs_study.study import TABLES, load_operating_curves, load_results, results_table
+from ibs_study.study.results import TABLES, load_operating_curves, load_results, results_table
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "paper_figures" / "synthetic_results.json"
@@ -95,7 +95,7 @@ def _row(setting: str, prec: list[float], curve_level: list[float]) -> dict:
 
 
 def test_reproduction_checks_on_hand_built_rows():
-    from ibs_study.study import claims_table, reproduction_checks
+    from ibs_study.study.results import claims_table, reproduction_checks
 
     results = {
         "rows": [
@@ -138,7 +138,7 @@ def test_followup_studies_match_their_tables_and_docs(path):
     """A follow-up study (paper_figures/followup_*/): same schema; its tables and claims, and the
     ablation, oracle and claims tables the docs (results.md or experiments.md) quote from it, are
     what its JSON produces."""
-    from ibs_study.study import claims_table, reproduction_checks
+    from ibs_study.study.results import claims_table, reproduction_checks
     from ibs_study.viz.figures import table_bar_rows
 
     followup = load_results(path)

@@ -11,9 +11,9 @@ from ibs_study.config import load_preset
 from ibs_study.engine.data import open_split
 from ibs_study.engine.train import step_generator, train_augmentation
 from ibs_study.losses import assign_partners
-from ibs_study.runs import smoke_overrides
 from ibs_study.sampling import build_train_loader
-from ibs_study.walkthrough import (
+from ibs_study.study.runs import smoke_overrides
+from ibs_study.study.walkthrough import (
     cross_crop_activation,
     cross_crop_probabilities,
     ibs_training_trace,

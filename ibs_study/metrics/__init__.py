@@ -1,8 +1,7 @@
 """Metrics: panoptic quality, Acc^th / Prec^th, the confusion curve and instance AP.
 
 ``panoptic`` holds the panoptic evaluator (in memory and on prediction folders),
-``instance`` COCO mask AP via pycocotools, ``io`` the readers, and ``simulate``
-simulated ground truth and predictions for tests and illustrations. ``instance`` (and
+``instance`` COCO mask AP via pycocotools and ``io`` the readers. ``instance`` (and
 pycocotools) is loaded when one of its names is first used, so scoring panoptic
 predictions imports only what it needs.
 """

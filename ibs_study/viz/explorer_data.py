@@ -65,7 +65,7 @@ __all__ = [
 
 RECORDS_FILE = "confusion_records.jsonl"
 # The runs the explorer opens by default: the study's seed-0 crop and crop + IBS runs (notebook 04),
-# else those of `make demo` (ibs_study.demo writes runs/demo/<setting>).
+# else those of `make demo` (ibs_study.study.demo writes runs/demo/<setting>).
 STUDY_RUN_DIRS = ("runs/study/pfcn_crop_s0", "runs/study/pfcn_crop_ibs_s0")
 DEMO_RUN_DIRS = ("runs/demo/crop", "runs/demo/crop_ibs")
 ImageId = str | int

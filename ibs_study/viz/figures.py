@@ -14,12 +14,12 @@ Results (``synthetic_results.json``, :mod:`ibs_study.study`):
   with 95 % confidence intervals and the per-seed values;
 * :func:`sweep_figure` / :func:`sweep_plotly`: a metric against a swept value (λ_IBS, crop size);
 * :func:`oracle_logits_figure`: the oracle logit analysis (``logit_*`` metrics,
-  :func:`ibs_study.engine.oracle.oracle_logits`) of every row, variants included.
+  :func:`ibs_study.study.oracle.oracle_logits`) of every row, variants included.
 
-Problem analysis (:mod:`ibs_study.analysis`): :func:`instance_count_figure` (Fig. 3),
+Problem analysis (:mod:`ibs_study.study.analysis`): :func:`instance_count_figure` (Fig. 3),
 :func:`segment_size_figure`, :func:`shared_class_figure`, :func:`merge_sweep_figure`.
 
-IBS step by step (:mod:`ibs_study.walkthrough`, Fig. 4): :func:`crops_figure`,
+IBS step by step (:mod:`ibs_study.study.walkthrough`, Fig. 4): :func:`crops_figure`,
 :func:`cross_crop_figure`, :func:`ibs_trace_figure`.
 
 Training: :func:`loss_curves_figure` (the IBS term in its own panel) and :class:`LiveFigure`
@@ -46,7 +46,7 @@ from matplotlib.ticker import MaxNLocator
 
 from ibs_study.data.batch import Batch
 from ibs_study.data.datasets import DatasetMeta
-from ibs_study.study import METRIC_LABELS, TABLES, metric_summary, row_variant
+from ibs_study.study.results import METRIC_LABELS, TABLES, metric_summary, row_variant
 from ibs_study.viz.panoptic import segment_boundaries
 
 logger = logging.getLogger(__name__)
@@ -359,7 +359,7 @@ def metric_bars_plotly(results: Mapping, table: int, *, title: str | None = None
 @dataclass(frozen=True)
 class SweepPoint:
     """One swept value: its label, numeric position (None for non-numeric values) and metrics
-    summarised over the runs with that value (:func:`ibs_study.study.metric_summary`)."""
+    summarised over the runs with that value (:func:`ibs_study.study.results.metric_summary`)."""
 
     value: Any
     label: str
@@ -368,7 +368,7 @@ class SweepPoint:
 
 
 def sweep_points(entries: Sequence[Mapping]) -> list[SweepPoint]:
-    """Group :func:`ibs_study.study.collect_sweep` entries by value, in order of position
+    """Group :func:`ibs_study.study.results.collect_sweep` entries by value, in order of position
     (first-seen order where a value has none).
 
     Numeric values get their value as position; lists (crop sizes ``[H, W]``) get ``H * W``
@@ -419,7 +419,7 @@ def sweep_figure(
     reference: tuple[str, Mapping[str, float]] | None = None,
 ) -> Figure:
     """Metrics (percent) against the swept value, 95 % CI bars where a value has several runs;
-    ``reference`` (:func:`ibs_study.study.sweep_reference`: label, metrics) adds each metric's
+    ``reference`` (:func:`ibs_study.study.results.sweep_reference`: label, metrics) adds each metric's
     reference value as a dashed line of its colour."""
     points = sweep_points(entries)
     xs, log_x = _sweep_axis(points)
@@ -523,7 +523,7 @@ def operating_curve_figure(
     y: str = "prec_th",
     title: str | None = None,
 ) -> Figure:
-    """Operating curves (:func:`ibs_study.operating.collect_operating_curves`): ``y`` against ``x``
+    """Operating curves (:func:`ibs_study.study.operating.collect_operating_curves`): ``y`` against ``x``
     (percent) over the swept values, one line per row, 95 % intervals in both directions, each
     point labelled with its value; the curves' ``default`` (the value the runs were trained and
     evaluated with) is circled."""
@@ -653,7 +653,7 @@ def instance_count_figure(counts: Any) -> Figure:
     images / crops), for all thing classes and for the most frequent class of each image.
 
     Args:
-        counts: an :class:`ibs_study.analysis.InstanceCounts`.
+        counts: an :class:`ibs_study.study.analysis.InstanceCounts`.
     """
     fig = _figure((9.0, 3.4))
     axes = fig.subplots(1, 2, sharey=True)
@@ -688,8 +688,8 @@ def segment_size_figure(sizes: Any, shares: Mapping[str, Mapping[str, float]]) -
     """Segment areas (log scale) of things and stuff, and the thing segments vs thing pixels per size.
 
     Args:
-        sizes: an :class:`ibs_study.analysis.SegmentSizes`.
-        shares: :func:`ibs_study.analysis.size_shares` of it.
+        sizes: an :class:`ibs_study.study.analysis.SegmentSizes`.
+        shares: :func:`ibs_study.study.analysis.size_shares` of it.
     """
     fig = _figure((9.0, 3.4))
     left, right = fig.subplots(1, 2)
@@ -754,7 +754,7 @@ def merge_sweep_figure(outcomes: Sequence[Any]) -> Figure:
     """PQ, PQ^th, Acc^th and Prec^th (percent) against the number of instances one prediction merges.
 
     Args:
-        outcomes: :func:`ibs_study.analysis.merge_sweep` output.
+        outcomes: :func:`ibs_study.study.analysis.merge_sweep` output.
     """
     fig = _figure((5.5, 3.6))
     ax = fig.subplots()
@@ -831,7 +831,7 @@ def cross_crop_figure(
     Args:
         batch: the crops.
         maps: column title -> B tensors (T_b, h, w) of probabilities
-            (:func:`ibs_study.walkthrough.cross_crop_probabilities`).
+            (:func:`ibs_study.study.walkthrough.cross_crop_probabilities`).
         partners: column title -> (B,) target crop of each source crop under that column.
         crops: source crops to show (rows).
     """
@@ -871,7 +871,7 @@ def ibs_trace_figure(traces: Mapping[str, Any], rules: Sequence[str] = ("pair_ma
     (e.g. with and without IBS) and partner rule, and the fraction of pixels above 0.5.
 
     Args:
-        traces: label -> :class:`ibs_study.walkthrough.IBSTrace`.
+        traces: label -> :class:`ibs_study.study.walkthrough.IBSTrace`.
     """
     fig = _figure((9.0, 3.4))
     left, right = fig.subplots(1, 2)
@@ -941,7 +941,7 @@ class LiveFigure:
     """Redraws one notebook output with ``builder(data)`` each time it is called.
 
     Usage: ``live = LiveFigure(loss_curves_figure)``, then ``live(log)`` as data arrives
-    (e.g. as ``on_log`` of :func:`ibs_study.runs.launch_training`). Outside IPython it only
+    (e.g. as ``on_log`` of :func:`ibs_study.study.runs.launch_training`). Outside IPython it only
     keeps the latest figure in :attr:`figure`.
     """
 

@@ -24,7 +24,7 @@ from ibs_study.data.panoptic import PanopticFormatError
 from ibs_study.data.statistics import dataset_statistics
 from ibs_study.engine.data import open_split
 from ibs_study.errors import DataError
-from ibs_study.runs import smoke_overrides
+from ibs_study.study.runs import smoke_overrides
 
 # listed out of id order, as a JSON may; ids with gaps, as COCO's (1..200)
 CATEGORIES = [

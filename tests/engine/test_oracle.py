@@ -12,14 +12,14 @@ from torch import nn
 from ibs_study.data.datasets import DatasetMeta
 from ibs_study.data.panoptic import PanopticSample, segments_from_id_map
 from ibs_study.data.synthetic import CAR, PERSON, ROAD, SYNTHETIC_CATEGORIES
-from ibs_study.engine.oracle import (
+from ibs_study.models.output import UnifiedOutput
+from ibs_study.study.oracle import (
     mask_overlaps,
     nearest_same_class,
     oracle_confusion,
     oracle_logits,
     region_mean_features,
 )
-from ibs_study.models.output import UnifiedOutput
 
 META = DatasetMeta.from_categories("synthetic", list(SYNTHETIC_CATEGORIES))
 A, B, C, STUFF = 70001, 70002, 70003, 70004
@@ -116,8 +116,8 @@ def test_oracle_run_of_both_models_writes_its_json(tmp_path, preset):
     import json
 
     from ibs_study.config import resolve_config
-    from ibs_study.engine.oracle import ORACLE_FILE, oracle_confusion_run
     from ibs_study.engine.train import train
+    from ibs_study.study.oracle import ORACLE_FILE, oracle_confusion_run
 
     overrides = [
         f"data.root={tmp_path / 'data'}",

@@ -423,7 +423,7 @@ def test_damaged_run_records_are_one_line_errors_naming_the_file(trained, tmp_pa
 
 
 def test_the_grid_trains_each_run_with_its_threads(tmp_path):
-    from ibs_study.engine.grid import RunSpec, _commands
+    from ibs_study.study.grid import RunSpec, _commands
 
     spec = RunSpec("crop", "synthetic_pfcn_crop", ("train.max_steps=3",))
     train_command, evaluate_command = _commands(spec, tmp_path / "crop", "new", threads=2)

@@ -310,7 +310,7 @@ def test_inference_overrides_need_their_own_folder_and_inference_keys(trained_pf
 def test_operating_curve_pastes_fewer_thing_pixels_as_the_score_threshold_rises(
     trained_pfcn, tmp_path, capsys
 ):
-    from ibs_study.operating import OPERATING_FILE, operating_curve
+    from ibs_study.study.operating import OPERATING_FILE, operating_curve
 
     values = [0.0, 0.05, 0.2, 0.6, 1.01]
     out = tmp_path / "curve"

@@ -22,7 +22,7 @@ from ibs_study.metrics.panoptic import (
     PanopticEvaluator,
     evaluate_panoptic_folders,
 )
-from ibs_study.metrics.simulate import perturb_prediction, street_scene
+from tests.fixtures.simulate import perturb_prediction, street_scene
 
 CATEGORIES = CITYSCAPES_META.by_id()
 GROUPS = (("all", "All"), ("things", "Things"), ("stuff", "Stuff"))

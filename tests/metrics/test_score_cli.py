@@ -18,7 +18,7 @@ from ibs_study.cli import main
 from ibs_study.data.datasets import CITYSCAPES_META
 from ibs_study.data.panoptic import write_id_png
 from ibs_study.metrics.panoptic import DEFAULT_THRESHOLDS
-from ibs_study.metrics.simulate import perturb_prediction, street_scene
+from tests.fixtures.simulate import perturb_prediction, street_scene
 
 CATEGORIES = CITYSCAPES_META.by_id()
 

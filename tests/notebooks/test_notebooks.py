@@ -19,8 +19,8 @@ import papermill
 import pytest
 from jupytext.config import load_jupytext_config
 
-from ibs_study.notebook_parameters import CHECKED_PARAMETERS, ParameterError, check_parameters
-from ibs_study.study import load_operating_curves, load_results, results_table
+from ibs_study.study.notebook_parameters import CHECKED_PARAMETERS, ParameterError, check_parameters
+from ibs_study.study.results import load_operating_curves, load_results, results_table
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO / "notebooks"

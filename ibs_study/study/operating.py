@@ -7,7 +7,7 @@ instances better moves the curve. :func:`operating_curve` evaluates one run once
 setting (any key :func:`~ibs_study.engine.evaluate.inference_config` accepts);
 :func:`collect_operating_curves` summarises the curves of a study's rows over seeds (mean and
 95 % interval per value), which :func:`~ibs_study.viz.figures.operating_curve_figure` draws and
-:func:`~ibs_study.paper_figures.build_all` redraws from ``operating_curves_<model>.json`` beside
+:func:`~ibs_study.study.paper_figures.build_all` redraws from ``operating_curves_<model>.json`` beside
 the study's results.
 
 Each point is a full evaluation in ``OUT/<value>/`` (predictions, ``metrics.json`` with its
@@ -30,7 +30,7 @@ from ibs_study.engine.evaluate import evaluate_run, inference_config
 from ibs_study.engine.run_dir import read_run_config
 from ibs_study.errors import ConfigError
 from ibs_study.input_files import read_json
-from ibs_study.study import StudyRow, flat_metrics, metric_summary
+from ibs_study.study.results import StudyRow, flat_metrics, metric_summary
 
 __all__ = [
     "OPERATING_FILE",
@@ -84,7 +84,7 @@ def operating_curve(
 
     Returns:
         ``{"run_dir", "key", "points": [{"value", "metrics": {study metric: value}}]}`` (the
-        study's flat metric names, :func:`~ibs_study.study.flat_metrics`), also written to
+        study's flat metric names, :func:`~ibs_study.study.results.flat_metrics`), also written to
         ``OUT/operating_curve.json``.
 
     Raises:

@@ -4,8 +4,8 @@
   or as a ``torchrun`` subprocess (several GPUs), optionally calling back with the log as it
   grows (live loss curves);
 * :func:`read_log`: a run's ``log.jsonl`` as columns;
-* :func:`run_specs`: train and evaluate :class:`~ibs_study.engine.grid.RunSpec` s, with
-  :func:`~ibs_study.engine.grid.run_grid` (parallel subprocesses) or in this process one
+* :func:`run_specs`: train and evaluate :class:`~ibs_study.study.grid.RunSpec` s, with
+  :func:`~ibs_study.study.grid.run_grid` (parallel subprocesses) or in this process one
   after the other (``parallel=0``: no interpreter start-up per run, for tiny runs);
 * :func:`run_study`: the study's rows x seeds plus sweeps, collected into the
   ``synthetic_results.json`` schema (with ``sweeps``);
@@ -30,7 +30,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ibs_study.config import resolve_config
-from ibs_study.engine.grid import (
+from ibs_study.study.grid import (
     RunSpec,
     check_run_matches,
     prepare_spec_data,
@@ -57,7 +57,7 @@ LogColumns = dict[str, np.ndarray]
 
 def project_root() -> Path:
     """The source checkout holding the package (where ``data/`` and ``runs/`` live), else the cwd."""
-    candidate = Path(__file__).resolve().parents[1]
+    candidate = Path(__file__).resolve().parents[2]
     return candidate if (candidate / "pyproject.toml").is_file() else Path.cwd()
 
 
@@ -228,7 +228,7 @@ def launch_training(
 
 def run_in_process(spec: RunSpec, root: str | os.PathLike, *, progress: bool = False) -> dict:
     """Train and evaluate one spec in this process under ``root/<spec.name>`` (like one run of
-    :func:`~ibs_study.engine.grid.run_grid`: a finished run is only read, a partial one resumed)."""
+    :func:`~ibs_study.study.grid.run_grid`: a finished run is only read, a partial one resumed)."""
     from ibs_study.engine.evaluate import evaluate_run
     from ibs_study.engine.train import train
 
@@ -255,7 +255,7 @@ def run_specs(
 ) -> dict[str, dict]:
     """Train and evaluate every spec under ``root``; returns name -> metrics.
 
-    ``parallel >= 1``: :func:`~ibs_study.engine.grid.run_grid` with that many subprocesses of
+    ``parallel >= 1``: :func:`~ibs_study.study.grid.run_grid` with that many subprocesses of
     ``threads`` threads each. ``parallel == 0``: one after the other in this process (the
     caller sets the torch thread count).
     """
@@ -288,7 +288,7 @@ def oracle_runs(
         RuntimeError: a subprocess failed; the message names the run and the end of its output.
     """
     from ibs_study.engine.checkpoint import latest_checkpoint
-    from ibs_study.engine.oracle import (
+    from ibs_study.study.oracle import (
         ORACLE_FILE,
         ORACLE_LOGITS_FILE,
         oracle_confusion_run,
@@ -367,11 +367,11 @@ def run_study(
 
     Args:
         root: folder of all run directories.
-        rows: :class:`~ibs_study.study.StudyRow` s (:func:`~ibs_study.study.study_rows`).
+        rows: :class:`~ibs_study.study.results.StudyRow` s (:func:`~ibs_study.study.results.study_rows`).
         seeds: seeds of every row.
         steps: training steps (None: the presets').
         overrides: ``key=value`` applied to every row run (sweep specs carry their own).
-        sweeps: sweep name -> its specs (:func:`~ibs_study.study.sweep_specs`).
+        sweeps: sweep name -> its specs (:func:`~ibs_study.study.results.sweep_specs`).
         scale, parallel, threads, progress: recorded scale; see :func:`run_specs`.
         train: False only collects runs that exist (a missing one is an error naming it).
         oracle: measure the oracle-embedding confusion (:func:`oracle_runs`) of every run that
@@ -380,12 +380,12 @@ def run_study(
             carry the ``logit_*`` metrics and ``embedding_norm``.
 
     Returns:
-        :func:`~ibs_study.study.collect_results` output plus ``sweeps``: name ->
-        :func:`~ibs_study.study.collect_sweep` entries (only when sweeps are given).
+        :func:`~ibs_study.study.results.collect_results` output plus ``sweeps``: name ->
+        :func:`~ibs_study.study.results.collect_sweep` entries (only when sweeps are given).
     """
     from ibs_study.engine.checkpoint import latest_checkpoint
     from ibs_study.engine.run_dir import git_commit
-    from ibs_study.study import collect_results, collect_sweep, study_specs, sweep_anchors
+    from ibs_study.study.results import collect_results, collect_sweep, study_specs, sweep_anchors
 
     specs = study_specs(rows, seeds, steps=steps, overrides=overrides)
     sweep_runs = [spec for group in (sweeps or {}).values() for spec in group]

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from ibs_study.config import ConfigError, load_preset
-from ibs_study.study import MODELS, SETTINGS
+from ibs_study.study.results import MODELS, SETTINGS
 
 __all__ = ["ParameterError", "check_parameters", "CHECKED_PARAMETERS"]
 
@@ -212,7 +212,7 @@ def check_parameters(**values: Any) -> None:
     unknown = sorted(set(values) - CHECKED_PARAMETERS)
     if unknown:
         raise KeyError(
-            f"no check for notebook parameters {unknown}; add them to ibs_study.notebook_parameters"
+            f"no check for notebook parameters {unknown}; add them to ibs_study.study.notebook_parameters"
         )
     if "preset" in values:
         _preset("preset", values["preset"], CONFIG_PRESET)

@@ -1,20 +1,20 @@
 """Every figure and table of the paper, regenerated from stored results into ``paper_figures/``.
 
 :func:`build_all` reads ``synthetic_results.json`` (:mod:`ibs_study.study` schema, optional
-``sweeps``: name -> :func:`~ibs_study.study.collect_sweep` entries) and writes:
+``sweeps``: name -> :func:`~ibs_study.study.results.collect_sweep` entries) and writes:
 
-* ``table{1..4}.md`` / ``.csv``: the Table 1-4 analogues (:func:`~ibs_study.study.results_table`,
+* ``table{1..4}.md`` / ``.csv``: the Table 1-4 analogues (:func:`~ibs_study.study.results.results_table`,
   the paper's numbers in separate labelled columns), for every table with a measured row;
 * ``bars_table{n}.png`` / ``.svg`` / ``.html``: those rows as bars with 95 % intervals;
 * ``fig5_confusion_{model}.png`` / ``.svg`` / ``.html``: the confusion curves of every
   setting of a model, with 95 % bands over seeds (Fig. 5);
 * ``sweep_{name}.png`` / ``.svg`` / ``.html``: each sweep of the JSON (λ_IBS, crop size), with the
-  study row it is read against at the sweep's seed as dashed lines (:func:`~ibs_study.study.sweep_reference`);
+  study row it is read against at the sweep's seed as dashed lines (:func:`~ibs_study.study.results.sweep_reference`);
 * ``claims_{model}.md``: the paper's claims checked on seed-paired differences
-  (:func:`~ibs_study.study.claims_table`), for each model with the rows they need;
+  (:func:`~ibs_study.study.results.claims_table`), for each model with the rows they need;
 * ``fig5_oracle_{model}``: the oracle-embedding confusion curves, where the rows have them;
 * ``operating_curve_{model}.png`` / ``.svg``: Acc^th against Prec^th over an inference threshold
-  (:mod:`ibs_study.operating`), for each ``operating_curves_{model}.json`` beside the results;
+  (:mod:`ibs_study.study.operating`), for each ``operating_curves_{model}.json`` beside the results;
 * with ``runs_root`` (the folder of the study's run directories ``<model>_<setting>_s<seed>``),
   the figures that need predictions or data, from the runs of the rows' first seed:
   ``fig3_instances_per_image_vs_crop`` (Fig. 3, from the dataset the runs used), per model
@@ -49,7 +49,7 @@ from typing import Any
 import torch
 
 from ibs_study.errors import DataError, RunDirError
-from ibs_study.study import (
+from ibs_study.study.results import (
     TABLES,
     claims_table,
     load_operating_curves,
@@ -227,9 +227,9 @@ def _fresh_dir(path: Path) -> Path:
 
 def _instance_counts_figure(run_dirs: list[Path], build: _Build) -> None:
     """Fig. 3 from the dataset and crop size of the first run that trains on crops."""
-    from ibs_study.analysis import instance_counts
     from ibs_study.engine.data import open_split
     from ibs_study.engine.run_dir import read_run_config
+    from ibs_study.study.analysis import instance_counts
     from ibs_study.viz.figures import instance_count_figure, save_figure
 
     cfg = next((c for c in map(read_run_config, run_dirs) if c.data.crop_size is not None), None)
@@ -244,7 +244,7 @@ def _instance_counts_figure(run_dirs: list[Path], build: _Build) -> None:
 def _qualitative(results: dict, runs_root: Path, build: _Build, top_k: int, threshold: float) -> None:
     from ibs_study.engine.data import open_split
     from ibs_study.engine.run_dir import read_run_config
-    from ibs_study.instance_maps import instance_eval_to_panoptic
+    from ibs_study.study.instance_maps import instance_eval_to_panoptic
     from ibs_study.viz.explorer import ConfusionExplorer
     from ibs_study.viz.explorer_data import ExplorerData
     from ibs_study.viz.figures import save_figure
@@ -391,7 +391,7 @@ def build_all(
     if not results_path.is_file():
         raise DataError(
             f"{results_path}: results not found; run the study first (notebook 04_ablations writes "
-            "synthetic_results.json, or ibs_study.runs.run_study + ibs_study.study.save_results)"
+            "synthetic_results.json, or ibs_study.study.runs.run_study + ibs_study.study.results.save_results)"
         )
     results = load_results(results_path)
     out = Path(out_dir)

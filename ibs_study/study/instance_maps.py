@@ -20,11 +20,11 @@ import numpy as np
 
 from ibs_study.data.panoptic import segments_from_id_map
 from ibs_study.engine.data import open_split
-from ibs_study.engine.grid import read_metrics
 from ibs_study.engine.run_dir import read_run_config
 from ibs_study.metrics.instance import InstanceResults, read_instance_results, resolve_overlaps
 from ibs_study.metrics.panoptic import PanopticEvaluator
 from ibs_study.models.postprocess import PanopticPrediction, PanopticPredictionWriter
+from ibs_study.study.grid import read_metrics
 from ibs_study.viz.explorer_data import RECORDS_FILE
 
 logger = logging.getLogger(__name__)

@@ -273,7 +273,7 @@ def setting_differences(
     (the study's own rows, not variants).
 
     Runs with the same seed share the initialisation seed and the data order, so the
-    difference is taken per seed and summarised with :func:`ibs_study.study.metric_summary`
+    difference is taken per seed and summarised with :func:`ibs_study.study.results.metric_summary`
     (mean, Student-t 95 % interval over the seeds both rows have).
 
     Returns:
@@ -284,7 +284,7 @@ def setting_differences(
         KeyError: a row is missing (the message lists the rows present).
         ValueError: the rows share no seed.
     """
-    from ibs_study.study import paired_difference, row_variant
+    from ibs_study.study.results import paired_difference, row_variant
 
     found = {(r["model"], r["setting"]): r for r in results["rows"] if not row_variant(r)}
     for setting in (baseline, other):
@@ -313,12 +313,12 @@ def run_differences(
     Args:
         baseline_runs, other_runs: run-directory prefixes.
         seeds: the seeds, each with a run under both prefixes.
-        metrics: names of :func:`~ibs_study.study.flat_metrics` or ``confusion_auc`` (the mean of
+        metrics: names of :func:`~ibs_study.study.results.flat_metrics` or ``confusion_auc`` (the mean of
             the confusion curve); None: every metric both have, then ``confusion_auc``.
 
     Returns:
         metric -> ``{"mean", "ci95", "per_seed", "seeds", "baseline", "other"}``: the summary of
-        the differences (:func:`~ibs_study.study.metric_summary`, fractions) and the two means.
+        the differences (:func:`~ibs_study.study.results.metric_summary`, fractions) and the two means.
 
     Raises:
         RunDirError: a run directory is missing or not evaluated (names it).
@@ -326,7 +326,7 @@ def run_differences(
         RunDirError: also when the two sets (or the runs of one set) trained for different numbers
             of steps.
     """
-    from ibs_study.study import paired_difference, per_seed_values, row_from_runs
+    from ibs_study.study.results import paired_difference, per_seed_values, row_from_runs
 
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds {list(seeds)} repeat a seed; give each once")

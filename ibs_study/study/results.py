@@ -2,7 +2,7 @@
 
 * :func:`study_specs` / :func:`sweep_specs` name the runs (rows of the paper's Tables 1-4 as
   synthetic presets, several seeds; a lambda sweep and a crop-size sweep);
-  :func:`ibs_study.engine.grid.run_grid` trains and evaluates them.
+  :func:`ibs_study.study.grid.run_grid` trains and evaluates them.
 * :func:`collect_results` reads every run's ``metrics.json`` into the
   ``synthetic_results.json`` schema: per row, each metric's mean, 95 % confidence interval
   (Student t over seeds) and per-seed values, plus the confusion curve with its band.
@@ -25,13 +25,13 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from ibs_study.engine.grid import RunSpec, read_metrics
-from ibs_study.engine.oracle import LOGIT_METRICS, ORACLE_FILE, ORACLE_LOGITS_FILE
 from ibs_study.engine.run_dir import read_run_config
 from ibs_study.errors import DataError, RunDirError
 from ibs_study.input_files import expect, read_json
 from ibs_study.metrics.panoptic import GT_THING_PIXEL_FATES, PRED_THING_PIXEL_FATES
-from ibs_study.paper_reference import PAPER_INSTANCE, PAPER_PANOPTIC
+from ibs_study.study.grid import RunSpec, read_metrics
+from ibs_study.study.oracle import LOGIT_METRICS, ORACLE_FILE, ORACLE_LOGITS_FILE
+from ibs_study.study.paper_reference import PAPER_INSTANCE, PAPER_PANOPTIC
 
 __all__ = [
     "StudyRow",
@@ -65,7 +65,7 @@ __all__ = [
 ]
 
 PANOPTIC_METRICS = ("pq", "pq_th", "pq_st", "acc_th", "prec_th")
-# Oracle-embedding confusion (ibs_study.engine.oracle): leak and own coverage of the GT things'
+# Oracle-embedding confusion (ibs_study.study.oracle): leak and own coverage of the GT things'
 # masks, and the share of those masks covering two GT things by more than ORACLE_THRESHOLD each.
 ORACLE_METRICS = ("oracle_leak", "oracle_own_coverage", "oracle_confused")
 ORACLE_THRESHOLD = 0.5
@@ -238,7 +238,7 @@ def flat_metrics(
 ) -> dict[str, float | None]:
     """The study's metric names from one ``metrics.json`` (panoptic or instance), plus the
     oracle metrics when the run has an ``oracle_confusion.json`` and the
-    :data:`~ibs_study.engine.oracle.LOGIT_METRICS` (logits, not fractions) it has in an
+    :data:`~ibs_study.study.oracle.LOGIT_METRICS` (logits, not fractions) it has in an
     ``oracle_logits.json``."""
     if "all" in metrics:
         flat = {
@@ -421,7 +421,7 @@ def load_results(path: str | os.PathLike) -> dict[str, Any]:
     if "rows" not in results:
         raise DataError(
             f"{path}: not a study results JSON (no 'rows'; keys: {sorted(results)[:8]}); give the file "
-            "ibs_study.study.save_results writes, e.g. paper_figures/synthetic_results.json"
+            "ibs_study.study.results.save_results writes, e.g. paper_figures/synthetic_results.json"
         )
     for k, row in enumerate(expect(results["rows"], list, "rows", path)):
         where = f"rows[{k}]"
@@ -450,7 +450,7 @@ def load_results(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_operating_curves(path: str | os.PathLike) -> dict[str, Any]:
-    """An ``operating_curves_<model>.json`` (:func:`ibs_study.operating.collect_operating_curves`).
+    """An ``operating_curves_<model>.json`` (:func:`ibs_study.study.operating.collect_operating_curves`).
 
     Raises:
         DataError: naming the file and key path: unreadable, not JSON, or without ``rows`` of

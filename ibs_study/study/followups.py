@@ -1,10 +1,10 @@
 """Follow-up studies: named sets of study rows and variants, run and summarised in one call.
 
-A follow-up is a list of :class:`~ibs_study.study.StudyRow` s (the study's own rows, which
+A follow-up is a list of :class:`~ibs_study.study.results.StudyRow` s (the study's own rows, which
 are reused where their runs exist, and *variant* rows that add overrides to a preset) and
 the seed-paired comparisons it was made for. :func:`run_followup` trains and evaluates
-every (row, seed) with :func:`~ibs_study.runs.run_study` (finished runs are only read),
-measures the oracle confusion and the oracle logits (:mod:`ibs_study.engine.oracle`) of
+every (row, seed) with :func:`~ibs_study.study.runs.run_study` (finished runs are only read),
+measures the oracle confusion and the oracle logits (:mod:`ibs_study.study.oracle`) of
 each run, and writes into one folder:
 
 * ``synthetic_results.json``: the study's schema, each row with its ``variant``;
@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ibs_study.engine.oracle import LOGIT_METRICS
 from ibs_study.errors import ConfigError
-from ibs_study.study import (
+from ibs_study.study.oracle import LOGIT_METRICS
+from ibs_study.study.results import (
     METRIC_LABELS,
     StudyRow,
     claims_table,
@@ -230,7 +230,7 @@ def comparisons_table(
     model: str = "pfcn",
 ) -> str:
     """Markdown: per comparison and metric, ``other - baseline`` paired by seed
-    (:func:`~ibs_study.study.paired_difference`): mean [95 % CI] in points (logits as they are),
+    (:func:`~ibs_study.study.results.paired_difference`): mean [95 % CI] in points (logits as they are),
     how many seeds are above 0 and, for a comparison with a ``loss``, the share of the crop loss
     recovered (of the means, fraction metrics). Comparisons whose rows are absent are left out."""
     lines = [
@@ -287,7 +287,7 @@ def run_followup(
         out_dir: where the results go (default ``runs/followups/<name>``).
         seeds: seeds of every row.
         rows: only these row keys (e.g. ``pfcn_crop_ibs_signed_features``); None: all.
-        steps, overrides, parallel, threads, train: as :func:`~ibs_study.runs.run_study`.
+        steps, overrides, parallel, threads, train: as :func:`~ibs_study.study.runs.run_study`.
 
     Returns:
         The results dict written to ``synthetic_results.json``.
@@ -295,7 +295,7 @@ def run_followup(
     Raises:
         ConfigError: an unknown follow-up or row key (the message lists the valid ones).
     """
-    from ibs_study.runs import run_study
+    from ibs_study.study.runs import run_study
     from ibs_study.viz.figures import (
         ORACLE_CURVE_YLABEL,
         confusion_curve_figure,

@@ -4,7 +4,7 @@
 2. train the tiny Panoptic FCN three times on CPU, side by side: full images, random crops,
    and crops with IBS and the paired sampler (presets ``synthetic_pfcn_{full,crop,crop_ibs}``);
 3. evaluate each on the full validation images;
-4. measure each run's oracle-embedding confusion (:mod:`ibs_study.engine.oracle`: the masks
+4. measure each run's oracle-embedding confusion (:mod:`ibs_study.study.oracle`: the masks
    of the GT things' own embeddings, apart from detection);
 5. print the PQ / PQ^th / PQ^st / Acc^th / Prec^th / leak table, what the measurements say
    about confusion, save the confusion-curve plot, and end with the command that opens the crop
@@ -22,10 +22,10 @@ from pathlib import Path
 
 from ibs_study.data.statistics import dataset_statistics, format_statistics
 from ibs_study.data.synthetic import SYNTHETIC_SCALES, ensure_dataset
-from ibs_study.engine.grid import RunSpec, run_grid
 from ibs_study.engine.run_dir import read_run_config
-from ibs_study.runs import oracle_runs, project_root
-from ibs_study.study import read_oracle
+from ibs_study.study.grid import RunSpec, run_grid
+from ibs_study.study.results import read_oracle
+from ibs_study.study.runs import oracle_runs, project_root
 from ibs_study.viz.explorer_data import DEMO_RUN_DIRS
 from ibs_study.viz.figures import confusion_curve_figure, series_from_metrics
 
