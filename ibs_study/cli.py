@@ -447,7 +447,7 @@ def _operating_curve_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _operating_curve(args: argparse.Namespace) -> int:
     from ibs_study.study.operating import operating_curve
-    from ibs_study.study.results import METRIC_LABELS
+    from ibs_study.study.tables import METRIC_LABELS
 
     curve = operating_curve(
         args.run_dir,
@@ -488,7 +488,7 @@ def _compare_arguments(parser: argparse.ArgumentParser) -> None:
 def _compare(args: argparse.Namespace) -> int:
     from ibs_study.study.analysis import run_differences
     from ibs_study.study.oracle import LOGIT_METRICS
-    from ibs_study.study.results import METRIC_LABELS
+    from ibs_study.study.tables import METRIC_LABELS
 
     differences = run_differences(args.baseline, args.other, args.seeds, args.metrics)
     print(

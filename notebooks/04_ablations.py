@@ -56,16 +56,10 @@ from ibs_study.study.analysis import setting_differences
 from ibs_study.study.notebook_parameters import check_parameters
 from ibs_study.study.operating import PFCN_SCORE_THRESHOLD, collect_operating_curves
 from ibs_study.study.runs import notebook_overrides, project_root, run_study
-from ibs_study.study.results import (
-    TABLES,
-    claims_table,
-    reproduction_checks,
-    results_table,
-    save_results,
-    study_rows,
-    sweep_reference,
-    sweep_specs,
-)
+from ibs_study.study.claims import claims_table, reproduction_checks
+from ibs_study.study.results import save_results, sweep_reference
+from ibs_study.study.specs import study_rows, sweep_specs
+from ibs_study.study.tables import TABLES, results_table
 from ibs_study.viz.figures import (
     ORACLE_CURVE_YLABEL,
     confusion_curve_figure,

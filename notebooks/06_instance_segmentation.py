@@ -53,7 +53,9 @@ from ibs_study.engine.run_dir import read_run_config
 from ibs_study.study.instance_maps import instance_eval_to_panoptic
 from ibs_study.study.notebook_parameters import check_parameters
 from ibs_study.study.runs import notebook_overrides, project_root, run_study
-from ibs_study.study.results import INSTANCE_METRICS, results_table, save_results, study_rows
+from ibs_study.study.results import INSTANCE_METRICS, save_results
+from ibs_study.study.specs import study_rows
+from ibs_study.study.tables import results_table
 from ibs_study.viz.explorer import ConfusionExplorer
 from ibs_study.viz.figures import metric_bars_figure, save_figure
 

@@ -44,7 +44,8 @@ from IPython.display import Image, Markdown, display
 from ibs_study.study.notebook_parameters import check_parameters
 from ibs_study.study.paper_figures import build_all
 from ibs_study.study.runs import notebook_overrides, project_root, run_study
-from ibs_study.study.results import load_results, save_results, study_rows
+from ibs_study.study.results import load_results, save_results
+from ibs_study.study.specs import study_rows
 
 check_parameters(
     smoke=smoke, results_json=results_json, out_dir=out_dir, runs_root=runs_root, top_k=top_k,

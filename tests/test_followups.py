@@ -11,6 +11,7 @@ import torch
 
 from ibs_study.cli import main
 from ibs_study.config import ConfigError, resolve_config
+from ibs_study.study.claims import claims_table
 from ibs_study.study.followups import (
     FOLLOWUPS,
     SIGNED_FEATURES,
@@ -20,8 +21,10 @@ from ibs_study.study.followups import (
     run_followup,
     scaled_warmup,
 )
-from ibs_study.study.results import claims_table, metric_summary, results_table, study_specs
+from ibs_study.study.results import metric_summary
 from ibs_study.study.runs import smoke_overrides
+from ibs_study.study.specs import study_specs
+from ibs_study.study.tables import results_table
 from ibs_study.viz.figures import LOGIT_PANELS, oracle_logits_figure, table_bar_rows
 
 

@@ -20,13 +20,12 @@ from ibs_study.study.results import (
     THING_PIXEL_METRICS,
     load_results,
     read_oracle,
-    results_table,
     save_results,
-    study_rows,
     sweep_reference,
-    sweep_specs,
 )
 from ibs_study.study.runs import run_study, smoke_overrides
+from ibs_study.study.specs import study_rows, sweep_specs
+from ibs_study.study.tables import results_table
 from ibs_study.viz.figures import sweep_figure, sweep_plotly, sweep_points, table_bar_rows
 
 SEEDS = [0, 1]

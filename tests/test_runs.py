@@ -11,7 +11,6 @@ import pytest
 from ibs_study.config import ConfigError
 from ibs_study.engine.run_dir import RunDirError
 from ibs_study.study.grid import RunSpec
-from ibs_study.study.results import study_rows
 from ibs_study.study.runs import (
     launch_training,
     notebook_overrides,
@@ -22,6 +21,7 @@ from ibs_study.study.runs import (
     run_study,
     smoke_overrides,
 )
+from ibs_study.study.specs import study_rows
 
 
 def test_read_log_columns_with_gaps_and_a_line_being_written(tmp_path):

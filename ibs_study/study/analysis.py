@@ -284,7 +284,8 @@ def setting_differences(
         KeyError: a row is missing (the message lists the rows present).
         ValueError: the rows share no seed.
     """
-    from ibs_study.study.results import paired_difference, row_variant
+    from ibs_study.study.claims import paired_difference
+    from ibs_study.study.specs import row_variant
 
     found = {(r["model"], r["setting"]): r for r in results["rows"] if not row_variant(r)}
     for setting in (baseline, other):
@@ -326,7 +327,8 @@ def run_differences(
         RunDirError: also when the two sets (or the runs of one set) trained for different numbers
             of steps.
     """
-    from ibs_study.study.results import paired_difference, per_seed_values, row_from_runs
+    from ibs_study.study.claims import paired_difference, per_seed_values
+    from ibs_study.study.results import row_from_runs
 
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds {list(seeds)} repeat a seed; give each once")

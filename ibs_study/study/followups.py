@@ -1,6 +1,6 @@
 """Follow-up studies: named sets of study rows and variants, run and summarised in one call.
 
-A follow-up is a list of :class:`~ibs_study.study.results.StudyRow` s (the study's own rows, which
+A follow-up is a list of :class:`~ibs_study.study.specs.StudyRow` s (the study's own rows, which
 are reused where their runs exist, and *variant* rows that add overrides to a preset) and
 the seed-paired comparisons it was made for. :func:`run_followup` trains and evaluates
 every (row, seed) with :func:`~ibs_study.study.runs.run_study` (finished runs are only read),
@@ -28,18 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from ibs_study.errors import ConfigError
+from ibs_study.study.claims import claims_table, paired_difference
 from ibs_study.study.oracle import LOGIT_METRICS
-from ibs_study.study.results import (
-    METRIC_LABELS,
-    StudyRow,
-    claims_table,
-    find_row,
-    format_measured,
-    paired_difference,
-    row_variant,
-    save_results,
-    study_rows,
-)
+from ibs_study.study.results import find_row, save_results
+from ibs_study.study.specs import StudyRow, row_variant, study_rows
+from ibs_study.study.tables import METRIC_LABELS, format_measured
 
 __all__ = [
     "Comparison",
@@ -230,7 +223,7 @@ def comparisons_table(
     model: str = "pfcn",
 ) -> str:
     """Markdown: per comparison and metric, ``other - baseline`` paired by seed
-    (:func:`~ibs_study.study.results.paired_difference`): mean [95 % CI] in points (logits as they are),
+    (:func:`~ibs_study.study.claims.paired_difference`): mean [95 % CI] in points (logits as they are),
     how many seeds are above 0 and, for a comparison with a ``loss``, the share of the crop loss
     recovered (of the means, fraction metrics). Comparisons whose rows are absent are left out."""
     lines = [

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from ibs_study.config import ConfigError, load_preset
-from ibs_study.study.results import MODELS, SETTINGS
+from ibs_study.study.specs import MODELS, SETTINGS
 
 __all__ = ["ParameterError", "check_parameters", "CHECKED_PARAMETERS"]
 

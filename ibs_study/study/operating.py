@@ -30,7 +30,8 @@ from ibs_study.engine.evaluate import evaluate_run, inference_config
 from ibs_study.engine.run_dir import read_run_config
 from ibs_study.errors import ConfigError
 from ibs_study.input_files import read_json
-from ibs_study.study.results import StudyRow, flat_metrics, metric_summary
+from ibs_study.study.results import flat_metrics, metric_summary
+from ibs_study.study.specs import StudyRow
 
 __all__ = [
     "OPERATING_FILE",

@@ -3,7 +3,7 @@
 :func:`build_all` reads ``synthetic_results.json`` (:mod:`ibs_study.study` schema, optional
 ``sweeps``: name -> :func:`~ibs_study.study.results.collect_sweep` entries) and writes:
 
-* ``table{1..4}.md`` / ``.csv``: the Table 1-4 analogues (:func:`~ibs_study.study.results.results_table`,
+* ``table{1..4}.md`` / ``.csv``: the Table 1-4 analogues (:func:`~ibs_study.study.tables.results_table`,
   the paper's numbers in separate labelled columns), for every table with a measured row;
 * ``bars_table{n}.png`` / ``.svg`` / ``.html``: those rows as bars with 95 % intervals;
 * ``fig5_confusion_{model}.png`` / ``.svg`` / ``.html``: the confusion curves of every
@@ -11,7 +11,7 @@
 * ``sweep_{name}.png`` / ``.svg`` / ``.html``: each sweep of the JSON (λ_IBS, crop size), with the
   study row it is read against at the sweep's seed as dashed lines (:func:`~ibs_study.study.results.sweep_reference`);
 * ``claims_{model}.md``: the paper's claims checked on seed-paired differences
-  (:func:`~ibs_study.study.results.claims_table`), for each model with the rows they need;
+  (:func:`~ibs_study.study.claims.claims_table`), for each model with the rows they need;
 * ``fig5_oracle_{model}``: the oracle-embedding confusion curves, where the rows have them;
 * ``operating_curve_{model}.png`` / ``.svg``: Acc^th against Prec^th over an inference threshold
   (:mod:`ibs_study.study.operating`), for each ``operating_curves_{model}.json`` beside the results;
@@ -49,17 +49,10 @@ from typing import Any
 import torch
 
 from ibs_study.errors import DataError, RunDirError
-from ibs_study.study.results import (
-    TABLES,
-    claims_table,
-    load_operating_curves,
-    load_results,
-    reproduction_checks,
-    results_table,
-    row_key,
-    row_variant,
-    sweep_reference,
-)
+from ibs_study.study.claims import claims_table, reproduction_checks
+from ibs_study.study.results import load_operating_curves, load_results, sweep_reference
+from ibs_study.study.specs import row_key, row_variant
+from ibs_study.study.tables import TABLES, results_table
 
 logger = logging.getLogger(__name__)
 

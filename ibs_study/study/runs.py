@@ -367,11 +367,11 @@ def run_study(
 
     Args:
         root: folder of all run directories.
-        rows: :class:`~ibs_study.study.results.StudyRow` s (:func:`~ibs_study.study.results.study_rows`).
+        rows: :class:`~ibs_study.study.specs.StudyRow` s (:func:`~ibs_study.study.specs.study_rows`).
         seeds: seeds of every row.
         steps: training steps (None: the presets').
         overrides: ``key=value`` applied to every row run (sweep specs carry their own).
-        sweeps: sweep name -> its specs (:func:`~ibs_study.study.results.sweep_specs`).
+        sweeps: sweep name -> its specs (:func:`~ibs_study.study.specs.sweep_specs`).
         scale, parallel, threads, progress: recorded scale; see :func:`run_specs`.
         train: False only collects runs that exist (a missing one is an error naming it).
         oracle: measure the oracle-embedding confusion (:func:`oracle_runs`) of every run that
@@ -385,7 +385,8 @@ def run_study(
     """
     from ibs_study.engine.checkpoint import latest_checkpoint
     from ibs_study.engine.run_dir import git_commit
-    from ibs_study.study.results import collect_results, collect_sweep, study_specs, sweep_anchors
+    from ibs_study.study.results import collect_results, collect_sweep
+    from ibs_study.study.specs import study_specs, sweep_anchors
 
     specs = study_specs(rows, seeds, steps=steps, overrides=overrides)
     sweep_runs = [spec for group in (sweeps or {}).values() for spec in group]

@@ -46,7 +46,9 @@ from matplotlib.ticker import MaxNLocator
 
 from ibs_study.data.batch import Batch
 from ibs_study.data.datasets import DatasetMeta
-from ibs_study.study.results import METRIC_LABELS, TABLES, metric_summary, row_variant
+from ibs_study.study.results import metric_summary
+from ibs_study.study.specs import row_variant
+from ibs_study.study.tables import METRIC_LABELS, TABLES
 from ibs_study.viz.panoptic import segment_boundaries
 
 logger = logging.getLogger(__name__)

@@ -20,7 +20,8 @@ import pytest
 from jupytext.config import load_jupytext_config
 
 from ibs_study.study.notebook_parameters import CHECKED_PARAMETERS, ParameterError, check_parameters
-from ibs_study.study.results import load_operating_curves, load_results, results_table
+from ibs_study.study.results import load_operating_curves, load_results
+from ibs_study.study.tables import results_table
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO / "notebooks"

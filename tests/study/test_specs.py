@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ibs_study.config import resolve_config
-from ibs_study.study.results import study_rows, study_specs, sweep_specs
+from ibs_study.study.specs import study_rows, study_specs, sweep_specs
 
 
 def test_swept_value_wins_over_an_override_of_the_same_key():
