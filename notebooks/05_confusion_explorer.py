@@ -46,9 +46,9 @@ from pathlib import Path
 import torch
 from IPython.display import Image, display
 
-from ibs_study.study.grid import RunSpec
+from ibs_study.study.grid import RunSpec, run_grid
 from ibs_study.study.notebook_parameters import check_parameters
-from ibs_study.study.runs import project_root, run_specs, smoke_overrides
+from ibs_study.study.runs import project_root, smoke_overrides
 from ibs_study.viz.explorer import ConfusionExplorer
 from ibs_study.viz.explorer_data import explorer_run_dirs
 
@@ -63,7 +63,7 @@ if smoke:
     torch.set_num_threads(1)
     tiny = smoke_overrides(out / "data_tiny")
     specs = [RunSpec(name, f"synthetic_pfcn_{name}", tuple(tiny)) for name in ("crop", "crop_ibs")]
-    run_specs(specs, out / "runs", parallel=0)
+    run_grid(specs, out / "runs", parallel=0)
     run_dirs, labels, top_k = [str(out / "runs" / spec.name) for spec in specs], ["crop", "crop + IBS"], 2
 run_dirs = explorer_run_dirs(run_dirs, split)
 print(f"exploring {', '.join(str(d) for d in run_dirs)}")

@@ -46,9 +46,9 @@ from pathlib import Path
 import torch
 from IPython.display import display
 
-from ibs_study.study.grid import RunSpec, read_metrics
+from ibs_study.study.grid import RunSpec, read_metrics, run_grid
 from ibs_study.study.notebook_parameters import check_parameters
-from ibs_study.study.runs import project_root, read_log, run_specs, smoke_overrides
+from ibs_study.study.runs import project_root, read_log, smoke_overrides
 from ibs_study.viz.explorer import ConfusionExplorer
 from ibs_study.viz.figures import confusion_curve_figure, loss_curves_figure, save_figure, series_from_metrics
 
@@ -72,7 +72,7 @@ specs = [RunSpec(name, preset, tuple(overrides)) for name, preset in zip(setting
 # the same for one run. A finished run is only read again; a partial one resumes.
 
 # %%
-metrics = run_specs(specs, out / "runs", parallel=parallel)
+metrics = run_grid(specs, out / "runs", parallel=parallel)
 run_dirs = [out / "runs" / spec.name for spec in specs]
 for name, m in metrics.items():
     print(

@@ -1,14 +1,16 @@
-"""Run a set of experiments (a grid of presets, overrides and seeds) as parallel subprocesses.
+"""The study's one runner: train and evaluate a set of runs (presets, overrides, seeds).
 
-Each run is ``ibs-study train`` into its own run directory followed by
-``ibs-study evaluate``; several run at once, each limited to ``threads`` CPU threads
-(on a CPU, a few single-threaded runs side by side are faster than one run using every
-core). A finished run (its ``eval_<split>/metrics.json`` exists and is newer than its
-last checkpoint) is not run again; a killed run resumes from its last checkpoint. A run
-directory holding a run of another config (other steps, seed, preset, ...) is refused before
-anything runs, so its results are never reported as the asked run's; so is a synthetic data
-root holding another generation than a run's config asks for (:func:`prepare_spec_data`). The
-demo, the study and notebook 04 all use this.
+Each run is training into its own run directory followed by evaluation. :func:`run_grid` runs
+them as parallel subprocesses (``ibs-study train`` then ``ibs-study evaluate``), each limited to
+``threads`` CPU threads (on a CPU, a few single-threaded runs side by side are faster than one
+run using every core), or with ``parallel=0`` one after the other in this process
+(:func:`run_in_process`: no interpreter start-up per run, for tiny runs). A finished run (its
+``eval_<split>/metrics.json`` exists and is newer than its last checkpoint) is not run again; a
+killed run resumes from its last checkpoint. A run directory holding a run of another config
+(other steps, seed, preset, ...) is refused before anything runs, so its results are never
+reported as the asked run's; so is a synthetic data root holding another generation than a
+run's config asks for (:func:`prepare_spec_data`). The demo, the study, the follow-ups and the
+notebooks all use it.
 """
 
 from __future__ import annotations
@@ -32,7 +34,15 @@ from ibs_study.input_files import expect, read_json
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RunSpec", "run_grid", "run_status", "check_run_matches", "prepare_spec_data", "read_metrics"]
+__all__ = [
+    "RunSpec",
+    "run_grid",
+    "run_in_process",
+    "run_status",
+    "check_run_matches",
+    "prepare_spec_data",
+    "read_metrics",
+]
 
 
 @dataclass(frozen=True)
@@ -133,6 +143,25 @@ def read_metrics(run_dir: str | os.PathLike, split: str | None = None) -> dict:
     return metrics
 
 
+def run_in_process(spec: RunSpec, root: str | os.PathLike, *, progress: bool = False) -> dict:
+    """Train and evaluate one spec in this process under ``root/<spec.name>`` (like one run of
+    :func:`run_grid`: a finished run is only read, a partial one resumed); returns its metrics."""
+    from ibs_study.engine.evaluate import evaluate_run
+    from ibs_study.engine.train import train
+
+    run_dir = Path(root) / spec.name
+    check_run_matches(spec, run_dir)
+    prepare_spec_data([spec])
+    status = run_status(run_dir, spec.split)
+    if status in ("new", "partial"):
+        cfg = resolve_config(preset=spec.preset, overrides=spec.overrides)
+        train(cfg, run_dir, resume=status == "partial", progress=progress)
+    if status != "done":
+        out = _eval_dir(run_dir, spec.split) if spec.split else None
+        evaluate_run(run_dir, split=spec.split, out_dir=out, progress=progress)
+    return read_metrics(run_dir, spec.split)
+
+
 def _commands(spec: RunSpec, run_dir: Path, status: str, threads: int) -> list[list[str]]:
     python = [sys.executable, "-m", "ibs_study"]
     train = [*python, "train", "--preset", spec.preset, "--out", str(run_dir), "--no-progress"]
@@ -159,24 +188,34 @@ def run_grid(
 ) -> dict[str, dict]:
     """Train and evaluate every spec under ``root/<spec.name>``; returns name -> metrics.
 
-    Each run trains with ``train.threads=threads`` (and ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS``
-    set to it), whatever its preset says: its ``config.yaml`` records the threads it used. Runs
-    that are already done are only read. A run that fails raises
+    ``parallel >= 1``: that many subprocesses at once. ``parallel == 0``: one after the other
+    in this process (:func:`run_in_process`; the caller sets the torch thread count, ``threads``
+    is not applied).
+
+    With subprocesses, each run trains with ``train.threads=threads`` (and ``OMP_NUM_THREADS`` /
+    ``MKL_NUM_THREADS`` set to it), whatever its preset says: its ``config.yaml`` records the
+    threads it used. Runs that are already done are only read. A run that fails raises
     :class:`RuntimeError` naming it and its log file (``root/<name>.log``) after the
     other runs have finished; an existing run directory of another config raises
     :class:`~ibs_study.engine.run_dir.RunDirError` before anything runs
     (:func:`check_run_matches`), a data root of another synthetic generation
     :class:`~ibs_study.errors.DataError` (:func:`prepare_spec_data`).
     """
+    if parallel < 0:
+        raise ValueError(f"parallel must be >= 0, got {parallel}")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ValueError(f"run names must be unique, got {names}")
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     for spec in specs:
         check_run_matches(spec, root / spec.name)
     prepare_spec_data(specs)
+    if parallel == 0:
+        return {
+            spec.name: run_in_process(spec, root) for spec in tqdm(specs, desc="runs", disable=not progress)
+        }
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     pending = []
     for spec in specs:
         run_dir = root / spec.name

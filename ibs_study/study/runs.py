@@ -4,9 +4,7 @@
   or as a ``torchrun`` subprocess (several GPUs), optionally calling back with the log as it
   grows (live loss curves);
 * :func:`read_log`: a run's ``log.jsonl`` as columns;
-* :func:`run_specs`: train and evaluate :class:`~ibs_study.study.grid.RunSpec` s, with
-  :func:`~ibs_study.study.grid.run_grid` (parallel subprocesses) or in this process one
-  after the other (``parallel=0``: no interpreter start-up per run, for tiny runs);
+* :func:`oracle_runs`: the oracle-embedding confusion of run directories that lack it;
 * :func:`run_study`: the study's rows x seeds plus sweeps, collected into the
   ``synthetic_results.json`` schema (with ``sweeps``);
 * :func:`smoke_overrides`: the tiny settings a quick end-to-end check uses.
@@ -30,14 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ibs_study.config import resolve_config
-from ibs_study.study.grid import (
-    RunSpec,
-    check_run_matches,
-    prepare_spec_data,
-    read_metrics,
-    run_grid,
-    run_status,
-)
+from ibs_study.study.grid import RunSpec, run_grid
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +38,7 @@ __all__ = [
     "notebook_overrides",
     "launch_training",
     "read_log",
-    "run_in_process",
-    "run_specs",
+    "oracle_runs",
     "run_study",
 ]
 
@@ -226,47 +216,6 @@ def launch_training(
 # ------------------------------------------------------------------------------- run sets
 
 
-def run_in_process(spec: RunSpec, root: str | os.PathLike, *, progress: bool = False) -> dict:
-    """Train and evaluate one spec in this process under ``root/<spec.name>`` (like one run of
-    :func:`~ibs_study.study.grid.run_grid`: a finished run is only read, a partial one resumed)."""
-    from ibs_study.engine.evaluate import evaluate_run
-    from ibs_study.engine.train import train
-
-    run_dir = Path(root) / spec.name
-    check_run_matches(spec, run_dir)
-    prepare_spec_data([spec])
-    status = run_status(run_dir, spec.split)
-    if status in ("new", "partial"):
-        cfg = resolve_config(preset=spec.preset, overrides=spec.overrides)
-        train(cfg, run_dir, resume=status == "partial", progress=progress)
-    if status != "done":
-        out = run_dir / f"eval_{spec.split}" if spec.split else None
-        evaluate_run(run_dir, split=spec.split, out_dir=out, progress=progress)
-    return read_metrics(run_dir, spec.split)
-
-
-def run_specs(
-    specs: Sequence[RunSpec],
-    root: str | os.PathLike,
-    *,
-    parallel: int = 2,
-    threads: int = 1,
-    progress: bool = True,
-) -> dict[str, dict]:
-    """Train and evaluate every spec under ``root``; returns name -> metrics.
-
-    ``parallel >= 1``: :func:`~ibs_study.study.grid.run_grid` with that many subprocesses of
-    ``threads`` threads each. ``parallel == 0``: one after the other in this process (the
-    caller sets the torch thread count).
-    """
-    if parallel >= 1:
-        return run_grid(specs, root, parallel=parallel, threads=threads, progress=progress)
-    if parallel < 0:
-        raise ValueError(f"parallel must be >= 0, got {parallel}")
-    Path(root).mkdir(parents=True, exist_ok=True)
-    return {spec.name: run_in_process(spec, root) for spec in tqdm(specs, desc="runs", disable=not progress)}
-
-
 def oracle_runs(
     run_dirs: Sequence[str | os.PathLike],
     *,
@@ -372,7 +321,7 @@ def run_study(
         steps: training steps (None: the presets').
         overrides: ``key=value`` applied to every row run (sweep specs carry their own).
         sweeps: sweep name -> its specs (:func:`~ibs_study.study.specs.sweep_specs`).
-        scale, parallel, threads, progress: recorded scale; see :func:`run_specs`.
+        scale, parallel, threads, progress: recorded scale; see :func:`~ibs_study.study.grid.run_grid`.
         train: False only collects runs that exist (a missing one is an error naming it).
         oracle: measure the oracle-embedding confusion (:func:`oracle_runs`) of every run that
             lacks it, so the rows carry the ``oracle_*`` metrics and table 5.
@@ -391,7 +340,7 @@ def run_study(
     specs = study_specs(rows, seeds, steps=steps, overrides=overrides)
     sweep_runs = [spec for group in (sweeps or {}).values() for spec in group]
     if train:
-        run_specs([*specs, *sweep_runs], root, parallel=parallel, threads=threads, progress=progress)
+        run_grid([*specs, *sweep_runs], root, parallel=parallel, threads=threads, progress=progress)
     if oracle:
         # Runs that do not exist are left to collect_results, whose error names them.
         run_dirs = [Path(root) / spec.name for spec in [*specs, *sweep_runs]]

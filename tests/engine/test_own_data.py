@@ -15,8 +15,7 @@ from ibs_study.config import resolve_config
 from ibs_study.data.datasets import DatasetMeta
 from ibs_study.data.panoptic import CategoryInfo
 from ibs_study.errors import DataError
-from ibs_study.study.grid import RunSpec, prepare_spec_data, run_grid
-from ibs_study.study.runs import run_in_process
+from ibs_study.study.grid import RunSpec, prepare_spec_data, run_grid, run_in_process
 
 FAST = ["train.batch_size=4", "train.max_steps=1", "train.checkpoint_every=1", "train.device=cpu"]
 

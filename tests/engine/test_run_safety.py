@@ -374,7 +374,7 @@ def test_same_threads_give_bit_identical_weights_and_are_recorded(data_root, tmp
 
 @pytest.mark.slow
 def test_the_presets_one_thread_trains_as_the_study_runner_does(data_root, tmp_path):
-    """The study runner trains with OMP_NUM_THREADS=1 (engine.grid); the synthetic presets'
+    """The study runner trains with OMP_NUM_THREADS=1 (study.grid); the synthetic presets'
     train.threads=1 gives the same weights without it, so the stored results stay valid."""
     weights = {}
     for name, env, extra in [

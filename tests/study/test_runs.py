@@ -1,4 +1,4 @@
-"""Run helpers for notebooks: overrides, logs, in-process and torchrun training, run sets."""
+"""Run helpers for notebooks (ibs_study.study.runs): overrides, logs, in-process and torchrun training, the study."""
 
 from __future__ import annotations
 
@@ -9,15 +9,11 @@ from pathlib import Path
 import pytest
 
 from ibs_study.config import ConfigError
-from ibs_study.engine.run_dir import RunDirError
-from ibs_study.study.grid import RunSpec
 from ibs_study.study.runs import (
     launch_training,
     notebook_overrides,
     project_root,
     read_log,
-    run_in_process,
-    run_specs,
     run_study,
     smoke_overrides,
 )
@@ -101,31 +97,6 @@ def test_launch_training_reports_a_failed_torchrun_with_its_output(tmp_path, mon
         )
 
 
-def test_run_in_process_trains_once_then_reads(tmp_path):
-    spec = RunSpec("crop", "synthetic_pfcn_crop", tuple(smoke_overrides(tmp_path / "data", steps=2)))
-    metrics = run_in_process(spec, tmp_path / "runs")
-    checkpoint = tmp_path / "runs" / "crop" / "checkpoints" / "step_00000002.pt"
-    stamp = checkpoint.stat().st_mtime_ns
-    assert {"all", "things", "acc_th", "prec_th", "confusion_curve"} <= set(metrics)
-    assert metrics["num_images"] == 2
-    again = run_specs([spec], tmp_path / "runs", parallel=0, progress=False)
-    assert again == {"crop": metrics} and checkpoint.stat().st_mtime_ns == stamp
-    with pytest.raises(ValueError, match="parallel must be >= 0"):
-        run_specs([spec], tmp_path / "runs", parallel=-1)
-    # the same folder asked for another experiment (here 3 steps, or another seed) is refused,
-    # in process and by the subprocess grid, before anything runs; nothing is touched
-    longer = RunSpec("crop", "synthetic_pfcn_crop", (*spec.overrides, "train.max_steps=3"))
-    with pytest.raises(RunDirError, match=r"train\.max_steps: 2 -> 3"):
-        run_specs([longer], tmp_path / "runs", parallel=0, progress=False)
-    reseeded = RunSpec("crop", "synthetic_pfcn_crop", (*spec.overrides, "seed=5"))
-    with pytest.raises(RunDirError, match=r"runs/crop holds a run of another config.*seed: \d+ -> 5"):
-        run_specs([reseeded], tmp_path / "runs", parallel=1, progress=False)
-    assert checkpoint.stat().st_mtime_ns == stamp
-    assert sorted(p.name for p in (tmp_path / "runs" / "crop" / "checkpoints").iterdir()) == [
-        "step_00000002.pt"
-    ]
-
-
 def test_run_study_collect_only_names_a_missing_run(tmp_path):
     rows = [row for row in study_rows("cpu", ["pfcn"]) if row.setting == "crop"]
     with pytest.raises(FileNotFoundError, match="pfcn_crop_s0"):
@@ -133,4 +104,4 @@ def test_run_study_collect_only_names_a_missing_run(tmp_path):
 
 
 def test_project_root_is_the_checkout_holding_the_package():
-    assert project_root() == Path(__file__).resolve().parents[1]
+    assert project_root() == Path(__file__).resolve().parents[2]
