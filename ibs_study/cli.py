@@ -487,6 +487,7 @@ def _compare_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _compare(args: argparse.Namespace) -> int:
     from ibs_study.study.analysis import run_differences
+    from ibs_study.study.claims import format_difference
     from ibs_study.study.oracle import LOGIT_METRICS
     from ibs_study.study.tables import METRIC_LABELS
 
@@ -503,7 +504,7 @@ def _compare(args: argparse.Namespace) -> int:
         label = side + METRIC_LABELS.get(metric, metric)
         scale = 1 if metric in LOGIT_METRICS else 100  # logits as they are, shares in percent
         label += " (logit)" if metric in LOGIT_METRICS else ""
-        interval = f"{scale * d['mean']:+.1f} [{scale * d['ci95'][0]:+.1f}, {scale * d['ci95'][1]:+.1f}]"
+        interval = format_difference(d, scale)
         up = sum(v > 0 for v in d["per_seed"])
         print(
             f"{label:40s}{scale * d['baseline']:10.1f}{scale * d['other']:10.1f}{interval:>28s}{up:>6d} / {len(d['per_seed'])}"

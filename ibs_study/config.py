@@ -29,6 +29,7 @@ import yaml
 from ibs_study.errors import ConfigError
 from ibs_study.ibs_config import IBSConfig
 from ibs_study.input_files import read_text
+from ibs_study.metrics.panoptic import DEFAULT_THRESHOLDS
 from ibs_study.models.configs import BackboneConfig, HFConfig, Mask2FormerConfig, PanopticFCNConfig
 from ibs_study.sampling.plans import SamplerConfig
 
@@ -447,7 +448,7 @@ class EvalConfig:
     max_images: int | None = None
     test_short_side: int | None = None
     test_max_size: int | None = None
-    confusion_thresholds: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(1, 20))
+    confusion_thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
 
     def __post_init__(self) -> None:
         _check_choice("eval.task", self.task, ("panoptic", "instance"))

@@ -56,7 +56,7 @@ from ibs_study.study.analysis import setting_differences
 from ibs_study.study.notebook_parameters import check_parameters
 from ibs_study.study.operating import PFCN_SCORE_THRESHOLD, collect_operating_curves
 from ibs_study.study.runs import notebook_overrides, project_root, run_study
-from ibs_study.study.claims import claims_table, reproduction_checks
+from ibs_study.study.claims import claims_table, format_difference, reproduction_checks
 from ibs_study.study.results import save_results, sweep_reference
 from ibs_study.study.specs import study_rows, sweep_specs
 from ibs_study.study.tables import TABLES, results_table
@@ -148,7 +148,7 @@ for model in models:
     for baseline, other in comparisons:
         if {(model, baseline), (model, other)} <= present:
             diff = setting_differences(results, model, baseline, other)
-            cells = [f"{name} {100 * d['mean']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]" for name, d in diff.items()]
+            cells = [f"{name} {format_difference(d)}" for name, d in diff.items()]
             print(f"{model}: {other} − {baseline}: " + "; ".join(cells))
 
 # %%

@@ -48,6 +48,7 @@ import torch
 from IPython.display import Image, Markdown, display
 
 from ibs_study.study.analysis import setting_differences
+from ibs_study.study.claims import format_difference
 from ibs_study.engine.data import open_split
 from ibs_study.engine.run_dir import read_run_config
 from ibs_study.study.instance_maps import instance_eval_to_panoptic
@@ -98,7 +99,7 @@ figure
 # %%
 diff = setting_differences(results, "m2f_instance", "crop", "crop_ibs", INSTANCE_METRICS)
 for name, d in diff.items():
-    print(f"crop_ibs − crop {name}: {100 * d['mean']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]")
+    print(f"crop_ibs − crop {name}: {format_difference(d)}")
 
 # %% [markdown]
 # Differences are paired by seed, with 95 % intervals. AP averages over IoU thresholds and

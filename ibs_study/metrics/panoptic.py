@@ -114,6 +114,7 @@ __all__ = [
     "evaluate_panoptic_folders",
     "default_workers",
     "rank_images_by_confusion",
+    "curve_ratio_at",
     "format_results",
     "write_confusion_csv",
 ]
@@ -549,6 +550,14 @@ class ConfusionRecord:
         values["bbox"] = tuple(values["bbox"])
         values["overlaps"] = [GTOverlap(**o) for o in values["overlaps"]]
         return cls(**values)
+
+
+def curve_ratio_at(curve: Mapping, threshold: float) -> float:
+    """The ``ratio`` of a confusion curve (``thresholds``, ``ratio``: a ``confusion_curve`` of the
+    metrics, or an oracle-confusion curve) at its threshold nearest ``threshold`` (the first of two
+    equally near)."""
+    thresholds = curve["thresholds"]
+    return curve["ratio"][min(range(len(thresholds)), key=lambda i: abs(thresholds[i] - threshold))]
 
 
 def rank_images_by_confusion(records: Sequence[ConfusionRecord], threshold: float = 0.5) -> list[dict]:

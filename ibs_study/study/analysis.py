@@ -31,7 +31,7 @@ from ibs_study.data.statistics import things_in_crop
 from ibs_study.data.transforms import random_crop_box
 from ibs_study.errors import ConfigError, RunDirError
 from ibs_study.losses import assign_partners, shared_thing_class_fraction
-from ibs_study.metrics.panoptic import DEFAULT_SIZE_BOUNDS, SIZE_NAMES, PanopticEvaluator
+from ibs_study.metrics.panoptic import DEFAULT_SIZE_BOUNDS, SIZE_NAMES, PanopticEvaluator, curve_ratio_at
 
 logger = logging.getLogger(__name__)
 
@@ -470,13 +470,8 @@ class MergeOutcome:
             "pq_th": m["things"]["pq"],
             "acc_th": m["acc_th"],
             "prec_th": m["prec_th"],
-            "confused_at_0.5": m["confusion_curve"]["ratio"][_threshold_index(m, 0.5)],
+            "confused_at_0.5": curve_ratio_at(m["confusion_curve"], 0.5),
         }
-
-
-def _threshold_index(metrics: dict, threshold: float) -> int:
-    thresholds = metrics["confusion_curve"]["thresholds"]
-    return int(np.argmin(np.abs(np.asarray(thresholds) - threshold)))
 
 
 def merge_sweep(

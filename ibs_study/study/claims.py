@@ -15,24 +15,47 @@ import numpy as np
 
 from ibs_study.study.results import metric_summary
 from ibs_study.study.specs import row_variant
+from ibs_study.study.tables import METRIC_LABELS
 
 __all__ = [
     "ClaimCheck",
+    "ClaimMeasure",
     "CLAIM_MEASURES",
     "per_seed_values",
     "paired_difference",
     "reproduction_checks",
+    "format_difference",
+    "seeds_above_zero",
     "claims_table",
 ]
 
-# (metric, label, higher is better): the measures every claim is checked on.
+
+@dataclass(frozen=True)
+class ClaimMeasure:
+    """A measure the claims are checked on: a study metric, which way is better, and its label in
+    the claims table (default: :data:`~ibs_study.study.tables.METRIC_LABELS`)."""
+
+    metric: str
+    higher_is_better: bool
+    label_text: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.label_text or METRIC_LABELS[self.metric]
+
+
+# the measures every claim is checked on
 CLAIM_MEASURES = (
-    ("prec_th", "Prec^th", True),
-    ("acc_th", "Acc^th", True),
-    ("confusion_auc", "confusion curve (mean over T)", False),
+    ClaimMeasure("prec_th", higher_is_better=True),
+    ClaimMeasure("acc_th", higher_is_better=True),
+    ClaimMeasure("confusion_auc", higher_is_better=False),
     # end-to-end confusion in pixels: the share of predicted thing pixels on another GT instance
-    ("pred_th_other_instance", "predicted thing pixels on other instances", False),
-    ("oracle_leak", "oracle leak", False),
+    ClaimMeasure(
+        "pred_th_other_instance",
+        higher_is_better=False,
+        label_text="predicted thing pixels on other instances",
+    ),
+    ClaimMeasure("oracle_leak", higher_is_better=False, label_text="oracle leak"),
 )
 
 
@@ -95,6 +118,8 @@ def _paired(
 
 
 def _verdict(difference: dict[str, Any], direction: bool) -> str:
+    """``yes``: ``direction`` holds and the difference's 95 % interval lies above 0; ``direction
+    only``: it holds, the interval includes 0; ``no``: it does not hold."""
     if not direction:
         return "no"
     return "yes" if difference["ci95"][0] > 0 else "direction only"
@@ -114,8 +139,9 @@ def reproduction_checks(results: dict[str, Any], model: str = "pfcn", variant: s
     and data order) with Student-t intervals.
     """
     out = []
-    for metric, label, higher in CLAIM_MEASURES:
-        better = 1.0 if higher else -1.0
+    for measure in CLAIM_MEASURES:
+        metric, label = measure.metric, measure.label
+        better = 1.0 if measure.higher_is_better else -1.0
         crop_loss = _paired(results, model, "crop", "full", metric, better, variant)  # + : crop is worse
         if crop_loss is not None:
             out.append(
@@ -130,15 +156,13 @@ def reproduction_checks(results: dict[str, Any], model: str = "pfcn", variant: s
         gain = _paired(results, model, "crop", "crop_ibs", metric, better, variant)  # + : IBS is better
         if gain is not None and crop_loss is not None:
             recovered = gain["mean"] / crop_loss["mean"] if crop_loss["mean"] > 0 else None
-            reached = recovered is not None and recovered >= 0.5
-            verdict = "no" if not reached else ("yes" if gain["ci95"][0] > 0 else "direction only")
             out.append(
                 ClaimCheck(
                     "crop + IBS (paired) recovers at least half of the crop loss",
                     label,
                     gain,
                     recovered,
-                    verdict,
+                    _verdict(gain, recovered is not None and recovered >= 0.5),
                 )
             )
         paired = _paired(results, model, "crop_ibs_random", "crop_ibs", metric, better, variant)
@@ -149,14 +173,22 @@ def reproduction_checks(results: dict[str, Any], model: str = "pfcn", variant: s
                     label,
                     paired,
                     None,
-                    "yes"
-                    if paired["mean"] >= 0 and paired["ci95"][0] > 0
-                    else "direction only"
-                    if paired["mean"] >= 0
-                    else "no",
+                    _verdict(paired, paired["mean"] >= 0),
                 )
             )
     return out
+
+
+def format_difference(difference: dict[str, Any], scale: float = 100.0, digits: int = 1) -> str:
+    """``mean [low, high]`` of a :func:`paired_difference` (its 95 % interval), signed, times
+    ``scale`` (100: points; 1: logits as they are), ``digits`` decimals."""
+    low, high = difference["ci95"]
+    return f"{scale * difference['mean']:+.{digits}f} [{scale * low:+.{digits}f}, {scale * high:+.{digits}f}]"
+
+
+def seeds_above_zero(difference: dict[str, Any]) -> str:
+    """``k / n``: how many of the ``n`` seeds' own differences are above 0."""
+    return f"{sum(v > 0 for v in difference['per_seed'])} / {len(difference['per_seed'])}"
 
 
 def claims_table(results: dict[str, Any], model: str = "pfcn", variant: str = "") -> str:
@@ -168,9 +200,8 @@ def claims_table(results: dict[str, Any], model: str = "pfcn", variant: str = ""
         "|---|---|---|---:|---:|---|",
     ]
     for check in reproduction_checks(results, model, variant):
-        d = check.difference
-        cell = f"{100 * d['mean']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]"
-        seeds_for = f"{sum(v > 0 for v in d['per_seed'])} / {len(d['per_seed'])}"
+        cell = format_difference(check.difference)
+        seeds_for = seeds_above_zero(check.difference)
         recovered = f"{100 * check.recovered:.0f} %" if check.recovered is not None else ""
         lines.append(
             f"| {check.claim} | {check.measure} | {cell} | {seeds_for} | {recovered} | {check.verdict} |"

@@ -23,9 +23,11 @@ from pathlib import Path
 from ibs_study.data.statistics import dataset_statistics, format_statistics
 from ibs_study.data.synthetic import SYNTHETIC_SCALES, ensure_dataset
 from ibs_study.engine.run_dir import read_run_config
+from ibs_study.metrics.panoptic import curve_ratio_at
 from ibs_study.study.grid import RunSpec, run_grid
-from ibs_study.study.results import read_oracle
+from ibs_study.study.results import flat_metrics, read_oracle
 from ibs_study.study.runs import oracle_runs, project_root
+from ibs_study.study.tables import METRIC_LABELS
 from ibs_study.viz.explorer_data import DEMO_RUN_DIRS
 from ibs_study.viz.figures import confusion_curve_figure, series_from_metrics
 
@@ -42,25 +44,21 @@ DEMO_RUNS = (
 _LABELS = {"full": "full image", "crop": "crop", "crop_ibs": "crop + IBS (paired)"}
 
 
+# the table's metrics (flat_metrics names) and their column widths; the oracle leak last
+_TABLE_COLUMNS = (("pq", 6), ("pq_th", 6), ("pq_st", 6), ("acc_th", 7), ("prec_th", 8))
+
+
 def demo_table(metrics: dict[str, dict], oracles: dict[str, dict] | None = None) -> str:
     """The Table 1/2-style summary in percent, with the oracle leak where measured."""
     oracles = oracles or {}
-    lines = [
-        f"{'setting':22s} {'PQ':>6s} {'PQ^th':>6s} {'PQ^st':>6s} {'Acc^th':>7s} {'Prec^th':>8s} {'leak':>6s}"
-    ]
+    header = " ".join(f"{METRIC_LABELS[name]:>{width}s}" for name, width in _TABLE_COLUMNS)
+    lines = [f"{'setting':22s} {header} {METRIC_LABELS['oracle_leak']:>6s}"]
     for setting, m in metrics.items():
+        flat = flat_metrics(m)
+        values = " ".join(f"{100 * flat[name]:{width}.1f}" for name, width in _TABLE_COLUMNS)
         leak = f"{100 * oracles[setting]['leak']:6.1f}" if setting in oracles else f"{'–':>6s}"
-        lines.append(
-            f"{_LABELS.get(setting, setting):22s} {100 * m['all']['pq']:6.1f} {100 * m['things']['pq']:6.1f} "
-            f"{100 * m['stuff']['pq']:6.1f} {100 * m['acc_th']:7.1f} {100 * m['prec_th']:8.1f} {leak}"
-        )
+        lines.append(f"{_LABELS.get(setting, setting):22s} {values} {leak}")
     return "\n".join(lines)
-
-
-def _confused(m: dict, threshold: float = 0.1) -> float:
-    curve = m["confusion_curve"]
-    index = min(range(len(curve["thresholds"])), key=lambda i: abs(curve["thresholds"][i] - threshold))
-    return curve["ratio"][index]
 
 
 def demo_findings(metrics: dict[str, dict], oracles: dict[str, dict] | None = None) -> list[str]:
@@ -102,7 +100,9 @@ def demo_findings(metrics: dict[str, dict], oracles: dict[str, dict] | None = No
     )
     out.append(
         "predicted things covering >10% of two or more GT things: "
-        + ", ".join(f"{_LABELS[s]} {100 * _confused(m):.1f}%" for s, m in metrics.items())
+        + ", ".join(
+            f"{_LABELS[s]} {100 * curve_ratio_at(m['confusion_curve'], 0.1):.1f}%" for s, m in metrics.items()
+        )
         + "."
     )
     return out

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ibs_study.errors import ConfigError
-from ibs_study.study.claims import claims_table, paired_difference
+from ibs_study.study.claims import claims_table, format_difference, paired_difference, seeds_above_zero
 from ibs_study.study.oracle import LOGIT_METRICS
 from ibs_study.study.results import find_row, save_results
 from ibs_study.study.specs import StudyRow, row_variant, study_rows
@@ -240,10 +240,8 @@ def comparisons_table(
             difference = paired_difference(baseline, other, metric)
             if difference is None:
                 continue
-            scale = _scale(metric)
-            low, high = (scale * v for v in difference["ci95"])
-            cell = f"{scale * difference['mean']:+.2f} [{low:+.2f}, {high:+.2f}]"
-            above = f"{sum(v > 0 for v in difference['per_seed'])} / {len(difference['per_seed'])}"
+            cell = format_difference(difference, _scale(metric), digits=2)
+            above = seeds_above_zero(difference)
             share = ""
             if comparison.loss is not None and metric not in LOGIT_METRICS:
                 crop, full = (find_row(results, model, *key) for key in comparison.loss)

@@ -54,12 +54,12 @@ from ibs_study.atomic import write_json_atomic
 from ibs_study.data.batch import target_from_sample
 from ibs_study.data.datasets import PanopticDataset
 from ibs_study.engine.run_dir import run_lock
+from ibs_study.metrics.panoptic import DEFAULT_THRESHOLDS
 from ibs_study.models.output import UnifiedOutput
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "DEFAULT_THRESHOLDS",
     "ORACLE_FILE",
     "ORACLE_LOGITS_FILE",
     "LOGIT_METRICS",
@@ -72,7 +72,6 @@ __all__ = [
     "oracle_logits_run",
 ]
 
-DEFAULT_THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))
 ORACLE_FILE = "oracle_confusion.json"
 ORACLE_LOGITS_FILE = "oracle_logits.json"
 # weighted means over the GT things' embeddings (logits, not fractions); the look-alike ones

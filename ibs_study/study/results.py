@@ -23,7 +23,7 @@ from scipy import stats
 from ibs_study.engine.run_dir import read_run_config
 from ibs_study.errors import DataError, RunDirError
 from ibs_study.input_files import expect, read_json
-from ibs_study.metrics.panoptic import GT_THING_PIXEL_FATES, PRED_THING_PIXEL_FATES
+from ibs_study.metrics.panoptic import GT_THING_PIXEL_FATES, PRED_THING_PIXEL_FATES, curve_ratio_at
 from ibs_study.study.grid import RunSpec, read_metrics
 from ibs_study.study.oracle import LOGIT_METRICS, ORACLE_FILE, ORACLE_LOGITS_FILE
 from ibs_study.study.specs import StudyRow, row_variant, study_rows
@@ -108,13 +108,10 @@ def flat_metrics(
         flat |= {f"gt_th_{fate}": share for fate, share in breakdown["gt"].items()}
         flat |= {f"pred_th_{fate}": share for fate, share in breakdown["pred"].items()}
     if oracle is not None:
-        at = min(
-            range(len(oracle["thresholds"])), key=lambda i: abs(oracle["thresholds"][i] - ORACLE_THRESHOLD)
-        )
         flat |= {
             "oracle_leak": oracle["leak"],
             "oracle_own_coverage": oracle["own_coverage"],
-            "oracle_confused": oracle["ratio"][at],
+            "oracle_confused": curve_ratio_at(oracle, ORACLE_THRESHOLD),
         }
     if logits is not None:
         flat |= {name: logits[name] for name in LOGIT_METRICS if name in logits}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from ibs_study.study.paper_reference import PAPER_INSTANCE, PAPER_PANOPTIC
@@ -21,80 +23,115 @@ from ibs_study.study.results import (
     find_row,
 )
 
-__all__ = ["TABLES", "METRIC_LABELS", "format_measured", "results_table"]
-
-# every setting of every model, for the tables that are not in the paper
-ALL_SETTING_ROWS = [
-    ("pfcn", "full", "Panoptic FCN, full image"),
-    ("pfcn", "crop", "Panoptic FCN, crop"),
-    ("pfcn", "crop_ibs_random", "Panoptic FCN, crop + IBS, random"),
-    ("pfcn", "crop_ibs", "Panoptic FCN, crop + IBS, paired"),
-    ("m2f", "crop", "Mask2Former, crop"),
-    ("m2f", "crop_ibs", "Mask2Former, crop + IBS"),
-    ("m2f_instance", "crop", "Mask2Former instance, crop"),
-    ("m2f_instance", "crop_ibs", "Mask2Former instance, crop + IBS"),
+__all__ = [
+    "Table",
+    "TableRow",
+    "TABLES",
+    "ALL_SETTING_ROWS",
+    "METRIC_LABELS",
+    "format_measured",
+    "results_table",
 ]
 
-# table -> (title, [(model, setting, label)], metrics, reference dataset, reference dict)
-TABLES: dict[int, tuple[str, list[tuple[str, str, str]], tuple[str, ...], str, dict]] = {
-    1: (
-        "Full-image vs crop-based training (Panoptic FCN)",
-        [("pfcn", "full", "Panoptic FCN, full image"), ("pfcn", "crop", "Panoptic FCN, crop")],
-        PANOPTIC_METRICS,
-        "cityscapes",
-        PAPER_PANOPTIC,
+
+@dataclass(frozen=True)
+class TableRow:
+    """A row of a table: the study's own row (no variant) of ``model`` and ``setting``, as ``label``."""
+
+    model: str
+    setting: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Table:
+    """One table of the study.
+
+    Attributes:
+        title: what it compares (the paper's tables are headed ``Table n analogue: <title>``).
+        rows: its rows, in order.
+        metrics: its columns, study metric names.
+        dataset: for the paper's Tables 1-4, the dataset whose published numbers ``reference``
+            holds; None for the tables not in the paper (no reference columns).
+        reference: (dataset, model, setting) -> metric -> the paper's number, in percent.
+    """
+
+    title: str
+    rows: tuple[TableRow, ...]
+    metrics: tuple[str, ...]
+    dataset: str | None = None
+    reference: Mapping[tuple[str, str, str], Mapping[str, float]] = field(default_factory=dict)
+
+
+# every setting of every model, for the tables that are not in the paper
+ALL_SETTING_ROWS = (
+    TableRow("pfcn", "full", "Panoptic FCN, full image"),
+    TableRow("pfcn", "crop", "Panoptic FCN, crop"),
+    TableRow("pfcn", "crop_ibs_random", "Panoptic FCN, crop + IBS, random"),
+    TableRow("pfcn", "crop_ibs", "Panoptic FCN, crop + IBS, paired"),
+    TableRow("m2f", "crop", "Mask2Former, crop"),
+    TableRow("m2f", "crop_ibs", "Mask2Former, crop + IBS"),
+    TableRow("m2f_instance", "crop", "Mask2Former instance, crop"),
+    TableRow("m2f_instance", "crop_ibs", "Mask2Former instance, crop + IBS"),
+)
+
+TABLES: dict[int, Table] = {
+    1: Table(
+        title="Full-image vs crop-based training (Panoptic FCN)",
+        rows=(
+            TableRow("pfcn", "full", "Panoptic FCN, full image"),
+            TableRow("pfcn", "crop", "Panoptic FCN, crop"),
+        ),
+        metrics=PANOPTIC_METRICS,
+        dataset="cityscapes",
+        reference=PAPER_PANOPTIC,
     ),
-    2: (
-        "Main results: IBS on Panoptic FCN and Mask2Former",
-        [
-            ("pfcn", "crop", "Panoptic FCN"),
-            ("pfcn", "crop_ibs", "Panoptic FCN + IBS"),
-            ("m2f", "crop", "Mask2Former"),
-            ("m2f", "crop_ibs", "Mask2Former + IBS"),
-        ],
-        PANOPTIC_METRICS,
-        "cityscapes",
-        PAPER_PANOPTIC,
+    2: Table(
+        title="Main results: IBS on Panoptic FCN and Mask2Former",
+        rows=(
+            TableRow("pfcn", "crop", "Panoptic FCN"),
+            TableRow("pfcn", "crop_ibs", "Panoptic FCN + IBS"),
+            TableRow("m2f", "crop", "Mask2Former"),
+            TableRow("m2f", "crop_ibs", "Mask2Former + IBS"),
+        ),
+        metrics=PANOPTIC_METRICS,
+        dataset="cityscapes",
+        reference=PAPER_PANOPTIC,
     ),
-    3: (
-        "Ablations (Panoptic FCN): crop, IBS, sampling",
-        [
-            ("pfcn", "full", "no crop, no IBS, random"),
-            ("pfcn", "crop", "crop, no IBS, random"),
-            ("pfcn", "crop_ibs_random", "crop, IBS, random"),
-            ("pfcn", "crop_ibs", "crop, IBS, paired (ours)"),
-        ],
-        PANOPTIC_METRICS,
-        "vistas",
-        PAPER_PANOPTIC,
+    3: Table(
+        title="Ablations (Panoptic FCN): crop, IBS, sampling",
+        rows=(
+            TableRow("pfcn", "full", "no crop, no IBS, random"),
+            TableRow("pfcn", "crop", "crop, no IBS, random"),
+            TableRow("pfcn", "crop_ibs_random", "crop, IBS, random"),
+            TableRow("pfcn", "crop_ibs", "crop, IBS, paired (ours)"),
+        ),
+        metrics=PANOPTIC_METRICS,
+        dataset="vistas",
+        reference=PAPER_PANOPTIC,
     ),
-    4: (
-        "Instance segmentation (Mask2Former)",
-        [("m2f_instance", "crop", "Mask2Former"), ("m2f_instance", "crop_ibs", "Mask2Former + IBS")],
-        ("ap", "ap_s", "ap_m", "ap_l", "acc_th", "prec_th"),
-        "vistas",
-        PAPER_INSTANCE,
+    4: Table(
+        title="Instance segmentation (Mask2Former)",
+        rows=(
+            TableRow("m2f_instance", "crop", "Mask2Former"),
+            TableRow("m2f_instance", "crop_ibs", "Mask2Former + IBS"),
+        ),
+        metrics=("ap", "ap_s", "ap_m", "ap_l", "acc_th", "prec_th"),
+        dataset="vistas",
+        reference=PAPER_INSTANCE,
     ),
-    5: (
-        "Oracle-embedding confusion (not in the paper)",
-        ALL_SETTING_ROWS,
-        ORACLE_METRICS,
-        None,
-        {},
+    5: Table(
+        title="Oracle-embedding confusion (not in the paper)", rows=ALL_SETTING_ROWS, metrics=ORACLE_METRICS
     ),
-    6: (
-        "Where the ground-truth thing pixels go (not in the paper)",
-        ALL_SETTING_ROWS,
-        GT_THING_PIXEL_METRICS,
-        None,
-        {},
+    6: Table(
+        title="Where the ground-truth thing pixels go (not in the paper)",
+        rows=ALL_SETTING_ROWS,
+        metrics=GT_THING_PIXEL_METRICS,
     ),
-    7: (
-        "Where the predicted thing pixels lie (not in the paper)",
-        ALL_SETTING_ROWS,
-        PRED_THING_PIXEL_METRICS,
-        None,
-        {},
+    7: Table(
+        title="Where the predicted thing pixels lie (not in the paper)",
+        rows=ALL_SETTING_ROWS,
+        metrics=PRED_THING_PIXEL_METRICS,
     ),
 }
 
@@ -128,19 +165,21 @@ def results_table(results: dict[str, Any], table: int, fmt: str = "markdown") ->
     Tables 5-7 (oracle-embedding confusion, where the thing pixels go) have no paper counterpart
     and no paper columns. Rows absent from ``results``, or holding none of the table's metrics
     (results collected before a metric existed), are left out."""
-    title, rows, metrics, dataset, reference = TABLES[table]
-    header = ["Setting"] + [METRIC_LABELS[m] for m in metrics]
-    if dataset is not None:
-        header += [f"paper ({dataset}) {METRIC_LABELS[m]}" for m in metrics]
+    spec = TABLES[table]
+    header = ["Setting"] + [METRIC_LABELS[m] for m in spec.metrics]
+    if spec.dataset is not None:
+        header += [f"paper ({spec.dataset}) {METRIC_LABELS[m]}" for m in spec.metrics]
     body = []
-    for model, setting, label in rows:
-        row = find_row(results, model, setting)
-        if row is None or not any(m in row["metrics"] for m in metrics):
+    for table_row in spec.rows:
+        row = find_row(results, table_row.model, table_row.setting)
+        if row is None or not any(m in row["metrics"] for m in spec.metrics):
             continue
-        measured = [format_measured(row["metrics"][m]) if m in row["metrics"] else "–" for m in metrics]
-        ref = reference.get((dataset, model, setting), {})
-        paper = [f"{ref[m]:.1f}" if m in ref else "–" for m in metrics] if dataset is not None else []
-        body.append([label, *measured, *paper])
+        measured = [format_measured(row["metrics"][m]) if m in row["metrics"] else "–" for m in spec.metrics]
+        paper = []
+        if spec.dataset is not None:
+            ref = spec.reference.get((spec.dataset, table_row.model, table_row.setting), {})
+            paper = [f"{ref[m]:.1f}" if m in ref else "–" for m in spec.metrics]
+        body.append([table_row.label, *measured, *paper])
     if fmt == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
@@ -150,10 +189,10 @@ def results_table(results: dict[str, Any], table: int, fmt: str = "markdown") ->
     seeds = results["rows"][0]["seeds"] if results["rows"] else []
     scope = f"synthetic, {results['scale']} scale; measured: mean ± 95 % CI half-width over seeds {seeds}, percent"
     lines = [
-        f"**Table {table} analogue: {title}** ({scope}; paper columns: published numbers on real {dataset}, "
-        "for reference)"
-        if dataset is not None
-        else f"**{title}** ({scope})",
+        f"**Table {table} analogue: {spec.title}** ({scope}; paper columns: published numbers on real "
+        f"{spec.dataset}, for reference)"
+        if spec.dataset is not None
+        else f"**{spec.title}** ({scope})",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",

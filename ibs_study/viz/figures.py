@@ -250,8 +250,8 @@ class BarRow:
 
 def table_title(table: int) -> str:
     """``Table n analogue: <title>`` for the paper's tables, the bare title for the others (5-7)."""
-    title, _, _, dataset, _ = TABLES[table]
-    return f"Table {table} analogue: {title}" if dataset is not None else title
+    spec = TABLES[table]
+    return f"Table {table} analogue: {spec.title}" if spec.dataset is not None else spec.title
 
 
 def table_bar_rows(results: Mapping, table: int) -> tuple[list[BarRow], tuple[str, ...]]:
@@ -260,14 +260,14 @@ def table_bar_rows(results: Mapping, table: int) -> tuple[list[BarRow], tuple[st
     Rows absent from ``results`` or holding none of the table's metrics are left out; a metric
     a row lacks is absent from its dicts.
     """
-    _, rows, metrics, _, _ = TABLES[table]
+    metrics = TABLES[table].metrics
     out = []
-    for model, setting, label in rows:
+    for table_row in TABLES[table].rows:
         row = next(
             (
                 r
                 for r in results["rows"]
-                if r["model"] == model and r["setting"] == setting and not row_variant(r)
+                if r["model"] == table_row.model and r["setting"] == table_row.setting and not row_variant(r)
             ),
             None,
         )
@@ -276,8 +276,8 @@ def table_bar_rows(results: Mapping, table: int) -> tuple[list[BarRow], tuple[st
         present = [m for m in metrics if m in row["metrics"]]
         out.append(
             BarRow(
-                label=label,
-                setting=setting,
+                label=table_row.label,
+                setting=table_row.setting,
                 means={m: row["metrics"][m]["mean"] for m in present},
                 ci95={m: tuple(row["metrics"][m]["ci95"]) for m in present},
                 per_seed={m: list(row["metrics"][m]["per_seed"]) for m in present},

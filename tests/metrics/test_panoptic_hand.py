@@ -19,6 +19,7 @@ from ibs_study.metrics.panoptic import (
     DEFAULT_THRESHOLDS,
     ConfusionRecord,
     PanopticEvaluator,
+    curve_ratio_at,
     overlap_table,
     overlap_table_from_runs,
     rank_images_by_confusion,
@@ -413,3 +414,11 @@ def test_torch_tensors_give_the_same_results(categories, device):
         pred_segs,
     )
     assert on_device == expected
+
+
+def test_curve_ratio_at_reads_the_nearest_threshold():
+    curve = {"thresholds": [0.1, 0.25, 0.5, 0.75], "ratio": [0.9, 0.6, 0.3, 0.05]}
+    assert curve_ratio_at(curve, 0.5) == 0.3
+    assert curve_ratio_at(curve, 0.0) == 0.9 and curve_ratio_at(curve, 1.0) == 0.05
+    assert curve_ratio_at(curve, 0.3) == 0.6  # 0.05 from 0.25, 0.2 from 0.5
+    assert curve_ratio_at(curve, 0.625) == 0.3  # equally near 0.5 and 0.75: the first
