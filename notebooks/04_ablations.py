@@ -57,7 +57,7 @@ from ibs_study.study.notebook_parameters import check_parameters
 from ibs_study.study.operating import PFCN_SCORE_THRESHOLD, collect_operating_curves
 from ibs_study.study.runs import notebook_overrides, project_root, run_study
 from ibs_study.study.claims import claims_table, format_difference, reproduction_checks
-from ibs_study.study.results import save_results, sweep_reference
+from ibs_study.study.results import save_operating_curves, save_results, sweep_reference
 from ibs_study.study.specs import study_rows, sweep_specs
 from ibs_study.study.tables import TABLES, results_table
 from ibs_study.viz.figures import (
@@ -108,7 +108,8 @@ results = run_study(
     parallel=parallel, threads=threads, train=not collect_only,
 )  # fmt: skip
 save_results(results, out / "synthetic_results.json")
-print(f"{len(results['rows'])} rows x {len(seeds)} seeds collected into {out / 'synthetic_results.json'}")
+data = results.to_json()  # the figures read the results as the JSON holds them
+print(f"{len(results.rows)} rows x {len(seeds)} seeds collected into {out / 'synthetic_results.json'}")
 
 # %% [markdown]
 # ## Table 1 and Table 3 analogues
@@ -119,14 +120,14 @@ print(f"{len(results['rows'])} rows x {len(seeds)} seeds collected into {out / '
 # easier, so only the direction of the differences is comparable, not the values.
 
 # %%
-tables = [number for number in TABLES if table_bar_rows(results, number)[0]]  # tables with a measured row
+tables = [number for number in TABLES if table_bar_rows(data, number)[0]]  # tables with a measured row
 for number in tables:
     (out / f"table{number}.md").write_text(results_table(results, number))
     display(Markdown(results_table(results, number)))
 
 # %%
 for number in tables:
-    figure = metric_bars_figure(results, number)
+    figure = metric_bars_figure(data, number)
     save_figure(figure, out / f"bars_table{number}")
     display(figure)
 
@@ -167,7 +168,7 @@ for model in models:
 
 # %%
 for model in models:
-    figure = confusion_curve_figure(series_from_results(results, model), title=f"Confusion, {model} (mean, 95 % band)")
+    figure = confusion_curve_figure(series_from_results(data, model), title=f"Confusion, {model} (mean, 95 % band)")
     save_figure(figure, out / f"fig5_confusion_{model}")
     display(figure)
 
@@ -184,7 +185,7 @@ for model in models:
 
 # %%
 for model in models:
-    series = series_from_results(results, model, curve="oracle_confusion_curve")
+    series = series_from_results(data, model, curve="oracle_confusion_curve")
     if series:
         figure = confusion_curve_figure(
             series, title=f"Oracle-embedding confusion, {model} (mean, 95 % band)", ylabel=ORACLE_CURVE_YLABEL
@@ -205,7 +206,7 @@ for model in models:
 pfcn_rows = [row for row in rows if row.model == "pfcn"]
 if score_thresholds and pfcn_rows:
     curves = collect_operating_curves(root, pfcn_rows, seeds, PFCN_SCORE_THRESHOLD, score_thresholds)
-    save_results(curves, out / "operating_curves_pfcn.json")
+    save_operating_curves(curves, out / "operating_curves_pfcn.json")
     figure = operating_curve_figure(curves)
     save_figure(figure, out / "operating_curve_pfcn")
     display(figure)
@@ -223,15 +224,15 @@ labels = {
     "crop_size": "crop size H x W (crop training, no IBS)",
     "m2f_lambda": "λ_IBS, Mask2Former (crop + IBS, paired sampler)",
 }
-for name, entries in results["sweeps"].items():
+for name, entries in results.sweeps.items():
     if not entries:  # a sweep given no values
         continue
     reference = sweep_reference(results, entries)  # the crop row (λ) or full-image row (crop size), dashed
-    figure = sweep_figure(entries, xlabel=labels[name], title=f"Sweep of {labels[name]}, seed {sweep_seed}", reference=reference)
+    figure = sweep_figure(data["sweeps"][name], xlabel=labels[name], title=f"Sweep of {labels[name]}, seed {sweep_seed}", reference=reference)
     save_figure(figure, out / f"sweep_{name}")
     display(figure)
     for entry in entries:
-        print(f"{name}={entry['value']}: " + ", ".join(f"{k} {100 * v:.1f}" for k, v in entry["metrics"].items()))
+        print(f"{name}={entry.value}: " + ", ".join(f"{k} {100 * v:.1f}" for k, v in entry.metrics.items()))
 
 # %% [markdown]
 # The sweeps use one seed per value, so read them against the seed spread of the tables

@@ -92,7 +92,7 @@ save_results(results, out / "instance_results.json")
 # %%
 (out / "table4.md").write_text(results_table(results, 4))
 display(Markdown(results_table(results, 4)))
-figure = metric_bars_figure(results, 4)
+figure = metric_bars_figure(results.to_json(), 4)
 save_figure(figure, out / "bars_table4")
 figure
 

@@ -60,10 +60,10 @@ if smoke:
     results_json, runs_root, top_k = str(work / "synthetic_results.json"), str(work / "runs"), 1
     save_results(run_study(runs_root, rows, [0, 1], overrides=overrides, scale="tiny", parallel=0), results_json)
 results = load_results(results_json)
-print(f"{results_json}: scale {results['scale']}, device {results['device']}, commit {results['commit']}")
-for row in results["rows"]:
-    print(f"  {row['model']}_{row['setting']}: seeds {row['seeds']}, {row['steps']} steps, metrics {sorted(row['metrics'])}")
-print(f"  sweeps: {sorted(results.get('sweeps') or {})}")
+print(f"{results_json}: scale {results.scale}, device {results.device}, commit {results.commit}")
+for row in results.rows:
+    print(f"  {row.key}: seeds {list(row.seeds)}, {row.steps} steps, metrics {sorted(row.metrics)}")
+print(f"  sweeps: {sorted(results.sweeps or {})}")
 
 # %% [markdown]
 # ## Build

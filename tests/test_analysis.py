@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -26,6 +28,7 @@ from ibs_study.study.analysis import (
     shared_class_fractions,
     size_shares,
 )
+from ibs_study.study.results import ResultRow, StudyResults, Summary
 from ibs_study.study.runs import smoke_overrides
 
 ROAD, SKY, PERSON, CAR = 7, 23, 24, 26
@@ -181,12 +184,13 @@ def test_shared_class_fractions_are_deterministic_per_batch_fractions(tmp_path):
 # ---------------------------------------------------------------------- study differences
 
 
-def _row(setting: str, seeds: list[int], values: list[float]) -> dict:
-    return {"model": "pfcn", "setting": setting, "seeds": seeds, "metrics": {"acc_th": {"per_seed": values}}}
+def _row(setting: str, seeds: list[int], values: list[float]) -> ResultRow:
+    return ResultRow("pfcn", setting, tuple(seeds), 1, {"acc_th": Summary.of(values)})
 
 
 def test_setting_differences_are_paired_by_seed():
-    results = {"rows": [_row("crop", [0, 1, 2], [0.5, 0.6, 0.7]), _row("crop_ibs", [2, 0], [0.9, 0.6])]}
+    rows = (_row("crop", [0, 1, 2], [0.5, 0.6, 0.7]), _row("crop_ibs", [2, 0], [0.9, 0.6]))
+    results = StudyResults("cpu", None, None, rows)
     diff = setting_differences(results, "pfcn", "crop", "crop_ibs", ["acc_th", "pq"])
     assert list(diff) == ["acc_th"]  # pq is in neither row
     d = diff["acc_th"]
@@ -196,6 +200,6 @@ def test_setting_differences_are_paired_by_seed():
     assert d["ci95"] == pytest.approx([0.15 - 12.7062 * 0.05, 0.15 + 12.7062 * 0.05], abs=1e-4)
     with pytest.raises(KeyError, match="no row \\('pfcn', 'full'\\)"):
         setting_differences(results, "pfcn", "full", "crop")
-    results["rows"][1]["seeds"] = [5, 6]
+    results = dataclasses.replace(results, rows=(rows[0], _row("crop_ibs", [5, 6], [0.9, 0.6])))
     with pytest.raises(ValueError, match="share no seed"):
         setting_differences(results, "pfcn", "crop", "crop_ibs")

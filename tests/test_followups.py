@@ -3,6 +3,7 @@ and one follow-up end to end on the tiny synthetic set."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -21,7 +22,7 @@ from ibs_study.study.followups import (
     run_followup,
     scaled_warmup,
 )
-from ibs_study.study.results import metric_summary
+from ibs_study.study.results import StudyResults, metric_summary
 from ibs_study.study.runs import smoke_overrides
 from ibs_study.study.specs import study_specs
 from ibs_study.study.tables import results_table
@@ -76,9 +77,9 @@ def _row(setting: str, variant: str, values: dict[str, list[float]]) -> dict:
     return row | ({"variant": variant} if variant is not None else {})
 
 
-def _results() -> dict:
+def _data() -> dict:
     """A variant whose values differ from the study's, listed first, then the study's rows (one
-    without a "variant" key, as results written before variants)."""
+    without a "variant" key, as results written before variants), as the JSON holds them."""
     return {
         "scale": "cpu",
         "rows": [
@@ -88,6 +89,10 @@ def _results() -> dict:
             _row("crop_ibs", "", {"prec_th": [0.55, 0.45, 0.65], "logit_own": [1.0, 1.5, 2.0]}),
         ],
     }
+
+
+def _results() -> StudyResults:
+    return StudyResults.from_json(_data())
 
 
 def test_comparisons_are_paired_by_seed_and_read_against_the_crop_loss():
@@ -106,10 +111,10 @@ def test_comparisons_are_paired_by_seed_and_read_against_the_crop_loss():
 
 def test_variant_rows_stay_out_of_the_study_tables_and_claims():
     results = _results()
-    study_only = {**results, "rows": results["rows"][1:]}
+    study_only = dataclasses.replace(results, rows=results.rows[1:])
     assert results_table(results, 3) == results_table(study_only, 3)
     assert claims_table(results) == claims_table(study_only)
-    bars, _ = table_bar_rows(results, 3)
+    bars, _ = table_bar_rows(_data(), 3)
     assert [bar.means["prec_th"] for bar in bars] == pytest.approx([0.8, 0.5, 0.55])
     assert "| crop + IBS (paired) recovers at least half of the crop loss | Prec^th |" not in claims_table(
         results, variant="detach_bias"
@@ -120,7 +125,7 @@ def test_variant_rows_stay_out_of_the_study_tables_and_claims():
 
 
 def test_oracle_logits_figure_draws_every_row_with_logits():
-    results = _results()
+    results = _data()
     for row in results["rows"]:  # every logit metric: the same values as logit_own
         row["metrics"] |= {m: row["metrics"]["logit_own"] for _, names in LOGIT_PANELS for m in names}
     figure = oracle_logits_figure(results)
@@ -150,7 +155,7 @@ def test_a_follow_up_runs_end_to_end_on_the_tiny_set(tmp_path, capsys):
     results = run_followup("signed_features", **options)
     out = tmp_path / "out"
     written = json.loads((out / "synthetic_results.json").read_text())
-    assert written == json.loads(json.dumps(results))
+    assert written == json.loads(json.dumps(results.to_json()))
     assert [(r["setting"], r["variant"]) for r in written["rows"]] == [
         ("crop", "signed_features"),
         ("crop_ibs", "detach_bias"),
@@ -183,6 +188,6 @@ def test_a_follow_up_runs_end_to_end_on_the_tiny_set(tmp_path, capsys):
     line = capsys.readouterr().out.splitlines()[-1]
     assert line.startswith("embedding norm ‖E‖") and f"{logits['embedding_norm']:10.1f}" in line
     again = run_followup("signed_features", **(options | {"out_dir": tmp_path / "again"}), train=False)
-    assert again["rows"] == results["rows"]
+    assert again.rows == results.rows
     with pytest.raises(ConfigError, match="has no rows \\['pfcn_nope'\\]"):
         run_followup("signed_features", **(options | {"rows": ["pfcn_nope"]}))

@@ -18,8 +18,13 @@ from ibs_study.study.paper_figures import build_all
 from ibs_study.study.results import (
     ORACLE_METRICS,
     THING_PIXEL_METRICS,
+    ResultRow,
+    StudyResults,
+    Summary,
+    SweepPoint,
     load_results,
     read_oracle,
+    save_operating_curves,
     save_results,
     sweep_reference,
 )
@@ -47,7 +52,7 @@ def study(tmp_path_factory):
 
 
 def test_run_study_writes_the_results_schema_with_sweeps(study):
-    results = load_results(study[0])
+    results = json.loads(study[0].read_text())  # the schema as written
     assert [(r["model"], r["setting"]) for r in results["rows"]] == [("pfcn", "crop"), ("pfcn", "crop_ibs")]
     for row in results["rows"]:
         assert row["seeds"] == SEEDS and row["steps"] == 3
@@ -79,7 +84,7 @@ def test_run_study_writes_the_results_schema_with_sweeps(study):
     assert lambdas[2]["metrics"]["pq"] == row["metrics"]["pq"]["per_seed"][0]
     assert {e["seed"] for e in lambdas} == {0}
     # the λ sweep is drawn against crop training without IBS at the sweep's seed
-    label, reference = sweep_reference(results, lambdas)
+    label, reference = sweep_reference(load_results(study[0]), load_results(study[0]).sweeps["lambda"])
     crop = next(r for r in results["rows"] if r["setting"] == "crop")
     assert label == "crop, no IBS (seed 0)"
     assert reference["prec_th"] == crop["metrics"]["prec_th"]["per_seed"][0]
@@ -154,7 +159,7 @@ def test_build_all_writes_every_expected_file(study, tmp_path):
         "operating curves",
     }
     assert stored["packages"]["torch"] and stored["date"] and "git_commit" in stored
-    assert stored["results"] == {"scale": "tiny", "device": "cpu", "commit": results["commit"]}
+    assert stored["results"] == {"scale": "tiny", "device": "cpu", "commit": results.commit}
 
 
 @pytest.mark.slow
@@ -233,21 +238,19 @@ def test_sweep_points_group_values_and_summarise_repeats():
     assert (crops[0].label, crops[0].position) == ("32x64", 2048.0)
 
 
-def _summary(values: list[float]) -> dict:
-    return {"mean": sum(values) / len(values), "ci95": [0.0, 1.0], "per_seed": values}
-
-
 def test_sweep_reference_picks_the_row_and_seed_of_the_sweep():
-    results = {
-        "rows": [
-            {"model": "pfcn", "setting": "full", "seeds": [0, 3], "metrics": {"pq": _summary([0.5, 0.6])}},
-            {"model": "pfcn", "setting": "crop", "seeds": [0, 3], "metrics": {"pq": _summary([0.3, 0.4])}},
-            {"model": "m2f", "setting": "crop", "seeds": [3], "metrics": {"pq": _summary([0.7])}},
-        ]
-    }
+    def row(model: str, setting: str, seeds: tuple[int, ...], pq: list[float]) -> ResultRow:
+        return ResultRow(model, setting, seeds, 3, {"pq": Summary.of(pq)})
+
+    rows = (
+        row("pfcn", "full", (0, 3), [0.5, 0.6]),
+        row("pfcn", "crop", (0, 3), [0.3, 0.4]),
+        row("m2f", "crop", (3,), [0.7]),
+    )
+    results = StudyResults("cpu", "cpu", None, rows)
 
     def entries(preset, key, seed):
-        return [{"preset": preset, "key": key, "value": 1.0, "seed": seed, "metrics": {"pq": 0.2}}]
+        return [SweepPoint(preset, key, 1.0, seed, {"pq": 0.2})]
 
     assert sweep_reference(results, entries("synthetic_pfcn_crop_ibs", "ibs.weight", 3)) == (
         "crop, no IBS (seed 3)",
@@ -322,7 +325,7 @@ def test_operating_curves_of_study_rows_summarise_each_seeds_curve(study, tmp_pa
     folder = tmp_path / "stored"
     folder.mkdir()
     (folder / "synthetic_results.json").write_bytes(study[0].read_bytes())
-    save_results(curves, folder / "operating_curves_pfcn.json")
+    save_operating_curves(curves, folder / "operating_curves_pfcn.json")
     provenance = build_all(folder / "synthetic_results.json", folder / "figures")
     assert {"operating_curve_pfcn.png", "operating_curve_pfcn.svg"} <= set(provenance["files"])
     assert "operating curves" not in provenance["skipped"]
@@ -345,8 +348,8 @@ def test_run_differences_across_folders_equal_the_results_rows(study, capsys):
     for metric, d in expected.items():
         assert differences[metric]["per_seed"] == d["per_seed"] and differences[metric]["seeds"] == SEEDS
     assert "confusion_auc" in differences and "pred_th_other_instance" in differences
-    row = next(r for r in load_results(results_path)["rows"] if r["setting"] == "crop")
-    assert differences["prec_th"]["baseline"] == row["metrics"]["prec_th"]["mean"]
+    row = load_results(results_path).find_row("pfcn", "crop")
+    assert differences["prec_th"]["baseline"] == row.metrics["prec_th"].mean
     args = ["compare", str(runs_root / "pfcn_crop"), str(runs_root / "pfcn_crop_ibs"), "--seeds", "0", "1"]
     assert main([*args, "--metrics", "prec_th", "acc_th"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()

@@ -21,6 +21,7 @@ import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -32,6 +33,9 @@ from ibs_study.data.transforms import random_crop_box
 from ibs_study.errors import ConfigError, RunDirError
 from ibs_study.losses import assign_partners, shared_thing_class_fraction
 from ibs_study.metrics.panoptic import DEFAULT_SIZE_BOUNDS, SIZE_NAMES, PanopticEvaluator, curve_ratio_at
+
+if TYPE_CHECKING:
+    from ibs_study.study.results import StudyResults
 
 logger = logging.getLogger(__name__)
 
@@ -263,7 +267,7 @@ def shared_class_fractions(
 
 
 def setting_differences(
-    results: Mapping,
+    results: StudyResults,
     model: str,
     baseline: str,
     other: str,
@@ -285,17 +289,16 @@ def setting_differences(
         ValueError: the rows share no seed.
     """
     from ibs_study.study.claims import paired_difference
-    from ibs_study.study.specs import row_variant
 
-    found = {(r["model"], r["setting"]): r for r in results["rows"] if not row_variant(r)}
-    for setting in (baseline, other):
-        if (model, setting) not in found:
-            raise KeyError(f"no row ({model!r}, {setting!r}) in the results; rows: {sorted(found)}")
-    first, second = found[(model, baseline)], found[(model, other)]
-    seeds = [s for s in first["seeds"] if s in second["seeds"]]
+    first, second = results.find_row(model, baseline), results.find_row(model, other)
+    if first is None or second is None:
+        found = sorted((r.model, r.setting) for r in results.rows if not r.variant)
+        missing = baseline if first is None else other
+        raise KeyError(f"no row ({model!r}, {missing!r}) in the results; rows: {found}")
+    seeds = [s for s in first.seeds if s in second.seeds]
     if not seeds:
         raise ValueError(
-            f"rows {baseline!r} (seeds {first['seeds']}) and {other!r} (seeds {second['seeds']}) share no seed"
+            f"rows {baseline!r} (seeds {list(first.seeds)}) and {other!r} (seeds {list(second.seeds)}) share no seed"
         )
     differences = {metric: paired_difference(first, second, metric) for metric in metrics}
     return {metric: d for metric, d in differences.items() if d is not None}
@@ -336,21 +339,19 @@ def run_differences(
         row_from_runs([f"{prefix}_s{seed}" for seed in seeds], seeds)
         for prefix in (baseline_runs, other_runs)
     ]
-    if rows[0]["steps"] != rows[1]["steps"]:
+    if rows[0].steps != rows[1].steps:
         raise RunDirError(
-            f"{baseline_runs} trained {rows[0]['steps']} steps, {other_runs} {rows[1]['steps']}: not one budget; "
+            f"{baseline_runs} trained {rows[0].steps} steps, {other_runs} {rows[1].steps}: not one budget; "
             "compare runs trained for the same train.max_steps"
         )
     if metrics is None:
-        metrics = [m for m in rows[0]["metrics"] if m in rows[1]["metrics"]] + ["confusion_auc"]
+        metrics = [m for m in rows[0].metrics if m in rows[1].metrics] + ["confusion_auc"]
     unknown = [
-        m
-        for m in metrics
-        if m != "confusion_auc" and not (m in rows[0]["metrics"] or m in rows[1]["metrics"])
+        m for m in metrics if m != "confusion_auc" and not (m in rows[0].metrics or m in rows[1].metrics)
     ]
     if unknown:
         raise ConfigError(
-            f"metric(s) {unknown} not in these runs' metrics; choose from {sorted(rows[0]['metrics'])} or confusion_auc"
+            f"metric(s) {unknown} not in these runs' metrics; choose from {sorted(rows[0].metrics)} or confusion_auc"
         )
     out = {}
     for metric in metrics:

@@ -13,8 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ibs_study.study.results import metric_summary
-from ibs_study.study.specs import row_variant
+from ibs_study.study.results import ResultRow, StudyResults, metric_summary
 from ibs_study.study.tables import METRIC_LABELS
 
 __all__ = [
@@ -81,23 +80,23 @@ class ClaimCheck:
     verdict: str
 
 
-def per_seed_values(row: dict[str, Any], metric: str) -> dict[int, float] | None:
+def per_seed_values(row: ResultRow, metric: str) -> dict[int, float] | None:
     """seed -> value of ``metric`` in a results row (``confusion_auc``: the mean of the seed's
     confusion curve over its thresholds); None when the row lacks it."""
     if metric == "confusion_auc":
-        curve = row.get("confusion_curve")
-        values = None if curve is None else [float(np.mean(c)) for c in curve["per_seed"]]
+        curve = row.confusion_curve
+        values = None if curve is None else [float(np.mean(c)) for c in curve.per_seed]
     else:
-        values = row["metrics"][metric]["per_seed"] if metric in row["metrics"] else None
-    return None if values is None else dict(zip(row["seeds"], values, strict=True))
+        values = row.metrics[metric].per_seed if metric in row.metrics else None
+    return None if values is None else dict(zip(row.seeds, values, strict=True))
 
 
 def paired_difference(
-    first: dict[str, Any], second: dict[str, Any], metric: str, sign: float = 1.0
+    first: ResultRow, second: ResultRow, metric: str, sign: float = 1.0
 ) -> dict[str, Any] | None:
     """``sign * (second - first)`` of ``metric`` per seed both results rows have, summarised
-    with :func:`metric_summary` plus ``seeds``; None when a row lacks the metric or they share
-    no seed."""
+    with :func:`~ibs_study.study.results.metric_summary` (``{"mean", "ci95", "per_seed"}``) plus
+    ``seeds``; None when a row lacks the metric or they share no seed."""
     a, b = per_seed_values(first, metric), per_seed_values(second, metric)
     if a is None or b is None:
         return None
@@ -108,13 +107,13 @@ def paired_difference(
 
 
 def _paired(
-    results: dict[str, Any], model: str, a: str, b: str, metric: str, sign: float, variant: str = ""
+    results: StudyResults, model: str, a: str, b: str, metric: str, sign: float, variant: str = ""
 ) -> dict | None:
     """:func:`paired_difference` of two settings of ``model``'s ``variant``; None when a row is absent."""
-    rows = {r["setting"]: r for r in results["rows"] if r["model"] == model and row_variant(r) == variant}
-    if a not in rows or b not in rows:
+    first, second = results.find_row(model, a, variant), results.find_row(model, b, variant)
+    if first is None or second is None:
         return None
-    return paired_difference(rows[a], rows[b], metric, sign)
+    return paired_difference(first, second, metric, sign)
 
 
 def _verdict(difference: dict[str, Any], direction: bool) -> str:
@@ -125,7 +124,7 @@ def _verdict(difference: dict[str, Any], direction: bool) -> str:
     return "yes" if difference["ci95"][0] > 0 else "direction only"
 
 
-def reproduction_checks(results: dict[str, Any], model: str = "pfcn", variant: str = "") -> list[ClaimCheck]:
+def reproduction_checks(results: StudyResults, model: str = "pfcn", variant: str = "") -> list[ClaimCheck]:
     """The claims of the paper's Table 1, Table 3 and Fig. 5, checked on ``model``'s rows (those
     of ``variant``; "" the study's own).
 
@@ -191,7 +190,7 @@ def seeds_above_zero(difference: dict[str, Any]) -> str:
     return f"{sum(v > 0 for v in difference['per_seed'])} / {len(difference['per_seed'])}"
 
 
-def claims_table(results: dict[str, Any], model: str = "pfcn", variant: str = "") -> str:
+def claims_table(results: StudyResults, model: str = "pfcn", variant: str = "") -> str:
     """:func:`reproduction_checks` as a Markdown table (differences in points; "seeds for": how
     many seeds' own differences support the claim, i.e. are above 0)."""
     lines = [

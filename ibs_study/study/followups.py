@@ -25,13 +25,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ibs_study.errors import ConfigError
 from ibs_study.study.claims import claims_table, format_difference, paired_difference, seeds_above_zero
 from ibs_study.study.oracle import LOGIT_METRICS
-from ibs_study.study.results import find_row, save_results
-from ibs_study.study.specs import StudyRow, row_variant, study_rows
+from ibs_study.study.results import StudyResults, save_results
+from ibs_study.study.specs import StudyRow, study_rows
 from ibs_study.study.tables import METRIC_LABELS, format_measured
 
 __all__ = [
@@ -188,36 +187,34 @@ def _label(metric: str) -> str:
     return METRIC_LABELS.get(metric, metric) + (" (logit)" if metric.startswith("logit_") else "")
 
 
-def rows_table(results: dict[str, Any], metrics: Sequence[str], model: str = "pfcn") -> str:
+def rows_table(results: StudyResults, metrics: Sequence[str], model: str = "pfcn") -> str:
     """Markdown: every row of ``model`` (variants included) with each metric's mean ± 95 % CI
     half-width over seeds (fractions in percent, logits as they are; "–" where absent)."""
     lines = [
         "| setting | variant | seeds | " + " | ".join(_label(m) for m in metrics) + " |",
         "|---|---|---:|" + "---:|" * len(metrics),
     ]
-    for row in results["rows"]:
-        if row["model"] != model:
+    for row in results.rows:
+        if row.model != model:
             continue
         cells = []
         for metric in metrics:
-            summary = row["metrics"].get(metric)
+            summary = row.metrics.get(metric)
             if summary is None:
                 cells.append("–")
             elif metric in LOGIT_METRICS:
-                half = (summary["ci95"][1] - summary["ci95"][0]) / 2
-                cells.append(f"{summary['mean']:.2f} ± {half:.2f}")
+                half = (summary.ci95[1] - summary.ci95[0]) / 2
+                cells.append(f"{summary.mean:.2f} ± {half:.2f}")
             else:
                 cells.append(format_measured(summary))
         lines.append(
-            f"| {row['setting']} | {row_variant(row) or '(study)'} | {len(row['seeds'])} | "
-            + " | ".join(cells)
-            + " |"
+            f"| {row.setting} | {row.variant or '(study)'} | {len(row.seeds)} | " + " | ".join(cells) + " |"
         )
     return "\n".join(lines) + "\n"
 
 
 def comparisons_table(
-    results: dict[str, Any],
+    results: StudyResults,
     comparisons: Sequence[Comparison],
     metrics: Sequence[str] = COMPARISON_METRICS,
     model: str = "pfcn",
@@ -232,8 +229,8 @@ def comparisons_table(
         "|---|---|---|---:|---:|",
     ]
     for comparison in comparisons:
-        baseline = find_row(results, model, *comparison.baseline)
-        other = find_row(results, model, *comparison.other)
+        baseline = results.find_row(model, *comparison.baseline)
+        other = results.find_row(model, *comparison.other)
         if baseline is None or other is None:
             continue
         for metric in metrics:
@@ -244,7 +241,7 @@ def comparisons_table(
             above = seeds_above_zero(difference)
             share = ""
             if comparison.loss is not None and metric not in LOGIT_METRICS:
-                crop, full = (find_row(results, model, *key) for key in comparison.loss)
+                crop, full = (results.find_row(model, *key) for key in comparison.loss)
                 loss = paired_difference(crop, full, metric) if crop and full else None
                 if loss is not None and loss["mean"] != 0:
                     share = f"{100 * difference['mean'] / loss['mean']:.0f} %"
@@ -268,7 +265,7 @@ def run_followup(
     threads: int = 1,
     train: bool = True,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> StudyResults:
     """Run (or read) follow-up ``name`` and write its results, tables and figures.
 
     Args:
@@ -281,7 +278,7 @@ def run_followup(
         steps, overrides, parallel, threads, train: as :func:`~ibs_study.study.runs.run_study`.
 
     Returns:
-        The results dict written to ``synthetic_results.json``.
+        The results written to ``synthetic_results.json``.
 
     Raises:
         ConfigError: an unknown follow-up or row key (the message lists the valid ones).
@@ -333,11 +330,11 @@ def run_followup(
         "fig5_oracle": ("oracle_confusion_curve", ORACLE_CURVE_YLABEL, "Oracle-embedding confusion"),
     }
     for stem, (curve, ylabel, title) in curves.items():
-        series = series_from_results(results, model, curve=curve, variant=None)
+        series = series_from_results(results.to_json(), model, curve=curve, variant=None)
         if series:
             figure = confusion_curve_figure(
                 series, title=f"{title}, {model}, follow-up {name} (mean, 95 % band)", ylabel=ylabel
             )
             save_figure(figure, out / f"{stem}_{model}")
-    save_figure(oracle_logits_figure(results, model), out / "fig_oracle_logits")
+    save_figure(oracle_logits_figure(results.to_json(), model), out / "fig_oracle_logits")
     return results

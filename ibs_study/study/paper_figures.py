@@ -50,8 +50,7 @@ import torch
 
 from ibs_study.errors import DataError, RunDirError
 from ibs_study.study.claims import claims_table, reproduction_checks
-from ibs_study.study.results import load_operating_curves, load_results, sweep_reference
-from ibs_study.study.specs import row_key, row_variant
+from ibs_study.study.results import StudyResults, load_operating_curves, load_results, sweep_reference
 from ibs_study.study.tables import TABLES, results_table
 
 logger = logging.getLogger(__name__)
@@ -72,18 +71,6 @@ PACKAGES = ("ibs_study", "torch", "torchvision", "numpy", "scipy", "matplotlib",
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _row(results: dict, model: str, setting: str) -> dict | None:
-    """The study's own row (not a variant) of ``model`` and ``setting``."""
-    return next(
-        (
-            r
-            for r in results["rows"]
-            if r["model"] == model and r["setting"] == setting and not row_variant(r)
-        ),
-        None,
-    )
 
 
 class _Build:
@@ -111,19 +98,20 @@ class _Build:
 # ------------------------------------------------------------------------- from the JSON
 
 
-def _tables_and_bars(results: dict, build: _Build) -> None:
+def _tables_and_bars(results: StudyResults, build: _Build) -> None:
     from ibs_study.viz.figures import metric_bars_figure, metric_bars_plotly, save_figure, table_bar_rows
 
+    data = results.to_json()
     for number in TABLES:
-        if not table_bar_rows(results, number)[0]:
+        if not table_bar_rows(data, number)[0]:
             build.skip(f"table {number}", "no row of this table in the results")
             continue
         build.text(f"table{number}.md", results_table(results, number))
         build.text(f"table{number}.csv", results_table(results, number, fmt="csv"))
-        build.add(save_figure(metric_bars_figure(results, number), build.out_dir / f"bars_table{number}"))
+        build.add(save_figure(metric_bars_figure(data, number), build.out_dir / f"bars_table{number}"))
         build.add(
             save_figure(
-                metric_bars_plotly(results, number),
+                metric_bars_plotly(data, number),
                 build.out_dir / f"bars_table{number}",
                 plotlyjs=build.plotly_js,
             )
@@ -138,13 +126,13 @@ def _write_plotly_js(build: _Build) -> None:
     build.add([path])
 
 
-def _claims(results: dict, build: _Build) -> None:
-    for model in dict.fromkeys(r["model"] for r in results["rows"]):
+def _claims(results: StudyResults, build: _Build) -> None:
+    for model in results.models():
         if reproduction_checks(results, model):
             build.text(f"claims_{model}.md", claims_table(results, model))
 
 
-def _confusion_curves(results: dict, build: _Build) -> None:
+def _confusion_curves(results: StudyResults, build: _Build) -> None:
     from ibs_study.viz.figures import (
         ORACLE_CURVE_YLABEL,
         confusion_curve_figure,
@@ -153,20 +141,21 @@ def _confusion_curves(results: dict, build: _Build) -> None:
         series_from_results,
     )
 
-    models = dict.fromkeys(r["model"] for r in results["rows"] if "confusion_curve" in r)
+    data = results.to_json()
+    models = dict.fromkeys(r.model for r in results.rows if r.confusion_curve is not None)
     if not models:
         build.skip("fig5", "no row has a confusion curve (instance rows have none)")
     for model in models:
-        series = series_from_results(results, model)
+        series = series_from_results(data, model)
         title = f"Fig. 5 analogue: confusion, {MODEL_LABELS.get(model, model)}\n(mean over seeds, 95 % band)"
         stem = build.out_dir / f"fig5_confusion_{model}"
         build.add(save_figure(confusion_curve_figure(series, title=title), stem))
         build.add(save_figure(confusion_curve_plotly(series, title=title), stem, plotlyjs=build.plotly_js))
-    oracle_models = dict.fromkeys(r["model"] for r in results["rows"] if "oracle_confusion_curve" in r)
+    oracle_models = dict.fromkeys(r.model for r in results.rows if r.oracle_confusion_curve is not None)
     if not oracle_models:
         build.skip("fig5_oracle", "no row has an oracle confusion curve (ibs-study oracle)")
     for model in oracle_models:
-        series = series_from_results(results, model, curve="oracle_confusion_curve")
+        series = series_from_results(data, model, curve="oracle_confusion_curve")
         title = f"Oracle-embedding confusion, {MODEL_LABELS.get(model, model)}\n(mean over seeds, 95 % band)"
         ylabel = ORACLE_CURVE_YLABEL
         stem = build.out_dir / f"fig5_oracle_{model}"
@@ -178,33 +167,34 @@ def _confusion_curves(results: dict, build: _Build) -> None:
         )
 
 
-def _sweeps(results: dict, build: _Build) -> None:
+def _sweeps(results: StudyResults, build: _Build) -> None:
     from ibs_study.viz.figures import save_figure, sweep_figure, sweep_plotly
 
-    sweeps = results.get("sweeps") or {}
+    sweeps = results.sweeps or {}
     if not sweeps:
         build.skip("sweeps", "the results hold no 'sweeps'")
     for name, entries in sweeps.items():
         if not entries:
             build.skip(f"sweep {name}", "no entries")
             continue
-        key, preset = entries[0]["key"], entries[0]["preset"]
+        key, preset = entries[0].key, entries[0].preset
         title = f"Sweep of {key} ({preset})"
         stem = build.out_dir / f"sweep_{name}"
         options = {"xlabel": key, "title": title, "reference": sweep_reference(results, entries)}
-        build.add(save_figure(sweep_figure(entries, **options), stem))
-        build.add(save_figure(sweep_plotly(entries, **options), stem, plotlyjs=build.plotly_js))
+        points = [entry.to_json() for entry in entries]
+        build.add(save_figure(sweep_figure(points, **options), stem))
+        build.add(save_figure(sweep_plotly(points, **options), stem, plotlyjs=build.plotly_js))
 
 
 # ------------------------------------------------------------------------- from the runs
 
 
-def _study_run_dirs(results: dict, runs_root: Path) -> dict[str, Path]:
+def _study_run_dirs(results: StudyResults, runs_root: Path) -> dict[str, Path]:
     """Run directories of every (row, seed) that exist under ``runs_root``."""
     out = {}
-    for row in results["rows"]:
-        for seed in row["seeds"]:
-            name = f"{row_key(row)}_s{seed}"
+    for row in results.rows:
+        for seed in row.seeds:
+            name = f"{row.key}_s{seed}"
             if (runs_root / name / "config.yaml").is_file():
                 out[name] = runs_root / name
     return out
@@ -234,7 +224,7 @@ def _instance_counts_figure(run_dirs: list[Path], build: _Build) -> None:
     build.add(save_figure(instance_count_figure(counts), build.out_dir / "fig3_instances_per_image_vs_crop"))
 
 
-def _qualitative(results: dict, runs_root: Path, build: _Build, top_k: int, threshold: float) -> None:
+def _qualitative(results: StudyResults, runs_root: Path, build: _Build, top_k: int, threshold: float) -> None:
     from ibs_study.engine.data import open_split
     from ibs_study.engine.run_dir import read_run_config
     from ibs_study.study.instance_maps import instance_eval_to_panoptic
@@ -244,13 +234,13 @@ def _qualitative(results: dict, runs_root: Path, build: _Build, top_k: int, thre
     from ibs_study.viz.panoptic import PanopticView, side_by_side
 
     for model, (instances_fig, panoptic_fig) in QUALITATIVE_FIGURES.items():
-        crop, ibs = _row(results, model, "crop"), _row(results, model, "crop_ibs")
+        crop, ibs = results.find_row(model, "crop"), results.find_row(model, "crop_ibs")
         if crop is None or ibs is None:
             build.skip(
                 f"{instances_fig}/{panoptic_fig} ({model})", "the results lack its crop or crop_ibs row"
             )
             continue
-        seed = crop["seeds"][0]
+        seed = crop.seeds[0]
         run_dirs = [runs_root / f"{model}_{setting}_s{seed}" for setting in ("crop", "crop_ibs")]
         missing = [str(d) for d in run_dirs if not (d / "config.yaml").is_file()]
         if missing:
@@ -300,15 +290,17 @@ def _versions() -> dict[str, str | None]:
     return versions
 
 
-def _provenance(results_path: Path, results: dict, build: _Build, runs: dict[str, Path]) -> dict[str, Any]:
+def _provenance(
+    results_path: Path, results: StudyResults, build: _Build, runs: dict[str, Path]
+) -> dict[str, Any]:
     from ibs_study.config import config_hash
     from ibs_study.engine.run_dir import git_commit, read_run_config
 
     return {
         "results_file": str(results_path),
         "results_sha256": _sha256(results_path),
-        "results": {key: results.get(key) for key in ("scale", "device", "commit")},
-        "rows": [f"{row_key(r)} (seeds {r['seeds']}, {r['steps']} steps)" for r in results["rows"]],
+        "results": {"scale": results.scale, "device": results.device, "commit": results.commit},
+        "rows": [f"{r.key} (seeds {list(r.seeds)}, {r.steps} steps)" for r in results.rows],
         "run_dirs": {name: str(path) for name, path in sorted(runs.items())},
         "config_hashes": {name: config_hash(read_run_config(path)) for name, path in sorted(runs.items())},
         "git_commit": git_commit(),

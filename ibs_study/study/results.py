@@ -10,23 +10,24 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
+from ibs_study.atomic import write_json_atomic
 from ibs_study.engine.run_dir import read_run_config
 from ibs_study.errors import DataError, RunDirError
 from ibs_study.input_files import expect, read_json
 from ibs_study.metrics.panoptic import GT_THING_PIXEL_FATES, PRED_THING_PIXEL_FATES, curve_ratio_at
 from ibs_study.study.grid import RunSpec, read_metrics
 from ibs_study.study.oracle import LOGIT_METRICS, ORACLE_FILE, ORACLE_LOGITS_FILE
-from ibs_study.study.specs import StudyRow, row_variant, study_rows
+from ibs_study.study.specs import StudyRow, key_of, study_rows
 
 __all__ = [
     "PANOPTIC_METRICS",
@@ -44,9 +45,14 @@ __all__ = [
     "collect_sweep",
     "SWEEP_REFERENCE_SETTING",
     "sweep_reference",
-    "find_row",
+    "Summary",
+    "Curve",
+    "ResultRow",
+    "SweepPoint",
+    "StudyResults",
     "save_results",
     "load_results",
+    "save_operating_curves",
     "load_operating_curves",
 ]
 
@@ -77,6 +83,295 @@ def metric_summary(values: Sequence[float], confidence: float = 0.95) -> dict[st
         stats.t.ppf(0.5 + confidence / 2, len(array) - 1) * array.std(ddof=1) / math.sqrt(len(array))
     )
     return {"mean": mean, "ci95": [mean - half, mean + half], "per_seed": array.tolist()}
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One metric over seeds (:func:`metric_summary`): ``mean``, its Student-t 95 % interval
+    ``ci95`` (low, high) and the ``per_seed`` values, in the order of the row's seeds."""
+
+    mean: float | None
+    ci95: tuple[float, float]
+    per_seed: tuple[float, ...]
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Summary:
+        """The :func:`metric_summary` of ``values``."""
+        return cls.from_json(metric_summary(values))
+
+    @classmethod
+    def from_json(
+        cls, data: Any, num_seeds: int | None = None, where: str = "summary", path: Any = ""
+    ) -> Summary:
+        """From ``{"mean", "ci95", "per_seed"}``, checked (``num_seeds``: how many values
+        ``per_seed`` must hold).
+
+        Raises:
+            DataError: naming ``path`` and ``where``: not that shape.
+        """
+        expect(data, dict, where, path)
+        if not {"mean", "ci95", "per_seed"} <= set(data):
+            raise DataError(f"{path}: {where} needs 'mean', 'ci95' and 'per_seed', has {sorted(data)}")
+        expect(data["mean"], (int, float, type(None)), f"{where}.mean", path)
+        if len(expect(data["ci95"], list, f"{where}.ci95", path)) != 2:
+            raise DataError(f"{path}: {where}.ci95 must hold 2 numbers, got {data['ci95']}")
+        per_seed = expect(data["per_seed"], list, f"{where}.per_seed", path)
+        if num_seeds is not None and len(per_seed) != num_seeds:
+            raise DataError(f"{path}: {where}.per_seed must hold one value per seed ({num_seeds})")
+        return cls(data["mean"], tuple(data["ci95"]), tuple(per_seed))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mean": self.mean, "ci95": list(self.ci95), "per_seed": list(self.per_seed)}
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A confusion curve over seeds: per threshold T (``thresholds``) the ``mean`` ratio and its
+    ``ci95`` (low, high); ``per_seed``: each seed's ratios (seeds x T)."""
+
+    thresholds: tuple[float, ...]
+    mean: tuple[float, ...]
+    ci95: tuple[tuple[float, float], ...]
+    per_seed: tuple[tuple[float, ...], ...]
+
+    @classmethod
+    def of(cls, curves: Sequence[Mapping[str, Any]]) -> Curve:
+        """The summary of one curve per seed (each with ``thresholds`` and ``ratio``, the same thresholds)."""
+        ratios = np.array([c["ratio"] for c in curves], dtype=float)  # (seeds, T)
+        per_threshold = [metric_summary(ratios[:, t]) for t in range(ratios.shape[1])]
+        return cls(
+            tuple(curves[0]["thresholds"]),
+            tuple(s["mean"] for s in per_threshold),
+            tuple(tuple(s["ci95"]) for s in per_threshold),
+            tuple(tuple(r) for r in ratios.tolist()),
+        )
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "curve", path: Any = "") -> Curve:
+        """From ``{"thresholds", "mean", "ci95", "per_seed"}``, checked.
+
+        Raises:
+            DataError: naming ``path`` and ``where``: a list missing, or not one entry per threshold.
+        """
+        expect(data, dict, where, path)
+        thresholds = expect(data.get("thresholds"), list, f"{where}.thresholds", path)
+        lists = {name: expect(data.get(name), list, f"{where}.{name}", path) for name in ("mean", "ci95")}
+        per_seed = expect(data.get("per_seed"), list, f"{where}.per_seed", path)
+        lists |= {
+            f"per_seed[{k}]": expect(r, list, f"{where}.per_seed[{k}]", path) for k, r in enumerate(per_seed)
+        }
+        for name, values in lists.items():
+            if len(values) != len(thresholds):
+                raise DataError(
+                    f"{path}: {where}.{name} must hold one value per threshold ({len(thresholds)})"
+                )
+        return cls(
+            tuple(thresholds),
+            tuple(data["mean"]),
+            tuple(tuple(interval) for interval in data["ci95"]),
+            tuple(tuple(ratios) for ratios in per_seed),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "thresholds": list(self.thresholds),
+            "mean": list(self.mean),
+            "ci95": [list(interval) for interval in self.ci95],
+            "per_seed": [list(ratios) for ratios in self.per_seed],
+        }
+
+
+_CURVES = ("confusion_curve", "oracle_confusion_curve")
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One row of the results: a model's setting (and ``variant``; "" the study's own) over seeds.
+
+    Attributes:
+        seeds: the seeds of its runs; ``steps``: their ``train.max_steps``.
+        metrics: study metric name (:func:`flat_metrics`) -> its summary over the seeds.
+        confusion_curve, oracle_confusion_curve: where every run has one.
+        preset: the preset its runs trained (None where the file does not name it).
+        records_variant: whether the JSON names the variant (results collected before rows had
+            variants do not; written back as read).
+    """
+
+    model: str
+    setting: str
+    seeds: tuple[int, ...]
+    steps: int
+    metrics: dict[str, Summary]
+    variant: str = ""
+    preset: str | None = None
+    confusion_curve: Curve | None = None
+    oracle_confusion_curve: Curve | None = None
+    records_variant: bool = True
+
+    @property
+    def key(self) -> str:
+        """``<model>_<setting>[_<variant>]``, as :attr:`~ibs_study.study.specs.StudyRow.key`."""
+        return key_of(self.model, self.setting, self.variant)
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "row", path: Any = "") -> ResultRow:
+        """From a row of the results JSON, checked.
+
+        Raises:
+            DataError: naming ``path`` and the key path: a key missing or of the wrong type.
+        """
+        expect(data, dict, where, path)
+        missing = [key for key in ("model", "setting", "seeds", "steps", "metrics") if key not in data]
+        if missing:
+            raise DataError(f"{path}: {where} lacks the key(s) {missing}")
+        seeds = expect(data["seeds"], list, f"{where}.seeds", path)
+        for j, seed in enumerate(seeds):
+            expect(seed, int, f"{where}.seeds[{j}]", path)
+        metrics = expect(data["metrics"], dict, f"{where}.metrics", path)
+        curves = {
+            name: Curve.from_json(data[name], f"{where}.{name}", path) for name in _CURVES if name in data
+        }
+        return cls(
+            model=expect(data["model"], str, f"{where}.model", path),
+            setting=expect(data["setting"], str, f"{where}.setting", path),
+            seeds=tuple(seeds),
+            steps=expect(data["steps"], int, f"{where}.steps", path),
+            metrics={
+                name: Summary.from_json(summary, len(seeds), f"{where}.metrics.{name}", path)
+                for name, summary in metrics.items()
+            },
+            variant=expect(data.get("variant", ""), str, f"{where}.variant", path),
+            preset=expect(data.get("preset"), (str, type(None)), f"{where}.preset", path),
+            records_variant="variant" in data,
+            **curves,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"model": self.model, "setting": self.setting}
+        if self.records_variant:
+            out["variant"] = self.variant
+        if self.preset is not None:
+            out["preset"] = self.preset
+        out |= {
+            "seeds": list(self.seeds),
+            "steps": self.steps,
+            "metrics": {name: summary.to_json() for name, summary in self.metrics.items()},
+        }
+        for name in _CURVES:
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name).to_json()
+        return out
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One run of a sweep: the swept config ``key`` at ``value`` on ``preset`` (seed ``seed``) and
+    its metrics (:func:`flat_metrics` names; one run, so no interval)."""
+
+    preset: str
+    key: str
+    value: Any
+    seed: int | None
+    metrics: dict[str, float]
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "point", path: Any = "") -> SweepPoint:
+        """From an entry of the results' ``sweeps``, checked.
+
+        Raises:
+            DataError: naming ``path`` and the key path: a key missing or a metric not a number.
+        """
+        expect(data, dict, where, path)
+        missing = [key for key in ("preset", "key", "value", "metrics") if key not in data]
+        if missing:
+            raise DataError(f"{path}: {where} lacks the key(s) {missing}")
+        metrics = expect(data["metrics"], dict, f"{where}.metrics", path)
+        for metric, value in metrics.items():
+            expect(value, (int, float), f"{where}.metrics.{metric}", path)
+        return cls(
+            preset=expect(data["preset"], str, f"{where}.preset", path),
+            key=expect(data["key"], str, f"{where}.key", path),
+            value=data["value"],
+            seed=expect(data.get("seed"), (int, type(None)), f"{where}.seed", path),
+            metrics=dict(metrics),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        value = list(self.value) if isinstance(self.value, tuple) else self.value
+        return {
+            "preset": self.preset,
+            "key": self.key,
+            "value": value,
+            "seed": self.seed,
+            "metrics": self.metrics,
+        }
+
+
+@dataclass(frozen=True)
+class StudyResults:
+    """The study's results (``synthetic_results.json``): where they were measured (``scale``,
+    ``device``, ``commit``), the ``rows`` and, when the study ran sweeps, ``sweeps``: name -> points."""
+
+    scale: str | None
+    device: str | None
+    commit: str | None
+    rows: tuple[ResultRow, ...]
+    sweeps: dict[str, tuple[SweepPoint, ...]] | None = None
+
+    def find_row(self, model: str, setting: str, variant: str = "") -> ResultRow | None:
+        """The row of ``model``, ``setting`` and ``variant`` ("": the study's own), or None."""
+        return next(
+            (r for r in self.rows if r.model == model and r.setting == setting and r.variant == variant), None
+        )
+
+    def models(self) -> list[str]:
+        """The models of the rows, in order of first appearance."""
+        return list(dict.fromkeys(row.model for row in self.rows))
+
+    @classmethod
+    def from_json(cls, data: Any, path: Any = "") -> StudyResults:
+        """From the results JSON's top level, checked.
+
+        Raises:
+            DataError: naming ``path`` and the key path: not shaped as :meth:`to_json` writes it
+                (e.g. a run's ``metrics.json``).
+        """
+        expect(data, dict, "the top level", path)
+        if "rows" not in data:
+            raise DataError(
+                f"{path}: not a study results JSON (no 'rows'; keys: {sorted(data)[:8]}); give the file "
+                "ibs_study.study.results.save_results writes, e.g. paper_figures/synthetic_results.json"
+            )
+        rows = expect(data["rows"], list, "rows", path)
+        sweeps = expect(data.get("sweeps"), (dict, type(None)), "sweeps", path)
+        return cls(
+            scale=data.get("scale"),
+            device=data.get("device"),
+            commit=data.get("commit"),
+            rows=tuple(ResultRow.from_json(row, f"rows[{k}]", path) for k, row in enumerate(rows)),
+            sweeps=None
+            if sweeps is None
+            else {
+                name: tuple(
+                    SweepPoint.from_json(point, f"sweeps.{name}[{j}]", path)
+                    for j, point in enumerate(expect(points, list, f"sweeps.{name}", path))
+                )
+                for name, points in sweeps.items()
+            },
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "scale": self.scale,
+            "device": self.device,
+            "commit": self.commit,
+            "rows": [row.to_json() for row in self.rows],
+        }
+        if self.sweeps is not None:
+            out["sweeps"] = {
+                name: [point.to_json() for point in points] for name, points in self.sweeps.items()
+            }
+        return out
 
 
 def read_oracle(run_dir: str | os.PathLike, name: str = ORACLE_FILE) -> dict[str, Any] | None:
@@ -118,18 +413,6 @@ def flat_metrics(
     return flat
 
 
-def _curve_summary(curves: list[dict]) -> dict[str, Any]:
-    thresholds = curves[0]["thresholds"]
-    ratios = np.array([c["ratio"] for c in curves], dtype=float)  # (seeds, T)
-    per_threshold = [metric_summary(ratios[:, t]) for t in range(ratios.shape[1])]
-    return {
-        "thresholds": thresholds,
-        "mean": [s["mean"] for s in per_threshold],
-        "ci95": [s["ci95"] for s in per_threshold],
-        "per_seed": ratios.tolist(),
-    }
-
-
 def collect_results(
     root: str | os.PathLike,
     rows: Sequence[StudyRow],
@@ -138,36 +421,45 @@ def collect_results(
     scale: str,
     device: str,
     commit: str | None,
-) -> dict[str, Any]:
-    """Read every (row, seed) run under ``root`` into the ``synthetic_results.json`` schema.
+) -> StudyResults:
+    """Read every (row, seed) run under ``root`` (``<row key>_s<seed>``) into the results.
 
     A row's ``steps`` is its runs' ``train.max_steps`` (read from their ``config.yaml``);
     seeds of one row that trained for different numbers of steps are an error. Each row
-    records its ``variant`` ("" for the study's own rows).
+    records its ``variant`` ("" for the study's own rows) and preset.
     """
     root = Path(root)
-    out_rows = [
-        {
-            "model": row.model,
-            "setting": row.setting,
-            "variant": row.variant,
-            "preset": row.preset,
-            **row_from_runs([root / f"{row.key}_s{seed}" for seed in seeds], seeds),
-        }
+    out_rows = tuple(
+        row_from_runs(
+            [root / f"{row.key}_s{seed}" for seed in seeds],
+            seeds,
+            model=row.model,
+            setting=row.setting,
+            variant=row.variant,
+            preset=row.preset,
+        )
         for row in rows
-    ]
-    return {"scale": scale, "device": device, "commit": commit, "rows": out_rows}
+    )
+    return StudyResults(scale=scale, device=device, commit=commit, rows=out_rows)
 
 
-def row_from_runs(run_dirs: Sequence[str | os.PathLike], seeds: Sequence[int]) -> dict[str, Any]:
-    """One results row from evaluated run directories, ``run_dirs[k]`` trained with ``seeds[k]``:
-    ``seeds``, ``steps``, ``metrics`` (:func:`metric_summary` of each :func:`flat_metrics` name all
-    runs have) and the confusion curves (``confusion_curve``, ``oracle_confusion_curve``) where
-    every run has them. Rows of any folders can be compared with :func:`paired_difference`.
+def row_from_runs(
+    run_dirs: Sequence[str | os.PathLike],
+    seeds: Sequence[int],
+    *,
+    model: str = "",
+    setting: str = "",
+    variant: str = "",
+    preset: str | None = None,
+) -> ResultRow:
+    """One results row (of ``model``, ``setting``, ``variant`` and ``preset``) from evaluated run
+    directories, ``run_dirs[k]`` trained with ``seeds[k]``: ``steps``, ``metrics`` (the summary of
+    each :func:`flat_metrics` name all runs have) and the confusion curves where every run has
+    them. Rows of any folders can be compared with :func:`~ibs_study.study.claims.paired_difference`.
 
     Raises:
-        ValueError: ``run_dirs`` and ``seeds`` differ in length, or the runs trained for
-            different numbers of steps.
+        ValueError: ``run_dirs`` and ``seeds`` differ in length.
+        RunDirError: the runs trained for different numbers of steps.
     """
     if len(run_dirs) != len(seeds) or not seeds:
         raise ValueError(f"row_from_runs: {len(run_dirs)} run directories for seeds {list(seeds)}")
@@ -181,41 +473,43 @@ def row_from_runs(run_dirs: Sequence[str | os.PathLike], seeds: Sequence[int]) -
             "compare runs of one budget"
         )
     flat = [flat_metrics(m, o, g) for m, o, g in zip(per_seed, oracles, logits, strict=True)]
-    entry: dict[str, Any] = {
-        "seeds": list(seeds),
-        "steps": steps.pop(),
-        "metrics": {
-            name: metric_summary([f[name] for f in flat])
+    has_curve = all("confusion_curve" in m for m in per_seed)
+    return ResultRow(
+        model=model,
+        setting=setting,
+        variant=variant,
+        preset=preset,
+        seeds=tuple(seeds),
+        steps=steps.pop(),
+        metrics={
+            name: Summary.of([f[name] for f in flat])
             for name in flat[0]
             if all(f.get(name) is not None for f in flat)
         },
-    }
-    if all("confusion_curve" in m for m in per_seed):
-        entry["confusion_curve"] = _curve_summary([m["confusion_curve"] for m in per_seed])
-    if all(o is not None for o in oracles):
-        entry["oracle_confusion_curve"] = _curve_summary(oracles)
-    return entry
+        confusion_curve=Curve.of([m["confusion_curve"] for m in per_seed]) if has_curve else None,
+        oracle_confusion_curve=Curve.of(oracles) if all(o is not None for o in oracles) else None,
+    )
 
 
-def collect_sweep(root: str | os.PathLike, specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
-    """``[{"preset", "key", "value", "metrics": {name: value}}]`` for the runs of a sweep."""
+def collect_sweep(root: str | os.PathLike, specs: Sequence[RunSpec]) -> tuple[SweepPoint, ...]:
+    """The points of a sweep: one per run of ``specs`` under ``root`` (specs tagged with ``key``,
+    ``value`` and ``seed``, as :func:`~ibs_study.study.specs.sweep_specs` makes them)."""
     out = []
     for spec in specs:
         run_dir = Path(root) / spec.name
         flat = flat_metrics(
             read_metrics(run_dir), read_oracle(run_dir), read_oracle(run_dir, ORACLE_LOGITS_FILE)
         )
-        value = spec.tags["value"]
         out.append(
-            {
-                "preset": spec.preset,
-                "key": spec.tags["key"],
-                "value": list(value) if isinstance(value, tuple) else value,
-                "seed": spec.tags.get("seed"),
-                "metrics": {k: v for k, v in flat.items() if v is not None},
-            }
+            SweepPoint(
+                preset=spec.preset,
+                key=spec.tags["key"],
+                value=spec.tags["value"],
+                seed=spec.tags.get("seed"),
+                metrics={k: v for k, v in flat.items() if v is not None},
+            )
         )
-    return out
+    return tuple(out)
 
 
 # the study row a sweep of a key is read against: crop training without IBS for λ, full-image
@@ -224,79 +518,52 @@ SWEEP_REFERENCE_SETTING = {"ibs.weight": ("crop", "crop, no IBS"), "data.crop_si
 
 
 def sweep_reference(
-    results: dict[str, Any], entries: Sequence[dict[str, Any]]
+    results: StudyResults, points: Sequence[SweepPoint]
 ) -> tuple[str, dict[str, float]] | None:
     """The reference a sweep's plot draws: the metrics of the study row of
     :data:`SWEEP_REFERENCE_SETTING` (same model as the swept preset) at the sweep's seed.
 
     Returns:
         ``(label, {metric: value})``, e.g. ``("crop, no IBS (seed 0)", {"pq": 0.61, ...})``;
-        None when the key has no reference setting, the entries name no seed, or the results
+        None when the key has no reference setting, the points name no seed, or the results
         lack that row or seed.
     """
-    if not entries or entries[0]["key"] not in SWEEP_REFERENCE_SETTING or entries[0].get("seed") is None:
+    if not points or points[0].key not in SWEEP_REFERENCE_SETTING or points[0].seed is None:
         return None
-    setting, label = SWEEP_REFERENCE_SETTING[entries[0]["key"]]
-    seed = entries[0]["seed"]
+    setting, label = SWEEP_REFERENCE_SETTING[points[0].key]
+    seed = points[0].seed
     model = next(
-        (
-            r.model
-            for scale in ("cpu", "paper")
-            for r in study_rows(scale)
-            if r.preset == entries[0]["preset"]
-        ),
+        (r.model for scale in ("cpu", "paper") for r in study_rows(scale) if r.preset == points[0].preset),
         None,
     )
-    row = find_row(results, model, setting) if model else None
-    if row is None or seed not in row["seeds"]:
+    row = results.find_row(model, setting) if model else None
+    if row is None or seed not in row.seeds:
         return None
-    k = row["seeds"].index(seed)
-    return f"{label} (seed {seed})", {name: m["per_seed"][k] for name, m in row["metrics"].items()}
+    k = row.seeds.index(seed)
+    return f"{label} (seed {seed})", {name: m.per_seed[k] for name, m in row.metrics.items()}
 
 
-def save_results(results: dict[str, Any], path: str | os.PathLike) -> None:
+def save_results(results: StudyResults, path: str | os.PathLike) -> None:
+    """Write ``results`` as JSON to ``path`` (atomically; its folder created)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(results, indent=1) + "\n")
+    write_json_atomic(path, results.to_json(), indent=1)
 
 
-def load_results(path: str | os.PathLike) -> dict[str, Any]:
+def load_results(path: str | os.PathLike) -> StudyResults:
     """The study's results JSON (:func:`save_results`), its structure checked.
 
     Raises:
         DataError: naming ``path`` and the key path: the file cannot be read, is not JSON, or is
             not shaped as :func:`save_results` writes it (e.g. a run's ``metrics.json``).
     """
-    results = read_json(path, "results JSON")
-    expect(results, dict, "the top level", path)
-    if "rows" not in results:
-        raise DataError(
-            f"{path}: not a study results JSON (no 'rows'; keys: {sorted(results)[:8]}); give the file "
-            "ibs_study.study.results.save_results writes, e.g. paper_figures/synthetic_results.json"
-        )
-    for k, row in enumerate(expect(results["rows"], list, "rows", path)):
-        where = f"rows[{k}]"
-        expect(row, dict, where, path)
-        missing = [key for key in ("model", "setting", "seeds", "steps", "metrics") if key not in row]
-        if missing:
-            raise DataError(f"{path}: {where} lacks the key(s) {missing}")
-        expect(row["model"], str, f"{where}.model", path)
-        expect(row["setting"], str, f"{where}.setting", path)
-        for j, seed in enumerate(expect(row["seeds"], list, f"{where}.seeds", path)):
-            expect(seed, int, f"{where}.seeds[{j}]", path)
-        expect(row["steps"], int, f"{where}.steps", path)
-        for name, summary in expect(row["metrics"], dict, f"{where}.metrics", path).items():
-            _check_summary(summary, len(row["seeds"]), f"{where}.metrics.{name}", path)
-        for curve in ("confusion_curve", "oracle_confusion_curve"):
-            if curve in row:
-                _check_curve(row[curve], f"{where}.{curve}", path)
-    for name, points in expect(results.get("sweeps") or {}, dict, "sweeps", path).items():
-        for j, point in enumerate(expect(points, list, f"sweeps.{name}", path)):
-            expect(point, dict, f"sweeps.{name}[{j}]", path)
-            if "metrics" not in point or "value" not in point:
-                raise DataError(f"{path}: sweeps.{name}[{j}] lacks 'value' or 'metrics'")
-            for metric, value in expect(point["metrics"], dict, f"sweeps.{name}[{j}].metrics", path).items():
-                expect(value, (int, float), f"sweeps.{name}[{j}].metrics.{metric}", path)
-    return results
+    return StudyResults.from_json(read_json(path, "results JSON"), path)
+
+
+def save_operating_curves(curves: dict[str, Any], path: str | os.PathLike) -> None:
+    """Write operating curves (:func:`~ibs_study.study.operating.collect_operating_curves`) as JSON
+    to ``path`` (atomically; its folder created), for :func:`load_operating_curves`."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, curves, indent=1)
 
 
 def load_operating_curves(path: str | os.PathLike) -> dict[str, Any]:
@@ -318,35 +585,3 @@ def load_operating_curves(path: str | os.PathLike) -> dict[str, Any]:
                 path,
             )
     return curves
-
-
-def _check_summary(summary: Any, num_seeds: int, where: str, path: str | os.PathLike) -> None:
-    """Raise :class:`DataError` unless ``summary`` is a :func:`metric_summary` of ``num_seeds`` values."""
-    expect(summary, dict, where, path)
-    if not {"mean", "ci95", "per_seed"} <= set(summary):
-        raise DataError(f"{path}: {where} needs 'mean', 'ci95' and 'per_seed', has {sorted(summary)}")
-    expect(summary["mean"], (int, float, type(None)), f"{where}.mean", path)
-    if len(expect(summary["ci95"], list, f"{where}.ci95", path)) != 2:
-        raise DataError(f"{path}: {where}.ci95 must hold 2 numbers, got {summary['ci95']}")
-    if len(expect(summary["per_seed"], list, f"{where}.per_seed", path)) != num_seeds:
-        raise DataError(f"{path}: {where}.per_seed must hold one value per seed ({num_seeds})")
-
-
-def _check_curve(curve: Any, where: str, path: str | os.PathLike) -> None:
-    """Raise :class:`DataError` unless ``curve`` holds equally long ``thresholds`` and ``mean`` lists."""
-    expect(curve, dict, where, path)
-    thresholds = expect(curve.get("thresholds"), list, f"{where}.thresholds", path)
-    if len(expect(curve.get("mean"), list, f"{where}.mean", path)) != len(thresholds):
-        raise DataError(f"{path}: {where}.mean must hold one value per threshold ({len(thresholds)})")
-
-
-def find_row(results: dict[str, Any], model: str, setting: str, variant: str = "") -> dict[str, Any] | None:
-    """The results row of ``model``, ``setting`` and ``variant`` ("": the study's own), or None."""
-    return next(
-        (
-            r
-            for r in results["rows"]
-            if r["model"] == model and r["setting"] == setting and row_variant(r) == variant
-        ),
-        None,
-    )

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -22,13 +23,17 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from ibs_study.config import resolve_config
 from ibs_study.study.grid import RunSpec, run_grid
+
+if TYPE_CHECKING:
+    from ibs_study.study.results import StudyResults
+    from ibs_study.study.specs import StudyRow
 
 logger = logging.getLogger(__name__)
 
@@ -298,7 +303,7 @@ def run_device(run_dir: str | os.PathLike) -> str:
 
 def run_study(
     root: str | os.PathLike,
-    rows: Sequence[Any],
+    rows: Sequence[StudyRow],
     seeds: Sequence[int],
     *,
     steps: int | None = None,
@@ -311,8 +316,8 @@ def run_study(
     train: bool = True,
     oracle: bool = True,
     logits: bool = False,
-) -> dict[str, Any]:
-    """Run (or read) the study's rows x seeds and its sweeps; return the results dict.
+) -> StudyResults:
+    """Run (or read) the study's rows x seeds and its sweeps; return their results.
 
     Args:
         root: folder of all run directories.
@@ -329,8 +334,8 @@ def run_study(
             carry the ``logit_*`` metrics and ``embedding_norm``.
 
     Returns:
-        :func:`~ibs_study.study.results.collect_results` output plus ``sweeps``: name ->
-        :func:`~ibs_study.study.results.collect_sweep` entries (only when sweeps are given).
+        :func:`~ibs_study.study.results.collect_results` with ``sweeps``: name ->
+        :func:`~ibs_study.study.results.collect_sweep` points (only when sweeps are given).
     """
     from ibs_study.engine.checkpoint import latest_checkpoint
     from ibs_study.engine.run_dir import git_commit
@@ -355,9 +360,10 @@ def run_study(
         device=device,
         commit=git_commit(),
     )
-    if sweeps:
-        results["sweeps"] = {
-            name: collect_sweep(root, [*group, *sweep_anchors(rows, seeds, group, overrides)])
-            for name, group in sweeps.items()
-        }
-    return results
+    if not sweeps:
+        return results
+    points = {
+        name: collect_sweep(root, [*group, *sweep_anchors(rows, seeds, group, overrides)])
+        for name, group in sweeps.items()
+    }
+    return dataclasses.replace(results, sweeps=points)

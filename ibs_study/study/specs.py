@@ -23,6 +23,7 @@ __all__ = [
     "StudyRow",
     "row_variant",
     "row_key",
+    "key_of",
     "study_rows",
     "study_specs",
     "sweep_specs",
@@ -51,7 +52,7 @@ class StudyRow:
     @property
     def key(self) -> str:
         """``<model>_<setting>[_<variant>]``: the run directories are ``<key>_s<seed>``."""
-        return _key(self.model, self.setting, self.variant)
+        return key_of(self.model, self.setting, self.variant)
 
 
 def row_variant(row: dict[str, Any]) -> str:
@@ -61,10 +62,11 @@ def row_variant(row: dict[str, Any]) -> str:
 
 def row_key(row: dict[str, Any]) -> str:
     """:attr:`StudyRow.key` of a results row."""
-    return _key(row["model"], row["setting"], row_variant(row))
+    return key_of(row["model"], row["setting"], row_variant(row))
 
 
-def _key(model: str, setting: str, variant: str) -> str:
+def key_of(model: str, setting: str, variant: str = "") -> str:
+    """``<model>_<setting>[_<variant>]``: a row's key (the run directories are ``<key>_s<seed>``)."""
     return f"{model}_{setting}" + (f"_{variant}" if variant else "")
 
 

@@ -11,7 +11,6 @@ import csv
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from ibs_study.study.paper_reference import PAPER_INSTANCE, PAPER_PANOPTIC
 from ibs_study.study.results import (
@@ -20,7 +19,8 @@ from ibs_study.study.results import (
     ORACLE_THRESHOLD,
     PANOPTIC_METRICS,
     PRED_THING_PIXEL_METRICS,
-    find_row,
+    StudyResults,
+    Summary,
 )
 
 __all__ = [
@@ -152,14 +152,14 @@ METRIC_LABELS = {
 }  # fmt: skip
 
 
-def format_measured(summary: dict[str, Any]) -> str:
+def format_measured(summary: Summary) -> str:
     """``mean ± half-width`` in percent, one decimal (``mean`` alone for one seed)."""
-    mean = 100 * summary["mean"]
-    half = 100 * (summary["ci95"][1] - summary["ci95"][0]) / 2
-    return f"{mean:.1f} ± {half:.1f}" if len(summary["per_seed"]) > 1 else f"{mean:.1f}"
+    mean = 100 * summary.mean
+    half = 100 * (summary.ci95[1] - summary.ci95[0]) / 2
+    return f"{mean:.1f} ± {half:.1f}" if len(summary.per_seed) > 1 else f"{mean:.1f}"
 
 
-def results_table(results: dict[str, Any], table: int, fmt: str = "markdown") -> str:
+def results_table(results: StudyResults, table: int, fmt: str = "markdown") -> str:
     """Table ``table`` (1-4) analogue: measured mean ± 95 % CI half-width (percent) over seeds,
     then the paper's numbers on real data in separate columns headed ``paper (<dataset>)``.
     Tables 5-7 (oracle-embedding confusion, where the thing pixels go) have no paper counterpart
@@ -171,10 +171,10 @@ def results_table(results: dict[str, Any], table: int, fmt: str = "markdown") ->
         header += [f"paper ({spec.dataset}) {METRIC_LABELS[m]}" for m in spec.metrics]
     body = []
     for table_row in spec.rows:
-        row = find_row(results, table_row.model, table_row.setting)
-        if row is None or not any(m in row["metrics"] for m in spec.metrics):
+        row = results.find_row(table_row.model, table_row.setting)
+        if row is None or not any(m in row.metrics for m in spec.metrics):
             continue
-        measured = [format_measured(row["metrics"][m]) if m in row["metrics"] else "–" for m in spec.metrics]
+        measured = [format_measured(row.metrics[m]) if m in row.metrics else "–" for m in spec.metrics]
         paper = []
         if spec.dataset is not None:
             ref = spec.reference.get((spec.dataset, table_row.model, table_row.setting), {})
@@ -186,8 +186,10 @@ def results_table(results: dict[str, Any], table: int, fmt: str = "markdown") ->
         writer.writerow(header)
         writer.writerows(body)
         return buffer.getvalue()
-    seeds = results["rows"][0]["seeds"] if results["rows"] else []
-    scope = f"synthetic, {results['scale']} scale; measured: mean ± 95 % CI half-width over seeds {seeds}, percent"
+    seeds = list(results.rows[0].seeds) if results.rows else []
+    scope = (
+        f"synthetic, {results.scale} scale; measured: mean ± 95 % CI half-width over seeds {seeds}, percent"
+    )
     lines = [
         f"**Table {table} analogue: {spec.title}** ({scope}; paper columns: published numbers on real "
         f"{spec.dataset}, for reference)"

@@ -278,9 +278,9 @@ def test_03_train(clone, tmp_path):
 def test_04_ablations(clone, tmp_path):
     out = _execute("04_ablations", clone, tmp_path)
     results = load_results(out / "synthetic_results.json")
-    assert [(r["setting"], r["seeds"]) for r in results["rows"]] == [("crop", [0, 1]), ("crop_ibs", [0, 1])]
-    assert set(results["sweeps"]) == {"lambda", "crop_size"}
-    assert [e["value"] for e in results["sweeps"]["crop_size"]] == [[32, 64], [48, 96]]
+    assert [(r.setting, r.seeds) for r in results.rows] == [("crop", (0, 1)), ("crop_ibs", (0, 1))]
+    assert set(results.sweeps) == {"lambda", "crop_size"}
+    assert [e.value for e in results.sweeps["crop_size"]] == [[32, 64], [48, 96]]
     for number in (1, 2, 3):
         assert (out / f"table{number}.md").read_text() == results_table(results, number)
         assert (out / f"bars_table{number}.png").is_file()
@@ -290,10 +290,7 @@ def test_04_ablations(clone, tmp_path):
     assert [p["value"] for p in curves["rows"][0]["points"]] == [0.05, 0.1, 0.15, 0.2, 0.3, 0.4]
     # at the presets' threshold the curve's point is the run's own evaluation
     at_default = curves["rows"][1]["points"][3]["metrics"]["prec_th"]["per_seed"]
-    assert (
-        at_default
-        == next(r for r in results["rows"] if r["setting"] == "crop_ibs")["metrics"]["prec_th"]["per_seed"]
-    )
+    assert tuple(at_default) == results.find_row("pfcn", "crop_ibs").metrics["prec_th"].per_seed
 
 
 @pytest.mark.slow
@@ -316,11 +313,11 @@ def test_05_confusion_explorer(clone, tmp_path):
 def test_06_instance_segmentation(clone, tmp_path):
     out = _execute("06_instance_segmentation", clone, tmp_path)
     results = load_results(out / "instance_results.json")
-    assert [(r["model"], r["setting"]) for r in results["rows"]] == [
+    assert [(r.model, r.setting) for r in results.rows] == [
         ("m2f_instance", "crop"),
         ("m2f_instance", "crop_ibs"),
     ]
-    assert {"ap", "acc_th", "prec_th"} <= set(results["rows"][0]["metrics"])
+    assert {"ap", "acc_th", "prec_th"} <= set(results.rows[0].metrics)
     assert (out / "table4.md").read_text() == results_table(results, 4)
     assert (out / "bars_table4.png").is_file()
     (maps,) = (out).glob("instance_maps_*")

@@ -5,29 +5,23 @@ from __future__ import annotations
 import pytest
 
 from ibs_study.study.claims import claims_table, reproduction_checks
+from ibs_study.study.results import Curve, ResultRow, StudyResults, Summary
 
 
-def _row(setting: str, prec: list[float], curve_level: list[float]) -> dict:
-    summary = {"mean": sum(prec) / len(prec), "ci95": [0, 1], "per_seed": prec}
-    curves = [[level, level / 2] for level in curve_level]
-    return {
-        "model": "pfcn",
-        "setting": setting,
-        "seeds": [0, 1, 2],
-        "metrics": {"prec_th": summary},
-        "confusion_curve": {"thresholds": [0.1, 0.5], "per_seed": curves},
-    }
+def _row(setting: str, prec: list[float], curve_level: list[float]) -> ResultRow:
+    summary = Summary(sum(prec) / len(prec), (0.0, 1.0), tuple(prec))
+    curves = [{"thresholds": [0.1, 0.5], "ratio": [level, level / 2]} for level in curve_level]
+    return ResultRow("pfcn", setting, (0, 1, 2), 3, {"prec_th": summary}, confusion_curve=Curve.of(curves))
 
 
 def test_reproduction_checks_on_hand_built_rows():
-    results = {
-        "rows": [
-            _row("full", [0.60, 0.58, 0.62], [0.2, 0.2, 0.2]),
-            _row("crop", [0.40, 0.40, 0.44], [0.6, 0.5, 0.7]),
-            _row("crop_ibs_random", [0.50, 0.45, 0.50], [0.3, 0.3, 0.3]),
-            _row("crop_ibs", [0.52, 0.50, 0.56], [0.7, 0.4, 0.3]),
-        ]
-    }
+    rows = (
+        _row("full", [0.60, 0.58, 0.62], [0.2, 0.2, 0.2]),
+        _row("crop", [0.40, 0.40, 0.44], [0.6, 0.5, 0.7]),
+        _row("crop_ibs_random", [0.50, 0.45, 0.50], [0.3, 0.3, 0.3]),
+        _row("crop_ibs", [0.52, 0.50, 0.56], [0.7, 0.4, 0.3]),
+    )
+    results = StudyResults("cpu", "cpu", None, rows)
     short = {"crop training": "loss", "crop + IBS (p": "recovery", "paired sample": "paired"}
     checks = {(short[c.claim[:13]], c.measure): c for c in reproduction_checks(results)}
     loss = checks[("loss", "Prec^th")]

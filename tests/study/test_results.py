@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from ibs_study.study.results import load_operating_curves, load_results
+from ibs_study.study.results import Summary, load_operating_curves, load_results, save_results
 from ibs_study.study.tables import TABLES, results_table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,7 +23,22 @@ METRICS["m2f_instance"] = {"ap", "ap_l", "acc_th", "prec_th"}
 
 @pytest.fixture(scope="module")
 def results() -> dict:
-    return load_results(RESULTS)
+    """The committed results as their JSON holds them (after :func:`load_results` checked them)."""
+    load_results(RESULTS)
+    return json.loads(RESULTS.read_text())
+
+
+RESULT_FILES = sorted((ROOT / "paper_figures").rglob("synthetic_results.json"))
+
+
+@pytest.mark.parametrize("path", RESULT_FILES, ids=[str(p.relative_to(ROOT)) for p in RESULT_FILES])
+def test_loading_and_saving_results_gives_the_same_bytes(path, tmp_path):
+    """The typed results write back exactly the JSON they were read from (rows with and without a
+    variant, with a preset, with sweeps)."""
+    results = load_results(path)
+    save_results(results, tmp_path / "again.json")
+    assert (tmp_path / "again.json").read_bytes() == path.read_bytes()
+    assert results.rows and all(isinstance(row.metrics["prec_th"], Summary) for row in results.rows)
 
 
 def test_schema_seeds_and_fractions(results):
@@ -88,16 +103,16 @@ def test_followup_studies_match_their_tables_and_docs(path):
     from ibs_study.viz.figures import table_bar_rows
 
     followup = load_results(path)
-    assert followup["rows"] and followup["commit"] and followup["device"]
-    for row in followup["rows"]:
-        assert len(row["seeds"]) >= 3 and row["steps"] > 0
-        for summary in row["metrics"].values():
-            values = summary["per_seed"]
-            assert all(0.0 <= v <= 1.0 for v in values) and summary["mean"] == pytest.approx(
+    assert followup.rows and followup.commit and followup.device
+    for row in followup.rows:
+        assert len(row.seeds) >= 3 and row.steps > 0
+        for summary in row.metrics.values():
+            values = summary.per_seed
+            assert all(0.0 <= v <= 1.0 for v in values) and summary.mean == pytest.approx(
                 sum(values) / len(values)
             )
     docs = "\n".join((ROOT / "docs" / name).read_text() for name in ("results.md", "experiments.md"))
-    tables = [n for n in TABLES if table_bar_rows(followup, n)[0]]
+    tables = [n for n in TABLES if table_bar_rows(followup.to_json(), n)[0]]
     assert tables
     # docs quote the ablation table (or, for a follow-up without its rows, Table 2) and the
     # oracle table; tables 1 and 2 are subsets of 3
@@ -107,7 +122,7 @@ def test_followup_studies_match_their_tables_and_docs(path):
         assert (path.parent / f"table{number}.md").read_text().strip() == expected
         if number in quoted:
             assert expected in docs, f"docs lack table {number} of {path.parent.name}"
-    for model in dict.fromkeys(row["model"] for row in followup["rows"]):
+    for model in followup.models():
         if not reproduction_checks(followup, model):
             continue
         claims = claims_table(followup, model).strip()
@@ -126,11 +141,9 @@ def test_stored_operating_curves_meet_the_results_at_the_runs_own_threshold(path
     results = load_results(path.parent / "synthetic_results.json")
     at = curves["values"].index(curves["default"])
     for row in curves["rows"]:
-        stored = next(
-            r for r in results["rows"] if (r["model"], r["setting"]) == (row["model"], row["setting"])
-        )
-        assert curves["seeds"] == stored["seeds"]
+        stored = results.find_row(row["model"], row["setting"])
+        assert tuple(curves["seeds"]) == stored.seeds
         for metric in ("acc_th", "prec_th", "pq_th"):
-            assert row["points"][at]["metrics"][metric]["per_seed"] == stored["metrics"][metric]["per_seed"]
+            assert tuple(row["points"][at]["metrics"][metric]["per_seed"]) == stored.metrics[metric].per_seed
     model = path.stem.removeprefix("operating_curves_")
     assert (path.parent / f"operating_curve_{model}.png").is_file()

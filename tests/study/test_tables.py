@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ibs_study.study.results import load_results
+from ibs_study.study.results import StudyResults, load_results
 from ibs_study.study.tables import TABLES, results_table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,17 +35,18 @@ def test_tables_leave_out_rows_collected_before_their_metrics_existed():
     old = {"acc_th": summary(0.4), "prec_th": summary(0.5)}
     new = old | {name: summary(0.1) for name in ("gt_th_other_instance", "pred_th_other_instance")}
     new |= {"gt_th_matched": summary(0.4), "pred_th_matched": summary(0.5)}
-    results = {
+    data = {
         "scale": "cpu",
         "rows": [
-            {"model": "pfcn", "setting": "full", "seeds": [0, 1], "metrics": old},
-            {"model": "pfcn", "setting": "crop", "seeds": [0, 1], "metrics": new},
+            {"model": "pfcn", "setting": "full", "seeds": [0, 1], "steps": 3, "metrics": old},
+            {"model": "pfcn", "setting": "crop", "seeds": [0, 1], "steps": 3, "metrics": new},
         ],
     }
+    results = StudyResults.from_json(data)
     table = results_table(results, 6)
     assert "Panoptic FCN, crop | 40.0 ± 1.0 | – | 10.0 ± 1.0 | – | – |" in table
     assert "full image" not in table  # no share of the GT thing pixels: left out, not a row of dashes
-    assert [row.setting for row in table_bar_rows(results, 7)[0]] == ["crop"]
+    assert [row.setting for row in table_bar_rows(data, 7)[0]] == ["crop"]
     assert "Panoptic FCN, full image | – | – | – | 40.0 ± 1.0 |" in results_table(
         results, 1
     )  # Acc^th: table 1
