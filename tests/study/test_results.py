@@ -4,11 +4,13 @@ the follow-up studies and operating curves beside it, and the pages that quote t
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 from scipy import stats
 
+from ibs_study.errors import DataError
 from ibs_study.study.results import Summary, load_operating_curves, load_results, save_results
 from ibs_study.study.tables import TABLES, results_table
 
@@ -147,3 +149,34 @@ def test_stored_operating_curves_meet_the_results_at_the_runs_own_threshold(path
             assert tuple(row["points"][at]["metrics"][metric]["per_seed"]) == stored.metrics[metric].per_seed
     model = path.stem.removeprefix("operating_curves_")
     assert (path.parent / f"operating_curve_{model}.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda d: d["rows"][1].pop("steps"), r"rows\[1\] lacks the key\(s\) \['steps'\]"),
+        (lambda d: d["rows"][2].update(seeds=[0, "1"]), r"rows\[2\]\.seeds\[1\] must be"),
+        (
+            lambda d: d["rows"][0]["metrics"]["pq"]["per_seed"].pop(),
+            r"rows\[0\]\.metrics\.pq\.per_seed must hold one value per seed",
+        ),
+        (
+            lambda d: d["rows"][0]["oracle_confusion_curve"]["mean"].pop(),
+            r"rows\[0\]\.oracle_confusion_curve\.mean must hold one value per threshold",
+        ),
+        (
+            lambda d: d["sweeps"]["lambda"][0]["metrics"].update(pq="high"),
+            r"sweeps\.lambda\[0\]\.metrics\.pq must be",
+        ),
+        (lambda d: d["sweeps"]["lambda"][0].pop("key"), r"sweeps\.lambda\[0\] lacks the key\(s\) \['key'\]"),
+        (lambda d: d.pop("rows"), r"not a study results JSON \(no 'rows'"),
+    ],
+)
+def test_a_damaged_results_file_is_one_line_naming_the_key(damage, message, tmp_path):
+    data = json.loads(RESULTS.read_text())
+    damage(data)
+    path = tmp_path / "damaged.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError, match=f"^{re.escape(str(path))}: {message}") as error:
+        load_results(path)
+    assert "\n" not in str(error.value)
