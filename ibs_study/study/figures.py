@@ -313,8 +313,17 @@ def sweep_chart(
         lines.append(Line(label, [x for x, _ in have], mean, color, marker="o", width=1.5, error=(low, high)))
         if reference and metric in reference[1]:
             level = 100 * reference[1][metric]
-            lines.append(Line(f"{label}, {reference[0]}", [min(xs), max(xs)], [level] * 2, color, "--",
-                              width=1, legend=False))  # fmt: skip
+            lines.append(
+                Line(
+                    f"{label}, {reference[0]}",
+                    [min(xs), max(xs)],
+                    [level] * 2,
+                    color,
+                    "--",
+                    width=1,
+                    legend=False,
+                )
+            )
     if reference:  # the legend entry of the dashed lines
         lines.append(Line(reference[0], [], [], "#666666", "--", width=1))
     panel = Panel(
@@ -381,8 +390,14 @@ def operating_curve_figure(
             if is_default:
                 ax.plot(px, py, "o", ms=8, mfc="none", mec=color, mew=1.5)
             if is_default or k in (0, len(points) - 1):  # the ends and the default: the rest lie between
-                ax.annotate(f"{p['value']:g}", (px, py), xytext=(4, 3), textcoords="offset points", fontsize=7,
-                            color=color)  # fmt: skip
+                ax.annotate(
+                    f"{p['value']:g}",
+                    (px, py),
+                    xytext=(4, 3),
+                    textcoords="offset points",
+                    fontsize=7,
+                    color=color,
+                )
     key = curves.get("key", "")
     ax.set_xlabel(f"{METRIC_LABELS.get(x, x)} (%)")
     ax.set_ylabel(f"{METRIC_LABELS.get(y, y)} (%)")

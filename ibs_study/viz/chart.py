@@ -124,7 +124,7 @@ class Panel:
         xlim, ylim: axis limits, None for an end left to the data.
         legend: "inside" (where it fits), "right" (beside the axes) or None.
         grid: "both", "y" or None.
-        tick_rotation: degrees of the category labels.
+        tick_rotation: degrees of the category labels; rotated labels are set in 8 points.
     """
 
     title: str | None = None
@@ -152,7 +152,6 @@ class Chart:
     panels: tuple[Panel, ...]
     title: str | None = None
     size: tuple[float, float] = (5.5, 3.6)
-    sharey: bool = False
 
 
 # ----------------------------------------------------------------------------- matplotlib
@@ -197,10 +196,8 @@ def _draw_bars(ax: Axes, panel: Panel) -> None:
             )
         for pos, points in zip(positions, bars.points):
             ax.plot([pos] * len(points), points, ".", color="black", ms=3, alpha=0.6)
-    ha = "right" if panel.tick_rotation else "center"
-    ax.set_xticks(
-        x, panel.categories, rotation=panel.tick_rotation, ha=ha, fontsize=8 if ha == "right" else None
-    )
+    rotated = {"rotation": panel.tick_rotation, "ha": "right", "fontsize": 8} if panel.tick_rotation else {}
+    ax.set_xticks(x, panel.categories, **rotated)
 
 
 def draw_panel(ax: Axes, panel: Panel) -> None:
@@ -208,8 +205,16 @@ def draw_panel(ax: Axes, panel: Panel) -> None:
     if panel.picture is not None:
         ax.imshow(panel.picture.rgb, interpolation="nearest")
         for x, y, text in panel.picture.labels:
-            ax.text(x, y, text, fontsize=panel.picture.label_size, color="white", ha="center", va="center",
-                    bbox={"boxstyle": "round,pad=0.15", "facecolor": "black", "alpha": 0.55, "linewidth": 0})  # fmt: skip
+            ax.text(
+                x,
+                y,
+                text,
+                fontsize=panel.picture.label_size,
+                color="white",
+                ha="center",
+                va="center",
+                bbox={"boxstyle": "round,pad=0.15", "facecolor": "black", "alpha": 0.55, "linewidth": 0},
+            )
         ax.set_axis_off()
     if panel.bars:
         _draw_bars(ax, panel)
@@ -242,7 +247,7 @@ def draw_panel(ax: Axes, panel: Panel) -> None:
 def render_matplotlib(chart: Chart) -> Figure:
     """The static figure of ``chart`` (constrained layout, no pyplot)."""
     fig = Figure(figsize=chart.size, layout="constrained")
-    axes = fig.subplots(1, len(chart.panels), squeeze=False, sharey=chart.sharey)[0]
+    axes = fig.subplots(1, len(chart.panels), squeeze=False)[0]
     for ax, panel in zip(axes, chart.panels):
         draw_panel(ax, panel)
     if chart.title:
@@ -345,9 +350,16 @@ def _picture_traces(fig: go.Figure, picture: Picture, max_side: int, row: int, c
         go.Image(source=uri, x0=offset, y0=offset, dx=scale, dy=scale, hoverinfo="x+y"), row=row, col=col
     )
     for x, y, text in picture.labels:
-        fig.add_annotation(x=x, y=y, text=text, showarrow=False, bgcolor="rgba(0,0,0,0.55)",
-                           font={"color": "white", "size": round(picture.label_size * _PX_PER_PT)},
-                           row=row, col=col)  # fmt: skip
+        fig.add_annotation(
+            x=x,
+            y=y,
+            text=text,
+            showarrow=False,
+            bgcolor="rgba(0,0,0,0.55)",
+            font={"color": "white", "size": round(picture.label_size * _PX_PER_PT)},
+            row=row,
+            col=col,
+        )
 
 
 def _axis_range(limits: tuple[float | None, float | None], log: bool = False) -> dict:
@@ -362,8 +374,7 @@ def render_plotly(chart: Chart, *, max_side: int = 1024) -> go.Figure:
     :func:`render_matplotlib`; the legend holds each label once; pictures are embedded as PNG
     downscaled to ``max_side`` pixels on their long side (positions stay in image pixels)."""
     titles = [panel.title or "" for panel in chart.panels]
-    fig = make_subplots(rows=1, cols=len(chart.panels), subplot_titles=titles if len(titles) > 1 else None,
-                        shared_yaxes=chart.sharey)  # fmt: skip
+    fig = make_subplots(rows=1, cols=len(chart.panels), subplot_titles=titles if len(titles) > 1 else None)
     shown: set[str] = set()
     for col, panel in enumerate(chart.panels, start=1):
         for bars in panel.bars:
@@ -374,8 +385,12 @@ def render_plotly(chart: Chart, *, max_side: int = 1024) -> go.Figure:
                 fig.add_trace(trace, row=1, col=col)
             shown.add(line.label or "")
         for rule in panel.hlines:
-            fig.add_hline(y=rule.y, line={"color": rule.color, "dash": _PLOTLY_DASH.get(rule.dash, "solid"),
-                                          "width": rule.width}, row=1, col=col)  # fmt: skip
+            fig.add_hline(
+                y=rule.y,
+                line={"color": rule.color, "dash": _PLOTLY_DASH.get(rule.dash, "solid"), "width": rule.width},
+                row=1,
+                col=col,
+            )
         xaxis: dict = {"title": panel.xlabel or None, **_axis_range(panel.xlim, panel.xlog)}
         if panel.xlog:
             xaxis["type"] = "log"

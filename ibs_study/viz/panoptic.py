@@ -374,23 +374,23 @@ def panoptic_panel(
     segments: Sequence[Segment],
     categories: Mapping[int, CategoryInfo],
     *,
-    image: np.ndarray | None = None,
-    alpha: float = 0.6,
-    colors: Mapping[int, RGB] | None = None,
     labels: bool = True,
     font_size: float = 7.0,
     title: str | None = None,
+    **options: Any,
 ) -> Panel:
     """The colour-coded panoptic image as a chart panel: segment colours and boundaries in the
-    image (:func:`render_panoptic`), the "class n" labels as text at each segment's interior point."""
-    rgb = render_panoptic(id_map, segments, categories, image=image, alpha=alpha, colors=colors, labels=False)
+    image (:func:`render_panoptic` with ``options``: image, alpha, colors, ...), the "class n"
+    labels as text of ``font_size`` points at each segment's interior point."""
+    rgb = render_panoptic(id_map, segments, categories, labels=False, **options)
     texts: tuple[tuple[float, float, str], ...] = ()
     if labels and segments:
         names = segment_labels(segments, categories)
         points = label_points(id_map, [s.id for s in segments])
         texts = tuple((x, y, names[seg_id]) for seg_id, (x, y) in points.items())
-    return Panel(title=title, picture=Picture(rgb, texts, font_size), legend=None, grid=None,
-                 title_size=font_size + 3)  # fmt: skip
+    return Panel(
+        title=title, picture=Picture(rgb, texts, font_size), legend=None, grid=None, title_size=font_size + 3
+    )
 
 
 def plot_panoptic(
