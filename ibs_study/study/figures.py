@@ -315,7 +315,7 @@ def sweep_chart(
             level = 100 * reference[1][metric]
             lines.append(
                 Line(
-                    f"{label}, {reference[0]}",
+                    reference[0],
                     [min(xs), max(xs)],
                     [level] * 2,
                     color,

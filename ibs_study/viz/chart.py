@@ -301,7 +301,7 @@ def _line_traces(line: Line, show_legend: bool) -> list[go.Scatter]:
             mode=mode,
             name=name,
             legendgroup=name,
-            showlegend=bool(show_legend and line.label and line.legend),
+            showlegend=show_legend,
             line={"color": line.color, "dash": _PLOTLY_DASH.get(line.dash, "solid"), "width": line.width},
             marker={"symbol": _PLOTLY_MARKER.get(line.marker or "o", "circle"), "color": line.color},
             error_y=_whiskers(line.y, line.error) if line.error is not None else None,
@@ -381,9 +381,11 @@ def render_plotly(chart: Chart, *, max_side: int = 1024) -> go.Figure:
             fig.add_trace(_bar_trace(bars, panel.categories, bars.label not in shown), row=1, col=col)
             shown.add(bars.label)
         for line in panel.lines:
-            for trace in _line_traces(line, line.label not in shown):
+            show = bool(line.label and line.legend and line.label not in shown)
+            for trace in _line_traces(line, show):
                 fig.add_trace(trace, row=1, col=col)
-            shown.add(line.label or "")
+            if show:
+                shown.add(line.label)
         for rule in panel.hlines:
             fig.add_hline(
                 y=rule.y,

@@ -91,6 +91,9 @@ def test_a_sweep_reference_is_dashed_in_both_and_named_once_in_the_legend():
     dashed_traces = [t for t in traces if t.line.dash == "dash" and t.y]
     assert [list(line.get_ydata()) for line in dashed] == [list(t.y) for t in dashed_traces] == [[25.0, 25.0]]
     assert [list(t.x) for t in dashed_traces] == [[0.5, 4.0]]
+    assert {t.legendgroup for t in traces if t.line.dash == "dash"} == {
+        "crop (seed 0)"
+    }  # one click hides all
     assert ax.get_xscale() == "linear" and traces[0].x == (0.5, 1.0, 4.0)
 
 
