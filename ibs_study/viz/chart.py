@@ -157,10 +157,6 @@ class Chart:
 # ----------------------------------------------------------------------------- matplotlib
 
 
-def _nan(values: Sequence[float] | None, n: int) -> np.ndarray:
-    return np.full(n, np.nan) if values is None else np.asarray(values, dtype=float)
-
-
 def _draw_line(ax: Axes, line: Line) -> None:
     x, y = np.asarray(line.x, dtype=float), np.asarray(line.y, dtype=float)
     label = line.label if line.legend else None
@@ -264,10 +260,12 @@ def _rgba(color: str, alpha: float) -> str:
 
 
 def _finite(values: Sequence[float]) -> list[float | None]:
+    """NaN as None: plotly leaves no bar, whisker or point there."""
     return [None if v is None or math.isnan(v) else float(v) for v in values]
 
 
 def _whiskers(values: Sequence[float], bounds: Bounds) -> dict:
+    """plotly's ``error_y`` for whiskers from (low, high) to each value's bounds."""
     low, high = bounds
     plus = [h - v for v, h in zip(values, high)]
     minus = [v - lo for v, lo in zip(values, low)]
