@@ -58,7 +58,8 @@ from ibs_study.study.results import INSTANCE_METRICS, save_results
 from ibs_study.study.specs import study_rows
 from ibs_study.study.tables import results_table
 from ibs_study.viz.explorer import ConfusionExplorer
-from ibs_study.viz.figures import metric_bars_figure, save_figure
+from ibs_study.study.figures import metric_bars_figure
+from ibs_study.viz.figures import save_figure
 
 check_parameters(
     smoke=smoke, scale=scale, seeds=seeds, steps=steps, data_root=data_root, root=root,
@@ -92,7 +93,7 @@ save_results(results, out / "instance_results.json")
 # %%
 (out / "table4.md").write_text(results_table(results, 4))
 display(Markdown(results_table(results, 4)))
-figure = metric_bars_figure(results.to_json(), 4)
+figure = metric_bars_figure(results, 4)
 save_figure(figure, out / "bars_table4")
 figure
 

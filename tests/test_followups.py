@@ -13,6 +13,7 @@ import torch
 from ibs_study.cli import main
 from ibs_study.config import ConfigError, resolve_config
 from ibs_study.study.claims import claims_table
+from ibs_study.study.figures import LOGIT_PANELS, oracle_logits_figure, table_bar_rows
 from ibs_study.study.followups import (
     FOLLOWUPS,
     SIGNED_FEATURES,
@@ -26,7 +27,6 @@ from ibs_study.study.results import StudyResults, metric_summary
 from ibs_study.study.runs import smoke_overrides
 from ibs_study.study.specs import study_specs
 from ibs_study.study.tables import results_table
-from ibs_study.viz.figures import LOGIT_PANELS, oracle_logits_figure, table_bar_rows
 
 
 @pytest.fixture(autouse=True)
@@ -114,7 +114,7 @@ def test_variant_rows_stay_out_of_the_study_tables_and_claims():
     study_only = dataclasses.replace(results, rows=results.rows[1:])
     assert results_table(results, 3) == results_table(study_only, 3)
     assert claims_table(results) == claims_table(study_only)
-    bars, _ = table_bar_rows(_data(), 3)
+    bars, _ = table_bar_rows(results, 3)
     assert [bar.means["prec_th"] for bar in bars] == pytest.approx([0.8, 0.5, 0.55])
     assert "| crop + IBS (paired) recovers at least half of the crop loss | Prec^th |" not in claims_table(
         results, variant="detach_bias"
@@ -125,10 +125,10 @@ def test_variant_rows_stay_out_of_the_study_tables_and_claims():
 
 
 def test_oracle_logits_figure_draws_every_row_with_logits():
-    results = _data()
-    for row in results["rows"]:  # every logit metric: the same values as logit_own
+    data = _data()
+    for row in data["rows"]:  # every logit metric: the same values as logit_own
         row["metrics"] |= {m: row["metrics"]["logit_own"] for _, names in LOGIT_PANELS for m in names}
-    figure = oracle_logits_figure(results)
+    figure = oracle_logits_figure(StudyResults.from_json(data))
     axes = figure.get_axes()
     assert len(axes) == len(LOGIT_PANELS)
     for ax, (_, names) in zip(axes, LOGIT_PANELS):

@@ -14,6 +14,7 @@ from ibs_study.cli import main
 from ibs_study.config import config_hash
 from ibs_study.engine.run_dir import read_run_config
 from ibs_study.errors import DataError, RunDirError
+from ibs_study.study.figures import sweep_chart, sweep_figure, sweep_points, table_bar_rows
 from ibs_study.study.paper_figures import build_all
 from ibs_study.study.results import (
     ORACLE_METRICS,
@@ -21,7 +22,7 @@ from ibs_study.study.results import (
     ResultRow,
     StudyResults,
     Summary,
-    SweepPoint,
+    SweepRun,
     load_results,
     read_oracle,
     save_operating_curves,
@@ -31,7 +32,7 @@ from ibs_study.study.results import (
 from ibs_study.study.runs import run_study, smoke_overrides
 from ibs_study.study.specs import study_rows, sweep_specs
 from ibs_study.study.tables import results_table
-from ibs_study.viz.figures import sweep_figure, sweep_plotly, sweep_points, table_bar_rows
+from ibs_study.viz.chart import render_plotly
 
 SEEDS = [0, 1]
 
@@ -222,11 +223,15 @@ def test_a_follow_up_in_a_subfolder_loads_the_shared_plotly_js(study, tmp_path, 
 # ------------------------------------------------------------------------- figure helpers
 
 
+def _run(value: object, metrics: dict[str, float]) -> SweepRun:
+    return SweepRun("synthetic_pfcn_crop_ibs", "ibs.weight", value, 0, metrics)
+
+
 def test_sweep_points_group_values_and_summarise_repeats():
     entries = [
-        {"value": 4.0, "metrics": {"pq": 0.3}},
-        {"value": 1.0, "metrics": {"pq": 0.2, "acc_th": 0.5}},
-        {"value": 1.0, "metrics": {"pq": 0.4, "acc_th": 0.7}},
+        _run(4.0, {"pq": 0.3}),
+        _run(1.0, {"pq": 0.2, "acc_th": 0.5}),
+        _run(1.0, {"pq": 0.4, "acc_th": 0.7}),
     ]
     points = sweep_points(entries)
     assert [(p.label, p.position) for p in points] == [("1", 1.0), ("4", 4.0)]
@@ -234,7 +239,7 @@ def test_sweep_points_group_values_and_summarise_repeats():
     assert points[0].metrics["pq"]["per_seed"] == [0.2, 0.4]
     assert points[0].metrics["acc_th"]["ci95"][0] < 0.6 < points[0].metrics["acc_th"]["ci95"][1]
     assert set(points[1].metrics) == {"pq"}  # sorted by position, not in first-seen order
-    crops = sweep_points([{"value": [32, 64], "metrics": {"pq": 0.1}}])
+    crops = sweep_points([_run([32, 64], {"pq": 0.1})])
     assert (crops[0].label, crops[0].position) == ("32x64", 2048.0)
 
 
@@ -250,7 +255,7 @@ def test_sweep_reference_picks_the_row_and_seed_of_the_sweep():
     results = StudyResults("cpu", "cpu", None, rows)
 
     def entries(preset, key, seed):
-        return [SweepPoint(preset, key, 1.0, seed, {"pq": 0.2})]
+        return [SweepRun(preset, key, 1.0, seed, {"pq": 0.2})]
 
     assert sweep_reference(results, entries("synthetic_pfcn_crop_ibs", "ibs.weight", 3)) == (
         "crop, no IBS (seed 3)",
@@ -270,27 +275,26 @@ def test_sweep_reference_picks_the_row_and_seed_of_the_sweep():
 
 
 def test_sweep_figures_draw_the_reference_as_dashed_lines():
-    entries = [{"value": v, "metrics": {"pq": 0.2 + v / 10, "prec_th": 0.5}} for v in (0.5, 1.0, 4.0)]
+    entries = [_run(v, {"pq": 0.2 + v / 10, "prec_th": 0.5}) for v in (0.5, 1.0, 4.0)]
     reference = ("crop, no IBS (seed 0)", {"pq": 0.25, "prec_th": 0.4, "pq_st": 0.9})
     ax = sweep_figure(entries, metrics=("pq", "prec_th"), reference=reference).axes[0]
     dashed = [line for line in ax.lines if line.get_linestyle() == "--" and len(line.get_ydata()) == 2]
     assert sorted(line.get_ydata()[0] for line in dashed) == pytest.approx([25.0, 40.0])  # percent
     assert "crop, no IBS (seed 0)" in [t.get_text() for t in ax.get_legend().get_texts()]
     assert len(sweep_figure(entries, metrics=("pq", "prec_th")).axes[0].lines) < len(ax.lines)
-    traces = sweep_plotly(entries, metrics=("pq", "prec_th"), reference=reference).data
-    dashed_traces = [t for t in traces if t.line.dash == "dash"]
+    traces = render_plotly(sweep_chart(entries, metrics=("pq", "prec_th"), reference=reference)).data
+    dashed_traces = [t for t in traces if t.line.dash == "dash" and t.x]
     assert [t.y[0] for t in dashed_traces] == pytest.approx([25.0, 40.0])
     assert list(dashed_traces[0].x) == [0.5, 4.0]
 
 
 def test_table_bar_rows_follow_the_table_and_skip_absent_rows():
-    summary = {"mean": 0.5, "ci95": [0.4, 0.6], "per_seed": [0.45, 0.55]}
-    results = {
-        "rows": [
-            {"model": "pfcn", "setting": "crop_ibs", "metrics": {"pq": summary}},
-            {"model": "pfcn", "setting": "full", "metrics": {"pq": summary, "acc_th": summary}},
-        ]
-    }
+    summary = Summary(0.5, (0.4, 0.6), (0.45, 0.55))
+    rows = (
+        ResultRow("pfcn", "crop_ibs", (0, 1), 3, {"pq": summary}),
+        ResultRow("pfcn", "full", (0, 1), 3, {"pq": summary, "acc_th": summary}),
+    )
+    results = StudyResults("cpu", "cpu", None, rows)
     rows, metrics = table_bar_rows(results, 3)
     assert metrics == ("pq", "pq_th", "pq_st", "acc_th", "prec_th")
     assert [r.setting for r in rows] == ["full", "crop_ibs"]  # table order, crop rows absent
@@ -299,8 +303,8 @@ def test_table_bar_rows_follow_the_table_and_skip_absent_rows():
 
 
 def test_operating_curves_of_study_rows_summarise_each_seeds_curve(study, tmp_path):
+    from ibs_study.study.figures import operating_curve_figure
     from ibs_study.study.operating import collect_operating_curves, operating_curve
-    from ibs_study.viz.figures import operating_curve_figure
 
     _, runs_root = study
     rows = [row for row in study_rows("cpu", ["pfcn"]) if row.setting in ("crop", "crop_ibs")]

@@ -48,7 +48,7 @@ __all__ = [
     "Summary",
     "Curve",
     "ResultRow",
-    "SweepPoint",
+    "SweepRun",
     "StudyResults",
     "save_results",
     "load_results",
@@ -264,7 +264,7 @@ class ResultRow:
 
 
 @dataclass(frozen=True)
-class SweepPoint:
+class SweepRun:
     """One run of a sweep: the swept config ``key`` at ``value`` on ``preset`` (seed ``seed``) and
     its metrics (:func:`flat_metrics` names; one run, so no interval)."""
 
@@ -275,7 +275,7 @@ class SweepPoint:
     metrics: dict[str, float]
 
     @classmethod
-    def from_json(cls, data: Any, where: str = "point", path: Any = "") -> SweepPoint:
+    def from_json(cls, data: Any, where: str = "point", path: Any = "") -> SweepRun:
         """From an entry of the results' ``sweeps``, checked.
 
         Raises:
@@ -316,7 +316,7 @@ class StudyResults:
     device: str | None
     commit: str | None
     rows: tuple[ResultRow, ...]
-    sweeps: dict[str, tuple[SweepPoint, ...]] | None = None
+    sweeps: dict[str, tuple[SweepRun, ...]] | None = None
 
     def find_row(self, model: str, setting: str, variant: str = "") -> ResultRow | None:
         """The row of ``model``, ``setting`` and ``variant`` ("": the study's own), or None."""
@@ -353,7 +353,7 @@ class StudyResults:
             if sweeps is None
             else {
                 name: tuple(
-                    SweepPoint.from_json(point, f"sweeps.{name}[{j}]", path)
+                    SweepRun.from_json(point, f"sweeps.{name}[{j}]", path)
                     for j, point in enumerate(expect(points, list, f"sweeps.{name}", path))
                 )
                 for name, points in sweeps.items()
@@ -491,7 +491,7 @@ def row_from_runs(
     )
 
 
-def collect_sweep(root: str | os.PathLike, specs: Sequence[RunSpec]) -> tuple[SweepPoint, ...]:
+def collect_sweep(root: str | os.PathLike, specs: Sequence[RunSpec]) -> tuple[SweepRun, ...]:
     """The points of a sweep: one per run of ``specs`` under ``root`` (specs tagged with ``key``,
     ``value`` and ``seed``, as :func:`~ibs_study.study.specs.sweep_specs` makes them)."""
     out = []
@@ -501,7 +501,7 @@ def collect_sweep(root: str | os.PathLike, specs: Sequence[RunSpec]) -> tuple[Sw
             read_metrics(run_dir), read_oracle(run_dir), read_oracle(run_dir, ORACLE_LOGITS_FILE)
         )
         out.append(
-            SweepPoint(
+            SweepRun(
                 preset=spec.preset,
                 key=spec.tags["key"],
                 value=spec.tags["value"],
@@ -517,9 +517,7 @@ def collect_sweep(root: str | os.PathLike, specs: Sequence[RunSpec]) -> tuple[Sw
 SWEEP_REFERENCE_SETTING = {"ibs.weight": ("crop", "crop, no IBS"), "data.crop_size": ("full", "full image")}
 
 
-def sweep_reference(
-    results: StudyResults, points: Sequence[SweepPoint]
-) -> tuple[str, dict[str, float]] | None:
+def sweep_reference(results: StudyResults, points: Sequence[SweepRun]) -> tuple[str, dict[str, float]] | None:
     """The reference a sweep's plot draws: the metrics of the study row of
     :data:`SWEEP_REFERENCE_SETTING` (same model as the swept preset) at the sweep's seed.
 

@@ -102,7 +102,7 @@ def test_followup_studies_match_their_tables_and_docs(path):
     ablation, oracle and claims tables the docs (results.md or experiments.md) quote from it, are
     what its JSON produces."""
     from ibs_study.study.claims import claims_table, reproduction_checks
-    from ibs_study.viz.figures import table_bar_rows
+    from ibs_study.study.figures import table_bar_rows
 
     followup = load_results(path)
     assert followup.rows and followup.commit and followup.device
@@ -114,7 +114,7 @@ def test_followup_studies_match_their_tables_and_docs(path):
                 sum(values) / len(values)
             )
     docs = "\n".join((ROOT / "docs" / name).read_text() for name in ("results.md", "experiments.md"))
-    tables = [n for n in TABLES if table_bar_rows(followup.to_json(), n)[0]]
+    tables = [n for n in TABLES if table_bar_rows(followup, n)[0]]
     assert tables
     # docs quote the ablation table (or, for a follow-up without its rows, Table 2) and the
     # oracle table; tables 1 and 2 are subsets of 3

@@ -27,7 +27,7 @@ def test_published_tables_are_generated_from_the_json(results, table):
 
 
 def test_tables_leave_out_rows_collected_before_their_metrics_existed():
-    from ibs_study.viz.figures import table_bar_rows
+    from ibs_study.study.figures import table_bar_rows
 
     def summary(value: float) -> dict:
         return {"mean": value, "ci95": [value - 0.01, value + 0.01], "per_seed": [value - 0.01, value + 0.01]}
@@ -46,7 +46,7 @@ def test_tables_leave_out_rows_collected_before_their_metrics_existed():
     table = results_table(results, 6)
     assert "Panoptic FCN, crop | 40.0 ± 1.0 | – | 10.0 ± 1.0 | – | – |" in table
     assert "full image" not in table  # no share of the GT thing pixels: left out, not a row of dashes
-    assert [row.setting for row in table_bar_rows(data, 7)[0]] == ["crop"]
+    assert [row.setting for row in table_bar_rows(results, 7)[0]] == ["crop"]
     assert "Panoptic FCN, full image | – | – | – | 40.0 ± 1.0 |" in results_table(
         results, 1
     )  # Acc^th: table 1
