@@ -26,7 +26,7 @@ from ibs_study.engine.run_dir import read_run_config
 from ibs_study.study.grid import RunSpec, run_grid
 from ibs_study.study.results import read_oracle
 from ibs_study.study.runs import oracle_runs, project_root
-from ibs_study.viz.explorer_data import DEMO_RUN_DIRS
+from ibs_study.viz.explorer.data import DEMO_RUN_DIRS
 from ibs_study.viz.figures import confusion_curve_figure, series_from_metrics
 
 logger = logging.getLogger(__name__)
