@@ -28,6 +28,7 @@ from ibs_study.viz.explorer.images import (
     GT_SOURCE,
     InstanceView,
     instance_views,
+    panoptic_labels,
     panoptic_rgb,
     panoptic_source,
     run_order,
@@ -119,19 +120,26 @@ def _titled(rgb: np.ndarray, title: str) -> np.ndarray:
     return _stack([_text_block([title], rgb.shape[1], TITLE_SIZE), rgb], axis=0)
 
 
+def _labelled(rgb: np.ndarray, labels: Sequence[tuple[float, float, str, RGB]]) -> np.ndarray:
+    """``rgb`` with each (x, y, text, colour) label drawn at pixel (x, y) in its colour on a dark box."""
+    by_color: dict[RGB, dict[tuple[int, int], str]] = {}
+    for x, y, text, color in labels:
+        by_color.setdefault(color, {})[(round(x), round(y))] = text
+    for color, texts in by_color.items():
+        rgb = draw_labels(rgb, texts, font_size=LABEL_SIZE, text_color=color, box_alpha=0.65)
+    return rgb
+
+
 def _instance_panel(view: InstanceView) -> np.ndarray:
     """The instance view enlarged (or reduced) to fit PANEL_WIDTH x PANEL_HEIGHT, its labels drawn in their
     outline colours, under its title."""
     height, width = view.rgb.shape[:2]
     scale = min(PANEL_WIDTH / width, PANEL_HEIGHT / height)
-    rgb = _resize(view.rgb, scale)
     x0, y0 = view.region[:2]
-    by_color: dict[RGB, dict[tuple[int, int], str]] = {}
-    for x, y, text, color in view.labels:
-        by_color.setdefault(color, {})[(round((x - x0 + 0.5) * scale), round((y - y0 + 0.5) * scale))] = text
-    for color, labels in by_color.items():
-        rgb = draw_labels(rgb, labels, font_size=LABEL_SIZE, text_color=color, box_alpha=0.65)
-    return _titled(rgb, view.title)
+    labels = [
+        ((x - x0 + 0.5) * scale, (y - y0 + 0.5) * scale, text, color) for x, y, text, color in view.labels
+    ]
+    return _titled(_labelled(_resize(view.rgb, scale), labels), view.title)
 
 
 def _dashed_box(rgb: np.ndarray, region: tuple[int, int, int, int], dash: int = 6) -> None:
@@ -147,15 +155,20 @@ def _dashed_box(rgb: np.ndarray, region: tuple[int, int, int, int], dash: int = 
         rgb[y0 : y1 + 1, col][on_y] = WHITE
 
 
-def _panoptic_panel(data: ExplorerData, source: int, selection: Selection, region: tuple[int, int, int, int]):
+def _panoptic_panel(
+    data: ExplorerData, source: int, selection: Selection, region: tuple[int, int, int, int]
+) -> np.ndarray:
     """The colour-coded panoptic image of ``source`` reduced (or enlarged) to PANEL_WIDTH, the instance views'
     ``region`` dashed, under its title."""
     image_id = selection.record.image_id
     view, colors = panoptic_source(data, source, image_id)
     scale = PANEL_WIDTH / view.id_map.shape[1]
-    rgb = panoptic_rgb(data, view, colors, image_id, labels=True, font_size=max(6, round(LABEL_SIZE / scale)))
-    rgb = _resize(rgb, scale)
+    rgb = _resize(panoptic_rgb(data, view, colors, image_id), scale)
     _dashed_box(rgb, tuple(round(v * scale) for v in region))
+    rgb = _labelled(
+        rgb,
+        [((x + 0.5) * scale, (y + 0.5) * scale, text, WHITE) for x, y, text in panoptic_labels(data, view)],
+    )
     title = "ground truth" if source == GT_SOURCE else f"{view.title} (panoptic)"
     return _titled(rgb, f"{title}: {image_id}")
 

@@ -25,6 +25,7 @@ from ibs_study.viz.panoptic import (
     matched_colors,
     render_panoptic,
     segment_colors,
+    segment_labels,
 )
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "run_order",
     "panoptic_source",
     "panoptic_rgb",
+    "panoptic_labels",
 ]
 
 GT_SOURCE = -1  # the panoptic image of the ground truth; a run's is named by its index
@@ -205,22 +207,22 @@ def panoptic_source(
 
 
 def panoptic_rgb(
-    data: ExplorerData,
-    view: PanopticView,
-    colors: dict[int, RGB],
-    image_id: ImageId,
-    *,
-    labels: bool,
-    font_size: int | None = None,
+    data: ExplorerData, view: PanopticView, colors: dict[int, RGB], image_id: ImageId
 ) -> np.ndarray:
-    """(H, W, 3) uint8 colour-coded panoptic image of ``view`` over the image of ``image_id``
-    (:func:`~ibs_study.viz.panoptic.render_panoptic`), with its labels drawn in or not."""
+    """(H, W, 3) uint8 colour-coded panoptic image of ``view`` over the image of ``image_id``, without text
+    (:func:`~ibs_study.viz.panoptic.render_panoptic`; :func:`panoptic_labels` gives the labels)."""
     return render_panoptic(
         view.id_map,
         view.segments,
         data.categories,
         image=data.gt(image_id).image,
         colors=colors,
-        labels=labels,
-        font_size=font_size,
+        labels=False,
     )
+
+
+def panoptic_labels(data: ExplorerData, view: PanopticView) -> list[tuple[int, int, str]]:
+    """(x, y, text) in image pixels of each segment of ``view``: its label ("car 2") at its interior point."""
+    texts = segment_labels(view.segments, data.categories)
+    points = label_points(view.id_map, [s.id for s in view.segments])
+    return [(x, y, texts[segment_id]) for segment_id, (x, y) in points.items()]

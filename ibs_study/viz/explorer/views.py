@@ -16,8 +16,8 @@ import plotly.graph_objects as go
 
 from ibs_study.metrics.panoptic import GTOverlap
 from ibs_study.viz.explorer.data import ExplorerData, ImageId, Selection
-from ibs_study.viz.explorer.images import InstanceView, panoptic_rgb, panoptic_source
-from ibs_study.viz.panoptic import RGB, label_points, png_data_uri, segment_labels
+from ibs_study.viz.explorer.images import InstanceView, panoptic_labels, panoptic_rgb, panoptic_source
+from ibs_study.viz.panoptic import RGB, png_data_uri
 
 __all__ = [
     "MAX_BARS",
@@ -87,9 +87,7 @@ def panoptic_parts(data: ExplorerData, source: int, image_id: ImageId, max_side:
     """Plotly pieces of the colour-coded panoptic image of the GT (``source`` -1) or a run, labels as
     annotations (:func:`~ibs_study.viz.explorer.images.panoptic_source`)."""
     view, colors = panoptic_source(data, source, image_id)
-    uri, scale = png_data_uri(panoptic_rgb(data, view, colors, image_id, labels=False), max_side)
-    texts = segment_labels(view.segments, data.categories)
-    points = label_points(view.id_map, [s.id for s in view.segments])
+    uri, scale = png_data_uri(panoptic_rgb(data, view, colors, image_id), max_side)
     height, width = view.id_map.shape
     return {
         "image": {"source": uri, "x0": (scale - 1) / 2, "y0": (scale - 1) / 2, "dx": scale, "dy": scale},
@@ -97,12 +95,12 @@ def panoptic_parts(data: ExplorerData, source: int, image_id: ImageId, max_side:
             {
                 "x": x,
                 "y": y,
-                "text": texts[i],
+                "text": text,
                 "showarrow": False,
                 "font": {"color": "white", "size": 10},
                 "bgcolor": "rgba(0,0,0,0.55)",
             }
-            for i, (x, y) in points.items()
+            for x, y, text in panoptic_labels(data, view)
         ],
         "xrange": [-0.5, width - 0.5],
         "yrange": [height - 0.5, -0.5],

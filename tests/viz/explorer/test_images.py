@@ -9,6 +9,7 @@ from ibs_study.viz.explorer.images import (
     OUTLINE_COLORS,
     gt_outlines,
     instance_views,
+    panoptic_labels,
     panoptic_rgb,
     panoptic_source,
     render_instance_view,
@@ -55,8 +56,17 @@ def test_panoptic_source_keeps_each_objects_colour_across_runs(data):
     ibs_view, ibs_colors = panoptic_source(data, 1, "a")
     assert gt_view.title == "ground truth" and ibs_view.title == "crop + IBS"
     assert ibs_colors[3] == gt_colors[13]  # IBS person 3 is exactly GT person 13
-    rgb = panoptic_rgb(data, ibs_view, ibs_colors, "a", labels=False)
+    rgb = panoptic_rgb(data, ibs_view, ibs_colors, "a")
     assert rgb.shape == (40, 60, 3)
     # inside IBS person 3 (rows 25:35, cols 45:55) the image is blended with GT person 13's colour
     image = data.gt("a").image[30, 50].astype(float)
     np.testing.assert_allclose(rgb[30, 50], 0.4 * image + 0.6 * np.array(gt_colors[13]), atol=1)
+
+
+def test_panoptic_labels_name_each_segment_inside_it(data):
+    view, _ = panoptic_source(data, 0, "a")  # crop: road 9, car 1 (rows 5:20, cols 5:38), person 2
+    labels = panoptic_labels(data, view)
+    assert sorted(text for *_, text in labels) == ["car 1", "person 1", "road"]
+    for x, y, text in labels:
+        segment_id = int(view.id_map[y, x])
+        assert {9: "road", 1: "car 1", 2: "person 1"}[segment_id] == text
