@@ -21,6 +21,7 @@ from ibs_study.viz.panoptic import RGB, png_data_uri
 
 __all__ = [
     "MAX_BARS",
+    "NO_SELECTION",
     "INSTANCE_FIGURE_SIZE",
     "instance_view_parts",
     "panoptic_parts",

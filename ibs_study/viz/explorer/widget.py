@@ -41,6 +41,7 @@ from ibs_study.viz.explorer.images import GT_SOURCE, instance_views, run_order
 from ibs_study.viz.explorer.views import (
     INSTANCE_FIGURE_SIZE,
     MAX_BARS,
+    NO_SELECTION,
     bar_figure,
     blank_parts,
     image_figure,
@@ -405,7 +406,7 @@ class ConfusionExplorer:
                 show_image(fig, blank_parts())
             show_bars(self.bar_figure, self.data, None)
             self.table.value = ""
-            self.status.value = f"<i>{blank_parts()['title']}</i>"
+            self.status.value = f"<i>{NO_SELECTION}</i>"
             return
         selection = self.data.select(self.run_index, image_id, segment_id, self.threshold)
         self._selection = selection
