@@ -60,14 +60,9 @@ from ibs_study.study.analysis import (
 from ibs_study.config import load_preset
 from ibs_study.engine.data import open_split
 from ibs_study.study.notebook_parameters import check_parameters
+from ibs_study.study.figures import shared_class_figure
 from ibs_study.study.runs import notebook_overrides, project_root
-from ibs_study.viz.figures import (
-    instance_count_figure,
-    merge_sweep_figure,
-    save_figure,
-    segment_size_figure,
-    shared_class_figure,
-)
+from ibs_study.viz.figures import instance_count_figure, merge_sweep_figure, save_figure, segment_size_figure
 from ibs_study.viz.panoptic import PanopticView, side_by_side
 
 check_parameters(

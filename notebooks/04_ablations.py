@@ -53,29 +53,26 @@ import torch
 from IPython.display import Markdown, display
 
 from ibs_study.study.analysis import setting_differences
+from ibs_study.study.figures import (
+    confusion_chart,
+    measured_tables,
+    metric_bars_chart,
+    operating_curve_figure,
+    study_sweep_chart,
+)
 from ibs_study.study.notebook_parameters import check_parameters
 from ibs_study.study.operating import PFCN_SCORE_THRESHOLD, collect_operating_curves
 from ibs_study.study.runs import notebook_overrides, project_root, run_study
 from ibs_study.study.results import (
-    TABLES,
     claims_table,
     reproduction_checks,
     results_table,
     save_results,
     study_rows,
-    sweep_reference,
     sweep_specs,
 )
-from ibs_study.viz.figures import (
-    ORACLE_CURVE_YLABEL,
-    confusion_curve_figure,
-    metric_bars_figure,
-    operating_curve_figure,
-    save_figure,
-    series_from_results,
-    sweep_figure,
-    table_bar_rows,
-)
+from ibs_study.viz.chart import render_matplotlib
+from ibs_study.viz.figures import save_figure
 
 check_parameters(
     smoke=smoke, scale=scale, models=models, settings=settings, seeds=seeds, steps=steps,
@@ -125,14 +122,14 @@ print(f"{len(results['rows'])} rows x {len(seeds)} seeds collected into {out / '
 # easier, so only the direction of the differences is comparable, not the values.
 
 # %%
-tables = [number for number in TABLES if table_bar_rows(results, number)[0]]  # tables with a measured row
+tables = measured_tables(results)  # the tables with a measured row
 for number in tables:
     (out / f"table{number}.md").write_text(results_table(results, number))
     display(Markdown(results_table(results, number)))
 
 # %%
 for number in tables:
-    figure = metric_bars_figure(results, number)
+    figure = render_matplotlib(metric_bars_chart(results, number))
     save_figure(figure, out / f"bars_table{number}")
     display(figure)
 
@@ -173,9 +170,11 @@ for model in models:
 
 # %%
 for model in models:
-    figure = confusion_curve_figure(series_from_results(results, model), title=f"Confusion, {model} (mean, 95 % band)")
-    save_figure(figure, out / f"fig5_confusion_{model}")
-    display(figure)
+    chart = confusion_chart(results, model)  # None: the model's rows have no curve (instance rows)
+    if chart is not None:
+        figure = render_matplotlib(chart)
+        save_figure(figure, out / f"fig5_confusion_{model}")
+        display(figure)
 
 # %% [markdown]
 # Each curve gives, for an overlap threshold T, the share of predicted thing segments that
@@ -190,11 +189,9 @@ for model in models:
 
 # %%
 for model in models:
-    series = series_from_results(results, model, curve="oracle_confusion_curve")
-    if series:
-        figure = confusion_curve_figure(
-            series, title=f"Oracle-embedding confusion, {model} (mean, 95 % band)", ylabel=ORACLE_CURVE_YLABEL
-        )
+    chart = confusion_chart(results, model, "oracle_confusion_curve")
+    if chart is not None:
+        figure = render_matplotlib(chart)
         save_figure(figure, out / f"fig5_oracle_{model}")
         display(figure)
 
@@ -224,16 +221,11 @@ if score_thresholds and pfcn_rows:
 # ## Sweeps: λ_IBS and the crop size
 
 # %%
-labels = {
-    "lambda": "λ_IBS (crop + IBS, paired sampler)",
-    "crop_size": "crop size H x W (crop training, no IBS)",
-    "m2f_lambda": "λ_IBS, Mask2Former (crop + IBS, paired sampler)",
-}
 for name, entries in results["sweeps"].items():
     if not entries:  # a sweep given no values
         continue
-    reference = sweep_reference(results, entries)  # the crop row (λ) or full-image row (crop size), dashed
-    figure = sweep_figure(entries, xlabel=labels[name], title=f"Sweep of {labels[name]}, seed {sweep_seed}", reference=reference)
+    # dashed: the crop row (λ) or the full-image row (crop size) at the sweep's seed
+    figure = render_matplotlib(study_sweep_chart(results, name))
     save_figure(figure, out / f"sweep_{name}")
     display(figure)
     for entry in entries:

@@ -55,7 +55,8 @@ from ibs_study.study.notebook_parameters import check_parameters
 from ibs_study.study.runs import notebook_overrides, project_root, run_study
 from ibs_study.study.results import INSTANCE_METRICS, results_table, save_results, study_rows
 from ibs_study.viz.explorer import ConfusionExplorer
-from ibs_study.viz.figures import metric_bars_figure, save_figure
+from ibs_study.study.figures import metric_bars_figure
+from ibs_study.viz.figures import save_figure
 
 check_parameters(
     smoke=smoke, scale=scale, seeds=seeds, steps=steps, data_root=data_root, root=root,

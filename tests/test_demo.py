@@ -7,7 +7,15 @@ import json
 import pytest
 
 from ibs_study.engine.run_dir import RunDirError
-from ibs_study.study.demo import demo_findings, demo_table, explore_command, run_demo
+from ibs_study.study.demo import (
+    demo_findings,
+    demo_table,
+    explore_command,
+    reproduction_lines,
+    run_demo,
+    setting_labels,
+    stored_run,
+)
 from ibs_study.study.runs import project_root
 
 
@@ -68,3 +76,63 @@ def test_quick_demo_reports_the_measured_numbers(tmp_path):
     # run again with another budget: the folder's runs are refused, not reported as 3-step runs
     with pytest.raises(RunDirError, match=r"train\.max_steps: 2 -> 3"):
         run_demo(out, tmp_path / "data", steps=3, parallel=2, progress=False, scale="tiny")
+
+
+def _results(steps: int = 2000) -> dict:
+    """A results JSON with a pfcn full row of seeds 0 and 3 (values chosen per seed)."""
+
+    def summary(values):
+        return {"mean": sum(values) / len(values), "ci95": [0.0, 1.0], "per_seed": values}
+
+    metrics = {
+        "pq": summary([0.61, 0.71]),
+        "pq_th": summary([0.42, 0.52]),
+        "pq_st": summary([0.83, 0.93]),
+        "acc_th": summary([0.55, 0.65]),
+        "prec_th": summary([0.75, 0.85]),
+        "oracle_leak": summary([0.22, 0.32]),
+    }
+    curve = {
+        "thresholds": [0.05, 0.1],
+        "mean": [0.45, 0.35],
+        "ci95": [[0, 1], [0, 1]],
+        "per_seed": [[0.5, 0.4], [0.4, 0.3]],
+    }
+    row = {
+        "model": "pfcn",
+        "setting": "full",
+        "preset": "synthetic_pfcn_full",
+        "seeds": [0, 3],
+        "steps": steps,
+    }
+    return {"rows": [{**row, "metrics": metrics, "confusion_curve": curve}]}
+
+
+def test_stored_run_is_the_study_row_at_that_seed_and_budget():
+    metrics, oracle = stored_run(_results(), "full", 3, 2000)
+    assert metrics["all"]["pq"] == 0.71 and metrics["things"]["pq"] == 0.52 and metrics["stuff"]["pq"] == 0.93
+    assert (metrics["acc_th"], metrics["prec_th"], oracle["leak"]) == (0.65, 0.85, 0.32)
+    assert metrics["confusion_curve"] == {"thresholds": [0.05, 0.1], "ratio": [0.4, 0.3]}
+    assert stored_run(_results(), "full", 1, 2000) is None  # a seed the study did not run
+    assert stored_run(_results(), "crop", 0, 2000) is None  # a setting it lacks
+    assert stored_run(_results(steps=800), "full", 0, 2000) is None  # another budget
+
+
+def test_reproduction_lines_name_each_differing_metric_with_both_values():
+    same = stored_run(_results(), "full", 0, 2000)[0]
+    line = reproduction_lines({"full": same}, _results(), 0, 2000, "r.json")
+    assert line == [
+        "full image: the same PQ, PQ^th, PQ^st, Acc^th and Prec^th as the study's seed-0 run (r.json)"
+    ]
+    other = {**same, "prec_th": 0.7}
+    (line,) = reproduction_lines({"full": other}, _results(), 0, 2000, "r.json")
+    assert line == "full image: differs from the study's seed-0 run (r.json): prec_th 70.00 (study 75.00)"
+    assert reproduction_lines({"full": same}, _results(), 0, 100, "r.json") == []  # not comparable
+
+
+def test_a_row_read_from_the_study_is_labelled_so():
+    metrics = {"full": stored_run(_results(), "full", 0, 2000)[0], "crop": _metrics(0.45)}
+    labels = setting_labels(["full"])
+    table = demo_table(metrics, {"full": {"leak": 0.22}}, labels).splitlines()
+    assert table[1].startswith("full image (study)") and table[1].split()[-2:] == ["75.0", "22.0"]
+    assert table[2].startswith("crop ")

@@ -11,6 +11,7 @@ import torch
 
 from ibs_study.cli import main
 from ibs_study.config import ConfigError, resolve_config
+from ibs_study.study.figures import LOGIT_PANELS, oracle_logits_figure, table_bar_rows
 from ibs_study.study.followups import (
     FOLLOWUPS,
     SIGNED_FEATURES,
@@ -22,7 +23,6 @@ from ibs_study.study.followups import (
 )
 from ibs_study.study.results import claims_table, metric_summary, results_table, study_specs
 from ibs_study.study.runs import smoke_overrides
-from ibs_study.viz.figures import LOGIT_PANELS, oracle_logits_figure, table_bar_rows
 
 
 @pytest.fixture(autouse=True)

@@ -14,6 +14,7 @@ from ibs_study.cli import main
 from ibs_study.config import config_hash
 from ibs_study.engine.run_dir import read_run_config
 from ibs_study.errors import DataError, RunDirError
+from ibs_study.study.figures import sweep_chart, sweep_figure, sweep_points, table_bar_rows
 from ibs_study.study.paper_figures import build_all
 from ibs_study.study.results import (
     ORACLE_METRICS,
@@ -27,7 +28,7 @@ from ibs_study.study.results import (
     sweep_specs,
 )
 from ibs_study.study.runs import run_study, smoke_overrides
-from ibs_study.viz.figures import sweep_figure, sweep_plotly, sweep_points, table_bar_rows
+from ibs_study.viz.chart import render_plotly
 
 SEEDS = [0, 1]
 
@@ -275,8 +276,8 @@ def test_sweep_figures_draw_the_reference_as_dashed_lines():
     assert sorted(line.get_ydata()[0] for line in dashed) == pytest.approx([25.0, 40.0])  # percent
     assert "crop, no IBS (seed 0)" in [t.get_text() for t in ax.get_legend().get_texts()]
     assert len(sweep_figure(entries, metrics=("pq", "prec_th")).axes[0].lines) < len(ax.lines)
-    traces = sweep_plotly(entries, metrics=("pq", "prec_th"), reference=reference).data
-    dashed_traces = [t for t in traces if t.line.dash == "dash"]
+    traces = render_plotly(sweep_chart(entries, metrics=("pq", "prec_th"), reference=reference)).data
+    dashed_traces = [t for t in traces if t.line.dash == "dash" and t.x]
     assert [t.y[0] for t in dashed_traces] == pytest.approx([25.0, 40.0])
     assert list(dashed_traces[0].x) == [0.5, 4.0]
 
@@ -297,8 +298,8 @@ def test_table_bar_rows_follow_the_table_and_skip_absent_rows():
 
 
 def test_operating_curves_of_study_rows_summarise_each_seeds_curve(study, tmp_path):
+    from ibs_study.study.figures import operating_curve_figure
     from ibs_study.study.operating import collect_operating_curves, operating_curve
-    from ibs_study.viz.figures import operating_curve_figure
 
     _, runs_root = study
     rows = [row for row in study_rows("cpu", ["pfcn"]) if row.setting in ("crop", "crop_ibs")]

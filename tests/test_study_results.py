@@ -138,8 +138,8 @@ def test_followup_studies_match_their_tables_and_docs(path):
     """A follow-up study (paper_figures/followup_*/): same schema; its tables and claims, and the
     ablation, oracle and claims tables the docs (results.md or experiments.md) quote from it, are
     what its JSON produces."""
+    from ibs_study.study.figures import table_bar_rows
     from ibs_study.study.results import claims_table, reproduction_checks
-    from ibs_study.viz.figures import table_bar_rows
 
     followup = load_results(path)
     assert followup["rows"] and followup["commit"] and followup["device"]
@@ -170,7 +170,7 @@ def test_followup_studies_match_their_tables_and_docs(path):
 
 
 def test_tables_leave_out_rows_collected_before_their_metrics_existed():
-    from ibs_study.viz.figures import table_bar_rows
+    from ibs_study.study.figures import table_bar_rows
 
     def summary(value: float) -> dict:
         return {"mean": value, "ci95": [value - 0.01, value + 0.01], "per_seed": [value - 0.01, value + 0.01]}

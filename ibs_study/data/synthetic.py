@@ -114,8 +114,8 @@ class SyntheticScale:
             only position and context tell two apart; IBS then has little to learn from, see
             docs/results.md).
         colour_jitter: each instance's body colour moves by its own offset drawn uniformly in
-            [-colour_jitter, +colour_jitter] per RGB channel (0: none, generator version 4 as
-            the study used it).
+            [-colour_jitter, +colour_jitter] per RGB channel (0: none; no random draw is made,
+            so the other draws of the scene are unchanged).
     """
 
     name: str
@@ -677,7 +677,7 @@ def _body_colour(
     """``(index, colour)``: the class's one colour (index -1) without ``instance_colours``,
     else one of its ``body_colours`` and its index (drawn per instance unless ``colour_index``
     is given); the colour moved by a uniform offset in [-colour_jitter, colour_jitter] per
-    channel (no draw when 0, so that scenes without jitter are the version-4 scenes)."""
+    channel (no draw when 0: the scene's other draws are those of a scene without jitter)."""
     if not instance_colours:
         index, body = -1, style.color
     else:

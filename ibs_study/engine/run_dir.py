@@ -66,6 +66,8 @@ THREAD_VARIABLES = (
     "VECLIB_MAXIMUM_THREADS",
     "NUMEXPR_NUM_THREADS",
 )
+# environment variables that cap the instruction set of torch's CPU kernels (ATen) and of oneDNN's
+CPU_ISA_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
 # run directory this process holds locked -> (its open lock file, nesting depth)
 _HELD_LOCKS: dict[Path, tuple[Any, int]] = {}
 
@@ -134,6 +136,28 @@ def thread_info() -> dict[str, Any]:
     }
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux: ``/proc/cpuinfo``), else what :func:`platform.processor` says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_info() -> dict[str, Any]:
+    """The CPU and the instruction set torch's kernels use on it (``AVX2``, ``AVX512``, ...), with
+    the environment variables that cap it, as recorded in ``environment.json``: CPU results are
+    bit-identical only between runs whose kernels use the same instruction set."""
+    return {
+        "model": cpu_model(),
+        "torch_capability": torch.backends.cpu.get_cpu_capability(),
+        "environment": {name: os.environ.get(name) for name in CPU_ISA_VARIABLES},
+    }
+
+
 def read_environment(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """The events of ``run_dir/environment.json`` (empty when there is none).
 
@@ -199,6 +223,7 @@ def environment_info(device: torch.device | str) -> dict[str, Any]:
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "world_size": int(os.environ.get("WORLD_SIZE", "1")),
         "threads": thread_info(),
+        "cpu": cpu_info(),
         "git_commit": git_commit(),
         "argv": sys.argv,
     }

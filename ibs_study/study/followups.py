@@ -14,7 +14,7 @@ each run, and writes into one folder:
 * ``claims_pfcn.md`` and ``claims_pfcn_<variant>.md``: the paper's claims checked on the
   study's rows and on each variant that has the full, crop and crop + IBS rows;
 * ``fig5_confusion_pfcn``, ``fig5_oracle_pfcn`` (confusion curves of every row) and
-  ``fig_oracle_logits`` (:func:`~ibs_study.viz.figures.oracle_logits_figure`).
+  ``fig_oracle_logits`` (:func:`~ibs_study.study.figures.oracle_logits_chart`).
 
 :data:`FOLLOWUPS` holds the follow-ups by name; ``ibs-study followup NAME`` runs one.
 """
@@ -295,14 +295,9 @@ def run_followup(
     Raises:
         ConfigError: an unknown follow-up or row key (the message lists the valid ones).
     """
+    from ibs_study.study.figures import confusion_chart, oracle_logits_chart
     from ibs_study.study.runs import run_study
-    from ibs_study.viz.figures import (
-        ORACLE_CURVE_YLABEL,
-        confusion_curve_figure,
-        oracle_logits_figure,
-        save_figure,
-        series_from_results,
-    )
+    from ibs_study.viz.figures import save_figure
 
     if name not in FOLLOWUPS:
         raise ConfigError(f"unknown follow-up {name!r}; valid: {sorted(FOLLOWUPS)}")
@@ -337,16 +332,13 @@ def run_followup(
         table = claims_table(results, model, variant)
         if table.count("\n") > 2:  # a header and at least one claim
             (out / f"claims_{model}{'_' + variant if variant else ''}.md").write_text(table)
-    curves = {
-        "fig5_confusion": ("confusion_curve", "confused predicted things (%)", "Confusion"),
-        "fig5_oracle": ("oracle_confusion_curve", ORACLE_CURVE_YLABEL, "Oracle-embedding confusion"),
-    }
-    for stem, (curve, ylabel, title) in curves.items():
-        series = series_from_results(results, model, curve=curve, variant=None)
-        if series:
-            figure = confusion_curve_figure(
-                series, title=f"{title}, {model}, follow-up {name} (mean, 95 % band)", ylabel=ylabel
-            )
-            save_figure(figure, out / f"{stem}_{model}")
-    save_figure(oracle_logits_figure(results, model), out / "fig_oracle_logits")
+    for stem, curve, title in (
+        ("fig5_confusion", "confusion_curve", "Confusion"),
+        ("fig5_oracle", "oracle_confusion_curve", "Oracle-embedding confusion"),
+    ):
+        title = f"{title}, {model}, follow-up {name} (mean, 95 % band)"
+        chart = confusion_chart(results, model, curve, variant=None, title=title)
+        if chart is not None:
+            save_figure(chart, out / f"{stem}_{model}")
+    save_figure(oracle_logits_chart(results, model), out / "fig_oracle_logits")
     return results

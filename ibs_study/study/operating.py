@@ -6,7 +6,7 @@ only lowers the scores trades Acc^th for Prec^th along the same curve, while one
 instances better moves the curve. :func:`operating_curve` evaluates one run once per value of a
 setting (any key :func:`~ibs_study.engine.evaluate.inference_config` accepts);
 :func:`collect_operating_curves` summarises the curves of a study's rows over seeds (mean and
-95 % interval per value), which :func:`~ibs_study.viz.figures.operating_curve_figure` draws and
+95 % interval per value), which :func:`~ibs_study.study.figures.operating_curve_figure` draws and
 :func:`~ibs_study.study.paper_figures.build_all` redraws from ``operating_curves_<model>.json`` beside
 the study's results.
 

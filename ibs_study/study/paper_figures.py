@@ -49,6 +49,14 @@ from typing import Any
 import torch
 
 from ibs_study.errors import DataError, RunDirError
+from ibs_study.study.figures import (
+    MODEL_LABELS,
+    confusion_chart,
+    measured_tables,
+    metric_bars_chart,
+    operating_curve_figure,
+    study_sweep_chart,
+)
 from ibs_study.study.results import (
     TABLES,
     claims_table,
@@ -58,8 +66,9 @@ from ibs_study.study.results import (
     results_table,
     row_key,
     row_variant,
-    sweep_reference,
 )
+from ibs_study.viz.chart import Chart
+from ibs_study.viz.figures import save_figure
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +80,6 @@ QUALITATIVE_FIGURES: dict[str, tuple[str, str]] = {
     "m2f": ("fig9", "fig10"),
     "m2f_instance": ("fig11", "fig12"),
 }
-MODEL_LABELS = {"pfcn": "Panoptic FCN", "m2f": "Mask2Former", "m2f_instance": "Mask2Former (instance)"}
 # One copy of plotly.js beside the pages (they load it relatively, so they work offline).
 PLOTLY_JS = "plotly.min.js"
 PACKAGES = ("ibs_study", "torch", "torchvision", "numpy", "scipy", "matplotlib", "plotly", "pycocotools")
@@ -110,6 +118,10 @@ class _Build:
         path.write_text(text)
         self.files.append(path)
 
+    def chart(self, chart: Chart, stem: str) -> None:
+        """``stem.png`` / ``.svg`` and the interactive ``stem.html`` of ``chart``."""
+        self.add(save_figure(chart, self.out_dir / stem, ("png", "svg", "html"), plotlyjs=self.plotly_js))
+
     def skip(self, what: str, why: str) -> None:
         logger.info("paper figures: %s skipped: %s", what, why)
         self.skipped[what] = why
@@ -119,22 +131,13 @@ class _Build:
 
 
 def _tables_and_bars(results: dict, build: _Build) -> None:
-    from ibs_study.viz.figures import metric_bars_figure, metric_bars_plotly, save_figure, table_bar_rows
-
     for number in TABLES:
-        if not table_bar_rows(results, number)[0]:
+        if number not in measured_tables(results):
             build.skip(f"table {number}", "no row of this table in the results")
             continue
         build.text(f"table{number}.md", results_table(results, number))
         build.text(f"table{number}.csv", results_table(results, number, fmt="csv"))
-        build.add(save_figure(metric_bars_figure(results, number), build.out_dir / f"bars_table{number}"))
-        build.add(
-            save_figure(
-                metric_bars_plotly(results, number),
-                build.out_dir / f"bars_table{number}",
-                plotlyjs=build.plotly_js,
-            )
-        )
+        build.chart(metric_bars_chart(results, number), f"bars_table{number}")
 
 
 def _write_plotly_js(build: _Build) -> None:
@@ -152,42 +155,18 @@ def _claims(results: dict, build: _Build) -> None:
 
 
 def _confusion_curves(results: dict, build: _Build) -> None:
-    from ibs_study.viz.figures import (
-        ORACLE_CURVE_YLABEL,
-        confusion_curve_figure,
-        confusion_curve_plotly,
-        save_figure,
-        series_from_results,
-    )
-
-    models = dict.fromkeys(r["model"] for r in results["rows"] if "confusion_curve" in r)
-    if not models:
-        build.skip("fig5", "no row has a confusion curve (instance rows have none)")
-    for model in models:
-        series = series_from_results(results, model)
-        title = f"Fig. 5 analogue: confusion, {MODEL_LABELS.get(model, model)}\n(mean over seeds, 95 % band)"
-        stem = build.out_dir / f"fig5_confusion_{model}"
-        build.add(save_figure(confusion_curve_figure(series, title=title), stem))
-        build.add(save_figure(confusion_curve_plotly(series, title=title), stem, plotlyjs=build.plotly_js))
-    oracle_models = dict.fromkeys(r["model"] for r in results["rows"] if "oracle_confusion_curve" in r)
-    if not oracle_models:
-        build.skip("fig5_oracle", "no row has an oracle confusion curve (ibs-study oracle)")
-    for model in oracle_models:
-        series = series_from_results(results, model, curve="oracle_confusion_curve")
-        title = f"Oracle-embedding confusion, {MODEL_LABELS.get(model, model)}\n(mean over seeds, 95 % band)"
-        ylabel = ORACLE_CURVE_YLABEL
-        stem = build.out_dir / f"fig5_oracle_{model}"
-        build.add(save_figure(confusion_curve_figure(series, title=title, ylabel=ylabel), stem))
-        build.add(
-            save_figure(
-                confusion_curve_plotly(series, title=title, ylabel=ylabel), stem, plotlyjs=build.plotly_js
-            )
-        )
+    for curve, stem, why in (
+        ("confusion_curve", "fig5_confusion", "no row has a confusion curve (instance rows have none)"),
+        ("oracle_confusion_curve", "fig5_oracle", "no row has an oracle confusion curve (ibs-study oracle)"),
+    ):
+        models = dict.fromkeys(r["model"] for r in results["rows"] if curve in r)
+        if not models:
+            build.skip(stem.removesuffix("_confusion"), why)
+        for model in models:
+            build.chart(confusion_chart(results, model, curve), f"{stem}_{model}")
 
 
 def _sweeps(results: dict, build: _Build) -> None:
-    from ibs_study.viz.figures import save_figure, sweep_figure, sweep_plotly
-
     sweeps = results.get("sweeps") or {}
     if not sweeps:
         build.skip("sweeps", "the results hold no 'sweeps'")
@@ -195,12 +174,7 @@ def _sweeps(results: dict, build: _Build) -> None:
         if not entries:
             build.skip(f"sweep {name}", "no entries")
             continue
-        key, preset = entries[0]["key"], entries[0]["preset"]
-        title = f"Sweep of {key} ({preset})"
-        stem = build.out_dir / f"sweep_{name}"
-        options = {"xlabel": key, "title": title, "reference": sweep_reference(results, entries)}
-        build.add(save_figure(sweep_figure(entries, **options), stem))
-        build.add(save_figure(sweep_plotly(entries, **options), stem, plotlyjs=build.plotly_js))
+        build.chart(study_sweep_chart(results, name), f"sweep_{name}")
 
 
 # ------------------------------------------------------------------------- from the runs
@@ -230,7 +204,7 @@ def _instance_counts_figure(run_dirs: list[Path], build: _Build) -> None:
     from ibs_study.engine.data import open_split
     from ibs_study.engine.run_dir import read_run_config
     from ibs_study.study.analysis import instance_counts
-    from ibs_study.viz.figures import instance_count_figure, save_figure
+    from ibs_study.viz.figures import instance_count_figure
 
     cfg = next((c for c in map(read_run_config, run_dirs) if c.data.crop_size is not None), None)
     if cfg is None:
@@ -247,7 +221,6 @@ def _qualitative(results: dict, runs_root: Path, build: _Build, top_k: int, thre
     from ibs_study.study.instance_maps import instance_eval_to_panoptic
     from ibs_study.viz.explorer.data import ExplorerData
     from ibs_study.viz.explorer.export import export_static
-    from ibs_study.viz.figures import save_figure
     from ibs_study.viz.panoptic import PanopticView, side_by_side
 
     for model, (instances_fig, panoptic_fig) in QUALITATIVE_FIGURES.items():
@@ -347,8 +320,6 @@ def _index(build: _Build) -> str:
 
 
 def _operating_curves(folder: Path, build: _Build) -> None:
-    from ibs_study.viz.figures import operating_curve_figure, save_figure
-
     paths = sorted(folder.glob("operating_curves_*.json"))
     if not paths:
         build.skip("operating curves", f"no operating_curves_<model>.json beside the results in {folder}")

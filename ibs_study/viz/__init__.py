@@ -16,6 +16,7 @@ _SOURCES = {
     "colorize": "ibs_study.viz.panoptic",
     "label_points": "ibs_study.viz.panoptic",
     "matched_colors": "ibs_study.viz.panoptic",
+    "panoptic_panel": "ibs_study.viz.panoptic",
     "panoptic_plotly": "ibs_study.viz.panoptic",
     "plot_panoptic": "ibs_study.viz.panoptic",
     "render_panoptic": "ibs_study.viz.panoptic",

@@ -10,17 +10,17 @@ Everything per pixel is vectorised: colours come from a palette lookup over the 
 ids, boundaries from neighbour comparisons, label positions from one distance transform
 (the interior point of each segment farthest from its boundary).
 
-Array functions return (H, W, 3) uint8 RGB; :func:`plot_panoptic`, :func:`panoptic_plotly`
-and :func:`side_by_side` wrap them in matplotlib / plotly figures.
+Array functions return (H, W, 3) uint8 RGB; :func:`panoptic_panel` makes one a chart panel
+(:mod:`ibs_study.viz.chart`), which :func:`plot_panoptic`, :func:`panoptic_plotly` and
+:func:`side_by_side` draw with matplotlib / plotly.
 """
 
 from __future__ import annotations
 
-import base64
-import io
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -31,6 +31,7 @@ from scipy import ndimage
 
 from ibs_study.data.panoptic import VOID_ID, CategoryInfo, PanopticFormatError, Segment
 from ibs_study.metrics.panoptic import overlap_table
+from ibs_study.viz.chart import Chart, Panel, Picture, draw_panel, png_data_uri, render_plotly
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +50,9 @@ __all__ = [
     "draw_labels",
     "render_panoptic",
     "png_data_uri",
+    "panoptic_panel",
     "plot_panoptic",
     "panoptic_plotly",
-    "add_panoptic_traces",
     "side_by_side",
 ]
 
@@ -368,20 +369,28 @@ def render_panoptic(
     return rgb
 
 
-def png_data_uri(rgb: np.ndarray, max_side: int | None = None) -> tuple[str, float]:
-    """(H, W, 3) uint8 -> ("data:image/png;base64,...", scale), downscaled so its long side is at most
-    ``max_side``; ``scale`` is original pixels per encoded pixel (1.0 when not downscaled)."""
-    img = Image.fromarray(rgb)
-    scale = 1.0
-    if max_side is not None and max(img.size) > max_side:
-        scale = max(img.size) / max_side
-        img = img.resize(
-            (max(1, round(img.width / scale)), max(1, round(img.height / scale))), Image.BILINEAR
-        )
-        scale = rgb.shape[1] / img.width
-    buffer = io.BytesIO()
-    img.save(buffer, format="PNG", compress_level=1)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"), scale
+def panoptic_panel(
+    id_map: np.ndarray,
+    segments: Sequence[Segment],
+    categories: Mapping[int, CategoryInfo],
+    *,
+    labels: bool = True,
+    font_size: float = 7.0,
+    title: str | None = None,
+    **options: Any,
+) -> Panel:
+    """The colour-coded panoptic image as a chart panel: segment colours and boundaries in the
+    image (:func:`render_panoptic` with ``options``: image, alpha, colors, ...), the "class n"
+    labels as text of ``font_size`` points at each segment's interior point."""
+    rgb = render_panoptic(id_map, segments, categories, labels=False, **options)
+    texts: tuple[tuple[float, float, str], ...] = ()
+    if labels and segments:
+        names = segment_labels(segments, categories)
+        points = label_points(id_map, [s.id for s in segments])
+        texts = tuple((x, y, names[seg_id]) for seg_id, (x, y) in points.items())
+    return Panel(
+        title=title, picture=Picture(rgb, texts, font_size), legend=None, grid=None, title_size=font_size + 3
+    )
 
 
 def plot_panoptic(
@@ -389,35 +398,10 @@ def plot_panoptic(
     id_map: np.ndarray,
     segments: Sequence[Segment],
     categories: Mapping[int, CategoryInfo],
-    *,
-    image: np.ndarray | None = None,
-    alpha: float = 0.6,
-    colors: Mapping[int, RGB] | None = None,
-    labels: bool = True,
-    font_size: float = 7.0,
-    title: str | None = None,
+    **options: Any,
 ) -> None:
-    """Draw the colour-coded panoptic image on a matplotlib axis, labels as vector text."""
-    ax.imshow(
-        render_panoptic(id_map, segments, categories, image=image, alpha=alpha, colors=colors, labels=False),
-        interpolation="nearest",
-    )
-    if labels and segments:
-        texts = segment_labels(segments, categories)
-        for seg_id, (x, y) in label_points(id_map, [s.id for s in segments]).items():
-            ax.text(
-                x,
-                y,
-                texts[seg_id],
-                fontsize=font_size,
-                color="white",
-                ha="center",
-                va="center",
-                bbox={"boxstyle": "round,pad=0.15", "facecolor": "black", "alpha": 0.55, "linewidth": 0},
-            )
-    ax.set_axis_off()
-    if title:
-        ax.set_title(title, fontsize=font_size + 3)
+    """Draw the :func:`panoptic_panel` (same options) on a matplotlib axis, labels as vector text."""
+    draw_panel(ax, panoptic_panel(id_map, segments, categories, **options))
 
 
 def panoptic_plotly(
@@ -425,75 +409,16 @@ def panoptic_plotly(
     segments: Sequence[Segment],
     categories: Mapping[int, CategoryInfo],
     *,
-    image: np.ndarray | None = None,
-    alpha: float = 0.6,
-    colors: Mapping[int, RGB] | None = None,
-    labels: bool = True,
     max_side: int = 1024,
-    title: str | None = None,
+    **options: Any,
 ) -> go.Figure:
-    """A plotly figure of the colour-coded panoptic image (labels as annotations).
+    """A plotly figure of the :func:`panoptic_panel` (same options; labels as annotations).
 
     The image trace is in original pixel coordinates (x right, y down) even when the
     encoded PNG is downscaled to ``max_side``, so click and hover positions index ``id_map``.
     """
-    fig = go.Figure()
-    add_panoptic_traces(
-        fig,
-        id_map,
-        segments,
-        categories,
-        image=image,
-        alpha=alpha,
-        colors=colors,
-        labels=labels,
-        max_side=max_side,
-    )
-    height, width = id_map.shape
-    fig.update_layout(
-        title=title,
-        margin={"l": 5, "r": 5, "t": 40 if title else 5, "b": 5},
-        xaxis={"visible": False, "range": [-0.5, width - 0.5]},
-        yaxis={"visible": False, "range": [height - 0.5, -0.5], "scaleanchor": "x"},
-    )
-    return fig
-
-
-def add_panoptic_traces(
-    fig: go.Figure,
-    id_map: np.ndarray,
-    segments: Sequence[Segment],
-    categories: Mapping[int, CategoryInfo],
-    *,
-    image: np.ndarray | None = None,
-    alpha: float = 0.6,
-    colors: Mapping[int, RGB] | None = None,
-    labels: bool = True,
-    max_side: int = 1024,
-    row: int | None = None,
-    col: int | None = None,
-) -> None:
-    """Add the panoptic image trace (and label annotations) of :func:`panoptic_plotly` to ``fig``."""
-    rgb = render_panoptic(id_map, segments, categories, image=image, alpha=alpha, colors=colors, labels=False)
-    uri, scale = png_data_uri(rgb, max_side)
-    fig.add_trace(
-        go.Image(source=uri, x0=(scale - 1) / 2, y0=(scale - 1) / 2, dx=scale, dy=scale, hoverinfo="x+y"),
-        row=row,
-        col=col,
-    )
-    if labels and segments:
-        texts = segment_labels(segments, categories)
-        for seg_id, (x, y) in label_points(id_map, [s.id for s in segments]).items():
-            fig.add_annotation(
-                x=x,
-                y=y,
-                text=texts[seg_id],
-                showarrow=False,
-                font={"color": "white", "size": 10},
-                bgcolor="rgba(0,0,0,0.55)",
-                row=row,
-                col=col,
-            )
+    panel = panoptic_panel(id_map, segments, categories, **options)
+    return render_plotly(Chart((panel,)), max_side=max_side)
 
 
 def side_by_side(

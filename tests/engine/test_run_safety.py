@@ -368,6 +368,9 @@ def test_same_threads_give_bit_identical_weights_and_are_recorded(data_root, tmp
         assert event["threads"]["torch_intra_op"] == 2 == torch.get_num_threads()
         assert event["threads"]["torch_inter_op"] >= 1
         assert event["threads"]["environment"]["OMP_NUM_THREADS"] == os.environ.get("OMP_NUM_THREADS")
+        # the instruction set of the CPU kernels: results are bit-identical only within one
+        assert event["cpu"]["torch_capability"] == torch.backends.cpu.get_cpu_capability()
+        assert event["cpu"]["model"] and set(event["cpu"]["environment"]) >= {"ATEN_CPU_CAPABILITY"}
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 

@@ -15,9 +15,10 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ibs_study.metrics.panoptic import GTOverlap
+from ibs_study.viz.chart import png_data_uri
 from ibs_study.viz.explorer.data import ExplorerData, ImageId, Selection
 from ibs_study.viz.explorer.images import InstanceView, panoptic_labels, panoptic_rgb, panoptic_source
-from ibs_study.viz.panoptic import RGB, png_data_uri
+from ibs_study.viz.panoptic import RGB
 
 __all__ = [
     "MAX_BARS",
