@@ -74,7 +74,9 @@ from ibs_study.data.synthetic import SYNTHETIC_CATEGORIES, render_image
 from ibs_study.metrics.io import decode_id_png
 from ibs_study.metrics.panoptic import PanopticEvaluator, evaluate_panoptic_folders
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the fixtures live in tests/, not in the package
+sys.path.insert(
+    0, str(Path(__file__).resolve().parents[1])
+)  # the fixtures live in tests/, not in the package
 from tests.fixtures.simulate import perturb_prediction  # noqa: E402
 
 CATEGORIES = {c.id: c for c in SYNTHETIC_CATEGORIES}

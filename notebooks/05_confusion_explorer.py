@@ -34,7 +34,7 @@ labels = None  # their names in the explorer (None: the folder names)
 split = "val"  # the evaluated split (RUN_DIR/eval_<split>)
 threshold = 0.5  # initial confusion threshold T
 top_k = 6  # predictions in the ranked lists and in the static export
-state_path = None  # JSON file the explorer rewrites with its selection after every change
+state_path = None  # JSON file the explorer's first selection (explorer.state) is written to
 out_dir = "runs/notebooks/05_confusion_explorer"  # static views (PNG + HTML)
 
 # %%
@@ -46,11 +46,11 @@ from pathlib import Path
 import torch
 from IPython.display import Image, display
 
+from ibs_study.atomic import write_json_atomic
 from ibs_study.study.grid import RunSpec, run_grid
 from ibs_study.study.notebook_parameters import check_parameters
 from ibs_study.study.runs import project_root, smoke_overrides
-from ibs_study.viz.explorer import ConfusionExplorer
-from ibs_study.viz.explorer_data import explorer_run_dirs
+from ibs_study.viz.explorer import ConfusionExplorer, explorer_run_dirs
 
 check_parameters(
     smoke=smoke, run_dirs=run_dirs, labels=labels, split=split, threshold=threshold, top_k=top_k,
@@ -76,13 +76,13 @@ print(f"exploring {', '.join(str(d) for d in run_dirs)}")
 # ranked lists jump to the most confused predictions and images of the whole split.
 
 # %%
-explorer = ConfusionExplorer.from_runs(
-    run_dirs, labels, split=split, threshold=threshold, top_k=top_k, state_path=state_path
-)
+explorer = ConfusionExplorer.from_runs(run_dirs, labels, split=split, threshold=threshold, top_k=top_k)
 explorer
 
 # %%
 state = explorer.state
+if state_path is not None:
+    write_json_atomic(state_path, state)
 print(f"selected: {state['title']}")
 if state["segment_id"] is not None:
     print(
@@ -108,7 +108,8 @@ for index, run in enumerate(explorer.data.runs):
 # ## Static views of the most confused predictions
 #
 # Written for every run: per prediction a PNG (instance view with the covered GT outlines and
-# fractions, the other run's counterpart, bars, and the panoptic images), and one HTML page.
+# fractions, the other run's counterpart, and the panoptic images), and one HTML page with the
+# explorer's figures of each (instance views, covered-fraction bars) and its table.
 
 # %%
 static_dir = out / f"static_{dt.datetime.now():%Y%m%d-%H%M%S}"

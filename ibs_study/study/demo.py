@@ -36,7 +36,7 @@ from ibs_study.study.grid import RunSpec, run_grid
 from ibs_study.study.results import StudyResults, flat_metrics, load_results, read_oracle
 from ibs_study.study.runs import oracle_runs, project_root
 from ibs_study.study.tables import METRIC_LABELS
-from ibs_study.viz.explorer_data import DEMO_RUN_DIRS
+from ibs_study.viz.explorer.data import DEMO_RUN_DIRS
 from ibs_study.viz.figures import SETTING_STYLE, confusion_curve_figure, series_from_metrics
 
 logger = logging.getLogger(__name__)

@@ -1,8 +1,8 @@
 """Instance-segmentation predictions as a panoptic evaluation folder, for per-instance views.
 
 An instance run's evaluation (``RUN_DIR/eval_<split>/instances.json``, COCO results with
-RLE masks) has no id maps and no confusion records, which the
-:class:`~ibs_study.viz.explorer.ConfusionExplorer` reads. :func:`instance_eval_to_panoptic`
+RLE masks) has no id maps and no confusion records, which the confusion explorer
+(:mod:`ibs_study.viz.explorer`: the widget and the static export) reads. :func:`instance_eval_to_panoptic`
 resolves each image's masks with score ``>= score_threshold`` into one map (the highest
 score takes a pixel: :func:`~ibs_study.metrics.instance.resolve_overlaps`, the map the
 instance Acc^th / Prec^th are computed on) and writes the explorer's folder layout:
@@ -25,7 +25,7 @@ from ibs_study.metrics.instance import InstanceResults, read_instance_results, r
 from ibs_study.metrics.panoptic import PanopticEvaluator
 from ibs_study.models.postprocess import PanopticPrediction, PanopticPredictionWriter
 from ibs_study.study.grid import read_metrics
-from ibs_study.viz.explorer_data import RECORDS_FILE
+from ibs_study.viz.explorer.data import RECORDS_FILE
 
 logger = logging.getLogger(__name__)
 

@@ -200,8 +200,8 @@ def _qualitative(results: StudyResults, runs_root: Path, build: _Build, top_k: i
     from ibs_study.engine.data import open_split
     from ibs_study.engine.run_dir import read_run_config
     from ibs_study.study.instance_maps import instance_eval_to_panoptic
-    from ibs_study.viz.explorer import ConfusionExplorer
-    from ibs_study.viz.explorer_data import ExplorerData
+    from ibs_study.viz.explorer.data import ExplorerData
+    from ibs_study.viz.explorer.export import export_static
     from ibs_study.viz.panoptic import PanopticView, side_by_side
 
     for model, (instances_fig, panoptic_fig) in QUALITATIVE_FIGURES.items():
@@ -237,12 +237,13 @@ def _qualitative(results: StudyResults, runs_root: Path, build: _Build, top_k: i
                 ]
                 figure = side_by_side(sample.image, views, data.categories)
                 build.add(save_figure(figure, folder / f"{rank:02d}_{sample.image_id}", formats=("png",)))
-            explorer = ConfusionExplorer(data, threshold=threshold)
             build.add(
-                explorer.export_static(
+                export_static(
+                    data,
                     _fresh_dir(build.out_dir / f"{instances_fig}_{model}_instances"),
                     top_k,
                     run=0,
+                    threshold=threshold,
                     include_plotlyjs=f"../{build.plotly_js}",
                 )
             )

@@ -7,10 +7,10 @@ do not load the widget stack (ipywidgets, anywidget) of the explorer.
 from importlib import import_module
 
 _SOURCES = {
-    "ConfusionExplorer": "ibs_study.viz.explorer",
-    "ExplorerData": "ibs_study.viz.explorer_data",
-    "RunEval": "ibs_study.viz.explorer_data",
-    "Selection": "ibs_study.viz.explorer_data",
+    "ConfusionExplorer": "ibs_study.viz.explorer.widget",
+    "ExplorerData": "ibs_study.viz.explorer.data",
+    "RunEval": "ibs_study.viz.explorer.data",
+    "Selection": "ibs_study.viz.explorer.data",
     "PanopticView": "ibs_study.viz.panoptic",
     "blend": "ibs_study.viz.panoptic",
     "colorize": "ibs_study.viz.panoptic",

@@ -6,7 +6,7 @@ A fresh JupyterLab server (free port, no token, its own root, config, settings a
 workspace folders, announcements off) serves a notebook written by this test that builds
 the explorer on them. The test runs all cells, moves the instance slider with a click and
 ArrowRight, and checks the change twice: in the page (the plotly titles of the instance
-views) and in the kernel (the explorer's state file); then it clicks a predicted segment on
+views) and in the kernel (``explorer.state``, read through the kernel's connection file); then it clicks a predicted segment on
 the panoptic image and checks that it becomes the selection, that plotly's toolbar does not
 cover the images and that the panoptic panel follows the run toggle. A screenshot goes to
 tests/artifacts/.
@@ -14,6 +14,7 @@ tests/artifacts/.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -28,11 +29,12 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from jupyter_client import BlockingKernelClient
 
 from ibs_study.config import load_preset
 from ibs_study.engine.evaluate import evaluate_run
 from ibs_study.engine.train import train
-from ibs_study.viz.explorer_data import ExplorerData
+from ibs_study.viz.explorer.data import ExplorerData
 from ibs_study.viz.panoptic import label_points
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]  # ~50 s on 2 cores, most of it JupyterLab and the kernel
@@ -149,11 +151,10 @@ def lab(fixture_runs, tmp_path) -> Iterator[tuple[str, Path]]:
         log.close()
 
 
-def _write_notebook(path: Path, runs: list[Path], state_path: Path) -> None:
+def _write_notebook(path: Path, runs: list[Path]) -> None:
     build = (
         "from ibs_study.viz import ConfusionExplorer\n"
-        f"explorer = ConfusionExplorer.from_runs({[str(r) for r in runs]!r}, labels={LABELS!r}, split='val',\n"
-        f"                                       state_path={str(state_path)!r})"
+        f"explorer = ConfusionExplorer.from_runs({[str(r) for r in runs]!r}, labels={LABELS!r}, split='val')"
     )
     notebook = nbformat.v4.new_notebook(
         cells=[nbformat.v4.new_code_cell(build), nbformat.v4.new_code_cell("explorer")]
@@ -187,11 +188,24 @@ def _overlaps(a: dict, b: dict) -> bool:
     )
 
 
-def _state(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+def _state(runtime_dir: Path) -> dict | None:
+    """``explorer.state`` in the notebook's kernel (the one kernel of this server), or None before there is one."""
+    connection_files = list(runtime_dir.glob("kernel-*.json"))
+    if len(connection_files) != 1:
         return None
+    client = BlockingKernelClient(connection_file=str(connection_files[0]))
+    client.load_connection_file()
+    client.start_channels()
+    try:
+        expression = "__import__('json').dumps(explorer.state) if 'explorer' in globals() else 'null'"
+        msg_id = client.execute("", silent=True, user_expressions={"state": expression})
+        reply = client.get_shell_msg(timeout=10)
+        while reply["parent_header"].get("msg_id") != msg_id:
+            reply = client.get_shell_msg(timeout=10)
+        value = reply["content"]["user_expressions"]["state"]
+        return json.loads(ast.literal_eval(value["data"]["text/plain"])) if value["status"] == "ok" else None
+    finally:
+        client.stop_channels()
 
 
 def test_instance_slider_changes_mask_in_page_and_kernel(lab, fixture_runs, browser_paths, tmp_path):
@@ -202,8 +216,8 @@ def test_instance_slider_changes_mask_in_page_and_kernel(lab, fixture_runs, brow
     from selenium.webdriver.support.ui import WebDriverWait
 
     url, root = lab
-    state_path = tmp_path / "explorer_state.json"
-    _write_notebook(root / "explorer.ipynb", fixture_runs, state_path)
+    runtime_dir = tmp_path / "runtime"  # the lab fixture's JUPYTER_RUNTIME_DIR: the kernel's connection file
+    _write_notebook(root / "explorer.ipynb", fixture_runs)
     # what the widget should select: the top-ranked image's predictions, most confused first
     data = ExplorerData.from_runs(fixture_runs, LABELS)
     image_id = data.ranked_images(0, 0.5)[0]["image_id"]
@@ -230,7 +244,7 @@ def test_instance_slider_changes_mask_in_page_and_kernel(lab, fixture_runs, brow
         handle = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, ".ibs-instance-slider .noUi-handle"))
         wait.until(lambda d: _view_title(d) is not None)
         first_title = _view_title(driver)
-        first_state = _state(state_path)
+        first_state = _state(runtime_dir)
         assert first_state is not None and first_state["segment_id"] == expected[0]
         assert first_title.startswith(f"{LABELS[0]}: {image_id} · {names[0]}")
 
@@ -239,8 +253,8 @@ def test_instance_slider_changes_mask_in_page_and_kernel(lab, fixture_runs, brow
         wait.until(lambda d: _view_title(d) not in (None, first_title))
         second_title = _view_title(driver)
         assert second_title.startswith(f"{LABELS[0]}: {image_id} · {names[1]}")
-        wait.until(lambda d: (_state(state_path) or {}).get("segment_id") == expected[1])
-        state = _state(state_path)
+        wait.until(lambda d: (_state(runtime_dir) or {}).get("segment_id") == expected[1])
+        state = _state(runtime_dir)
         assert (
             state["image_id"] == image_id and state["instance_index"] == 1 and state["title"] == second_title
         )
@@ -267,7 +281,7 @@ def test_instance_slider_changes_mask_in_page_and_kernel(lab, fixture_runs, brow
         offset_x = round((x + 0.5) / width * box["width"] - box["width"] / 2)
         offset_y = round((y + 0.5) / height * box["height"] - box["height"] / 2)
         ActionChains(driver).move_to_element_with_offset(drag, offset_x, offset_y).click().perform()
-        wait.until(lambda d: (_state(state_path) or {}).get("segment_id") == expected[0])
+        wait.until(lambda d: (_state(runtime_dir) or {}).get("segment_id") == expected[0])
         wait.until(lambda d: (_view_title(d) or "").startswith(f"{LABELS[0]}: {image_id} · {names[0]}"))
 
         # the panoptic panel follows the run toggle
@@ -276,7 +290,7 @@ def test_instance_slider_changes_mask_in_page_and_kernel(lab, fixture_runs, brow
             f"//div[contains(@class,'widget-toggle-buttons')]//button[normalize-space()='{LABELS[1]}']",
         ).click()
         wait.until(lambda d: any(t.startswith(f"{LABELS[1]}: {image_id} (each segment") for t in _titles(d)))
-        wait.until(lambda d: (_state(state_path) or {}).get("run") == LABELS[1])
+        wait.until(lambda d: (_state(runtime_dir) or {}).get("run") == LABELS[1])
 
         ARTIFACTS.mkdir(exist_ok=True)
         explorer = driver.find_element(By.CSS_SELECTOR, ".ibs-confusion-explorer")

@@ -7,16 +7,14 @@ A run's evaluation folder (``RUN_DIR/eval_<split>``, written by
 records and the prediction JSON are read up front; images, ground-truth and predicted
 id maps are read when an image is selected and kept in a small LRU cache.
 
-Nothing here needs a display: :class:`ExplorerData` answers the questions the widget asks
-(rankings under filters, what a selected prediction covers, which prediction of the
-other run covers the same object), and :func:`render_instance_view` draws one selected
-prediction as an array, for the widget and the static export alike.
+Nothing here draws: :class:`ExplorerData` answers the questions the widget and the static
+export ask (rankings under filters, what a selected prediction covers, which prediction of
+the other run covers the same object, what lies under a pixel).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,7 +22,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from ibs_study.data.datasets import PanopticDataset
 from ibs_study.data.panoptic import (
@@ -42,24 +39,17 @@ from ibs_study.errors import RunDirError
 from ibs_study.metrics.io import load_prediction_json
 from ibs_study.metrics.panoptic import SIZE_NAMES, ConfusionRecord, GTOverlap, rank_images_by_confusion
 from ibs_study.models.postprocess import PREDICTIONS_JSON, PREDICTIONS_PNG_DIR
-from ibs_study.viz.panoptic import RGB, blend, label_points, segment_labels
-
-logger = logging.getLogger(__name__)
+from ibs_study.viz.panoptic import segment_labels
 
 __all__ = [
     "RECORDS_FILE",
     "STUDY_RUN_DIRS",
     "DEMO_RUN_DIRS",
+    "ImageId",
     "explorer_run_dirs",
-    "OUTLINE_COLORS",
     "RunEval",
     "Selection",
     "ExplorerData",
-    "InstanceView",
-    "GTOutlines",
-    "gt_outlines",
-    "render_instance_view",
-    "outline_colors",
     "sort_by_confusion",
 ]
 
@@ -69,21 +59,6 @@ RECORDS_FILE = "confusion_records.jsonl"
 STUDY_RUN_DIRS = ("runs/study/pfcn_crop_s0", "runs/study/pfcn_crop_ibs_s0")
 DEMO_RUN_DIRS = ("runs/demo/crop", "runs/demo/crop_ibs")
 ImageId = str | int
-# Outlines of the GT instances a prediction covers, in order of covered fraction; the
-# predicted mask itself is tinted with MASK_COLOR (unlike any of these) and the image
-# around it darkened by OUTSIDE_DIM.
-OUTLINE_COLORS: tuple[RGB, ...] = (
-    (255, 40, 40),
-    (40, 220, 40),
-    (255, 225, 25),
-    (0, 130, 255),
-    (255, 130, 0),
-    (0, 240, 240),
-    (160, 255, 120),
-    (255, 255, 255),
-)
-MASK_COLOR: RGB = (255, 0, 255)
-OUTSIDE_DIM = 0.5
 
 
 def explorer_run_dirs(run_dirs: Sequence[str | os.PathLike], split: str = "val") -> list[Path]:
@@ -492,106 +467,3 @@ class ExplorerData:
 
     def _read_pred_labels(self, run_index: int, image_id: ImageId) -> dict[int, str]:
         return segment_labels(self.runs[run_index].predictions[image_id].segments, self.categories)
-
-
-@dataclass
-class InstanceView:
-    """One predicted mask drawn over its image region, with the GT outlines it is judged against.
-
-    Attributes:
-        rgb: (h, w, 3) uint8 crop of the image: mask filled, GT instances outlined.
-        region: (x0, y0, x1, y1) of the crop in image pixels.
-        labels: (x, y, text, colour) in image pixels, one per outlined GT instance.
-        title: what the view shows.
-    """
-
-    rgb: np.ndarray
-    region: tuple[int, int, int, int]
-    labels: list[tuple[int, int, str, RGB]]
-    title: str
-
-
-def outline_colors(gt_ids: Sequence[int]) -> dict[int, RGB]:
-    """A distinct outline colour per GT id, in the order given."""
-    return {gt_id: OUTLINE_COLORS[k % len(OUTLINE_COLORS)] for k, gt_id in enumerate(gt_ids)}
-
-
-@dataclass
-class GTOutlines:
-    """The GT instances drawn over an image region, shared by the instance views of all runs.
-
-    Attributes:
-        region: (x0, y0, x1, y1) in image pixels, end-exclusive.
-        rings: GT id -> (h, w) bool inner boundary of that GT segment within the region.
-        points: GT id -> (x, y) label position in image pixels (inside the segment).
-        colors: GT id -> outline colour.
-    """
-
-    region: tuple[int, int, int, int]
-    rings: dict[int, np.ndarray]
-    points: dict[int, tuple[int, int]]
-    colors: dict[int, RGB]
-
-
-def gt_outlines(
-    data: ExplorerData,
-    image_id: ImageId,
-    region: tuple[int, int, int, int],
-    colors: dict[int, RGB],
-    thickness: int = 2,
-) -> GTOutlines:
-    """Outlines (``thickness`` pixels inside each segment) and label points of the GT ids of ``colors``
-    that are visible in ``region``."""
-    x0, y0, x1, y1 = region
-    gt_crop = data.gt(image_id).id_map[y0:y1, x0:x1]
-    visible = [g for g in colors if (gt_crop == g).any()]
-    points = label_points(np.where(np.isin(gt_crop, visible), gt_crop, 0), visible)
-    rings = {}
-    for gt_id in visible:
-        gt_mask = gt_crop == gt_id
-        rings[gt_id] = gt_mask & ~ndimage.binary_erosion(gt_mask, iterations=thickness, border_value=0)
-    return GTOutlines(
-        region=region,
-        rings=rings,
-        points={g: (px + x0, py + y0) for g, (px, py) in points.items()},
-        colors={g: colors[g] for g in visible},
-    )
-
-
-def render_instance_view(
-    data: ExplorerData,
-    run_index: int,
-    image_id: ImageId,
-    record: ConfusionRecord | None,
-    outlines: GTOutlines,
-    *,
-    alpha: float = 0.6,
-) -> InstanceView:
-    """Draw the run's predicted mask of ``record`` (none when None) on the region of ``outlines``, with
-    those GT instances outlined and labelled with the fraction of their area the prediction covers.
-
-    The mask is tinted with MASK_COLOR at ``alpha``, the rest of the region darkened (OUTSIDE_DIM).
-    """
-    x0, y0, x1, y1 = outlines.region
-    crop = data.gt(image_id).image[y0:y1, x0:x1]
-    mask = np.zeros(crop.shape[:2], dtype=bool)
-    if record is not None:
-        if record.image_id != image_id:
-            raise ValueError(f"record of image id {record.image_id!r} drawn on image id {image_id!r}")
-        mask = data.prediction(run_index, image_id)[0][y0:y1, x0:x1] == record.segment_id
-    rgb = blend(crop, np.zeros_like(crop), OUTSIDE_DIM, ~mask)
-    rgb = blend(rgb, np.broadcast_to(np.array(MASK_COLOR, dtype=np.uint8), crop.shape), alpha, mask)
-    fractions = {o.gt_id: o.frac_of_gt for o in record.overlaps} if record is not None else {}
-    labels = []
-    for gt_id, ring in outlines.rings.items():
-        rgb[ring] = outlines.colors[gt_id]
-        text = f"{data.gt_label(image_id, gt_id)}: {100 * fractions.get(gt_id, 0.0):.0f}%"
-        if record is not None and record.matched_gt_id == gt_id:
-            text += " (match)"
-        labels.append((*outlines.points[gt_id], text, outlines.colors[gt_id]))
-    run = data.runs[run_index]
-    if record is None:
-        title = f"{run.label}: no predicted thing covers these objects"
-    else:
-        title = f"{run.label}: {image_id} · {data.pred_label(run_index, record)}"
-    return InstanceView(rgb=rgb, region=outlines.region, labels=labels, title=title)
