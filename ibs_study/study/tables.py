@@ -75,40 +75,39 @@ ALL_SETTING_ROWS = (
     TableRow("m2f_instance", "crop_ibs", "Mask2Former instance, crop + IBS"),
 )
 
+
+def _panoptic(title: str, dataset: str, *rows: TableRow) -> Table:
+    """A table of the paper's panoptic results: :data:`PANOPTIC_METRICS`, its numbers on ``dataset``."""
+    return Table(title, rows, PANOPTIC_METRICS, dataset, PAPER_PANOPTIC)
+
+
+def _not_in_paper(title: str, metrics: tuple[str, ...]) -> Table:
+    """A table measured here only: every setting of every model, no reference columns."""
+    return Table(f"{title} (not in the paper)", ALL_SETTING_ROWS, metrics)
+
+
 TABLES: dict[int, Table] = {
-    1: Table(
-        title="Full-image vs crop-based training (Panoptic FCN)",
-        rows=(
-            TableRow("pfcn", "full", "Panoptic FCN, full image"),
-            TableRow("pfcn", "crop", "Panoptic FCN, crop"),
-        ),
-        metrics=PANOPTIC_METRICS,
-        dataset="cityscapes",
-        reference=PAPER_PANOPTIC,
+    1: _panoptic(
+        "Full-image vs crop-based training (Panoptic FCN)",
+        "cityscapes",
+        TableRow("pfcn", "full", "Panoptic FCN, full image"),
+        TableRow("pfcn", "crop", "Panoptic FCN, crop"),
     ),
-    2: Table(
-        title="Main results: IBS on Panoptic FCN and Mask2Former",
-        rows=(
-            TableRow("pfcn", "crop", "Panoptic FCN"),
-            TableRow("pfcn", "crop_ibs", "Panoptic FCN + IBS"),
-            TableRow("m2f", "crop", "Mask2Former"),
-            TableRow("m2f", "crop_ibs", "Mask2Former + IBS"),
-        ),
-        metrics=PANOPTIC_METRICS,
-        dataset="cityscapes",
-        reference=PAPER_PANOPTIC,
+    2: _panoptic(
+        "Main results: IBS on Panoptic FCN and Mask2Former",
+        "cityscapes",
+        TableRow("pfcn", "crop", "Panoptic FCN"),
+        TableRow("pfcn", "crop_ibs", "Panoptic FCN + IBS"),
+        TableRow("m2f", "crop", "Mask2Former"),
+        TableRow("m2f", "crop_ibs", "Mask2Former + IBS"),
     ),
-    3: Table(
-        title="Ablations (Panoptic FCN): crop, IBS, sampling",
-        rows=(
-            TableRow("pfcn", "full", "no crop, no IBS, random"),
-            TableRow("pfcn", "crop", "crop, no IBS, random"),
-            TableRow("pfcn", "crop_ibs_random", "crop, IBS, random"),
-            TableRow("pfcn", "crop_ibs", "crop, IBS, paired (ours)"),
-        ),
-        metrics=PANOPTIC_METRICS,
-        dataset="vistas",
-        reference=PAPER_PANOPTIC,
+    3: _panoptic(
+        "Ablations (Panoptic FCN): crop, IBS, sampling",
+        "vistas",
+        TableRow("pfcn", "full", "no crop, no IBS, random"),
+        TableRow("pfcn", "crop", "crop, no IBS, random"),
+        TableRow("pfcn", "crop_ibs_random", "crop, IBS, random"),
+        TableRow("pfcn", "crop_ibs", "crop, IBS, paired (ours)"),
     ),
     4: Table(
         title="Instance segmentation (Mask2Former)",
@@ -120,19 +119,9 @@ TABLES: dict[int, Table] = {
         dataset="vistas",
         reference=PAPER_INSTANCE,
     ),
-    5: Table(
-        title="Oracle-embedding confusion (not in the paper)", rows=ALL_SETTING_ROWS, metrics=ORACLE_METRICS
-    ),
-    6: Table(
-        title="Where the ground-truth thing pixels go (not in the paper)",
-        rows=ALL_SETTING_ROWS,
-        metrics=GT_THING_PIXEL_METRICS,
-    ),
-    7: Table(
-        title="Where the predicted thing pixels lie (not in the paper)",
-        rows=ALL_SETTING_ROWS,
-        metrics=PRED_THING_PIXEL_METRICS,
-    ),
+    5: _not_in_paper("Oracle-embedding confusion", ORACLE_METRICS),
+    6: _not_in_paper("Where the ground-truth thing pixels go", GT_THING_PIXEL_METRICS),
+    7: _not_in_paper("Where the predicted thing pixels lie", PRED_THING_PIXEL_METRICS),
 }
 
 METRIC_LABELS = {
