@@ -4,8 +4,7 @@
 * :func:`study_specs` / :func:`sweep_specs` turn rows x seeds and a swept config key into
   :class:`~ibs_study.study.grid.RunSpec` s, which :func:`ibs_study.study.grid.run_grid` trains
   and evaluates; :func:`sweep_anchors` names the study runs that are also points of a sweep;
-* :func:`row_key` / :func:`row_variant` read a results row's identity (the run directories
-  are ``<row key>_s<seed>``).
+* :func:`key_of` names a row (the run directories are ``<row key>_s<seed>``).
 """
 
 from __future__ import annotations
@@ -21,8 +20,6 @@ __all__ = [
     "MODELS",
     "SETTINGS",
     "StudyRow",
-    "row_variant",
-    "row_key",
     "key_of",
     "study_rows",
     "study_specs",
@@ -53,16 +50,6 @@ class StudyRow:
     def key(self) -> str:
         """``<model>_<setting>[_<variant>]``: the run directories are ``<key>_s<seed>``."""
         return key_of(self.model, self.setting, self.variant)
-
-
-def row_variant(row: dict[str, Any]) -> str:
-    """The ``variant`` of a results row ("" for the study's own rows and results without variants)."""
-    return row.get("variant", "")
-
-
-def row_key(row: dict[str, Any]) -> str:
-    """:attr:`StudyRow.key` of a results row."""
-    return key_of(row["model"], row["setting"], row_variant(row))
 
 
 def key_of(model: str, setting: str, variant: str = "") -> str:
