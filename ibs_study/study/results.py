@@ -1,10 +1,13 @@
 """The study's results: every run's metrics summarised over seeds, saved and read back checked.
 
-* :func:`collect_results` reads every (row, seed) run's ``metrics.json`` into the
-  ``synthetic_results.json`` schema: per row, each metric's mean, 95 % confidence interval
-  (Student t over seeds) and per-seed values, plus the confusion curve with its band;
-  :func:`collect_sweep` the runs of a sweep;
-* :func:`save_results` / :func:`load_results` write and read that JSON (structure checked);
+* :class:`StudyResults` (rows of :class:`ResultRow`: each metric a :class:`Summary`, the
+  confusion curves :class:`Curve` s; sweeps of :class:`SweepRun` s) is ``synthetic_results.json``
+  as typed values: ``from_json`` checks a file's structure (one :class:`DataError` line naming
+  the key path), ``to_json`` writes back the same bytes;
+* :func:`collect_results` reads every (row, seed) run's ``metrics.json`` into it: per row, each
+  metric's mean, 95 % confidence interval (Student t over seeds) and per-seed values, plus the
+  confusion curve with its band; :func:`collect_sweep` the runs of a sweep;
+* :func:`save_results` / :func:`load_results` write and read that JSON;
 * :func:`flat_metrics` names the study's metrics of one run (the names below).
 """
 
