@@ -4,7 +4,7 @@
 The loader's own plans of steps ``--warmup`` .. ``--warmup + --steps`` are cut by both datasets in
 turn (step by step, alternating, so that a change in the machine's load hits both alike), after the
 cached one has seen the plans of the first ``--warmup`` steps (as a training run has by then).
-Both give the same crops (tests/test_sampling.py); only the decoding differs.
+Both give the same crops (tests/sampling/test_sampling.py); only the decoding differs.
 
     python benchmarks/decoded_cache.py --set data.root=data/synthetic
 """
