@@ -362,3 +362,21 @@ def test_run_differences_across_folders_equal_the_results_rows(study, capsys):
         main(["compare", str(runs_root / "pfcn_crop"), str(runs_root / "pfcn_nothing"), "--seeds", "0"]) == 2
     )
     assert "pfcn_nothing_s0/eval_val/metrics.json not found: no such run directory" in capsys.readouterr().err
+
+
+def test_make_figures_writes_the_committed_tables(tmp_path, capsys):
+    """`make figures` (``ibs-study figures``) from the committed results writes every committed
+    table (.md / .csv: tables, claims, sweeps) byte for byte; index.md lists the qualitative
+    figures, which need the study's runs, so it is left out."""
+    committed = Path(__file__).resolve().parents[2] / "paper_figures"
+    assert main(["figures", "--out", str(tmp_path / "out")]) == 0
+    written = sorted(
+        p.relative_to(tmp_path / "out")
+        for p in (tmp_path / "out").rglob("*")
+        if p.suffix in (".md", ".csv") and p.name != "index.md"
+    )
+    assert len(written) >= 15 and any(p.name == "claims_pfcn.md" for p in written)
+    differing = [
+        str(p) for p in written if (tmp_path / "out" / p).read_bytes() != (committed / p).read_bytes()
+    ]
+    assert not differing, f"make figures no longer writes the committed {differing}"
