@@ -138,12 +138,10 @@ def thread_info() -> dict[str, Any]:
 
 def cpu_model() -> str:
     """The CPU's model name (Linux: ``/proc/cpuinfo``), else what :func:`platform.processor` says."""
-    try:
+    with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
     return platform.processor() or platform.machine()
 
 
