@@ -34,7 +34,7 @@ from ibs_study.metrics.panoptic import curve_ratio_at
 from ibs_study.study.claims import per_seed_values
 from ibs_study.study.grid import RunSpec, run_grid
 from ibs_study.study.results import StudyResults, flat_metrics, load_results, read_oracle
-from ibs_study.study.runs import oracle_runs, project_root
+from ibs_study.study.runs import project_root
 from ibs_study.study.tables import METRIC_LABELS
 from ibs_study.viz.explorer.data import DEMO_RUN_DIRS
 from ibs_study.viz.figures import SETTING_STYLE, confusion_curve_figure, series_from_metrics
@@ -239,8 +239,7 @@ def run_demo(
         overrides += (f"data.crop_size={list(SYNTHETIC_SCALES[scale].crop_size)}",)
     trained = [(s, p) for s, p in DEMO_RUNS if not (s == "full" and stored_full is not None)]
     specs = [RunSpec(setting, preset, overrides) for setting, preset in trained]
-    measured = run_grid(specs, out, parallel=parallel, threads=1, progress=progress)
-    oracle_runs([out / spec.name for spec in specs], parallel=parallel, threads=1, progress=progress)
+    measured = run_grid(specs, out, parallel=parallel, threads=1, progress=progress, oracle=True)
     oracles = {spec.name: read_oracle(out / spec.name) for spec in specs}
     metrics = dict(measured)
     if stored_full is not None:

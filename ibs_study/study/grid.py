@@ -1,7 +1,8 @@
 """The study's one runner: train and evaluate a set of runs (presets, overrides, seeds).
 
-Each run is training into its own run directory followed by evaluation. :func:`run_grid` runs
-them as parallel subprocesses (``ibs-study train`` then ``ibs-study evaluate``), each limited to
+Each run is training into its own run directory followed by evaluation (and, when asked, the
+oracle-embedding confusion). :func:`run_grid` runs them as parallel subprocesses (``ibs-study
+train``, ``ibs-study evaluate``, ``ibs-study oracle``; :func:`run_commands` schedules them), each limited to
 ``threads`` CPU threads (on a CPU, a few single-threaded runs side by side are faster than one
 run using every core), or with ``parallel=0`` one after the other in this process
 (:func:`run_in_process`: no interpreter start-up per run, for tiny runs). A finished run (its
@@ -23,6 +24,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -37,6 +39,9 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "RunSpec",
     "run_grid",
+    "run_commands",
+    "oracle_runs",
+    "oracle_pending",
     "run_in_process",
     "run_status",
     "check_run_matches",
@@ -143,9 +148,41 @@ def read_metrics(run_dir: str | os.PathLike, split: str | None = None) -> dict:
     return metrics
 
 
-def run_in_process(spec: RunSpec, root: str | os.PathLike, *, progress: bool = False) -> dict:
+def oracle_pending(run_dir: Path, logits: bool = False) -> bool:
+    """Whether ``run_dir/eval_val/oracle_confusion.json`` (with ``logits`` also
+    ``oracle_logits.json``) is missing or older than the run's newest checkpoint."""
+    from ibs_study.study.oracle import ORACLE_FILE, ORACLE_LOGITS_FILE
+
+    checkpoint = latest_checkpoint(run_dir / "checkpoints")
+    paths = [
+        run_dir / "eval_val" / name
+        for name in ((ORACLE_FILE, ORACLE_LOGITS_FILE) if logits else (ORACLE_FILE,))
+    ]
+    return any(
+        not path.is_file() or (checkpoint is not None and path.stat().st_mtime < checkpoint.stat().st_mtime)
+        for path in paths
+    )
+
+
+def _measure_oracle_in_process(run_dir: Path, logits: bool) -> None:
+    from ibs_study.study.oracle import oracle_confusion_run, oracle_logits_run
+
+    if logits:
+        oracle_logits_run(run_dir, progress=False)
+    oracle_confusion_run(run_dir, progress=False)
+
+
+def run_in_process(
+    spec: RunSpec,
+    root: str | os.PathLike,
+    *,
+    progress: bool = False,
+    oracle: bool = False,
+    logits: bool = False,
+) -> dict:
     """Train and evaluate one spec in this process under ``root/<spec.name>`` (like one run of
-    :func:`run_grid`: a finished run is only read, a partial one resumed); returns its metrics."""
+    :func:`run_grid`: a finished run is only read, a partial one resumed, ``oracle`` / ``logits``
+    measured where pending); returns its metrics."""
     from ibs_study.engine.evaluate import evaluate_run
     from ibs_study.engine.train import train
 
@@ -159,11 +196,23 @@ def run_in_process(spec: RunSpec, root: str | os.PathLike, *, progress: bool = F
     if status != "done":
         out = _eval_dir(run_dir, spec.split) if spec.split else None
         evaluate_run(run_dir, split=spec.split, out_dir=out, progress=progress)
+    if (oracle or logits) and oracle_pending(run_dir, logits):
+        _measure_oracle_in_process(run_dir, logits)
     return read_metrics(run_dir, spec.split)
 
 
-def _commands(spec: RunSpec, run_dir: Path, status: str, threads: int) -> list[list[str]]:
-    python = [sys.executable, "-m", "ibs_study"]
+_PYTHON = [sys.executable, "-m", "ibs_study"]
+
+
+def _oracle_command(run_dir: Path, logits: bool) -> list[str]:
+    return [*_PYTHON, "oracle", str(run_dir), "--no-progress", *(["--logits"] if logits else [])]
+
+
+def _commands(
+    spec: RunSpec, run_dir: Path, status: str, threads: int, oracle: bool = False, logits: bool = False
+) -> list[list[str]]:
+    """The subprocess commands that bring the run from ``status`` to evaluated (and measured)."""
+    python = _PYTHON
     train = [*python, "train", "--preset", spec.preset, "--out", str(run_dir), "--no-progress"]
     for item in spec.overrides:
         train += ["--set", item]
@@ -171,11 +220,59 @@ def _commands(spec: RunSpec, run_dir: Path, status: str, threads: int) -> list[l
     evaluate = [*python, "evaluate", str(run_dir), "--no-progress"]
     if spec.split:
         evaluate += ["--split", spec.split, "--out", str(_eval_dir(run_dir, spec.split))]
-    if status == "new":
-        return [train, evaluate]
-    if status == "partial":
-        return [[*train, "--resume"], evaluate]
-    return [evaluate]
+    commands = {"new": [train, evaluate], "partial": [[*train, "--resume"], evaluate], "trained": [evaluate]}
+    chain = commands.get(status, [])
+    if (oracle or logits) and (chain or oracle_pending(run_dir, logits)):
+        chain = [*chain, _oracle_command(run_dir, logits)]
+    return chain
+
+
+def run_commands(
+    chains: Sequence[tuple[Path, list[list[str]]]],
+    *,
+    parallel: int,
+    threads: int,
+    progress: bool = True,
+    desc: str = "runs",
+    done: int = 0,
+) -> None:
+    """Run each ``(log file, commands)`` chain: its commands one after the other, their output
+    appended to the log file, ``parallel`` chains at a time, with ``OMP_NUM_THREADS`` /
+    ``MKL_NUM_THREADS`` set to ``threads``; ``done`` counts finished chains on the progress bar.
+
+    Raises:
+        RuntimeError: after every chain has ended, naming each that failed and its log file.
+    """
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    pending = [(Path(log), commands) for log, commands in chains if commands]
+    running: list[tuple[Path, list[list[str]], subprocess.Popen, Any]] = []
+    failed: list[str] = []
+    bar = tqdm(total=done + len(pending), initial=done, desc=desc, disable=not progress)
+
+    def start(log: Path, commands: list[list[str]], handle: Any) -> None:
+        handle.write(f"$ {' '.join(commands[0])}\n")
+        handle.flush()
+        proc = subprocess.Popen(commands[0], stdout=handle, stderr=subprocess.STDOUT, env=env)
+        running.append((log, commands[1:], proc, handle))
+
+    while pending or running:
+        while pending and len(running) < parallel:
+            log, commands = pending.pop(0)
+            start(log, commands, open(log, "a"))
+        time.sleep(0.5)
+        ended = [chain for chain in running if chain[2].poll() is not None]
+        running[:] = [chain for chain in running if chain not in ended]
+        for log, rest, proc, handle in ended:
+            if proc.returncode == 0 and rest:
+                start(log, rest, handle)
+                continue
+            handle.close()
+            bar.update(1)
+            if proc.returncode != 0:
+                failed.append(f"{log.stem} (exit {proc.returncode}; see {log})")
+    bar.close()
+    if failed:
+        raise RuntimeError(f"{desc} failed: " + "; ".join(failed))
 
 
 def run_grid(
@@ -185,8 +282,12 @@ def run_grid(
     parallel: int = 2,
     threads: int = 1,
     progress: bool = True,
+    oracle: bool = False,
+    logits: bool = False,
 ) -> dict[str, dict]:
     """Train and evaluate every spec under ``root/<spec.name>``; returns name -> metrics.
+    ``oracle``: then measure each run's oracle-embedding confusion (``ibs-study oracle``) where it
+    is missing or older than the last checkpoint; ``logits``: also the oracle logit analysis.
 
     ``parallel >= 1``: that many subprocesses at once. ``parallel == 0``: one after the other
     in this process (:func:`run_in_process`; the caller sets the torch thread count, ``threads``
@@ -213,46 +314,44 @@ def run_grid(
     prepare_spec_data(specs)
     if parallel == 0:
         return {
-            spec.name: run_in_process(spec, root) for spec in tqdm(specs, desc="runs", disable=not progress)
+            spec.name: run_in_process(spec, root, oracle=oracle, logits=logits)
+            for spec in tqdm(specs, desc="runs", disable=not progress)
         }
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    pending = []
+    chains = []
     for spec in specs:
         run_dir = root / spec.name
         status = run_status(run_dir, spec.split)
-        if status != "done":
-            pending.append((spec, run_dir, _commands(spec, run_dir, status, threads)))
-    running: list[tuple[RunSpec, Path, list[list[str]], subprocess.Popen, object]] = []
-    failed: list[str] = []
-    bar = tqdm(total=len(specs), initial=len(specs) - len(pending), desc="runs", disable=not progress)
-    while pending or running:
-        while pending and len(running) < parallel:
-            spec, run_dir, commands = pending.pop(0)
-            log = open(root / f"{spec.name}.log", "a")
-            log.write(f"$ {' '.join(commands[0])}\n")
-            log.flush()
-            proc = subprocess.Popen(commands[0], stdout=log, stderr=subprocess.STDOUT, env=env)
-            running.append((spec, run_dir, commands[1:], proc, log))
-        time.sleep(0.5)
-        still = []
-        for spec, run_dir, rest, proc, log in running:
-            code = proc.poll()
-            if code is None:
-                still.append((spec, run_dir, rest, proc, log))
-            elif code != 0:
-                log.close()
-                failed.append(f"{spec.name} (exit {code}; see {root / (spec.name + '.log')})")
-                bar.update(1)
-            elif rest:
-                log.write(f"$ {' '.join(rest[0])}\n")
-                log.flush()
-                proc = subprocess.Popen(rest[0], stdout=log, stderr=subprocess.STDOUT, env=env)
-                still.append((spec, run_dir, rest[1:], proc, log))
-            else:
-                log.close()
-                bar.update(1)
-        running = still
-    bar.close()
-    if failed:
-        raise RuntimeError("runs failed: " + "; ".join(failed))
+        chains.append((root / f"{spec.name}.log", _commands(spec, run_dir, status, threads, oracle, logits)))
+    done = sum(1 for _, commands in chains if not commands)
+    run_commands(chains, parallel=parallel, threads=threads, progress=progress, done=done)
     return {spec.name: read_metrics(root / spec.name, spec.split) for spec in specs}
+
+
+def oracle_runs(
+    run_dirs: Sequence[str | os.PathLike],
+    *,
+    parallel: int = 2,
+    threads: int = 1,
+    progress: bool = True,
+    logits: bool = False,
+) -> list[Path]:
+    """``ibs-study oracle`` (``--logits`` with ``logits``) for every run directory whose oracle
+    measurements are pending (:func:`oracle_pending`), scheduled as :func:`run_grid`'s runs
+    (``parallel`` 0: in this process); returns the run directories it measured.
+
+    Raises:
+        RuntimeError: a measurement failed (naming the run and its log ``<run_dir>.oracle.log``).
+    """
+    if parallel < 0:
+        raise ValueError(f"parallel must be >= 0, got {parallel}")
+    todo = [Path(d) for d in run_dirs if oracle_pending(Path(d), logits)]
+    if parallel == 0:
+        for run_dir in tqdm(todo, desc="oracle confusion", unit="run", disable=not progress or not todo):
+            _measure_oracle_in_process(run_dir, logits)
+        return todo
+    for parent in {run_dir.parent for run_dir in todo}:
+        chains = [(f"{d.name}.oracle", [_oracle_command(d, logits)]) for d in todo if d.parent == parent]
+        run_commands(
+            chains, parent, parallel=parallel, threads=threads, progress=progress, desc="oracle confusion"
+        )
+    return todo

@@ -4,7 +4,6 @@
   or as a ``torchrun`` subprocess (several GPUs), optionally calling back with the log as it
   grows (live loss curves);
 * :func:`read_log`: a run's ``log.jsonl`` as columns;
-* :func:`oracle_runs`: the oracle-embedding confusion of run directories that lack it;
 * :func:`run_study`: the study's rows x seeds plus sweeps, collected into the
   ``synthetic_results.json`` schema (with ``sweeps``);
 * :func:`smoke_overrides`: the tiny settings a quick end-to-end check uses.
@@ -29,7 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ibs_study.config import resolve_config
-from ibs_study.study.grid import RunSpec, run_grid
+from ibs_study.study.grid import RunSpec, oracle_runs, run_grid
 
 if TYPE_CHECKING:
     from ibs_study.study.results import StudyResults
@@ -43,7 +42,6 @@ __all__ = [
     "notebook_overrides",
     "launch_training",
     "read_log",
-    "oracle_runs",
     "run_study",
 ]
 
@@ -221,75 +219,6 @@ def launch_training(
 # ------------------------------------------------------------------------------- run sets
 
 
-def oracle_runs(
-    run_dirs: Sequence[str | os.PathLike],
-    *,
-    parallel: int = 2,
-    threads: int = 1,
-    progress: bool = True,
-    logits: bool = False,
-) -> list[Path]:
-    """``ibs-study oracle`` for every run directory without an up-to-date
-    ``eval_val/oracle_confusion.json`` (older than the newest checkpoint counts as missing);
-    ``logits``: ``ibs-study oracle --logits``, also where ``oracle_logits.json`` is not up to date.
-
-    ``parallel >= 1``: that many subprocesses of ``threads`` threads; 0: in this process.
-
-    Returns:
-        the run directories it measured.
-
-    Raises:
-        RuntimeError: a subprocess failed; the message names the run and the end of its output.
-    """
-    from ibs_study.engine.checkpoint import latest_checkpoint
-    from ibs_study.study.oracle import (
-        ORACLE_FILE,
-        ORACLE_LOGITS_FILE,
-        oracle_confusion_run,
-        oracle_logits_run,
-    )
-
-    names = (ORACLE_FILE, ORACLE_LOGITS_FILE) if logits else (ORACLE_FILE,)
-
-    def stale(run_dir: Path) -> bool:
-        checkpoint = latest_checkpoint(run_dir / "checkpoints")
-        paths = [run_dir / "eval_val" / name for name in names]
-        return any(
-            not path.is_file()
-            or (checkpoint is not None and path.stat().st_mtime < checkpoint.stat().st_mtime)
-            for path in paths
-        )
-
-    todo = [Path(d) for d in run_dirs if stale(Path(d))]
-    if parallel < 0:
-        raise ValueError(f"parallel must be >= 0, got {parallel}")
-    bar = tqdm(total=len(todo), desc="oracle confusion", unit="run", disable=not progress or not todo)
-    if parallel == 0:
-        for run_dir in todo:
-            if logits:
-                oracle_logits_run(run_dir, progress=False)
-            oracle_confusion_run(run_dir, progress=False)
-            bar.update()
-        bar.close()
-        return todo
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-
-    def measure(run_dir: Path) -> None:
-        command = [sys.executable, "-m", "ibs_study", "oracle", str(run_dir), "--no-progress"]
-        command += ["--logits"] if logits else []
-        done = subprocess.run(command, env=env, capture_output=True, text=True)
-        bar.update()
-        if done.returncode != 0:
-            raise RuntimeError(
-                f"ibs-study oracle {run_dir} failed (exit {done.returncode}):\n{done.stderr[-2000:]}"
-            )
-
-    with ThreadPoolExecutor(max_workers=parallel) as pool:
-        list(pool.map(measure, todo))
-    bar.close()
-    return todo
-
-
 def run_device(run_dir: str | os.PathLike) -> str:
     """The device a run trained on, from its ``environment.json`` (the last start event)."""
     path = Path(run_dir) / "environment.json"
@@ -328,8 +257,8 @@ def run_study(
         sweeps: sweep name -> its specs (:func:`~ibs_study.study.specs.sweep_specs`).
         scale, parallel, threads, progress: recorded scale; see :func:`~ibs_study.study.grid.run_grid`.
         train: False only collects runs that exist (a missing one is an error naming it).
-        oracle: measure the oracle-embedding confusion (:func:`oracle_runs`) of every run that
-            lacks it, so the rows carry the ``oracle_*`` metrics and table 5.
+        oracle: measure the oracle-embedding confusion of every run that lacks it (right after
+            its evaluation when training; :func:`~ibs_study.study.grid.oracle_runs` otherwise), so the rows carry the ``oracle_*`` metrics and table 5.
         logits: also the oracle logit analysis (``ibs-study oracle --logits``), so the rows
             carry the ``logit_*`` metrics and ``embedding_norm``.
 
@@ -345,8 +274,9 @@ def run_study(
     specs = study_specs(rows, seeds, steps=steps, overrides=overrides)
     sweep_runs = [spec for group in (sweeps or {}).values() for spec in group]
     if train:
-        run_grid([*specs, *sweep_runs], root, parallel=parallel, threads=threads, progress=progress)
-    if oracle:
+        run_grid([*specs, *sweep_runs], root, parallel=parallel, threads=threads, progress=progress,
+                 oracle=oracle, logits=logits)  # fmt: skip
+    elif oracle:
         # Runs that do not exist are left to collect_results, whose error names them.
         run_dirs = [Path(root) / spec.name for spec in [*specs, *sweep_runs]]
         existing = [d for d in run_dirs if latest_checkpoint(d / "checkpoints") is not None]

@@ -3,10 +3,12 @@ only read, a run directory of another config refused before anything runs."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from ibs_study.engine.run_dir import RunDirError
-from ibs_study.study.grid import RunSpec, run_grid, run_in_process
+from ibs_study.study.grid import RunSpec, _commands, oracle_pending, run_commands, run_grid, run_in_process
 from ibs_study.study.runs import smoke_overrides
 
 
@@ -33,3 +35,49 @@ def test_run_in_process_trains_once_then_reads(tmp_path):
     assert sorted(p.name for p in (tmp_path / "runs" / "crop" / "checkpoints").iterdir()) == [
         "step_00000002.pt"
     ]
+
+
+def _python(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def test_run_commands_runs_each_chain_in_order_and_names_the_failed_one(tmp_path):
+    """Chains run their commands in order, side by side; a failing command stops its own chain
+    only, and the error (raised after all chains ended) names it and its log."""
+    touch = "import pathlib, sys; pathlib.Path(sys.argv[1]).write_text(sys.argv[2])"
+    chains = [
+        (
+            tmp_path / "a.log",
+            [[*_python(touch), str(tmp_path / "a1"), "1"], [*_python(touch), str(tmp_path / "a2"), "2"]],
+        ),
+        (
+            tmp_path / "b.log",
+            [
+                _python("import sys; print('broken'); sys.exit(3)"),
+                [*_python(touch), str(tmp_path / "b2"), "x"],
+            ],
+        ),
+        (tmp_path / "c.log", []),  # nothing to do
+    ]
+    with pytest.raises(RuntimeError, match=r"runs failed: b \(exit 3; see .*b\.log\)$"):
+        run_commands(chains, parallel=2, threads=1, progress=False)
+    assert (tmp_path / "a1").read_text() == "1" and (tmp_path / "a2").read_text() == "2"
+    assert not (tmp_path / "b2").exists()  # the failed chain stopped
+    assert "broken" in (tmp_path / "b.log").read_text() and not (tmp_path / "c.log").exists()
+
+
+def test_the_oracle_joins_a_run_s_chain_only_where_it_is_pending(tmp_path):
+    spec = RunSpec("crop", "synthetic_pfcn_crop")
+    run_dir = tmp_path / "crop"
+    new = _commands(spec, run_dir, "new", 1, oracle=True)
+    assert [c[3] for c in new] == ["train", "evaluate", "oracle"]
+    assert _commands(spec, run_dir, "new", 1) == new[:2]
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "step_00000002.pt").write_bytes(b"")
+    assert [c[3:] for c in _commands(spec, run_dir, "done", 1, logits=True)] == [
+        ["oracle", str(run_dir), "--no-progress", "--logits"]
+    ]
+    (run_dir / "eval_val").mkdir()
+    (run_dir / "eval_val" / "oracle_confusion.json").write_text("{}")  # newer than the checkpoint
+    assert _commands(spec, run_dir, "done", 1, oracle=True) == []
+    assert oracle_pending(run_dir, logits=True)  # oracle_logits.json is still missing
