@@ -559,7 +559,7 @@ def _followup(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     out = args.out or f"runs/followups/{args.name}"
-    print(f"{len(results['rows'])} rows x {len(args.seeds)} seeds: results, tables and figures in {out}")
+    print(f"{len(results.rows)} rows x {len(args.seeds)} seeds: results, tables and figures in {out}")
     return 0
 
 

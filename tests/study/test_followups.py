@@ -23,7 +23,7 @@ from ibs_study.study.followups import (
     run_followup,
     scaled_warmup,
 )
-from ibs_study.study.results import StudyResults, metric_summary
+from ibs_study.study.results import StudyResults, load_results, metric_summary
 from ibs_study.study.runs import smoke_overrides
 from ibs_study.study.specs import study_specs
 from ibs_study.study.tables import results_table
@@ -187,7 +187,11 @@ def test_a_follow_up_runs_end_to_end_on_the_tiny_set(tmp_path, capsys):
     assert main(["compare", str(baseline), str(other), "--seeds", "0", "--metrics", "embedding_norm"]) == 0
     line = capsys.readouterr().out.splitlines()[-1]
     assert line.startswith("embedding norm ‖E‖") and f"{logits['embedding_norm']:10.1f}" in line
-    again = run_followup("signed_features", **(options | {"out_dir": tmp_path / "again"}), train=False)
-    assert again.rows == results.rows
+    # collected again without training, through the CLI
+    again = tmp_path / "again"
+    command = ["followup", "signed_features", "--root", str(runs), "--out", str(again), "--seeds", "0"]
+    assert main([*command, "--rows", *rows, "--collect-only", "--no-progress"]) == 0
+    assert f"2 rows x 1 seeds: results, tables and figures in {again}" in capsys.readouterr().out
+    assert load_results(again / "synthetic_results.json").rows == results.rows
     with pytest.raises(ConfigError, match="has no rows \\['pfcn_nope'\\]"):
         run_followup("signed_features", **(options | {"rows": ["pfcn_nope"]}))
