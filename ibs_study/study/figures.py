@@ -97,13 +97,15 @@ def series_from_results(
     oracle-embedding curves. Only the rows of ``variant`` ("": the study's own); None: every row,
     a variant's named in its label and drawn in a colour of its own."""
     out = []
+    variants = _variants(results.rows)
     for k, row in enumerate(results.rows):
         summary = getattr(row, curve)
         if row.model != model or summary is None or variant not in (None, row.variant):
             continue
         label, color, linestyle = styles.get(row.setting, (row.setting, None, "-"))
         if row.variant and variant is None:
-            label, color = f"{label}, {row.variant}", PALETTE[k % len(PALETTE)]
+            label, color = f"{label}, {row.variant}", variant_color(row, variants, k)
+            linestyle = "--"
         band = None
         if len(row.seeds) > 1:
             band = ([lo for lo, _ in summary.ci95], [hi for _, hi in summary.ci95])
@@ -423,6 +425,25 @@ LOGIT_PANELS = (
 )
 
 
+def _variants(rows: Sequence[ResultRow]) -> list[str]:
+    """The variants of ``rows`` in order of appearance, without the study's own ("")."""
+    return list(dict.fromkeys(row.variant for row in rows if row.variant))
+
+
+def variant_color(row: ResultRow, variants: Sequence[str], k: int = 0) -> str:
+    """The colour of a results row: its setting's (:data:`SETTING_STYLE`); a variant's is that hue
+    lighter, the more so the later it comes in ``variants``, so that every row reads as its
+    setting's; a setting without a style takes the ``k``-th palette colour."""
+    if row.setting not in SETTING_STYLE:
+        return PALETTE[k % len(PALETTE)]
+    color = SETTING_STYLE[row.setting][1]
+    if not row.variant:
+        return color
+    towards_white = min(0.3 + 0.2 * variants.index(row.variant), 0.8)
+    rgb = [int(color[i : i + 2], 16) for i in (1, 3, 5)]
+    return "#" + "".join(f"{round(c + (255 - c) * towards_white):02x}" for c in rgb)
+
+
 def _variant_label(row: ResultRow) -> str:
     """The setting's label, followed by the row's variant when it has one."""
     label = SETTING_STYLE.get(row.setting, (row.setting,))[0]
@@ -434,12 +455,7 @@ def oracle_logits_chart(results: StudyResults, model: str = "pfcn", *, title: st
     one panel per :data:`LOGIT_PANELS` entry, one bar per row (mean over seeds, logits as they are),
     95 % CI whiskers and the per-seed values as dots."""
     rows = [r for r in results.rows if r.model == model and "logit_own" in r.metrics]
-    colors = [
-        SETTING_STYLE[row.setting][1]
-        if not row.variant and row.setting in SETTING_STYLE
-        else PALETTE[k % len(PALETTE)]
-        for k, row in enumerate(rows)
-    ]
+    colors = [variant_color(row, _variants(rows), k) for k, row in enumerate(rows)]
     panels = []
     for number, (panel_title, metrics) in enumerate(LOGIT_PANELS, 1):
         bars = tuple(

@@ -13,7 +13,7 @@ import torch
 from ibs_study.cli import main
 from ibs_study.config import ConfigError, resolve_config
 from ibs_study.study.claims import claims_table
-from ibs_study.study.figures import LOGIT_PANELS, oracle_logits_figure, table_bar_rows
+from ibs_study.study.figures import LOGIT_PANELS, oracle_logits_figure, table_bar_rows, variant_color
 from ibs_study.study.followups import (
     FOLLOWUPS,
     SIGNED_FEATURES,
@@ -23,10 +23,11 @@ from ibs_study.study.followups import (
     run_followup,
     scaled_warmup,
 )
-from ibs_study.study.results import StudyResults, load_results, metric_summary
+from ibs_study.study.results import ResultRow, StudyResults, load_results, metric_summary
 from ibs_study.study.runs import smoke_overrides
 from ibs_study.study.specs import study_specs
 from ibs_study.study.tables import results_table
+from ibs_study.viz.chart import PALETTE
 
 
 @pytest.fixture(autouse=True)
@@ -195,3 +196,18 @@ def test_a_follow_up_runs_end_to_end_on_the_tiny_set(tmp_path, capsys):
     assert load_results(again / "synthetic_results.json").rows == results.rows
     with pytest.raises(ConfigError, match="has no rows \\['pfcn_nope'\\]"):
         run_followup("signed_features", **(options | {"rows": ["pfcn_nope"]}))
+
+
+def test_a_variant_row_is_drawn_in_its_setting_s_hue_lighter():
+    def row(setting: str, variant: str = "") -> ResultRow:
+        return ResultRow("pfcn", setting, (0,), 3, {}, variant=variant)
+
+    variants = ["signed_features", "detach_bias"]
+    assert variant_color(row("crop"), variants) == "#e34a33"  # the setting's own colour
+    # 30 % and 50 % of the way to white: 0xe3 = 227 -> 227 + 28 * 0.3 = 235.4 -> eb
+    assert variant_color(row("crop", "signed_features"), variants) == "#eb8070"
+    assert (
+        variant_color(row("crop", "detach_bias"), variants) == "#f1a499"
+    )  # 74 + 181 * 0.5 = 164.5 rounds to even
+    assert variant_color(row("crop_ibs", "signed_features"), variants) == "#6fbf87"
+    assert variant_color(row("other", "x"), variants, k=1) == PALETTE[1]
