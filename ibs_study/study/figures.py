@@ -37,6 +37,7 @@ from ibs_study.study.results import (
     metric_summary,
     sweep_reference,
 )
+from ibs_study.study.specs import variants_of
 from ibs_study.study.tables import METRIC_LABELS, TABLES
 from ibs_study.viz.chart import PALETTE, Bars, Chart, HLine, Line, Panel, render_matplotlib
 from ibs_study.viz.figures import SETTING_STYLE, CurveSeries, confusion_curve_chart
@@ -97,7 +98,7 @@ def series_from_results(
     oracle-embedding curves. Only the rows of ``variant`` ("": the study's own); None: every row,
     a variant's named in its label and drawn in a colour of its own."""
     out = []
-    variants = _variants(results.rows)
+    variants = variants_of(results.rows)
     for k, row in enumerate(results.rows):
         summary = getattr(row, curve)
         if row.model != model or summary is None or variant not in (None, row.variant):
@@ -425,11 +426,6 @@ LOGIT_PANELS = (
 )
 
 
-def _variants(rows: Sequence[ResultRow]) -> list[str]:
-    """The variants of ``rows`` in order of appearance, without the study's own ("")."""
-    return list(dict.fromkeys(row.variant for row in rows if row.variant))
-
-
 def variant_color(row: ResultRow, variants: Sequence[str], k: int = 0) -> str:
     """The colour of a results row: its setting's (:data:`SETTING_STYLE`); a variant's is that hue
     lighter, the more so the later it comes in ``variants``, so that every row reads as its
@@ -455,7 +451,8 @@ def oracle_logits_chart(results: StudyResults, model: str = "pfcn", *, title: st
     one panel per :data:`LOGIT_PANELS` entry, one bar per row (mean over seeds, logits as they are),
     95 % CI whiskers and the per-seed values as dots."""
     rows = [r for r in results.rows if r.model == model and "logit_own" in r.metrics]
-    colors = [variant_color(row, _variants(rows), k) for k, row in enumerate(rows)]
+    variants = variants_of(rows)
+    colors = [variant_color(row, variants, k) for k, row in enumerate(rows)]
     panels = []
     for number, (panel_title, metrics) in enumerate(LOGIT_PANELS, 1):
         bars = tuple(

@@ -30,7 +30,7 @@ from ibs_study.errors import ConfigError
 from ibs_study.study.claims import claims_table, format_difference, paired_difference, seeds_above_zero
 from ibs_study.study.oracle import LOGIT_METRICS
 from ibs_study.study.results import StudyResults, save_results
-from ibs_study.study.specs import StudyRow, study_rows
+from ibs_study.study.specs import StudyRow, study_rows, variants_of
 from ibs_study.study.tables import METRIC_LABELS, format_measured
 
 __all__ = [
@@ -114,7 +114,7 @@ class FollowUp:
 
     def variants(self) -> list[str]:
         """The variants of its rows, in order, without the study's own ("")."""
-        return list(dict.fromkeys(row.variant for row in self.rows if row.variant))
+        return variants_of(self.rows)
 
 
 def _variant_rows(settings: Sequence[str], variant: str, overrides: Sequence[str]) -> list[StudyRow]:

@@ -17,6 +17,7 @@ from typing import Any
 from ibs_study.study.grid import RunSpec
 
 __all__ = [
+    "variants_of",
     "MODELS",
     "SETTINGS",
     "StudyRow",
@@ -50,6 +51,12 @@ class StudyRow:
     def key(self) -> str:
         """``<model>_<setting>[_<variant>]``: the run directories are ``<key>_s<seed>``."""
         return key_of(self.model, self.setting, self.variant)
+
+
+def variants_of(rows: Iterable[Any]) -> list[str]:
+    """The variants of ``rows`` (anything with a ``variant``: study rows, results rows) in order of
+    appearance, without the study's own ("")."""
+    return list(dict.fromkeys(row.variant for row in rows if row.variant))
 
 
 def key_of(model: str, setting: str, variant: str = "") -> str:
