@@ -717,7 +717,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
-    from ibs_study.errors import InputError  # torch-free: synth/stats/score stay light
+    from ibs_study.errors import InputError, RunsFailedError  # torch-free: synth/stats/score stay light
 
     try:
         return int(args.run(args) or 0)
@@ -726,6 +726,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger("ibs_study").exception("input error")
         print(f"ibs-study {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except RunsFailedError as err:  # the runs' own logs hold their tracebacks
+        print(f"ibs-study {args.command}: error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from ibs_study.config import config_to_dict, resolve_config
 from ibs_study.engine.checkpoint import checkpoint_step, latest_checkpoint
 from ibs_study.engine.data import ensure_synthetic
 from ibs_study.engine.run_dir import RunDirError, config_differences, read_run_config
+from ibs_study.errors import RunsFailedError
 from ibs_study.input_files import expect, read_json
 
 logger = logging.getLogger(__name__)
@@ -241,7 +242,7 @@ def run_commands(
     ``MKL_NUM_THREADS`` set to ``threads``; ``done`` counts finished chains on the progress bar.
 
     Raises:
-        RuntimeError: after every chain has ended, naming each that failed and its log file.
+        RunsFailedError: after every chain has ended, naming each that failed and its log file.
     """
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     pending = [(Path(log), commands) for log, commands in chains if commands]
@@ -272,7 +273,7 @@ def run_commands(
                 failed.append(f"{log.stem} (exit {proc.returncode}; see {log})")
     bar.close()
     if failed:
-        raise RuntimeError(f"{desc} failed: " + "; ".join(failed))
+        raise RunsFailedError(f"{desc} failed: " + "; ".join(failed))
 
 
 def run_grid(
@@ -296,7 +297,7 @@ def run_grid(
     With subprocesses, each run trains with ``train.threads=threads`` (and ``OMP_NUM_THREADS`` /
     ``MKL_NUM_THREADS`` set to it), whatever its preset says: its ``config.yaml`` records the
     threads it used. Runs that are already done are only read. A run that fails raises
-    :class:`RuntimeError` naming it and its log file (``root/<name>.log``) after the
+    :class:`~ibs_study.errors.RunsFailedError` naming it and its log file (``root/<name>.log``) after the
     other runs have finished; an existing run directory of another config raises
     :class:`~ibs_study.engine.run_dir.RunDirError` before anything runs
     (:func:`check_run_matches`), a data root of another synthetic generation
@@ -335,20 +336,24 @@ def oracle_runs(
     progress: bool = True,
     logits: bool = False,
 ) -> list[Path]:
-    """``ibs-study oracle`` (``--logits`` with ``logits``) for every run directory whose oracle
-    measurements are pending (:func:`oracle_pending`), scheduled as :func:`run_grid`'s runs
-    (``parallel`` 0: in this process); returns the run directories it measured.
+    """``ibs-study oracle`` (``--logits`` with ``logits``) for every evaluated run directory
+    (:func:`run_status` ``done``) whose oracle measurements are pending (:func:`oracle_pending`),
+    scheduled as :func:`run_grid`'s runs (``parallel`` 0: in this process); returns the run
+    directories it measured. A run still training or not yet evaluated is left alone.
 
     Raises:
-        RuntimeError: a measurement failed (naming the run and its log ``<run_dir>.oracle.log``).
+        RunsFailedError: a measurement failed (naming the run and its log ``<run_dir>.oracle.log``).
     """
     if parallel < 0:
         raise ValueError(f"parallel must be >= 0, got {parallel}")
-    todo = [Path(d) for d in run_dirs if oracle_pending(Path(d), logits)]
+    todo = [Path(d) for d in run_dirs if run_status(Path(d)) == "done" and oracle_pending(Path(d), logits)]
     if parallel == 0:
         for run_dir in tqdm(todo, desc="oracle confusion", unit="run", disable=not progress or not todo):
             _measure_oracle_in_process(run_dir, logits)
         return todo
+    chains = [(d.parent / f"{d.name}.oracle.log", [_oracle_command(d, logits)]) for d in todo]
+    run_commands(chains, parallel=parallel, threads=threads, progress=progress, desc="oracle confusion")
+    return todo
     for parent in {run_dir.parent for run_dir in todo}:
         chains = [(f"{d.name}.oracle", [_oracle_command(d, logits)]) for d in todo if d.parent == parent]
         run_commands(

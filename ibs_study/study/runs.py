@@ -266,7 +266,6 @@ def run_study(
         :func:`~ibs_study.study.results.collect_results` with ``sweeps``: name ->
         :func:`~ibs_study.study.results.collect_sweep` points (only when sweeps are given).
     """
-    from ibs_study.engine.checkpoint import latest_checkpoint
     from ibs_study.engine.run_dir import git_commit
     from ibs_study.study.results import collect_results, collect_sweep
     from ibs_study.study.specs import study_specs, sweep_anchors
@@ -277,10 +276,9 @@ def run_study(
         run_grid([*specs, *sweep_runs], root, parallel=parallel, threads=threads, progress=progress,
                  oracle=oracle, logits=logits)  # fmt: skip
     elif oracle:
-        # Runs that do not exist are left to collect_results, whose error names them.
+        # Runs not evaluated yet are left to collect_results, whose error names them.
         run_dirs = [Path(root) / spec.name for spec in [*specs, *sweep_runs]]
-        existing = [d for d in run_dirs if latest_checkpoint(d / "checkpoints") is not None]
-        oracle_runs(existing, parallel=parallel, threads=threads, progress=progress, logits=logits)
+        oracle_runs(run_dirs, parallel=parallel, threads=threads, progress=progress, logits=logits)
     device = run_device(Path(root) / f"{rows[0].key}_s{seeds[0]}")
     results = collect_results(
         root,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import torch
 
 from ibs_study.cli import main
 from ibs_study.config import ConfigError, resolve_config
+from ibs_study.study import grid
 from ibs_study.study.claims import claims_table
 from ibs_study.study.figures import LOGIT_PANELS, oracle_logits_figure, table_bar_rows, variant_color
 from ibs_study.study.followups import (
@@ -140,9 +142,10 @@ def test_oracle_logits_figure_draws_every_row_with_logits():
     assert legend[0] == "crop + IBS (paired sampler), detach_bias" and legend[1] == "full image"
 
 
-def test_a_follow_up_runs_end_to_end_on_the_tiny_set(tmp_path, capsys):
+def test_a_follow_up_runs_end_to_end_on_the_tiny_set(tmp_path, capsys, monkeypatch):
     """Two variant rows, one seed, 3 steps: runs, evaluation, oracle confusion and logits,
-    results with variants, tables and figures; a second call only reads the runs."""
+    results with variants, tables and figures; a second call only reads the runs; a run that
+    fails as a subprocess ends the command in one line naming its log."""
     rows = ["pfcn_crop_signed_features", "pfcn_crop_ibs_detach_bias"]
     options = dict(
         root=tmp_path / "runs",
@@ -196,6 +199,15 @@ def test_a_follow_up_runs_end_to_end_on_the_tiny_set(tmp_path, capsys):
     assert load_results(again / "synthetic_results.json").rows == results.rows
     with pytest.raises(ConfigError, match="has no rows \\['pfcn_nope'\\]"):
         run_followup("signed_features", **(options | {"rows": ["pfcn_nope"]}))
+    failing = [sys.executable, "-c", "import sys; print('no space left on device'); sys.exit(3)"]
+    monkeypatch.setattr(grid, "_commands", lambda *args, **kwargs: [failing])
+    sets = [word for item in options["overrides"] for word in ("--set", item)]
+    capsys.readouterr()
+    assert main([*command, "--rows", "pfcn_crop", "--parallel", "1", "--no-progress", *sets]) == 1
+    error = capsys.readouterr().err.strip()
+    log = runs / "pfcn_crop_s0.log"
+    assert error == f"ibs-study followup: error: runs failed: pfcn_crop_s0 (exit 3; see {log})"
+    assert "no space left on device" in log.read_text()
 
 
 def test_a_variant_row_is_drawn_in_its_setting_s_hue_lighter():
