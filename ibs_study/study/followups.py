@@ -5,8 +5,9 @@ are reused where their runs exist, and *variant* rows that add overrides to a pr
 the seed-paired comparisons it was made for. :func:`run_followup` trains and evaluates
 every (row, seed) with :func:`~ibs_study.study.runs.run_study` (finished runs are only read),
 measures the oracle confusion and the oracle logits (:mod:`ibs_study.study.oracle`) of
-each run, and writes into one folder:
+each run, and :func:`write_followup` writes into one folder, replaced as a whole:
 
+* ``index.md``: the question, the provenance, links to the tables and the figures;
 * ``synthetic_results.json``: the study's schema, each row with its ``variant``;
 * ``rows.md`` and ``logits.md``: every row's means with 95 % intervals;
 * ``comparisons.md``: what the follow-up asks, then its seed-paired differences (Student-t 95 %
@@ -26,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ibs_study.atomic import atomic_folder, write_text_atomic
 from ibs_study.errors import ConfigError
 from ibs_study.study.claims import claims_table, format_difference, paired_difference, seeds_above_zero
 from ibs_study.study.oracle import LOGIT_METRICS
@@ -43,6 +45,8 @@ __all__ = [
     "rows_table",
     "comparisons_table",
     "run_followup",
+    "write_followup",
+    "index_page",
 ]
 
 # the measures of rows.md and comparisons.md (fractions, shown in percent), then the logits
@@ -57,6 +61,8 @@ ROW_METRICS = (
     "oracle_own_coverage",
 )
 COMPARISON_METRICS = (*ROW_METRICS, *LOGIT_METRICS)
+# the confusion-curve figures, named <stem>_<model>
+FIGURE_STEMS = ("fig5_confusion", "fig5_oracle")
 
 
 def scaled_warmup(official_warmup: int, official_steps: int, steps: int) -> int:
@@ -283,9 +289,7 @@ def run_followup(
     Raises:
         ConfigError: an unknown follow-up or row key (the message lists the valid ones).
     """
-    from ibs_study.study.figures import confusion_chart, oracle_logits_chart
     from ibs_study.study.runs import run_study
-    from ibs_study.viz.figures import save_figure
 
     if name not in FOLLOWUPS:
         raise ConfigError(f"unknown follow-up {name!r}; valid: {sorted(FOLLOWUPS)}")
@@ -310,23 +314,77 @@ def run_followup(
         train=train,
         logits=True,
     )
-    save_results(results, out / "synthetic_results.json")
+    write_followup(results, followup, out)
+    return results
+
+
+def _followup_files(followup: FollowUp) -> list[str]:
+    """Every file name :func:`write_followup` may write for ``followup``."""
     model = followup.model
-    (out / "rows.md").write_text(rows_table(results, ROW_METRICS, model))
-    (out / "logits.md").write_text(rows_table(results, LOGIT_METRICS, model))
-    comparisons = comparisons_table(results, followup.comparisons, model=model)
-    (out / "comparisons.md").write_text(f"{followup.description}\n\n{comparisons}")
+    claims = [f"claims_{model}{'_' + v if v else ''}.md" for v in ["", *followup.variants()]]
+    stems = [*(f"{stem}_{model}" for stem in FIGURE_STEMS), "fig_oracle_logits"]
+    figures = [f"{stem}.{fmt}" for stem in stems for fmt in ("png", "svg")]
+    return ["synthetic_results.json", "index.md", "rows.md", "logits.md", "comparisons.md", *claims, *figures]
+
+
+def index_page(results: StudyResults, followup: FollowUp, files: Sequence[str]) -> str:
+    """Markdown: the follow-up's question, where its numbers come from, and its ``files`` (the
+    tables linked, the figures shown)."""
+    seeds = sorted({seed for row in results.rows for seed in row.seeds})
+    lines = [
+        f"# Follow-up `{followup.name}`",
+        "",
+        followup.description,
+        "",
+        f"`ibs-study followup {followup.name}` wrote this folder from {len(results.rows)} rows "
+        f"({followup.model}, seeds {seeds[0]}–{seeds[-1]}; commit {(results.commit or 'unknown')[:7]}, "
+        f"device {results.device or 'unknown'}); every table and figure here is generated from "
+        "[synthetic_results.json](synthetic_results.json).",
+        "",
+        "- [comparisons.md](comparisons.md): the seed-paired differences it was made for",
+        "- [rows.md](rows.md) and [logits.md](logits.md): every row, mean ± 95 % CI",
+        *(f"- [{name}]({name}): the paper's claims" for name in files if name.startswith("claims_")),
+        "",
+        *(f"![{name}]({name})" for name in files if name.endswith(".png")),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_followup(results: StudyResults, followup: FollowUp, out: str | os.PathLike) -> list[str]:
+    """Write ``results`` of ``followup`` and everything made from them into folder ``out``, which
+    is replaced as a whole once complete (:func:`~ibs_study.atomic.atomic_folder`; files of other
+    origin in it are kept): the results JSON, ``index.md``, the tables and the figures listed in
+    this module's docstring. Returns the names written, in order."""
+    from ibs_study.study.figures import confusion_chart, oracle_logits_chart
+    from ibs_study.viz.figures import save_figure
+
+    model = followup.model
+    tables = {
+        "rows.md": rows_table(results, ROW_METRICS, model),
+        "logits.md": rows_table(results, LOGIT_METRICS, model),
+        "comparisons.md": f"{followup.description}\n\n{comparisons_table(results, followup.comparisons, model=model)}",
+    }
     for variant in ["", *followup.variants()]:
         table = claims_table(results, model, variant)
         if table.count("\n") > 2:  # a header and at least one claim
-            (out / f"claims_{model}{'_' + variant if variant else ''}.md").write_text(table)
-    for stem, curve, title in (
-        ("fig5_confusion", "confusion_curve", "Confusion"),
-        ("fig5_oracle", "oracle_confusion_curve", "Oracle-embedding confusion"),
+            tables[f"claims_{model}{'_' + variant if variant else ''}.md"] = table
+    charts = {}
+    for stem, curve, title in zip(
+        FIGURE_STEMS,
+        ("confusion_curve", "oracle_confusion_curve"),
+        ("Confusion", "Oracle-embedding confusion"),
     ):
-        title = f"{title}, {model}, follow-up {name} (mean, 95 % band)"
+        title = f"{title}, {model}, follow-up {followup.name} (mean, 95 % band)"
         chart = confusion_chart(results, model, curve, variant=None, title=title)
         if chart is not None:
-            save_figure(chart, out / f"{stem}_{model}")
-    save_figure(oracle_logits_chart(results, model), out / "fig_oracle_logits")
-    return results
+            charts[f"{stem}_{model}"] = chart
+    charts["fig_oracle_logits"] = oracle_logits_chart(results, model)
+    written = ["synthetic_results.json", "index.md", *tables]
+    with atomic_folder(out, replaced=_followup_files(followup)) as folder:
+        save_results(results, folder / "synthetic_results.json")
+        for name, text in tables.items():
+            write_text_atomic(folder / name, text)
+        for stem, chart in charts.items():
+            written += [path.name for path in save_figure(chart, folder / stem)]
+        write_text_atomic(folder / "index.md", index_page(results, followup, written))
+    return written

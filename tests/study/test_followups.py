@@ -24,6 +24,7 @@ from ibs_study.study.followups import (
     rows_table,
     run_followup,
     scaled_warmup,
+    write_followup,
 )
 from ibs_study.study.results import ResultRow, StudyResults, load_results, metric_summary
 from ibs_study.study.runs import smoke_overrides
@@ -127,11 +128,16 @@ def test_variant_rows_stay_out_of_the_study_tables_and_claims():
     assert "| full | (study) | 3 |" in table
 
 
-def test_oracle_logits_figure_draws_every_row_with_logits():
+def _logit_results() -> StudyResults:
+    """:func:`_results` with every logit metric (the values of ``logit_own``)."""
     data = _data()
-    for row in data["rows"]:  # every logit metric: the same values as logit_own
+    for row in data["rows"]:
         row["metrics"] |= {m: row["metrics"]["logit_own"] for _, names in LOGIT_PANELS for m in names}
-    figure = oracle_logits_figure(StudyResults.from_json(data))
+    return StudyResults.from_json(data)
+
+
+def test_oracle_logits_figure_draws_every_row_with_logits():
+    figure = oracle_logits_figure(_logit_results())
     axes = figure.get_axes()
     assert len(axes) == len(LOGIT_PANELS)
     for ax, (_, names) in zip(axes, LOGIT_PANELS):
@@ -178,6 +184,14 @@ def test_a_follow_up_runs_end_to_end_on_the_tiny_set(tmp_path, capsys, monkeypat
     )
     for name in ("rows.md", "logits.md", "comparisons.md", "fig_oracle_logits.png", "fig5_oracle_pfcn.png"):
         assert (out / name).is_file(), name
+        assert f"]({name})" in (out / "index.md").read_text(), name
+    # the folder is a function of its JSON: written again from it, every table is the same
+    rewritten = tmp_path / "rewritten"
+    names = write_followup(load_results(out / "synthetic_results.json"), SIGNED_FEATURES, rewritten)
+    assert sorted(names) == sorted(p.name for p in out.iterdir())
+    for name in names:
+        if name.endswith((".md", ".json")):
+            assert (rewritten / name).read_bytes() == (out / name).read_bytes(), name
     assert "| crop | signed_features | 1 |" in (out / "rows.md").read_text()
     # the CLI: the logit analysis of one run, and the logits compared as they are (not in percent)
     runs = tmp_path / "runs"
@@ -223,3 +237,29 @@ def test_a_variant_row_is_drawn_in_its_setting_s_hue_lighter():
     )  # 74 + 181 * 0.5 = 164.5 rounds to even
     assert variant_color(row("crop_ibs", "signed_features"), variants) == "#6fbf87"
     assert variant_color(row("other", "x"), variants, k=1) == PALETTE[1]
+
+
+def test_a_follow_up_folder_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A figure that fails half way leaves the old folder as it was (no table of the new results,
+    no temporary folder); files of other origin in the folder are kept when it is replaced."""
+    from ibs_study.viz import figures
+
+    results = _logit_results()
+    out = tmp_path / "out"
+    write_followup(results, SIGNED_FEATURES, out)
+    (out / "notes.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    changed = dataclasses.replace(results, commit="f" * 40)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(figures, "save_figure", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        write_followup(changed, SIGNED_FEATURES, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    monkeypatch.undo()
+    write_followup(changed, SIGNED_FEATURES, out)
+    assert (out / "notes.txt").read_text() == "mine"
+    assert load_results(out / "synthetic_results.json").commit == "f" * 40

@@ -94,9 +94,12 @@ def test_results_page_is_short_and_states_at_most_ten_findings():
 
 
 FOLLOWUPS = sorted((ROOT / "paper_figures").glob("followup_*/synthetic_results.json"))
+# folders that `ibs-study followup NAME` wrote (write_followup); the others `ibs-study figures`
+RUN_FOLLOWUPS = [p for p in FOLLOWUPS if (p.parent / "comparisons.md").is_file()]
+FIGURE_FOLLOWUPS = [p for p in FOLLOWUPS if p not in RUN_FOLLOWUPS]
 
 
-@pytest.mark.parametrize("path", FOLLOWUPS, ids=[p.parent.name for p in FOLLOWUPS])
+@pytest.mark.parametrize("path", FIGURE_FOLLOWUPS, ids=[p.parent.name for p in FIGURE_FOLLOWUPS])
 def test_followup_studies_match_their_tables_and_docs(path):
     """A follow-up study (paper_figures/followup_*/): same schema; its tables and claims are what its
     JSON produces, and the docs (results.md or experiments.md) link its ablation, oracle and claims
@@ -134,6 +137,32 @@ def test_followup_studies_match_their_tables_and_docs(path):
         assert f"{path.parent.name}/claims_{model}.md" in docs, (
             f"docs lack the {model} claims of {path.parent.name}"
         )
+
+
+@pytest.mark.parametrize("path", RUN_FOLLOWUPS, ids=[p.parent.name for p in RUN_FOLLOWUPS])
+def test_run_followups_are_what_their_json_writes_and_the_docs_link_them(path, tmp_path):
+    """A folder of ``ibs-study followup NAME`` (paper_figures/followup_NAME/): written again from
+    its JSON, every table and its index are the same bytes; fractions lie in [0, 1]; the docs link
+    its comparisons and claims."""
+    from ibs_study.study import followups
+    from ibs_study.study.oracle import LOGIT_METRICS
+
+    name = path.parent.name.removeprefix("followup_")
+    followup = load_results(path)
+    assert followup.rows and followup.commit and followup.device
+    for row in followup.rows:
+        assert len(row.seeds) >= 3 and row.steps > 0
+        for metric, summary in row.metrics.items():
+            if metric not in LOGIT_METRICS:
+                assert all(0.0 <= v <= 1.0 for v in summary.per_seed), (row.setting, row.variant, metric)
+    written = followups.write_followup(followup, followups.FOLLOWUPS[name], tmp_path / "again")
+    assert sorted(written) == sorted(p.name for p in path.parent.iterdir())
+    docs = "\n".join((ROOT / "docs" / doc).read_text() for doc in ("results.md", "experiments.md"))
+    for file in written:
+        if file.endswith(".md"):
+            assert (tmp_path / "again" / file).read_bytes() == (path.parent / file).read_bytes(), file
+        if file == "comparisons.md" or file.startswith("claims_"):
+            assert f"{path.parent.name}/{file}" in docs, f"docs lack {path.parent.name}/{file}"
 
 
 CURVES = sorted((ROOT / "paper_figures").rglob("operating_curves_*.json"))
