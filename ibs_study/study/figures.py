@@ -15,7 +15,7 @@ notebooks call the same functions, so a figure has one title and one look wherev
   value (λ_IBS, crop size), with the study row it is read against;
 * :func:`oracle_logits_chart`: the oracle logit analysis (``logit_*`` metrics,
   :func:`ibs_study.study.oracle.oracle_logits`) of every row, variants included;
-* :func:`operating_curve_figure`: Acc^th against Prec^th over an inference threshold;
+* :func:`operating_curve_chart`: Acc^th against Prec^th over an inference threshold;
 * :func:`shared_class_figure`: how often an IBS pair shares a thing class, per sampler.
 """
 
@@ -59,6 +59,7 @@ __all__ = [
     "sweep_chart",
     "sweep_figure",
     "study_sweep_chart",
+    "operating_curve_chart",
     "operating_curve_figure",
     "LOGIT_PANELS",
     "oracle_logits_chart",
@@ -362,20 +363,19 @@ def study_sweep_chart(results: StudyResults, name: str) -> Chart:
 # ----------------------------------------------------------------------- operating curves
 
 
-def operating_curve_figure(
+def operating_curve_chart(
     curves: Mapping,
     *,
     x: str = "acc_th",
     y: str = "prec_th",
     title: str | None = None,
-) -> Figure:
+) -> Chart:
     """Operating curves (:func:`ibs_study.study.operating.collect_operating_curves`): ``y`` against ``x``
-    (percent) over the swept values, one line per row, 95 % intervals in both directions, each
-    point labelled with its value; the curves' ``default`` (the value the runs were trained and
-    evaluated with) is circled."""
+    (percent) over the swept values, one line per row, 95 % intervals in both directions, the
+    end points labelled with their value; the curves' ``default`` (the value the runs were
+    trained and evaluated with) is circled and labelled."""
     default = curves.get("default")
-    fig = Figure(figsize=(6.8, 4.6), layout="constrained")
-    ax = fig.subplots()
+    lines = []
     for k, row in enumerate(curves["rows"]):
         label, color, style = SETTING_STYLE.get(
             row["setting"], (row["setting"], PALETTE[k % len(PALETTE)], "-")
@@ -383,37 +383,40 @@ def operating_curve_figure(
         points = [p for p in row["points"] if x in p["metrics"] and y in p["metrics"]]
         if not points:
             continue
-        mx, x_low, x_high = (np.array(v) for v in zip(*(_percent(p["metrics"][x]) for p in points)))
-        my, y_low, y_high = (np.array(v) for v in zip(*(_percent(p["metrics"][y]) for p in points)))
-        ax.errorbar(mx, my, xerr=[mx - x_low, x_high - mx], yerr=[my - y_low, y_high - my], color=color, ls=style,
-                    marker="o", ms=3.5, capsize=1.5, lw=1.3, elinewidth=0.7, alpha=0.9, label=label)  # fmt: skip
-        for k, (px, py, p) in enumerate(zip(mx, my, points)):
-            is_default = default is not None and abs(p["value"] - default) < 1e-12
-            if is_default:
-                ax.plot(px, py, "o", ms=8, mfc="none", mec=color, mew=1.5)
-            if is_default or k in (0, len(points) - 1):  # the ends and the default: the rest lie between
-                ax.annotate(
-                    f"{p['value']:g}",
-                    (px, py),
-                    xytext=(4, 3),
-                    textcoords="offset points",
-                    fontsize=7,
-                    color=color,
-                )
+        mx, x_low, x_high = zip(*(_percent(p["metrics"][x]) for p in points))
+        my, y_low, y_high = zip(*(_percent(p["metrics"][y]) for p in points))
+        is_default = [default is not None and abs(p["value"] - default) < 1e-12 for p in points]
+        ends = {0, len(points) - 1}  # the ends and the default are labelled: the rest lie between
+        labels = [f"{p['value']:g}" if k in ends or is_default[k] else "" for k, p in enumerate(points)]
+        lines.append(
+            Line(label, mx, my, color, dash=style, marker="o", marker_size=3.5, width=1.3,
+                 error=(y_low, y_high), xerror=(x_low, x_high), point_labels=labels)
+        )  # fmt: skip
+        circled = [k for k, flag in enumerate(is_default) if flag]
+        if circled:
+            at = circled[0]
+            lines.append(
+                Line(None, [mx[at]], [my[at]], color, dash="", marker="o", marker_size=8, hollow=True)
+            )
     key = curves.get("key", "")
-    ax.set_xlabel(f"{METRIC_LABELS.get(x, x)} (%)")
-    ax.set_ylabel(f"{METRIC_LABELS.get(y, y)} (%)")
     seeds = curves.get("seeds", [])
-    circled = "; circled: the runs' own value" if default is not None else ""
-    ax.set_title(
-        title
+    circled_note = "; circled: the runs' own value" if default is not None else ""
+    panel = Panel(
+        title=title
         or f"Operating curves over {key.split('.')[-1]}\n(mean of {len(seeds)} seeds, 95 % CI; labelled: the "
-        f"end values{circled})",
-        fontsize=9,
+        f"end values{circled_note})",
+        xlabel=f"{METRIC_LABELS.get(x, x)} (%)",
+        ylabel=f"{METRIC_LABELS.get(y, y)} (%)",
+        lines=tuple(lines),
+        legend="right",
+        title_size=9,
     )
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return fig
+    return Chart((panel,), size=(6.8, 4.6))
+
+
+def operating_curve_figure(curves: Mapping, **options: Any) -> Figure:
+    """:func:`operating_curve_chart` drawn by matplotlib."""
+    return render_matplotlib(operating_curve_chart(curves, **options))
 
 
 # --------------------------------------------------------------------------- oracle logits

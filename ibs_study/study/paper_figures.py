@@ -13,7 +13,7 @@
 * ``claims_{model}.md``: the paper's claims checked on seed-paired differences
   (:func:`~ibs_study.study.claims.claims_table`), for each model with the rows they need;
 * ``fig5_oracle_{model}``: the oracle-embedding confusion curves, where the rows have them;
-* ``operating_curve_{model}.png`` / ``.svg``: Acc^th against Prec^th over an inference threshold
+* ``operating_curve_{model}.png`` / ``.svg`` / ``.html``: Acc^th against Prec^th over an inference threshold
   (:mod:`ibs_study.study.operating`), for each ``operating_curves_{model}.json`` beside the results;
 * with ``runs_root`` (the folder of the study's run directories ``<model>_<setting>_s<seed>``),
   the figures that need predictions or data, from the runs of the rows' first seed:
@@ -55,7 +55,7 @@ from ibs_study.study.figures import (
     confusion_chart,
     measured_tables,
     metric_bars_chart,
-    operating_curve_figure,
+    operating_curve_chart,
     study_sweep_chart,
 )
 from ibs_study.study.results import StudyResults, load_operating_curves, load_results
@@ -308,8 +308,7 @@ def _operating_curves(folder: Path, build: _Build) -> None:
         build.skip("operating curves", f"no operating_curves_<model>.json beside the results in {folder}")
     for path in paths:
         model = path.stem.removeprefix("operating_curves_")
-        figure = operating_curve_figure(load_operating_curves(path))
-        build.add(save_figure(figure, build.out_dir / f"operating_curve_{model}"))
+        build.chart(operating_curve_chart(load_operating_curves(path)), f"operating_curve_{model}")
 
 
 def build_all(

@@ -56,7 +56,10 @@ class Line:
         label: legend entry (None: none).
         dash: line style; ``""`` draws the markers only.
         band: (low, high), N values each: a filled band around the line.
-        error: (low, high), N values each: whiskers from low to high at each point.
+        error: (low, high), N values each: vertical whiskers from low to high at each point.
+        xerror: (low, high), N values each: horizontal whiskers.
+        point_labels: N texts written beside the points ("" or absent: none).
+        marker_size: in points; ``hollow`` draws the markers as rings.
         legend: False keeps the line out of the legend (a line with no points and a label is a
             legend entry alone, e.g. for a set of unlabelled rules).
     """
@@ -70,6 +73,10 @@ class Line:
     width: float = 1.8
     band: Bounds | None = None
     error: Bounds | None = None
+    xerror: Bounds | None = None
+    point_labels: Sequence[str] = ()
+    marker_size: float = 4.0
+    hollow: bool = False
     legend: bool = True
 
 
@@ -157,19 +164,34 @@ class Chart:
 # ----------------------------------------------------------------------------- matplotlib
 
 
+def _spans(values: np.ndarray, bounds: Bounds | None) -> list[np.ndarray] | None:
+    """matplotlib's ``xerr`` / ``yerr`` (distances below and above) of (low, high) bounds."""
+    if bounds is None:
+        return None
+    low, high = (np.asarray(b, dtype=float) for b in bounds)
+    return [values - low, high - values]
+
+
 def _draw_line(ax: Axes, line: Line) -> None:
     x, y = np.asarray(line.x, dtype=float), np.asarray(line.y, dtype=float)
     label = line.label if line.legend else None
     style = {"color": line.color, "ls": line.dash or "none", "lw": line.width, "label": label}
     if line.marker:
-        style |= {"marker": line.marker, "ms": 4}
-    if line.error is not None:
-        low, high = (np.asarray(b, dtype=float) for b in line.error)
-        ax.errorbar(x, y, yerr=[y - low, high - y], capsize=2, **style)
+        style |= {"marker": line.marker, "ms": line.marker_size}
+        if line.hollow:
+            style |= {"mfc": "none", "mec": line.color, "mew": 1.5}
+    if line.error is not None or line.xerror is not None:
+        whiskers = {"xerr": _spans(x, line.xerror), "yerr": _spans(y, line.error)}
+        ax.errorbar(x, y, capsize=2 if line.xerror is None else 1.5, elinewidth=0.8, **whiskers, **style)
     else:
         ax.plot(x, y, **style)
     if line.band is not None:
         ax.fill_between(x, *line.band, color=line.color, alpha=0.18, lw=0)
+    for px, py, text in zip(x, y, line.point_labels):
+        if text:
+            ax.annotate(
+                text, (px, py), xytext=(4, 3), textcoords="offset points", fontsize=7, color=line.color
+            )
 
 
 def _draw_bars(ax: Axes, panel: Panel) -> None:
@@ -264,8 +286,10 @@ def _finite(values: Sequence[float]) -> list[float | None]:
     return [None if v is None or math.isnan(v) else float(v) for v in values]
 
 
-def _whiskers(values: Sequence[float], bounds: Bounds) -> dict:
-    """plotly's ``error_y`` for whiskers from (low, high) to each value's bounds."""
+def _whiskers(values: Sequence[float], bounds: Bounds | None) -> dict | None:
+    """plotly's ``error_y`` / ``error_x`` for whiskers from (low, high) to each value's bounds."""
+    if bounds is None:
+        return None
     low, high = bounds
     plus = [h - v for v, h in zip(values, high)]
     minus = [v - lo for v, lo in zip(values, low)]
@@ -292,17 +316,28 @@ def _line_traces(line: Line, show_legend: bool) -> list[go.Scatter]:
     mode = "lines" if line.dash else "markers"
     if line.marker and line.dash:
         mode = "lines+markers"
+    marker = {
+        "symbol": _PLOTLY_MARKER.get(line.marker or "o", "circle"),
+        "color": "rgba(0,0,0,0)" if line.hollow else line.color,
+        "size": round(line.marker_size * 1.5),
+        "line": {"color": line.color, "width": 1.5 if line.hollow else 0},
+    }
+    labels = list(line.point_labels)
     traces.append(
         go.Scatter(
             x=list(line.x),
             y=list(line.y),
-            mode=mode,
+            mode=mode + ("+text" if any(labels) else ""),
             name=name,
             legendgroup=name,
             showlegend=show_legend,
             line={"color": line.color, "dash": _PLOTLY_DASH.get(line.dash, "solid"), "width": line.width},
-            marker={"symbol": _PLOTLY_MARKER.get(line.marker or "o", "circle"), "color": line.color},
-            error_y=_whiskers(line.y, line.error) if line.error is not None else None,
+            marker=marker,
+            error_y=_whiskers(line.y, line.error),
+            error_x=_whiskers(line.x, line.xerror),
+            text=labels or None,
+            textposition="top right",
+            textfont={"color": line.color, "size": round(7 * _PX_PER_PT)},
         )
     )
     return traces
@@ -319,7 +354,7 @@ def _bar_trace(bars: Bars, categories: Sequence[str], show_legend: bool) -> go.B
         showlegend=show_legend,
         marker_color=bars.color,
         opacity=0.85,
-        error_y=_whiskers(bars.values, bars.error) if bars.error is not None else None,
+        error_y=_whiskers(bars.values, bars.error),
         customdata=seeds,
         hovertemplate=hover + "<extra>" + bars.label + "</extra>",
     )

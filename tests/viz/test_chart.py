@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from matplotlib.colors import to_hex
 
-from ibs_study.study.figures import metric_bars_chart, sweep_chart
+from ibs_study.study.figures import metric_bars_chart, operating_curve_chart, sweep_chart
 from ibs_study.study.results import ResultRow, StudyResults, Summary, SweepRun
 from ibs_study.viz.chart import Bars, Chart, HLine, Line, Panel, Picture, render_matplotlib, render_plotly
 from ibs_study.viz.figures import CurveSeries, confusion_curve_chart
@@ -127,3 +127,50 @@ def test_panels_pictures_and_rules_render_alike():
     assert [p.get_height() for p in bars_ax.patches] == list(page.data[1].y) == [1.0, -2.0]
     assert [shape.y0 for shape in page.layout.shapes] == [bars_ax.lines[-1].get_ydata()[0]] == [0.0]
     assert list(page.layout.yaxis.range) == [19.5, -0.5]  # the image keeps y down
+
+
+def test_operating_curves_carry_both_whiskers_the_value_labels_and_the_circled_default():
+    def point(value: float, acc: list[float], prec: list[float]) -> dict:
+        return {
+            "value": value,
+            "metrics": {"acc_th": _summary(acc).to_json(), "prec_th": _summary(prec).to_json()},
+        }
+
+    curves = {
+        "key": "model.panoptic_fcn.thing_score_threshold",
+        "values": [0.1, 0.2, 0.3],
+        "default": 0.2,
+        "seeds": [0, 1],
+        "rows": [
+            {
+                "model": "pfcn",
+                "setting": "crop",
+                "points": [point(0.1, [0.5, 0.7], [0.3, 0.5]), point(0.2, [0.4, 0.6], [0.4, 0.6]),
+                           point(0.3, [0.3, 0.5], [0.5, 0.7])],
+            },
+        ],
+    }  # fmt: skip
+    chart = operating_curve_chart(curves)
+    ax = render_matplotlib(chart).axes[0]
+    page = render_plotly(chart)
+    curve, ring = page.data
+    assert list(curve.x) == pytest.approx([60, 50, 40]) and list(curve.y) == pytest.approx([40, 50, 60])
+    # the interval of each mean runs from 5 points below the smallest seed to the largest
+    assert list(curve.error_x.arrayminus) == pytest.approx([15, 15, 15])
+    assert list(curve.error_x.array) == pytest.approx([10, 10, 10])
+    assert list(curve.error_y.arrayminus) == pytest.approx([15, 15, 15])
+    assert list(curve.text) == ["0.1", "0.2", "0.3"]  # both ends and the default
+    assert sorted(t.get_text() for t in ax.texts) == ["0.1", "0.2", "0.3"]
+    assert (list(ring.x), list(ring.y)) == (pytest.approx([50]), pytest.approx([50]))
+    assert ring.marker.color == "rgba(0,0,0,0)" and ring.showlegend is False
+    (mpl_curve, mpl_ring) = [line for line in ax.lines if len(line.get_xdata()) and line.get_marker() == "o"]
+    assert mpl_ring.get_markerfacecolor() == "none" and list(mpl_curve.get_ydata()) == pytest.approx(
+        [40, 50, 60]
+    )
+    horizontal = [
+        seg for seg in ax.collections[0].get_segments()
+    ]  # the x whiskers: (x_low, y) to (x_high, y)
+    assert [tuple(seg[:, 0]) for seg in horizontal] == [
+        pytest.approx((45, 70)), pytest.approx((35, 60)), pytest.approx((25, 50))
+    ]  # fmt: skip
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [curve.name] == ["crop"]
