@@ -11,6 +11,7 @@ notebooks call the same functions, so a figure has one title and one look wherev
   Tables 1-7 as bars with 95 % confidence intervals and the per-seed values;
 * :func:`series_from_results`, :func:`confusion_chart`: Fig. 5, the confusion curves of a
   model's rows (or their oracle-embedding curves), 95 % bands over seeds;
+  :func:`variant_confusion_chart` the same for a follow-up, a panel per variant;
 * :func:`sweep_points`, :func:`sweep_chart`, :func:`study_sweep_chart`: a metric against a swept
   value (λ_IBS, crop size), with the study row it is read against;
 * :func:`oracle_logits_chart`: the oracle logit analysis (``logit_*`` metrics,
@@ -21,6 +22,7 @@ notebooks call the same functions, so a figure has one title and one look wherev
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -48,6 +50,7 @@ __all__ = [
     "SWEEP_LABELS",
     "series_from_results",
     "confusion_chart",
+    "variant_confusion_chart",
     "BarRow",
     "table_title",
     "table_bar_rows",
@@ -134,6 +137,55 @@ def confusion_chart(
     if oracle:
         return confusion_curve_chart(series, title=title, ylabel=ORACLE_CURVE_YLABEL)
     return confusion_curve_chart(series, title=title)
+
+
+def variant_confusion_chart(
+    results: StudyResults,
+    model: str,
+    curve: str = "confusion_curve",
+    *,
+    title: str | None = None,
+) -> Chart | None:
+    """The confusion curves (``curve``) of a follow-up, one panel per variant on a shared y axis:
+    the study's own rows first, then each variant's rows with their 95 % bands over the study's
+    rows of the same settings and its crop row, dotted and thin, for reference. None when no row
+    of ``model`` has the curve."""
+    oracle = curve == "oracle_confusion_curve"
+    ylabel = ORACLE_CURVE_YLABEL if oracle else "confused predicted things (%)"
+    panels = []
+    for variant in ["", *variants_of(results.rows)]:
+        own = series_from_results(results, model, curve=curve, variant=variant)
+        if not own:
+            continue
+        panel = confusion_curve_chart(own, title=variant or "the study's rows", ylabel=ylabel).panels[0]
+        if variant:
+            settings = {r.setting for r in results.rows if r.model == model and r.variant == variant} | {
+                "crop"
+            }
+            study = dataclasses.replace(
+                results, rows=tuple(r for r in results.rows if not r.variant and r.setting in settings)
+            )
+            reference = series_from_results(study, model, curve=curve, variant="")
+            lines = confusion_curve_chart(reference).panels[0].lines if reference else ()
+            dotted = tuple(
+                dataclasses.replace(line, dash=":", width=1.0, band=None, legend=False) for line in lines
+            )
+            panel = dataclasses.replace(
+                panel,
+                title=f"{variant}\n(dotted: the study's rows)",
+                ylabel="",
+                lines=dotted + panel.lines,
+                legend=None,
+            )
+        panels.append(panel)
+    if not panels:
+        return None
+    top = max(max(line.band[1] if line.band else line.y) for panel in panels for line in panel.lines)
+    xlabel = "overlap threshold T (% of GT area)"  # the panels are narrow
+    panels = [dataclasses.replace(panel, xlabel=xlabel, ylim=(0, min(100.0, 1.05 * top))) for panel in panels]
+    what = "Oracle-embedding confusion" if oracle else "Confusion"
+    title = title or f"{what}, {MODEL_LABELS.get(model, model)}, per variant (mean over seeds, 95 % band)"
+    return Chart(tuple(panels), title=title, size=(3.4 * len(panels), 3.9))
 
 
 # --------------------------------------------------------------------------- table bars

@@ -14,7 +14,7 @@ each run, and :func:`write_followup` writes into one folder, replaced as a whole
   intervals);
 * ``claims_pfcn.md`` and ``claims_pfcn_<variant>.md``: the paper's claims checked on the
   study's rows and on each variant that has the full, crop and crop + IBS rows;
-* ``fig5_confusion_pfcn``, ``fig5_oracle_pfcn`` (confusion curves of every row) and
+* ``fig5_confusion_pfcn``, ``fig5_oracle_pfcn`` (confusion curves, a panel per variant) and
   ``fig_oracle_logits`` (:func:`~ibs_study.study.figures.oracle_logits_chart`).
 
 :data:`FOLLOWUPS` holds the follow-ups by name; ``ibs-study followup NAME`` runs one.
@@ -355,7 +355,7 @@ def write_followup(results: StudyResults, followup: FollowUp, out: str | os.Path
     is replaced as a whole once complete (:func:`~ibs_study.atomic.atomic_folder`; files of other
     origin in it are kept): the results JSON, ``index.md``, the tables and the figures listed in
     this module's docstring. Returns the names written, in order."""
-    from ibs_study.study.figures import confusion_chart, oracle_logits_chart
+    from ibs_study.study.figures import oracle_logits_chart, variant_confusion_chart
     from ibs_study.viz.figures import save_figure
 
     model = followup.model
@@ -374,8 +374,8 @@ def write_followup(results: StudyResults, followup: FollowUp, out: str | os.Path
         ("confusion_curve", "oracle_confusion_curve"),
         ("Confusion", "Oracle-embedding confusion"),
     ):
-        title = f"{title}, {model}, follow-up {followup.name} (mean, 95 % band)"
-        chart = confusion_chart(results, model, curve, variant=None, title=title)
+        title = f"{title}, {model}, follow-up {followup.name}, per variant (mean over seeds, 95 % band)"
+        chart = variant_confusion_chart(results, model, curve, title=title)
         if chart is not None:
             charts[f"{stem}_{model}"] = chart
     charts["fig_oracle_logits"] = oracle_logits_chart(results, model)

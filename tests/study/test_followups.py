@@ -15,7 +15,13 @@ from ibs_study.cli import main
 from ibs_study.config import ConfigError, resolve_config
 from ibs_study.study import grid
 from ibs_study.study.claims import claims_table
-from ibs_study.study.figures import LOGIT_PANELS, oracle_logits_figure, table_bar_rows, variant_color
+from ibs_study.study.figures import (
+    LOGIT_PANELS,
+    oracle_logits_figure,
+    table_bar_rows,
+    variant_color,
+    variant_confusion_chart,
+)
 from ibs_study.study.followups import (
     FOLLOWUPS,
     SIGNED_FEATURES,
@@ -26,7 +32,7 @@ from ibs_study.study.followups import (
     scaled_warmup,
     write_followup,
 )
-from ibs_study.study.results import ResultRow, StudyResults, load_results, metric_summary
+from ibs_study.study.results import Curve, ResultRow, StudyResults, load_results, metric_summary
 from ibs_study.study.runs import smoke_overrides
 from ibs_study.study.specs import study_specs
 from ibs_study.study.tables import results_table
@@ -263,3 +269,48 @@ def test_a_follow_up_folder_is_replaced_whole_or_not_at_all(tmp_path, monkeypatc
     write_followup(changed, SIGNED_FEATURES, out)
     assert (out / "notes.txt").read_text() == "mine"
     assert load_results(out / "synthetic_results.json").commit == "f" * 40
+
+
+def test_variant_confusion_panels_put_each_variant_over_the_study_s_rows():
+    """A panel per variant on one y axis: the study's rows first, then a variant's rows (solid,
+    banded) over the study's rows of its settings and crop (dotted, unbanded, not in the legend)."""
+
+    def curve(level: float) -> Curve:
+        return Curve.of(
+            [{"thresholds": [0.1, 0.5], "ratio": [level + d, level / 2 + d]} for d in (0.0, 0.01)]
+        )
+
+    def row(setting: str, variant: str, level: float) -> ResultRow:
+        return ResultRow("pfcn", setting, (0, 1), 3, {}, variant=variant, confusion_curve=curve(level))
+
+    rows = (
+        row("full", "", 0.2),
+        row("crop", "", 0.6),
+        row("crop_ibs", "", 0.4),
+        row("crop_ibs", "detach_bias", 0.3),
+        row("crop", "signed_features", 0.5),
+    )
+    chart = variant_confusion_chart(StudyResults("cpu", "cpu", None, rows), "pfcn")
+    study, detach, signed = chart.panels
+    assert [p.title for p in chart.panels] == [
+        "the study's rows",
+        "detach_bias\n(dotted: the study's rows)",
+        "signed_features\n(dotted: the study's rows)",
+    ]
+    assert [(line.label, line.dash, line.band is None) for line in study.lines] == [
+        ("full image", "-", False),
+        ("crop", "-", False),
+        ("crop + IBS (paired sampler)", "-", False),
+    ]
+    # detach_bias: the study's crop and crop + IBS dotted, then its own row (means at T = 10 %)
+    assert [(line.dash, line.legend, line.band is None) for line in detach.lines] == [
+        (":", False, True),
+        (":", False, True),
+        ("-", True, False),
+    ]
+    assert [line.y[0] for line in detach.lines] == pytest.approx([60.5, 40.5, 30.5])
+    assert [line.y[0] for line in signed.lines] == pytest.approx([60.5, 50.5])  # the study's crop only
+    # one y axis: 5 % above the highest band, the study's crop at T = 10 %: 60.5 + t(0.975, 1) x its standard error 0.5
+    top = 60.5 + 12.706 * 0.5
+    assert [p.ylim for p in chart.panels] == [(0, pytest.approx(1.05 * top, abs=0.01))] * 3
+    assert variant_confusion_chart(StudyResults("cpu", "cpu", None, rows), "m2f") is None
