@@ -475,7 +475,8 @@ def operating_curve_figure(curves: Mapping, **options: Any) -> Figure:
 
 # (panel title, metrics) of :func:`oracle_logits_chart`
 LOGIT_PANELS = (
-    ("mean logit E·F of the GT things' embeddings", ("logit_own", "logit_lookalike", "logit_background")),
+    ("mean logit E·F: own thing, look-alike", ("logit_own", "logit_lookalike")),
+    ("mean logit E·F: background", ("logit_background",)),  # tens of logits below: a scale of its own
     ("separation: own - look-alike", ("logit_gap", "logit_gap_per_norm")),
     ("magnitude: bias part b·F and ‖E‖", ("logit_bias_own", "logit_bias_background", "embedding_norm")),
 )
