@@ -164,12 +164,12 @@ class Chart:
 # ----------------------------------------------------------------------------- matplotlib
 
 
-def _spans(values: np.ndarray, bounds: Bounds | None) -> list[np.ndarray] | None:
-    """matplotlib's ``xerr`` / ``yerr`` (distances below and above) of (low, high) bounds."""
+def _spans(values: np.ndarray, bounds: Bounds | None) -> np.ndarray | None:
+    """matplotlib's ``xerr`` / ``yerr`` of (low, high) bounds: (2, N), the distances below and above."""
     if bounds is None:
         return None
     low, high = (np.asarray(b, dtype=float) for b in bounds)
-    return [values - low, high - values]
+    return np.stack([values - low, high - values])
 
 
 def _draw_line(ax: Axes, line: Line) -> None:
@@ -202,11 +202,10 @@ def _draw_bars(ax: Axes, panel: Panel) -> None:
         values = np.asarray(bars.values, dtype=float)
         ax.bar(positions, values, width * 0.92, color=bars.color, label=bars.label, alpha=0.85)
         if bars.error is not None:
-            low, high = (np.asarray(b, dtype=float) for b in bars.error)
             ax.errorbar(
                 positions,
                 values,
-                yerr=[values - low, high - values],
+                yerr=_spans(values, bars.error),
                 fmt="none",
                 ecolor="black",
                 capsize=2,
