@@ -184,7 +184,7 @@ def variant_confusion_chart(
     xlabel = "overlap threshold T (% of GT area)"  # the panels are narrow
     panels = [dataclasses.replace(panel, xlabel=xlabel, ylim=(0, min(100.0, 1.05 * top))) for panel in panels]
     what = "Oracle-embedding confusion" if oracle else "Confusion"
-    title = title or f"{what}, {MODEL_LABELS.get(model, model)}, per variant (mean over seeds, 95 % band)"
+    title = title or f"{what}, {MODEL_LABELS.get(model, model)}, per variant\n(mean over seeds, 95 % band)"
     return Chart(tuple(panels), title=title, size=(3.4 * len(panels), 3.9))
 
 

@@ -374,7 +374,7 @@ def write_followup(results: StudyResults, followup: FollowUp, out: str | os.Path
         ("confusion_curve", "oracle_confusion_curve"),
         ("Confusion", "Oracle-embedding confusion"),
     ):
-        title = f"{title}, {model}, follow-up {followup.name}, per variant (mean over seeds, 95 % band)"
+        title = f"{title}, {model}, follow-up {followup.name}, per variant\n(mean over seeds, 95 % band)"
         chart = variant_confusion_chart(results, model, curve, title=title)
         if chart is not None:
             charts[f"{stem}_{model}"] = chart
